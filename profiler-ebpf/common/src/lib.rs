@@ -1,0 +1,164 @@
+//! The BPF <-> user-space ABI of otelprof, in one place.
+//!
+//! Both the kernel-side programs (`profiler-ebpf/programs`, built for `bpfel-unknown-none`) and the
+//! user-space binary (`profiler-user`) use these `#[repr(C)]` types, so a layout change is always a
+//! change to both sides in one commit. Every record written to the ring buffer starts with a
+//! [`RecordHeader`] whose `kind` says which struct follows.
+//!
+//! The committed BPF object in `profiler-ebpf/prebuilt/` is built from this crate too; its source
+//! hash covers this file, so CI notices when the ABI moved but the object did not.
+#![no_std]
+
+/// Deepest kernel or user stack one sample carries, in frames.
+///
+/// 127 is the kernel's default `kernel.perf_event_max_stack`, so `bpf_get_stack` never has more.
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Length of `task_struct::comm`.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Default size of the sample ring buffer in bytes (must be a power of two and a page multiple).
+pub const DEFAULT_RINGBUF_BYTES: u32 = 8 * 1024 * 1024;
+
+/// Upper bound of the target map; also bounds processes followed through fork.
+pub const MAX_TARGETS: u32 = 16384;
+
+/// Kind of the record that follows a [`RecordHeader`] in the ring buffer.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A [`SampleRecord`]: one CPU-clock sample.
+    Sample = 1,
+    /// A [`TaskRecord`]: a process called `execve`; its mappings changed.
+    Exec = 2,
+    /// A [`TaskRecord`]: a process (thread-group leader) exited.
+    Exit = 3,
+}
+
+impl RecordKind {
+    /// Decodes the `kind` field of a [`RecordHeader`]; `None` for unknown kinds.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Sample),
+            2 => Some(Self::Exec),
+            3 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RecordHeader {
+    /// A [`RecordKind`] as `u32`.
+    pub kind: u32,
+    /// Process ID (thread-group ID) the record belongs to.
+    pub tgid: u32,
+    /// Thread ID.
+    pub tid: u32,
+    /// CPU the record was written on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the record was written.
+    pub ktime_ns: u64,
+    /// `comm` of the current task, NUL-padded.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// One CPU sample: who was running and both of its stacks.
+///
+/// Stacks are leaf first, as `bpf_get_stack` writes them. `kernel_len`/`user_len` are frame counts;
+/// a negative `*_err` is the errno `bpf_get_stack` returned (the stack is then empty).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SampleRecord {
+    pub header: RecordHeader,
+    /// Number of valid frames in `kernel_stack`.
+    pub kernel_len: u32,
+    /// Number of valid frames in `user_stack`.
+    pub user_len: u32,
+    /// Error from `bpf_get_stack` for the kernel stack, 0 when fine.
+    pub kernel_err: i32,
+    /// Error from `bpf_get_stack` for the user stack, 0 when fine.
+    pub user_err: i32,
+    pub kernel_stack: [u64; MAX_STACK_DEPTH],
+    pub user_stack: [u64; MAX_STACK_DEPTH],
+}
+
+/// A process lifecycle event (exec or exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TaskRecord {
+    pub header: RecordHeader,
+}
+
+/// Value flags of the `TARGETS` map (key: tgid).
+pub mod target {
+    /// Samples of this process are recorded.
+    pub const SAMPLE: u8 = 1;
+    /// Children forked by this process become targets (`SAMPLE`), this process itself is not
+    /// sampled unless `SAMPLE` is also set. `otelprof record -- CMD` marks itself this way so the
+    /// command is a target before its first instruction.
+    pub const SPAWNER: u8 = 2;
+    /// Children of this process inherit `SAMPLE` (follow forks, as `perf record -- CMD` does).
+    pub const FOLLOW: u8 = 4;
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Samples of a selected process that the program saw.
+    Samples = 0,
+    /// Samples dropped because the ring buffer was full.
+    LostSamples = 1,
+    /// Exec/exit events dropped because the ring buffer was full.
+    LostEvents = 2,
+    /// Processes that could not be added to `TARGETS` on fork (map full).
+    TargetsFull = 3,
+}
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 4] = [
+        Counter::Samples,
+        Counter::LostSamples,
+        Counter::LostEvents,
+        Counter::TargetsFull,
+    ];
+
+    /// Stable snake_case name, used in summaries and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Samples => "samples",
+            Counter::LostSamples => "lost_samples",
+            Counter::LostEvents => "lost_events",
+            Counter::TargetsFull => "targets_full",
+        }
+    }
+}
+
+/// Number of entries of the `COUNTERS` array.
+pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
+
+/// Load-time configuration, written into the object's `.rodata` by the loader.
+///
+/// The programs read it through `read_volatile` so the compiler keeps the load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// 1: only processes in `TARGETS` are sampled; 0: every process.
+    pub filter_targets: u32,
+    /// 1: samples of the idle task (pid 0) are kept.
+    pub sample_idle: u32,
+    /// Byte offset of `child_pid` in the `sched/sched_process_fork` tracepoint record, read by
+    /// user space from the event's `format` file so no kernel layout is assumed.
+    pub fork_child_pid_offset: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data `repr(C)` types without padding holes that matter for reading.
+    unsafe impl aya::Pod for super::Config {}
+}

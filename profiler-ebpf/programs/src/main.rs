@@ -1,0 +1,210 @@
+//! otelprof kernel-side programs.
+//!
+//! - `sample` (perf_event, software `cpu-clock`, one per CPU): filters by process in BPF, then
+//!   writes one [`SampleRecord`] (kernel and user stacks, leaf first) to the `EVENTS` ring buffer.
+//! - `on_fork` / `on_exec` / `on_exit` (sched tracepoints): keep `TARGETS` in step with the
+//!   processes being followed and tell user space when a target's mappings change or it exits.
+//!
+//! Every record type and map key lives in `profiler-common`, the one place for the BPF <-> user
+//! ABI. Nothing here assumes a kernel struct layout: the only layout-dependent value (the
+//! `child_pid` offset of `sched_process_fork`) comes from user space through [`CONFIG`].
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::generated::bpf_get_stack,
+    macros::{map, perf_event, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{PerfEventContext, TracePointContext},
+    EbpfContext, Global,
+};
+use aya_log_ebpf::warn;
+use profiler_common::{
+    target, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, COUNTER_COUNT,
+    DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS,
+};
+
+/// Load-time settings; the loader overrides the whole struct.
+#[unsafe(no_mangle)]
+static CONFIG: Global<Config> = Global::new(Config {
+    filter_targets: 0,
+    sample_idle: 0,
+    fork_child_pid_offset: 0,
+    _pad: 0,
+});
+
+/// Selected processes (key: tgid, value: `target::*` flags).
+#[map]
+static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Samples and process events for user space. The loader may resize it.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// Per-CPU counters indexed by [`Counter`]; user space sums the CPUs.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, programs do not preempt each other on one CPU for this map.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn target_flags(tgid: u32) -> u8 {
+    // SAFETY: the value is a plain u8 copied out immediately.
+    unsafe { TARGETS.get(&tgid) }.copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn fill_header(header: &mut RecordHeader, kind: RecordKind, pid_tgid: u64) {
+    header.kind = kind as u32;
+    header.tgid = (pid_tgid >> 32) as u32;
+    header.tid = pid_tgid as u32;
+    // SAFETY: helper without preconditions.
+    header.cpu = unsafe { bpf_get_smp_processor_id() };
+    // SAFETY: helper without preconditions.
+    header.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// Fills one stack array with `bpf_get_stack`; returns (frames, error).
+#[inline(always)]
+fn read_stack(ctx: &PerfEventContext, buf: &mut [u64; MAX_STACK_DEPTH], flags: u64) -> (u32, i32) {
+    const BYTES: u32 = (MAX_STACK_DEPTH * 8) as u32;
+    // SAFETY: `buf` is writable memory of exactly BYTES bytes inside the reserved record.
+    let ret = unsafe { bpf_get_stack(ctx.as_ptr(), buf.as_mut_ptr().cast(), BYTES, flags) };
+    if ret < 0 {
+        (0, ret as i32)
+    } else {
+        ((ret as u32) / 8, 0)
+    }
+}
+
+#[perf_event]
+pub fn sample(ctx: PerfEventContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let config = CONFIG.load();
+    if tgid == 0 && config.sample_idle == 0 {
+        return 0;
+    }
+    if config.filter_targets != 0 && target_flags(tgid) & target::SAMPLE == 0 {
+        return 0;
+    }
+    count(Counter::Samples);
+    let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
+        count(Counter::LostSamples);
+        return 0;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reserved, exclusively owned SampleRecord-sized slot; every field
+    // is written below before submit.
+    unsafe {
+        fill_header(&mut (*record).header, RecordKind::Sample, pid_tgid);
+        let (klen, kerr) = read_stack(&ctx, &mut (*record).kernel_stack, 0);
+        (*record).kernel_len = klen;
+        (*record).kernel_err = kerr;
+        let (ulen, uerr) = read_stack(&ctx, &mut (*record).user_stack, BPF_F_USER_STACK as u64);
+        (*record).user_len = ulen;
+        (*record).user_err = uerr;
+    }
+    entry.submit(0);
+    0
+}
+
+#[inline(always)]
+fn emit_task(kind: RecordKind, pid_tgid: u64) {
+    let Some(mut entry) = EVENTS.reserve::<TaskRecord>(0) else {
+        count(Counter::LostEvents);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: exclusively owned reserved slot, fully written before submit.
+    unsafe {
+        fill_header(&mut (*record).header, kind, pid_tgid);
+    }
+    entry.submit(0);
+}
+
+/// `sched/sched_process_fork`: children of SPAWNER or FOLLOW processes become targets, so a
+/// command started by `otelprof record -- CMD` is sampled from its first instruction.
+#[tracepoint]
+pub fn on_fork(ctx: TracePointContext) -> u32 {
+    let config = CONFIG.load();
+    if config.filter_targets == 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let flags = target_flags(parent);
+    if flags & (target::SPAWNER | target::FOLLOW) == 0 {
+        return 0;
+    }
+    // SAFETY: the offset comes from the tracepoint's own format file.
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(config.fork_child_pid_offset as usize) }) else {
+        return 0;
+    };
+    // A new thread of the parent shows up here too; its tid never equals a tgid that samples
+    // carry while the thread lives, and `on_exit` removes it again.
+    let child_flags = target::SAMPLE | target::FOLLOW;
+    if TARGETS.insert(&(child as u32), &child_flags, 0).is_err() {
+        count(Counter::TargetsFull);
+        warn!(&ctx, "otelprof: TARGETS full, pid {} not followed", child);
+    }
+    0
+}
+
+/// `sched/sched_process_exec`: a target's mappings changed; user space re-reads them.
+#[tracepoint]
+pub fn on_exec(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let config = CONFIG.load();
+    if config.filter_targets != 0 && target_flags(tgid) & target::SAMPLE == 0 {
+        return 0;
+    }
+    emit_task(RecordKind::Exec, pid_tgid);
+    0
+}
+
+/// `sched/sched_process_exit`: forget exited tasks and tell user space when a process ends.
+#[tracepoint]
+pub fn on_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    let config = CONFIG.load();
+    if config.filter_targets != 0 {
+        let flags = target_flags(tid);
+        if tid != tgid {
+            // A thread added as a "child" by on_fork: drop it so the map stays bounded.
+            if flags != 0 {
+                let _ = TARGETS.remove(&tid);
+            }
+            return 0;
+        }
+        if flags & target::SAMPLE == 0 {
+            return 0;
+        }
+        let _ = TARGETS.remove(&tgid);
+    } else if tid != tgid {
+        return 0;
+    }
+    emit_task(RecordKind::Exit, pid_tgid);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,264 @@
+//! Aggregation: identical stacks of one thread are counted once, with every sample's timestamp
+//! kept (OTLP carries them per sample).
+//!
+//! Addresses are normalized here, while the process still exists: a user address becomes a
+//! [`Frame::User`] (mapping + file offset) through the [`ProcessTracker`]. Return addresses (every
+//! frame but the leaf) are moved back by one byte so that they point into the call instruction;
+//! symbolizing them then names the calling line, not the line after the call.
+
+mod intern;
+
+use std::collections::HashMap;
+
+pub use intern::Interner;
+
+use crate::{
+    process::{Mapping, ProcessTracker},
+    reader::Sample,
+};
+
+pub type FrameId = u32;
+pub type StackId = u32;
+pub type MappingId = u32;
+
+/// One stack frame, normalized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Frame {
+    /// A kernel address.
+    Kernel { addr: u64 },
+    /// A user address inside a file mapping.
+    User {
+        mapping: MappingId,
+        addr: u64,
+        file_offset: u64,
+    },
+    /// A user address in no known file mapping (JIT code, vDSO, a process that vanished).
+    Unmapped { addr: u64 },
+}
+
+/// A mapping of one process, as exporters need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcMapping {
+    pub pid: u32,
+    pub mapping: Mapping,
+}
+
+/// What identifies an aggregated sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleKey {
+    pub pid: u32,
+    pub tid: u32,
+    pub stack: StackId,
+}
+
+/// Count and timestamps of one [`SampleKey`].
+#[derive(Clone, Debug, Default)]
+pub struct SampleValue {
+    pub count: u64,
+    /// Unix nanoseconds of every sample, in arrival order.
+    pub timestamps_ns: Vec<u64>,
+}
+
+/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to Unix time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self {
+            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+        }
+    }
+
+    pub fn to_unix_ns(&self, ktime_ns: u64) -> u64 {
+        (ktime_ns as i128 + self.offset_ns).max(0) as u64
+    }
+
+    pub fn now_unix_ns(&self) -> u64 {
+        self.to_unix_ns(clock_ns(libc::CLOCK_MONOTONIC) as u64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// All samples of a recording, deduplicated.
+#[derive(Default)]
+pub struct Aggregator {
+    pub frames: Interner<Frame>,
+    /// Stacks leaf first: kernel frames, then user frames.
+    pub stacks: Interner<Box<[FrameId]>>,
+    pub mappings: Interner<ProcMapping>,
+    pub samples: HashMap<SampleKey, SampleValue>,
+    /// Latest name of every thread (tid -> comm).
+    pub thread_names: HashMap<u32, String>,
+    /// Total samples added.
+    pub total: u64,
+    /// Samples whose user stack could not be read (bpf_get_stack error).
+    pub user_stack_errors: u64,
+    clock: Clock,
+    scratch: Vec<FrameId>,
+}
+
+impl Aggregator {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            ..Default::default()
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Adds one sample, normalizing its user frames against `tracker`.
+    pub fn add(&mut self, s: &Sample, tracker: &mut ProcessTracker) {
+        tracker.observe(s.tgid);
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        for (i, &addr) in s.kernel.iter().enumerate() {
+            let addr = if i == 0 { addr } else { addr.saturating_sub(1) };
+            frames.push(self.frames.intern(Frame::Kernel { addr }));
+        }
+        // A sample taken in the kernel has the user address the task returns to: a return address.
+        let exact_user_leaf = s.kernel.is_empty();
+        for (i, &raw) in s.user.iter().enumerate() {
+            let addr = if i == 0 && exact_user_leaf {
+                raw
+            } else {
+                raw.saturating_sub(1)
+            };
+            let frame = match tracker.normalize(s.tgid, addr) {
+                Some(n) => Frame::User {
+                    mapping: self.mappings.intern(ProcMapping {
+                        pid: s.tgid,
+                        mapping: n.mapping,
+                    }),
+                    addr,
+                    file_offset: n.file_offset,
+                },
+                None => Frame::Unmapped { addr },
+            };
+            frames.push(self.frames.intern(frame));
+        }
+        let stack = self.stacks.intern(frames.as_slice().into());
+        self.scratch = frames;
+        let v = self
+            .samples
+            .entry(SampleKey {
+                pid: s.tgid,
+                tid: s.tid,
+                stack,
+            })
+            .or_default();
+        v.count += 1;
+        v.timestamps_ns.push(self.clock.to_unix_ns(s.ktime_ns));
+        if s.user_err != 0 {
+            self.user_stack_errors += 1;
+        }
+        if self.thread_names.get(&s.tid).map(String::as_str) != Some(s.comm.as_str()) {
+            self.thread_names.insert(s.tid, s.comm.clone());
+        }
+        self.total += 1;
+    }
+
+    /// Distinct processes with samples.
+    pub fn pids(&self) -> std::collections::BTreeSet<u32> {
+        self.samples.keys().map(|k| k.pid).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(pid: u32, tid: u32, kernel: Vec<u64>, user: Vec<u64>) -> Sample {
+        Sample {
+            tgid: pid,
+            tid,
+            cpu: 0,
+            ktime_ns: 1,
+            comm: "t".into(),
+            kernel,
+            user,
+            user_err: 0,
+        }
+    }
+
+    #[test]
+    fn counts_identical_stacks_once_and_adjusts_return_addresses() {
+        let me = std::process::id();
+        let code = counts_identical_stacks_once_and_adjusts_return_addresses as *const () as u64;
+        let mut tracker = ProcessTracker::default();
+        let mut agg = Aggregator::default();
+        for _ in 0..3 {
+            agg.add(&sample(me, me, vec![], vec![code, code + 8]), &mut tracker);
+        }
+        agg.add(
+            &sample(
+                me,
+                me + 1,
+                vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100],
+                vec![code],
+            ),
+            &mut tracker,
+        );
+        assert_eq!(agg.total, 4);
+        assert_eq!(agg.samples.len(), 2);
+        let (k, v) = agg.samples.iter().find(|(k, _)| k.tid == me).unwrap();
+        assert_eq!(v.count, 3);
+        assert_eq!(v.timestamps_ns.len(), 3);
+        let stack = agg.stacks.get(k.stack);
+        let addrs: Vec<u64> = stack
+            .iter()
+            .map(|&f| match agg.frames.get(f) {
+                Frame::User { addr, .. } => *addr,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            addrs,
+            [code, code + 7],
+            "leaf exact, caller moved into the call"
+        );
+        let (k2, _) = agg.samples.iter().find(|(k, _)| k.tid == me + 1).unwrap();
+        let kinds: Vec<Frame> = agg
+            .stacks
+            .get(k2.stack)
+            .iter()
+            .map(|&f| *agg.frames.get(f))
+            .collect();
+        assert_eq!(
+            kinds[0],
+            Frame::Kernel {
+                addr: 0xffff_ffff_8100_0000
+            }
+        );
+        assert_eq!(
+            kinds[1],
+            Frame::Kernel {
+                addr: 0xffff_ffff_8100_00ff
+            }
+        );
+        assert!(
+            matches!(kinds[2], Frame::User { addr, .. } if addr == code - 1),
+            "user ip under a kernel frame is a return address"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Command-line interface, shaped after `perf record` and samply.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::export::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "otelprof",
+    version,
+    about = "eBPF CPU profiler: record processes, commands or the whole system"
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `otelprof=trace`.
+    #[arg(long, global = true, env = "OTELPROF_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Sample stacks of processes, a command, or the whole system, and write a profile.
+    Record(RecordArgs),
+    /// Check whether this machine can run otelprof, and say how to fix what is missing.
+    Check,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["pid", "all", "command"]))]
+pub struct RecordArgs {
+    /// Profile these running processes (all their threads); repeat for more.
+    #[arg(short = 'p', long = "pid", value_name = "PID", num_args = 1)]
+    pub pid: Vec<u32>,
+    /// Profile every process on the system.
+    #[arg(short = 'a', long = "all-cpus")]
+    pub all: bool,
+    /// Stop after this many seconds (default: until Ctrl-C, or until the targets exit).
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Sampling frequency per CPU in Hz.
+    #[arg(
+        short = 'F',
+        long = "frequency",
+        value_name = "HZ",
+        default_value_t = 99
+    )]
+    pub frequency: u64,
+    /// Output file; the format follows the extension (.pb.gz/.pprof, .folded, .svg).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        default_value = "otelprof.pb.gz"
+    )]
+    pub output: PathBuf,
+    /// Output format, overriding the extension.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// BPF ring buffer size in bytes (power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = profiler_common::DEFAULT_RINGBUF_BYTES)]
+    pub ringbuf_size: u32,
+    /// Also keep samples of the idle task (pid 0); with -a only.
+    #[arg(long)]
+    pub include_idle: bool,
+    /// Forward log messages from the BPF programs.
+    #[arg(long)]
+    pub bpf_log: bool,
+    /// Command to run and profile from its first instruction (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}

@@ -1,0 +1,40 @@
+//! Folded stacks: `process;root;...;leaf count`, one line per distinct stack.
+//!
+//! The first element is the process name, as `stackcollapse-perf.pl` writes it. Inlined
+//! functions become frames of their own; kernel frames carry the `_[k]` suffix that flame graph
+//! tools colour differently.
+
+use std::{collections::BTreeMap, io::Write};
+
+use super::{Exporter, Report};
+
+/// The folded-stacks exporter.
+pub struct Folded;
+
+/// Builds the folded lines (sorted, counts summed), shared by the SVG exporter.
+pub fn lines(report: &Report<'_>) -> Vec<String> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, value) in &report.agg.samples {
+        let mut parts = vec![report.process_name(key.pid).replace(';', ":")];
+        for &frame in report.agg.stacks.get(key.stack).iter().rev() {
+            let kernel = report.is_kernel(frame);
+            for f in report.functions(frame).iter().rev() {
+                let name = f.function.replace(';', ":");
+                parts.push(if kernel { format!("{name}_[k]") } else { name });
+            }
+        }
+        *out.entry(parts.join(";")).or_default() += value.count;
+    }
+    out.into_iter()
+        .map(|(stack, n)| format!("{stack} {n}"))
+        .collect()
+}
+
+impl Exporter for Folded {
+    fn write(&self, report: &Report<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
+        for line in lines(report) {
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    }
+}

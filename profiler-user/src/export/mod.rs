@@ -1,0 +1,139 @@
+//! Export stage: every output format implements [`Exporter`] over the same [`Report`].
+//!
+//! - [`pprof::Pprof`]: gzipped `perftools.profiles.Profile` (`go tool pprof`, Pyroscope, Parca).
+//! - [`folded::Folded`]: Brendan Gregg's folded stacks (`flamegraph.pl`, speedscope).
+//! - [`flamegraph::FlameGraph`]: an SVG flame graph rendered by inferno.
+
+pub mod flamegraph;
+pub mod folded;
+pub mod pprof;
+
+use std::{io::Write, path::Path};
+
+use crate::{
+    aggregate::{Aggregator, Frame, FrameId},
+    process::ProcessTracker,
+    symbolize::{ResolvedFrame, Symbols},
+};
+
+/// Facts about the recording that are not samples.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    pub frequency_hz: u64,
+    /// Unix nanoseconds when sampling started.
+    pub start_unix_ns: u64,
+    pub duration_ns: u64,
+}
+
+impl Meta {
+    /// Nanoseconds of CPU time one sample stands for.
+    pub fn period_ns(&self) -> u64 {
+        1_000_000_000 / self.frequency_hz.max(1)
+    }
+}
+
+/// Everything an exporter reads: the aggregated samples, process state and symbols.
+pub struct Report<'a> {
+    pub agg: &'a Aggregator,
+    pub tracker: &'a ProcessTracker,
+    pub symbols: &'a Symbols,
+    pub meta: Meta,
+}
+
+impl Report<'_> {
+    /// The functions of a frame, innermost first (see [`Symbols::get`]).
+    pub fn functions(&self, frame: FrameId) -> &[ResolvedFrame] {
+        self.symbols.get(frame)
+    }
+
+    pub fn is_kernel(&self, frame: FrameId) -> bool {
+        matches!(self.agg.frames.get(frame), Frame::Kernel { .. })
+    }
+
+    /// Process name for display: its comm, else the exe's basename, else `pid N`.
+    pub fn process_name(&self, pid: u32) -> String {
+        let info = self.tracker.info(pid);
+        if let Some(i) = info.filter(|i| !i.comm.is_empty()) {
+            return i.comm.clone();
+        }
+        if let Some(exe) = info.and_then(|i| i.exe.as_deref()) {
+            return exe.rsplit('/').next().unwrap_or(exe).to_string();
+        }
+        self.agg
+            .thread_names
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| format!("pid {pid}"))
+    }
+
+    pub fn thread_name(&self, tid: u32) -> &str {
+        self.agg
+            .thread_names
+            .get(&tid)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// An output format.
+pub trait Exporter {
+    /// Writes the whole report to `out`.
+    fn write(&self, report: &Report<'_>, out: &mut dyn Write) -> anyhow::Result<()>;
+}
+
+/// Output formats `record` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// gzipped pprof protobuf
+    Pprof,
+    /// folded stacks, one line per unique stack
+    Folded,
+    /// flame graph SVG
+    Svg,
+}
+
+impl Format {
+    /// Picks the format from a file name: `.pb.gz`/`.pprof`/`.pb` → pprof, `.folded`/`.txt` →
+    /// folded, `.svg` → flame graph.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
+            Some(Self::Pprof)
+        } else if name.ends_with(".folded") || name.ends_with(".txt") {
+            Some(Self::Folded)
+        } else if name.ends_with(".svg") {
+            Some(Self::Svg)
+        } else {
+            None
+        }
+    }
+
+    pub fn exporter(self) -> Box<dyn Exporter> {
+        match self {
+            Self::Pprof => Box::new(pprof::Pprof),
+            Self::Folded => Box::new(folded::Folded),
+            Self::Svg => Box::new(flamegraph::FlameGraph),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Format;
+    use std::path::Path;
+
+    #[test]
+    fn format_from_extension() {
+        assert_eq!(
+            Format::from_path(Path::new("a/otelprof.pb.gz")),
+            Some(Format::Pprof)
+        );
+        assert_eq!(Format::from_path(Path::new("x.pprof")), Some(Format::Pprof));
+        assert_eq!(
+            Format::from_path(Path::new("x.folded")),
+            Some(Format::Folded)
+        );
+        assert_eq!(Format::from_path(Path::new("X.SVG")), Some(Format::Svg));
+        assert_eq!(Format::from_path(Path::new("x.json")), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! pprof: gzipped `perftools.profiles.Profile`.
+//!
+//! Sample types `samples/count` and `cpu/nanoseconds` (count × period), period `cpu/nanoseconds`.
+//! One mapping per (process, file mapping) with the file's build ID, one for the kernel; one
+//! location per distinct frame whose lines are the frame's functions, inlined ones first, as
+//! pprof wants ("the last entry represents the caller into which the preceding entries were
+//! inlined"). Labels: `pid`, `tid` (numeric) and `thread_name`.
+
+use std::{collections::HashMap, io::Write};
+
+use flate2::{write::GzEncoder, Compression};
+use otelprof_proto::pprof as pb;
+use prost::Message;
+
+use super::{Exporter, Report};
+use crate::{
+    aggregate::{Frame, Interner},
+    symbolize::KERNEL_MODULE,
+};
+
+/// The pprof exporter.
+pub struct Pprof;
+
+/// The string table: index 0 is "" as pprof requires.
+struct Strings(Interner<String>);
+
+impl Strings {
+    fn new() -> Self {
+        let mut t = Interner::default();
+        t.intern(String::new());
+        Self(t)
+    }
+
+    fn id(&mut self, s: &str) -> i64 {
+        self.0.intern(s.to_string()) as i64
+    }
+
+    fn into_vec(self) -> Vec<String> {
+        self.0.iter().map(|(_, s)| s.clone()).collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds the (uncompressed) pprof message.
+pub fn build(report: &Report<'_>) -> pb::Profile {
+    let mut strings = Strings::new();
+    let agg = report.agg;
+    let files = report.tracker.files();
+
+    // Mappings: 1..=n for process mappings, n+1 for the kernel.
+    let mut mappings: Vec<pb::Mapping> = agg
+        .mappings
+        .iter()
+        .map(|(id, pm)| {
+            let file = files.get(pm.mapping.file);
+            pb::Mapping {
+                id: id as u64 + 1,
+                memory_start: pm.mapping.start,
+                memory_limit: pm.mapping.end,
+                file_offset: pm.mapping.offset,
+                filename: strings.id(&file.path),
+                build_id: strings.id(&file.build_id().map(hex).unwrap_or_default()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let kernel_mapping = mappings.len() as u64 + 1;
+    mappings.push(pb::Mapping {
+        id: kernel_mapping,
+        memory_start: 0xffff_8000_0000_0000,
+        memory_limit: u64::MAX,
+        filename: strings.id(KERNEL_MODULE),
+        ..Default::default()
+    });
+
+    let mut functions: Interner<(i64, i64)> = Interner::default();
+    let mut mapping_flags: HashMap<u64, (bool, bool)> = HashMap::new();
+    let locations: Vec<pb::Location> = agg
+        .frames
+        .iter()
+        .map(|(id, frame)| {
+            let (mapping_id, address) = match *frame {
+                Frame::Kernel { addr } => (kernel_mapping, addr),
+                Frame::User { mapping, addr, .. } => (mapping as u64 + 1, addr),
+                Frame::Unmapped { addr } => (0, addr),
+            };
+            let known = report.symbols.is_symbolized(id);
+            let line = report
+                .functions(id)
+                .iter()
+                .map(|f| {
+                    let name = strings.id(&f.function);
+                    let file = strings.id(f.file.as_deref().unwrap_or(""));
+                    pb::Line {
+                        function_id: functions.intern((name, file)) as u64 + 1,
+                        line: f.line.unwrap_or(0) as i64,
+                        ..Default::default()
+                    }
+                })
+                .collect::<Vec<_>>();
+            if known && mapping_id != 0 {
+                let flags = mapping_flags.entry(mapping_id).or_default();
+                flags.0 = true;
+                flags.1 |= line.iter().any(|l| l.line != 0);
+            }
+            pb::Location {
+                id: id as u64 + 1,
+                mapping_id,
+                address,
+                line,
+                ..Default::default()
+            }
+        })
+        .collect();
+    for m in &mut mappings {
+        if let Some(&(funcs, lines)) = mapping_flags.get(&m.id) {
+            m.has_functions = funcs;
+            m.has_filenames = lines;
+            m.has_line_numbers = lines;
+            m.has_inline_frames = lines;
+        }
+    }
+    let function: Vec<pb::Function> = functions
+        .iter()
+        .map(|(id, &(name, filename))| pb::Function {
+            id: id as u64 + 1,
+            name,
+            system_name: name,
+            filename,
+            ..Default::default()
+        })
+        .collect();
+
+    let period = report.meta.period_ns() as i64;
+    let (k_pid, k_tid, k_thread) = (
+        strings.id("pid"),
+        strings.id("tid"),
+        strings.id("thread_name"),
+    );
+    let mut keys: Vec<_> = agg.samples.iter().collect();
+    keys.sort_by_key(|(k, _)| **k);
+    let sample = keys
+        .into_iter()
+        .map(|(key, value)| pb::Sample {
+            location_id: agg
+                .stacks
+                .get(key.stack)
+                .iter()
+                .map(|&f| f as u64 + 1)
+                .collect(),
+            value: vec![value.count as i64, value.count as i64 * period],
+            label: vec![
+                pb::Label {
+                    key: k_pid,
+                    num: key.pid as i64,
+                    ..Default::default()
+                },
+                pb::Label {
+                    key: k_tid,
+                    num: key.tid as i64,
+                    ..Default::default()
+                },
+                pb::Label {
+                    key: k_thread,
+                    str: strings.id(report.thread_name(key.tid)),
+                    ..Default::default()
+                },
+            ],
+        })
+        .collect();
+
+    let sample_type = vec![
+        pb::ValueType {
+            ty: strings.id("samples"),
+            unit: strings.id("count"),
+        },
+        pb::ValueType {
+            ty: strings.id("cpu"),
+            unit: strings.id("nanoseconds"),
+        },
+    ];
+    let period_type = Some(pb::ValueType {
+        ty: strings.id("cpu"),
+        unit: strings.id("nanoseconds"),
+    });
+    let comment = vec![strings.id(&format!(
+        "otelprof {} at {} Hz",
+        env!("CARGO_PKG_VERSION"),
+        report.meta.frequency_hz
+    ))];
+    pb::Profile {
+        sample_type,
+        sample,
+        mapping: mappings,
+        location: locations,
+        function,
+        time_nanos: report.meta.start_unix_ns as i64,
+        duration_nanos: report.meta.duration_ns as i64,
+        period_type,
+        period,
+        comment,
+        string_table: strings.into_vec(),
+        ..Default::default()
+    }
+}
+
+impl Exporter for Pprof {
+    fn write(&self, report: &Report<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
+        let bytes = build(report).encode_to_vec();
+        let mut gz = GzEncoder::new(out, Compression::default());
+        gz.write_all(&bytes)?;
+        gz.finish()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! The table of mapped files, shared by every process that maps them.
+//!
+//! Each executable file is opened once while its process is alive (through
+//! `/proc/PID/map_files/`, which reaches files in other mount namespaces and deleted files) and the
+//! handle is kept, so its symbols can still be read after the process exited.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use symbolizer::FileKey;
+
+use super::maps::MapEntry;
+
+/// Index into [`FileTable`].
+pub type FileId = u32;
+
+/// A mapped file, opened.
+#[derive(Debug)]
+pub struct MappedFile {
+    /// The path the process sees (from its maps).
+    pub path: String,
+    /// What to hand to the symbolizer: `path` when it names the same file in our mount namespace
+    /// (so debug links resolve next to it), else `/proc/self/fd/N` of the kept handle.
+    pub open_path: PathBuf,
+    /// Identity for caches and for exporters (build ID when present).
+    pub key: FileKey,
+    /// Keeps the file reachable after the process is gone.
+    _handle: Option<File>,
+}
+
+impl MappedFile {
+    pub fn build_id(&self) -> Option<&[u8]> {
+        self.key.build_id()
+    }
+
+    /// File name without directories, for display (`libc.so.6`).
+    pub fn basename(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// Every file seen in any process, deduplicated by (device, inode).
+#[derive(Default)]
+pub struct FileTable {
+    files: Vec<MappedFile>,
+    by_inode: HashMap<(u64, u64), FileId>,
+}
+
+impl FileTable {
+    pub fn get(&self, id: FileId) -> &MappedFile {
+        &self.files[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (FileId, &MappedFile)> {
+        self.files.iter().enumerate().map(|(i, f)| (i as FileId, f))
+    }
+
+    /// The id of the file behind `entry` of process `pid`, opening it on first sight.
+    pub fn intern(&mut self, pid: u32, entry: &MapEntry) -> FileId {
+        if let Some(&id) = self.by_inode.get(&(entry.dev, entry.inode)) {
+            return id;
+        }
+        let file = open(pid, entry);
+        let id = self.files.len() as FileId;
+        self.files.push(file);
+        self.by_inode.insert((entry.dev, entry.inode), id);
+        id
+    }
+}
+
+fn same_file(meta: &std::fs::Metadata, entry: &MapEntry) -> bool {
+    meta.ino() == entry.inode && meta.dev() == entry.dev
+}
+
+fn open(pid: u32, entry: &MapEntry) -> MappedFile {
+    let candidates = [
+        PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            entry.start, entry.end
+        )),
+        Path::new(&format!("/proc/{pid}/root")).join(entry.path.trim_start_matches('/')),
+    ];
+    let handle = candidates.iter().find_map(|p| {
+        let f = File::open(p).ok()?;
+        // /proc/PID/root/PATH may name another file when the original was replaced.
+        let ok = f
+            .metadata()
+            .map(|m| m.ino() == entry.inode)
+            .unwrap_or(false);
+        ok.then_some(f)
+    });
+    let local_same = std::fs::metadata(&entry.path)
+        .map(|m| same_file(&m, entry))
+        .unwrap_or(false);
+    let open_path = match (&handle, local_same) {
+        (_, true) => PathBuf::from(&entry.path),
+        (Some(f), false) => PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
+        (None, false) => PathBuf::from(&entry.path),
+    };
+    let key = match FileKey::from_path(&open_path) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::debug!("{}: {e}", entry.path);
+            FileKey::Inode {
+                dev: entry.dev,
+                ino: entry.inode,
+                size: 0,
+                mtime: 0,
+            }
+        }
+    };
+    if handle.is_none() {
+        tracing::debug!(pid, path = %entry.path, "could not open mapped file; symbols need it to stay on disk");
+    }
+    MappedFile {
+        path: entry.path.clone(),
+        open_path,
+        key,
+        _handle: handle,
+    }
+}

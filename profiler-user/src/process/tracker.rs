@@ -1,0 +1,192 @@
+//! The per-process side of the tracker.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use super::{
+    files::{FileId, FileTable},
+    maps,
+};
+
+/// An executable, file-backed mapping of one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    pub file: FileId,
+}
+
+/// Where a user address lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Normalized {
+    pub mapping: Mapping,
+    /// Offset of the address in the file.
+    pub file_offset: u64,
+}
+
+/// What is known about a process besides its mappings.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// `/proc/PID/comm` (the main thread's name).
+    pub comm: String,
+    /// `/proc/PID/exe`, when readable.
+    pub exe: Option<String>,
+    /// `/proc/PID/cmdline`, NUL separators turned into spaces.
+    pub cmdline: String,
+    pub exited: bool,
+}
+
+struct Process {
+    info: ProcessInfo,
+    /// Executable mappings sorted by start.
+    mappings: Vec<Mapping>,
+    last_refresh: Option<Instant>,
+}
+
+/// Refreshes triggered by unknown addresses are rate-limited per process.
+const MISS_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Snapshots of every process seen, and the shared [`FileTable`].
+#[derive(Default)]
+pub struct ProcessTracker {
+    procs: HashMap<u32, Process>,
+    files: FileTable,
+    /// Snapshots that failed because the process was already gone.
+    pub vanished: u64,
+}
+
+fn read_proc(pid: u32, what: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/{what}")).ok()
+}
+
+impl ProcessTracker {
+    pub fn files(&self) -> &FileTable {
+        &self.files
+    }
+
+    /// Info of a process seen so far.
+    pub fn info(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.procs.get(&pid).map(|p| &p.info)
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Makes sure `pid` has a snapshot (first sight).
+    pub fn observe(&mut self, pid: u32) {
+        if !self.procs.contains_key(&pid) {
+            self.refresh(pid);
+        }
+    }
+
+    /// Re-reads the process's mappings and metadata (after exec, or first sight).
+    pub fn refresh(&mut self, pid: u32) {
+        let now = Instant::now();
+        let Some(text) = read_proc(pid, "maps") else {
+            self.vanished += 1;
+            let p = self.procs.entry(pid).or_insert_with(|| Process {
+                info: ProcessInfo {
+                    pid,
+                    ..Default::default()
+                },
+                mappings: Vec::new(),
+                last_refresh: None,
+            });
+            p.last_refresh = Some(now);
+            return;
+        };
+        let mut mappings: Vec<Mapping> = maps::parse(&text)
+            .into_iter()
+            .filter(|e| e.executable && e.is_file())
+            .map(|e| Mapping {
+                start: e.start,
+                end: e.end,
+                offset: e.offset,
+                file: self.files.intern(pid, &e),
+            })
+            .collect();
+        mappings.sort_by_key(|m| m.start);
+        let info = ProcessInfo {
+            pid,
+            comm: read_proc(pid, "comm")
+                .map(|s| s.trim_end().to_string())
+                .unwrap_or_default(),
+            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+            cmdline: read_proc(pid, "cmdline")
+                .map(|s| s.trim_end_matches('\0').replace('\0', " "))
+                .unwrap_or_default(),
+            exited: false,
+        };
+        self.procs.insert(
+            pid,
+            Process {
+                info,
+                mappings,
+                last_refresh: Some(now),
+            },
+        );
+    }
+
+    /// Marks a process as exited; its snapshot stays for normalizing samples still queued.
+    pub fn exited(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.info.exited = true;
+        }
+    }
+
+    fn lookup(&self, pid: u32, addr: u64) -> Option<Normalized> {
+        let maps = &self.procs.get(&pid)?.mappings;
+        let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
+        let m = maps[i];
+        (addr < m.end).then_some(Normalized {
+            mapping: m,
+            file_offset: addr - m.start + m.offset,
+        })
+    }
+
+    /// Finds the file and file offset of user address `addr` in process `pid`. An address no
+    /// snapshot covers triggers one (rate-limited) refresh, which picks up `dlopen`ed libraries.
+    pub fn normalize(&mut self, pid: u32, addr: u64) -> Option<Normalized> {
+        if let Some(n) = self.lookup(pid, addr) {
+            return Some(n);
+        }
+        let p = self.procs.get(&pid)?;
+        if p.info.exited
+            || p.last_refresh
+                .is_some_and(|t| t.elapsed() < MISS_REFRESH_INTERVAL)
+        {
+            return None;
+        }
+        self.refresh(pid);
+        self.lookup(pid, addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_own_code_and_misses_anon_memory() {
+        let pid = std::process::id();
+        let mut t = ProcessTracker::default();
+        t.observe(pid);
+        let f = normalizes_own_code_and_misses_anon_memory as *const () as u64;
+        let n = t.normalize(pid, f).expect("own code is mapped");
+        let file = t.files().get(n.mapping.file);
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(file.path, exe.to_string_lossy());
+        assert!(n.file_offset < std::fs::metadata(&exe).unwrap().len());
+        let heap = Box::new(0u8);
+        assert_eq!(t.normalize(pid, &*heap as *const u8 as u64), None);
+        assert!(t.info(pid).unwrap().comm.len() > 0);
+    }
+}

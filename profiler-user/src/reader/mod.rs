@@ -1,0 +1,239 @@
+//! Ring-buffer reader: turns the raw records the BPF programs write into [`Event`]s.
+//!
+//! [`Reader`] wraps the `EVENTS` ring buffer in tokio's `AsyncFd`, so a task sleeps until the
+//! kernel signals data and then drains everything available in one go. Decoding is separate
+//! ([`decode`]) and pure, so it is unit-tested without a kernel.
+
+use std::os::fd::AsRawFd;
+
+use aya::maps::{MapData, RingBuf};
+use profiler_common::{
+    RecordHeader, RecordKind, SampleRecord, TaskRecord, MAX_STACK_DEPTH, TASK_COMM_LEN,
+};
+use tokio::io::{unix::AsyncFd, Interest};
+
+/// One sample, copied out of the ring buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub tgid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub ktime_ns: u64,
+    /// Thread name (`comm` of the sampled task).
+    pub comm: String,
+    /// Kernel frames, leaf first.
+    pub kernel: Vec<u64>,
+    /// User frames, leaf first.
+    pub user: Vec<u64>,
+    /// errno from `bpf_get_stack` for the user stack (0: fine).
+    pub user_err: i32,
+}
+
+/// What the kernel side reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Sample(Sample),
+    /// The process called execve: its mappings changed.
+    Exec {
+        tgid: u32,
+        comm: String,
+    },
+    /// The process exited.
+    Exit {
+        tgid: u32,
+    },
+}
+
+/// Errors decoding a record; the record is skipped and counted, the reader goes on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+fn comm_string(raw: &[u8; TASK_COMM_LEN]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; T is a repr(C) plain-old-data record, read unaligned.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: RecordHeader = read(bytes)?;
+    match RecordKind::from_u32(header.kind) {
+        Some(RecordKind::Sample) => {
+            let r: SampleRecord = read(bytes)?;
+            let klen = (r.kernel_len as usize).min(MAX_STACK_DEPTH);
+            let ulen = (r.user_len as usize).min(MAX_STACK_DEPTH);
+            Ok(Event::Sample(Sample {
+                tgid: r.header.tgid,
+                tid: r.header.tid,
+                cpu: r.header.cpu,
+                ktime_ns: r.header.ktime_ns,
+                comm: comm_string(&r.header.comm),
+                kernel: r.kernel_stack[..klen]
+                    .iter()
+                    .copied()
+                    .take_while(|&a| a != 0)
+                    .collect(),
+                user: r.user_stack[..ulen]
+                    .iter()
+                    .copied()
+                    .take_while(|&a| a != 0)
+                    .collect(),
+                user_err: r.user_err,
+            }))
+        }
+        Some(RecordKind::Exec) => {
+            let r: TaskRecord = read(bytes)?;
+            Ok(Event::Exec {
+                tgid: r.header.tgid,
+                comm: comm_string(&r.header.comm),
+            })
+        }
+        Some(RecordKind::Exit) => {
+            let r: TaskRecord = read(bytes)?;
+            Ok(Event::Exit {
+                tgid: r.header.tgid,
+            })
+        }
+        None => Err(DecodeError::UnknownKind(header.kind)),
+    }
+}
+
+/// Async reader over the `EVENTS` ring buffer.
+pub struct Reader {
+    fd: AsyncFd<RingBuf<MapData>>,
+    /// Records that failed to decode (never silently dropped).
+    pub decode_errors: u64,
+}
+
+impl Reader {
+    pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
+        tracing::debug!(fd = ring.as_raw_fd(), "ring buffer reader ready");
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
+        // the AsyncFd (which owns the ring buffer) lives.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self {
+            fd,
+            decode_errors: 0,
+        })
+    }
+
+    /// Waits until records are available, then hands every available record to `f`.
+    pub async fn read_batch(&mut self, mut f: impl FnMut(Event)) -> std::io::Result<usize> {
+        let mut guard = self.fd.readable_mut().await?;
+        let n = drain(guard.get_inner_mut(), &mut self.decode_errors, &mut f);
+        guard.clear_ready();
+        Ok(n)
+    }
+
+    /// Hands every record available right now to `f` without waiting (used at shutdown).
+    pub fn drain_now(&mut self, mut f: impl FnMut(Event)) -> usize {
+        drain(self.fd.get_mut(), &mut self.decode_errors, &mut f)
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, errors: &mut u64, f: &mut impl FnMut(Event)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        n += 1;
+        match decode(&item) {
+            Ok(ev) => f(ev),
+            Err(e) => {
+                *errors += 1;
+                tracing::warn!("skipping ring-buffer record: {e}");
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain repr(C) value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: RecordKind) -> RecordHeader {
+        let mut comm = [0u8; TASK_COMM_LEN];
+        comm[..4].copy_from_slice(b"work");
+        RecordHeader {
+            kind: kind as u32,
+            tgid: 10,
+            tid: 11,
+            cpu: 1,
+            ktime_ns: 99,
+            comm,
+        }
+    }
+
+    #[test]
+    fn decodes_sample_with_both_stacks() {
+        let mut r = SampleRecord {
+            header: header(RecordKind::Sample),
+            kernel_len: 2,
+            user_len: 3,
+            kernel_err: 0,
+            user_err: 0,
+            kernel_stack: [0; MAX_STACK_DEPTH],
+            user_stack: [0; MAX_STACK_DEPTH],
+        };
+        r.kernel_stack[..2].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
+        r.user_stack[..3].copy_from_slice(&[0x401000, 0x401100, 0x401200]);
+        let Event::Sample(s) = decode(&bytes_of(&r)).unwrap() else {
+            panic!("not a sample")
+        };
+        assert_eq!((s.tgid, s.tid, s.cpu, s.ktime_ns), (10, 11, 1, 99));
+        assert_eq!(s.comm, "work");
+        assert_eq!(s.kernel, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
+        assert_eq!(s.user, vec![0x401000, 0x401100, 0x401200]);
+    }
+
+    #[test]
+    fn decodes_task_events_and_rejects_garbage() {
+        let exit = TaskRecord {
+            header: header(RecordKind::Exit),
+        };
+        assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit { tgid: 10 }));
+        let exec = TaskRecord {
+            header: header(RecordKind::Exec),
+        };
+        assert_eq!(
+            decode(&bytes_of(&exec)),
+            Ok(Event::Exec {
+                tgid: 10,
+                comm: "work".into()
+            })
+        );
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
+        let mut bad = header(RecordKind::Exit);
+        bad.kind = 77;
+        assert_eq!(
+            decode(&bytes_of(&TaskRecord { header: bad })),
+            Err(DecodeError::UnknownKind(77))
+        );
+        // A sample header on a record too short for the stacks.
+        let short = TaskRecord {
+            header: header(RecordKind::Sample),
+        };
+        assert!(matches!(
+            decode(&bytes_of(&short)),
+            Err(DecodeError::Short(_))
+        ));
+    }
+}

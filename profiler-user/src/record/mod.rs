@@ -1,0 +1,290 @@
+//! `otelprof record`: the whole data path for one recording.
+//!
+//! Validate targets and output → load and attach BPF → (start the command) → read samples into
+//! the aggregator until the duration passes, a signal arrives, or the targets are gone → drain →
+//! symbolize → export → summary.
+
+mod progress;
+mod signals;
+mod target;
+
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io::{BufWriter, Write},
+    os::unix::process::ExitStatusExt,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use profiler_common::{target as flags, Counter};
+use symbolizer::Symbolizer;
+
+pub use target::Target;
+
+use crate::{
+    aggregate::{Aggregator, Clock},
+    cli::RecordArgs,
+    export::{Format, Meta, Report},
+    process::ProcessTracker,
+    reader::{Event, Reader},
+    symbolize,
+    tracer::{Tracer, TracerConfig},
+};
+
+/// Checks the arguments a user can get wrong, before touching the kernel.
+fn validate(args: &RecordArgs) -> Result<Format> {
+    if args.frequency == 0 {
+        bail!("bad frequency 0: -F takes samples per second per CPU, at least 1");
+    }
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            bail!("bad duration {d}: -d takes a positive number of seconds");
+        }
+    }
+    if !args.ringbuf_size.is_power_of_two() || args.ringbuf_size < 4096 {
+        bail!(
+            "bad --ringbuf-size {}: must be a power of two of at least 4096",
+            args.ringbuf_size
+        );
+    }
+    if args.include_idle && !args.all {
+        bail!("--include-idle only makes sense with -a");
+    }
+    match args.format.or_else(|| Format::from_path(&args.output)) {
+        Some(f) => Ok(f),
+        None => bail!(
+            "cannot tell the output format of {} from its extension; use .pb.gz, .folded or .svg, or pass --format",
+            args.output.display()
+        ),
+    }
+}
+
+/// Runs a recording; the exit code is the command's for `-- CMD`, else 0.
+pub fn run(args: RecordArgs) -> Result<ExitCode> {
+    let format = validate(&args)?;
+    let target = Target::from_args(&args)?;
+    // Create the output now so an unwritable path fails before a long recording.
+    let out = File::create(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(record(args, target, format, out))
+}
+
+/// How the recording ended.
+enum End {
+    Duration,
+    Signal(i32),
+    TargetsExited,
+    CommandExited(std::process::ExitStatus),
+}
+
+async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> Result<ExitCode> {
+    let mut tracer = Tracer::load(&TracerConfig {
+        frequency_hz: args.frequency,
+        filter_targets: !matches!(target, Target::All),
+        sample_idle: args.include_idle,
+        ringbuf_bytes: args.ringbuf_size,
+        bpf_log: args.bpf_log,
+    })?;
+    let mut remaining: BTreeSet<u32> = BTreeSet::new();
+    match &target {
+        Target::Pids(pids) => {
+            for &pid in pids {
+                tracer.add_target(pid, flags::SAMPLE)?;
+                remaining.insert(pid);
+            }
+        }
+        Target::Command { .. } => tracer.add_target(std::process::id(), flags::SPAWNER)?,
+        Target::All => {}
+    }
+    let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
+    let mut sigs = signals::listen().context("installing signal handlers")?;
+    let clock = Clock::new();
+    let mut agg = Aggregator::new(clock);
+    let mut tracker = ProcessTracker::default();
+
+    let mut child = match &target {
+        Target::Command {
+            program,
+            args: cmd_args,
+        } => {
+            let child = tokio::process::Command::new(program)
+                .args(cmd_args)
+                .spawn()
+                .with_context(|| format!("cannot start {}", program.display()))?;
+            Some(child)
+        }
+        _ => None,
+    };
+    let child_pid = child.as_ref().and_then(|c| c.id());
+    // Targets that exited between validation and attach would never send an exit event.
+    remaining.retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let started = Instant::now();
+    let start_unix_ns = clock.now_unix_ns();
+    tracing::info!(
+        "recording {} at {} Hz on {} CPUs{}",
+        describe(&target, child_pid),
+        args.frequency,
+        tracer.cpus(),
+        args.duration
+            .map(|d| format!(" for {d}s"))
+            .unwrap_or_default()
+    );
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    let mut progress = progress::Progress::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+
+    let mut handle = |ev: Event,
+                      agg: &mut Aggregator,
+                      tracker: &mut ProcessTracker,
+                      remaining: &mut BTreeSet<u32>| match ev {
+        Event::Sample(s) => agg.add(&s, tracker),
+        Event::Exec { tgid, .. } => tracker.refresh(tgid),
+        Event::Exit { tgid } => {
+            tracker.exited(tgid);
+            remaining.remove(&tgid);
+        }
+    };
+
+    let end = if matches!(target, Target::Pids(_)) && remaining.is_empty() {
+        End::TargetsExited
+    } else {
+        loop {
+            tokio::select! {
+                r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining)) => {
+                    r.context("reading the ring buffer")?;
+                    if matches!(target, Target::Pids(_)) && remaining.is_empty() {
+                        break End::TargetsExited;
+                    }
+                }
+                Some(sig) = sigs.recv() => {
+                    match child_pid {
+                        Some(pid) => {
+                            if !sig.from_terminal {
+                                signals::forward(pid, sig.signal);
+                            }
+                        }
+                        None if signals::stops_recording(sig.signal) => break End::Signal(sig.signal),
+                        None => {}
+                    }
+                }
+                status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
+                    break End::CommandExited(status.context("waiting for the command")?);
+                }
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    break End::Duration;
+                }
+                _ = tick.tick() => {
+                    progress.update(agg.total, tracer.counter(Counter::LostSamples), tracker.len());
+                }
+            }
+        }
+    };
+    // Everything the kernel wrote before we stop belongs to the recording.
+    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining));
+    progress.finish();
+    let duration_ns = started.elapsed().as_nanos() as u64;
+    let counters = tracer.counters();
+    let decode_errors = reader.decode_errors;
+    drop(reader);
+    drop(tracer); // detaches the programs
+                  // A duration bounds the whole run: a command still running then is stopped, and its status
+                  // is still ours.
+    let end = match (end, child.as_mut()) {
+        (End::Duration, Some(c)) => {
+            if let Some(pid) = c.id() {
+                signals::forward(pid, libc::SIGTERM);
+            }
+            End::CommandExited(c.wait().await.context("waiting for the command")?)
+        }
+        (end, _) => end,
+    };
+
+    let mut symbolizer = Symbolizer::new(Default::default());
+    let symbols = symbolize::symbolize(&agg, tracker.files(), &mut symbolizer);
+    let report = Report {
+        agg: &agg,
+        tracker: &tracker,
+        symbols: &symbols,
+        meta: Meta {
+            frequency_hz: args.frequency,
+            start_unix_ns,
+            duration_ns,
+        },
+    };
+    let mut w = BufWriter::new(out);
+    format.exporter().write(&report, &mut w)?;
+    w.flush()
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    drop(w);
+
+    let get = |name: &str| {
+        counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    };
+    let lost = get("lost_samples") + decode_errors;
+    let size = std::fs::metadata(&args.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    eprintln!(
+        "otelprof: wrote {} ({:?}, {} bytes): {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
+        args.output.display(),
+        format,
+        size,
+        agg.total,
+        lost,
+        agg.pids().len(),
+        agg.thread_names.len(),
+        symbols.stats.percent(),
+        symbols.stats.frames,
+    );
+    if get("lost_events") > 0 || get("targets_full") > 0 {
+        eprintln!(
+            "otelprof: also lost {} process events, {} processes not followed (target map full)",
+            get("lost_events"),
+            get("targets_full")
+        );
+    }
+    if lost > 0 {
+        eprintln!("otelprof: samples were lost because the ring buffer was full; try a larger --ringbuf-size or a lower -F");
+    }
+    Ok(match end {
+        End::CommandExited(status) => exit_code(status),
+        End::Signal(sig) => {
+            tracing::debug!("stopped by signal {sig}");
+            ExitCode::SUCCESS
+        }
+        End::Duration | End::TargetsExited => ExitCode::SUCCESS,
+    })
+}
+
+fn describe(target: &Target, child: Option<u32>) -> String {
+    match target {
+        Target::Pids(p) => format!("PIDs {p:?}"),
+        Target::All => "all processes".into(),
+        Target::Command { program, .. } => {
+            format!("{} (PID {})", program.display(), child.unwrap_or(0))
+        }
+    }
+}
+
+/// The command's exit status as ours: its code, or 128 + signal like a shell.
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    if let Some(code) = status.code() {
+        ExitCode::from(code as u8)
+    } else if let Some(sig) = status.signal() {
+        ExitCode::from(128u8.wrapping_add(sig as u8))
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,169 @@
+//! Symbolization stage: names every distinct frame of a recording.
+//!
+//! Frames are grouped by file (and the kernel) so each file is opened once and its addresses are
+//! resolved in one sorted batch. Every frame ends up with a [`ResolvedFrame`] list: the symbolizer's
+//! frames when it knew the address, else one frame named `module+0xoffset`, never a blank.
+
+use std::{collections::HashMap, sync::Arc};
+
+use symbolizer::{Source, Symbol, Symbolizer};
+
+use crate::{
+    aggregate::{Aggregator, Frame, FrameId},
+    process::FileTable,
+};
+
+/// Module name used for kernel frames (perf's name for it).
+pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
+
+/// One function level of a frame, ready for an exporter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResolvedFrame {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Inlined into the next frame of the same address.
+    pub inlined: bool,
+}
+
+/// How much got named.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SymbolStats {
+    /// Distinct frames.
+    pub frames: u64,
+    /// Distinct frames with a function name from symbols.
+    pub symbolized: u64,
+    /// Files that could not be read.
+    pub file_errors: u64,
+}
+
+impl SymbolStats {
+    /// Percentage of distinct frames symbolized.
+    pub fn percent(&self) -> f64 {
+        if self.frames == 0 {
+            100.0
+        } else {
+            100.0 * self.symbolized as f64 / self.frames as f64
+        }
+    }
+}
+
+/// Names of every frame of an [`Aggregator`], indexed by [`FrameId`].
+pub struct Symbols {
+    frames: Vec<Arc<[ResolvedFrame]>>,
+    /// Per frame: named by symbols (true) or by the `module+0xoffset` fallback.
+    known: Vec<bool>,
+    pub stats: SymbolStats,
+}
+
+impl Symbols {
+    /// The frame's functions, innermost (inlined) first.
+    pub fn get(&self, id: FrameId) -> &[ResolvedFrame] {
+        &self.frames[id as usize]
+    }
+
+    /// True when symbols named the frame (not a `module+0xoffset` fallback).
+    pub fn is_symbolized(&self, id: FrameId) -> bool {
+        self.known[id as usize]
+    }
+}
+
+fn fallback(module: &str, offset: u64) -> Arc<[ResolvedFrame]> {
+    Arc::new([ResolvedFrame {
+        function: format!("{module}+0x{offset:x}"),
+        file: None,
+        line: None,
+        inlined: false,
+    }])
+}
+
+fn convert(sym: &Symbol) -> Arc<[ResolvedFrame]> {
+    sym.frames()
+        .iter()
+        .map(|f| ResolvedFrame {
+            function: f.function.clone(),
+            file: f.file.clone(),
+            line: f.line,
+            inlined: f.inlined,
+        })
+        .collect()
+}
+
+/// Symbolizes every frame of `agg`.
+pub fn symbolize(agg: &Aggregator, files: &FileTable, symbolizer: &mut Symbolizer) -> Symbols {
+    let n = agg.frames.len();
+    let mut out: Vec<Option<Arc<[ResolvedFrame]>>> = vec![None; n];
+    let mut known = vec![false; n];
+    let mut kernel: Vec<(FrameId, u64)> = Vec::new();
+    let mut by_file: HashMap<u32, Vec<(FrameId, u64)>> = HashMap::new();
+    for (id, frame) in agg.frames.iter() {
+        match *frame {
+            Frame::Kernel { addr } => kernel.push((id, addr)),
+            Frame::User {
+                mapping,
+                file_offset,
+                ..
+            } => by_file
+                .entry(agg.mappings.get(mapping).mapping.file)
+                .or_default()
+                .push((id, file_offset)),
+            Frame::Unmapped { addr } => out[id as usize] = Some(fallback("[unknown]", addr)),
+        }
+    }
+    let mut stats = SymbolStats {
+        frames: n as u64,
+        ..Default::default()
+    };
+    let mut apply = |batch: &[(FrameId, u64)],
+                     result: Result<Vec<Arc<Symbol>>, symbolizer::Error>,
+                     module: &str| {
+        match result {
+            Ok(syms) => {
+                for ((id, off), sym) in batch.iter().zip(syms) {
+                    out[*id as usize] = Some(if sym.is_known() {
+                        stats.symbolized += 1;
+                        known[*id as usize] = true;
+                        convert(&sym)
+                    } else {
+                        fallback(module, *off)
+                    });
+                }
+            }
+            Err(e) => {
+                stats.file_errors += 1;
+                tracing::warn!("{e}");
+                for (id, off) in batch {
+                    out[*id as usize] = Some(fallback(module, *off));
+                }
+            }
+        }
+    };
+    if !kernel.is_empty() {
+        let addrs: Vec<u64> = kernel.iter().map(|(_, a)| *a).collect();
+        let r = symbolizer.symbolize(&Source::Kernel, &addrs);
+        apply(&kernel, r, KERNEL_MODULE);
+    }
+    let mut files_sorted: Vec<_> = by_file.into_iter().collect();
+    files_sorted.sort_by_key(|(f, _)| *f);
+    for (file_id, batch) in files_sorted {
+        let file = files.get(file_id);
+        let offsets: Vec<u64> = batch.iter().map(|(_, o)| *o).collect();
+        let r = symbolizer.symbolize(
+            &Source::Elf {
+                key: &file.key,
+                path: &file.open_path,
+            },
+            &offsets,
+        );
+        apply(&batch, r, file.basename());
+    }
+    let frames = out
+        .into_iter()
+        .map(|f| f.unwrap_or_else(|| fallback("[unknown]", 0)))
+        .collect();
+    Symbols {
+        frames,
+        known,
+        stats,
+    }
+}

@@ -1,0 +1,259 @@
+//! Kernel side, seen from user space: loads the committed BPF object, attaches the sampler to
+//! every online CPU and the process-lifecycle tracepoints, and owns the maps that steer them.
+//!
+//! The object is `profiler-ebpf/prebuilt/profiler.bpf.o`, built by `cargo xtask build-ebpf` and
+//! embedded at compile time, so building otelprof needs no BPF toolchain.
+
+mod tracefs;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent, TracePoint,
+    },
+    Ebpf, EbpfLoader,
+};
+use profiler_common::{Config, Counter};
+use thiserror::Error;
+
+/// The committed, debug-stripped BPF object.
+///
+/// Copied into an 8-byte-aligned buffer at load time: `include_bytes!` gives no alignment and the
+/// ELF parser wants aligned section data.
+static OBJECT: &[u8] = include_bytes!("../../../profiler-ebpf/prebuilt/profiler.bpf.o");
+
+/// Why loading or attaching failed, phrased for the person at the terminal.
+#[derive(Debug, Error)]
+pub enum TracerError {
+    #[error(
+        "not permitted to load BPF programs: run as root or grant CAP_BPF and CAP_PERFMON \
+         (`otelprof check` lists what is missing)"
+    )]
+    Permission,
+    #[error("loading the BPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("BPF program `{name}` failed to load or attach: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("BPF map `{name}` is unusable: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot list online CPUs: {0}")]
+    Cpus(String),
+    #[error("tracefs: {0}")]
+    Tracefs(String),
+    #[error("sampling frequency {hz} Hz is above the kernel's limit (kernel.perf_event_max_sample_rate = {max})")]
+    FrequencyTooHigh { hz: u64, max: u64 },
+}
+
+/// What to load and how to sample.
+#[derive(Clone, Debug)]
+pub struct TracerConfig {
+    /// Sampling frequency per CPU, in Hz.
+    pub frequency_hz: u64,
+    /// Only processes in the target map are sampled (false: whole system).
+    pub filter_targets: bool,
+    /// Keep samples of the idle task.
+    pub sample_idle: bool,
+    /// Ring buffer size in bytes (power of two, at least one page).
+    pub ringbuf_bytes: u32,
+    /// Forward aya-log messages from BPF to `tracing` (off by default).
+    pub bpf_log: bool,
+}
+
+/// Loaded and attached programs plus the maps user space uses.
+///
+/// Dropping it detaches everything.
+pub struct Tracer {
+    ebpf: Ebpf,
+    targets: HashMap<MapData, u32, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    cpus: usize,
+    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+fn is_permission(e: &aya::EbpfError) -> bool {
+    let text = format!("{e:?}");
+    text.contains("EPERM")
+        || text.contains("Operation not permitted")
+        || text.contains("PermissionDenied")
+}
+
+/// `kernel.perf_event_max_sample_rate`, if readable.
+pub fn max_sample_rate() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Tracer {
+    /// Loads the object, attaches the sampler on every online CPU and the sched tracepoints.
+    pub fn load(cfg: &TracerConfig) -> Result<Self, TracerError> {
+        if let Some(max) = max_sample_rate() {
+            if cfg.frequency_hz > max {
+                return Err(TracerError::FrequencyTooHigh {
+                    hz: cfg.frequency_hz,
+                    max,
+                });
+            }
+        }
+        tracefs::ensure_mounted().map_err(TracerError::Tracefs)?;
+        let fork_offset = tracefs::field_offset("sched", "sched_process_fork", "child_pid")
+            .map_err(TracerError::Tracefs)?;
+        let config = Config {
+            filter_targets: cfg.filter_targets as u32,
+            sample_idle: cfg.sample_idle as u32,
+            fork_child_pid_offset: fork_offset,
+            _pad: 0,
+        };
+        // aya-log's level global: 0 silences every log statement in BPF (no ring-buffer traffic).
+        let log_level: u8 = if cfg.bpf_log { 0xff } else { 0 };
+        let mut aligned = vec![0u64; OBJECT.len().div_ceil(8)];
+        // SAFETY: u64 buffer viewed as bytes, same length rounded up.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), aligned.len() * 8)
+        };
+        bytes[..OBJECT.len()].copy_from_slice(OBJECT);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .map_max_entries("EVENTS", cfg.ringbuf_bytes)
+            .load(&bytes[..OBJECT.len()])
+            .map_err(|e| {
+                if is_permission(&e) {
+                    TracerError::Permission
+                } else {
+                    TracerError::Load(e)
+                }
+            })?;
+
+        let logger = if cfg.bpf_log {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!("BPF logging unavailable: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, e)| TracerError::Cpus(format!("{what}: {e}")))?;
+        {
+            let prog: &mut PerfEvent = program(&mut ebpf, "sample")?;
+            prog.load().map_err(|source| prog_err("sample", source))?;
+            for &cpu in &cpus {
+                prog.attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(cfg.frequency_hz),
+                    false,
+                )
+                .map_err(|source| prog_err("sample", source))?;
+            }
+        }
+        for (name, event) in [
+            ("on_fork", "sched_process_fork"),
+            ("on_exec", "sched_process_exec"),
+            ("on_exit", "sched_process_exit"),
+        ] {
+            let prog: &mut TracePoint = program(&mut ebpf, name)?;
+            prog.load().map_err(|source| prog_err(name, source))?;
+            prog.attach("sched", event)
+                .map_err(|source| prog_err(name, source))?;
+        }
+
+        let targets =
+            HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| TracerError::Map {
+                name: "TARGETS",
+                source,
+            })?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(|source| {
+            TracerError::Map {
+                name: "COUNTERS",
+                source,
+            }
+        })?;
+        Ok(Self {
+            ebpf,
+            targets,
+            counters,
+            cpus: cpus.len(),
+            _logger: logger,
+        })
+    }
+
+    /// Hands out the sample ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, TracerError> {
+        RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?).map_err(|source| TracerError::Map {
+            name: "EVENTS",
+            source,
+        })
+    }
+
+    /// Adds `tgid` to the target map with `profiler_common::target` flags.
+    pub fn add_target(&mut self, tgid: u32, flags: u8) -> Result<(), TracerError> {
+        self.targets
+            .insert(tgid, flags, 0)
+            .map_err(|source| TracerError::Map {
+                name: "TARGETS",
+                source,
+            })
+    }
+
+    /// Sums one counter over all CPUs.
+    pub fn counter(&self, which: Counter) -> u64 {
+        self.counters
+            .get(&(which as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// All counters with their names, in index order, for summaries and logs.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|c| (c.name(), self.counter(*c)))
+            .collect()
+    }
+
+    /// Number of CPUs the sampler is attached to.
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+}
+
+fn prog_err(name: &'static str, source: aya::programs::ProgramError) -> TracerError {
+    TracerError::Program { name, source }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, TracerError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(TracerError::Program {
+        name,
+        source: aya::programs::ProgramError::UnexpectedProgramType,
+    })?;
+    prog.try_into().map_err(|source| prog_err(name, source))
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, TracerError> {
+    ebpf.take_map(name).ok_or(TracerError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_string(),
+        },
+    })
+}

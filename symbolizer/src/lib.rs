@@ -1,0 +1,156 @@
+//! Address symbolization for otelprof.
+//!
+//! One [`Symbolizer`] answers "which function, file and line (with inlined frames) is this
+//! address" for two kinds of [`Source`]: an ELF file on disk (user code: addresses are file
+//! offsets, as the process tracker normalizes them) and the running kernel (kallsyms, plus
+//! vmlinux DWARF when the distribution ships it). Both go through blazesym; results are kept in an
+//! explicit, bounded [`SymbolCache`] keyed by the file's identity ([`FileKey`]: build ID when the
+//! ELF has one), so a library mapped by a thousand processes is symbolized once.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use symbolizer::{FileKey, Source, Symbolizer};
+//!
+//! let mut sym = Symbolizer::new(Default::default());
+//! let key = FileKey::from_path(Path::new("/usr/bin/true")).unwrap();
+//! let source = Source::Elf { key: &key, path: Path::new("/usr/bin/true") };
+//! for symbol in sym.symbolize(&source, &[0x1234]).unwrap() {
+//!     // Innermost (inlined) frame first; empty when the address is unknown.
+//!     for frame in symbol.frames() {
+//!         println!("{} {:?}:{:?}", frame.function, frame.file, frame.line);
+//!     }
+//! }
+//! ```
+
+mod cache;
+mod elf;
+mod kernel;
+mod types;
+
+pub use cache::SymbolCache;
+pub use elf::read_build_id;
+pub use types::{Error, FileKey, Frame, Source, Symbol};
+
+use std::sync::Arc;
+
+/// Knobs of a [`Symbolizer`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Cached symbols at most (addresses, over all files).
+    pub cache_entries: usize,
+    /// Resolve file/line and inlined frames from DWARF (slower, much more useful).
+    pub code_info: bool,
+    /// Directories searched for separate debug files (debuglink, `.build-id/xx/yyyy.debug`).
+    pub debug_dirs: Vec<std::path::PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cache_entries: 1 << 20,
+            code_info: true,
+            debug_dirs: vec!["/usr/lib/debug".into()],
+        }
+    }
+}
+
+/// Counters that say how well symbolization went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Addresses answered from the cache.
+    pub cache_hits: u64,
+    /// Addresses resolved through blazesym.
+    pub resolved: u64,
+    /// Addresses blazesym could not name.
+    pub unknown: u64,
+    /// Files that failed to open or parse (their addresses stay unknown).
+    pub file_errors: u64,
+}
+
+/// Symbolizes batches of addresses for ELF files and the kernel, with a bounded cache.
+///
+/// Not `Sync`: blazesym keeps per-file parsers behind interior mutability. Use one per thread.
+pub struct Symbolizer {
+    blaze: blazesym::symbolize::Symbolizer,
+    cache: SymbolCache,
+    stats: Stats,
+}
+
+impl Symbolizer {
+    pub fn new(config: Config) -> Self {
+        let blaze = blazesym::symbolize::Symbolizer::builder()
+            .enable_code_info(config.code_info)
+            .enable_inlined_fns(config.code_info)
+            .enable_demangling(true)
+            .set_debug_dirs(Some(&config.debug_dirs))
+            .build();
+        Self {
+            blaze,
+            cache: SymbolCache::new(config.cache_entries),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Symbolizes `addrs` (file offsets for [`Source::Elf`], kernel addresses for
+    /// [`Source::Kernel`]). The answer has one [`Symbol`] per input, in input order; a symbol with
+    /// no frames means "unknown" and callers keep module + offset for it.
+    ///
+    /// Addresses are looked up once each, sorted, in one blazesym call per batch.
+    pub fn symbolize(
+        &mut self,
+        source: &Source<'_>,
+        addrs: &[u64],
+    ) -> Result<Vec<Arc<Symbol>>, Error> {
+        let key = source.key();
+        let mut missing: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.cache.contains(key, *a))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        self.stats.cache_hits += (addrs.len() - missing.len()) as u64;
+        if !missing.is_empty() {
+            let resolved = match source {
+                Source::Elf { path, .. } => elf::resolve(&self.blaze, path, &missing),
+                Source::Kernel => kernel::resolve(&self.blaze, &missing),
+            };
+            let resolved = match resolved {
+                Ok(r) => r,
+                Err(e) => {
+                    self.stats.file_errors += 1;
+                    // Remember the failure so the file is not re-parsed for every batch.
+                    for a in &missing {
+                        self.cache
+                            .insert(key.clone(), *a, Arc::new(Symbol::unknown()));
+                    }
+                    return Err(e);
+                }
+            };
+            for (a, sym) in missing.iter().zip(resolved) {
+                if sym.is_known() {
+                    self.stats.resolved += 1;
+                } else {
+                    self.stats.unknown += 1;
+                }
+                self.cache.insert(key.clone(), *a, Arc::new(sym));
+            }
+        }
+        Ok(addrs
+            .iter()
+            .map(|a| {
+                self.cache
+                    .get(key, *a)
+                    .unwrap_or_else(|| Arc::new(Symbol::unknown()))
+            })
+            .collect())
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn cache(&self) -> &SymbolCache {
+        &self.cache
+    }
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask`: the project's build orchestration, so nothing depends on ad-hoc shell scripts.
+//!
+//! - `setup`: installs what building the BPF programs needs (nightly rust-src, llvm-22-dev,
+//!   bpf-linker 0.13.0). User-space builds never need it.
+//! - `build-ebpf`: builds `profiler-ebpf/programs` for `bpfel-unknown-none`, strips debug sections
+//!   and refreshes the committed object and its source hash in `profiler-ebpf/prebuilt/`.
+//! - `check-ebpf`: fails when the committed object's recorded source hash does not match the
+//!   sources (CI runs it on every change).
+
+mod ebpf;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "otelprof build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the BPF toolchain (nightly rust-src, llvm-22-dev, bpf-linker 0.13.0).
+    Setup,
+    /// Build the BPF object and update the committed copy and its source hash.
+    BuildEbpf,
+    /// Fail if the committed BPF object is stale against its sources.
+    CheckEbpf,
+    /// Exit 0 when the BPF toolchain is installed, 1 otherwise (used by .ci/run).
+    HasToolchain,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::BuildEbpf => ebpf::build(),
+        Cmd::CheckEbpf => ebpf::check(),
+        Cmd::HasToolchain => {
+            let missing = setup::missing();
+            if missing.is_empty() {
+                println!("BPF toolchain present");
+                Ok(())
+            } else {
+                println!("BPF toolchain missing: {}", missing.join(", "));
+                std::process::exit(1)
+            }
+        }
+    }
+}
