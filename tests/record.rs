@@ -1,1 +1,209 @@
+//! `otelprof record` end to end: real BPF, real processes, real binaries, and the outputs read
+//! back by prost and by `go tool pprof`.
 
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use common::*;
+
+const CHAIN: [&str; 4] = ["hot_leaf", "middle", "outer", "main"];
+
+#[test]
+fn command_chain_pprof_full_stacks_and_exit_status() {
+    if !bpf_allowed("command_chain_pprof_full_stacks_and_exit_status") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("chain-pprof");
+    let out = dir.join("chain.pb.gz");
+    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("chain")).args(["2", "3"]));
+    assert_eq!(o.status.code(), Some(3), "exit status of the command: {}", stderr(&o));
+
+    let p = read_pprof(&out);
+    let types: Vec<(String, String)> = p
+        .sample_type
+        .iter()
+        .map(|t| (p.string_table[t.ty as usize].clone(), p.string_table[t.unit as usize].clone()))
+        .collect();
+    assert_eq!(types, [("samples".into(), "count".into()), ("cpu".into(), "nanoseconds".into())]);
+    assert_eq!(p.period, 1_000_000_000 / 499);
+    let stacks = stacks(&p);
+    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    assert!(total > 400, "2 s at 499 Hz should give ~1000 samples, got {total}");
+    let full: i64 = stacks.iter().filter(|s| has_chain(&s.functions, &CHAIN)).map(|s| s.count).sum();
+    assert!(full * 100 >= total * 90, "full chain in {full} of {total} samples: {stacks:#?}");
+    let leaf: i64 = stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some("hot_leaf")).map(|s| s.count).sum();
+    assert!(leaf * 100 >= total * 80, "hot_leaf is the leaf in {leaf} of {total} samples");
+
+    // The workload's mapping carries its file name and build ID; functions carry file and line.
+    let exe = workload("chain");
+    let m = p.mapping.iter().find(|m| p.string_table[m.filename as usize] == exe.to_string_lossy()).expect("mapping of the workload");
+    assert_eq!(p.string_table[m.build_id as usize].len(), 40, "GNU build ID as hex");
+    assert!(m.has_functions && m.has_line_numbers);
+    let f = p.function.iter().find(|f| p.string_table[f.name as usize] == "hot_leaf").unwrap();
+    assert!(p.string_table[f.filename as usize].ends_with("chain.c"));
+
+    // Independent reader: go tool pprof.
+    if let Some(top) = go_pprof(&["-top", "-nodecount=3"], &out) {
+        let first = top.lines().skip_while(|l| !l.trim_start().starts_with("flat")).nth(1).unwrap_or("");
+        assert!(first.ends_with("hot_leaf"), "top self function per go tool pprof: {top}");
+    }
+    if let Some(traces) = go_pprof(&["-traces"], &out) {
+        let lines: Vec<String> = traces.lines().map(|l| l.split_whitespace().last().unwrap_or("").to_string()).collect();
+        assert!(has_chain(&lines, &CHAIN), "go tool pprof -traces shows the chain: {traces}");
+        assert!(traces.contains("thread_name:  chain") || traces.contains("thread_name: chain"), "{traces}");
+    }
+}
+
+#[test]
+fn command_is_profiled_from_its_first_instruction() {
+    if !bpf_allowed("command_is_profiled_from_its_first_instruction") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("first-instruction");
+    let out = dir.join("early.folded");
+    // 0.25 s of spinning right at start, then 0.5 s of sleep: a profiler that attaches after
+    // the command started misses the spin.
+    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("chain")).args(["0.25", "0", "0.5"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let folded = std::fs::read_to_string(&out).unwrap();
+    let leaf: u64 = folded
+        .lines()
+        .filter(|l| l.contains(";main;outer;middle;hot_leaf "))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(leaf >= 60, "0.25 s at 499 Hz is ~125 samples of the spin, got {leaf}:\n{folded}");
+}
+
+#[test]
+fn pid_mode_threads_names_and_tids() {
+    if !bpf_allowed("pid_mode_threads_names_and_tids") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("threads");
+    let out = dir.join("threads.pb.gz");
+    let mut w = Command::new(workload("threads")).arg("2.5").stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(w.stdout.take().unwrap()).lines();
+    let mut threads = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        let (tid, name) = line.split_once(' ').unwrap();
+        threads.insert(tid.parse::<i64>().unwrap(), name.to_string());
+    }
+    let pid = w.id();
+    // No -d: the recording ends when the target exits.
+    let o = run(otelprof().args(["record", "-F", "199", "-p", &pid.to_string(), "-o"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(w.wait().unwrap().success());
+
+    let stacks = stacks(&read_pprof(&out));
+    let spin: Vec<_> = stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some("worker_spin")).collect();
+    assert!(!spin.is_empty(), "worker_spin samples: {stacks:#?}");
+    for s in &spin {
+        assert_eq!(s.pid, pid as i64);
+        let expected = threads.get(&s.tid).unwrap_or_else(|| panic!("tid {} is not a worker: {threads:?}", s.tid));
+        assert_eq!(&s.thread_name, expected);
+        assert!(has_chain(&s.functions, &["worker_spin", "worker"]), "{:?}", s.functions);
+    }
+    let seen: std::collections::HashSet<i64> = spin.iter().map(|s| s.tid).collect();
+    assert_eq!(seen.len(), 3, "all three workers sampled: {seen:?}");
+    assert!(stacks.iter().all(|s| s.pid == pid as i64), "only the target process is sampled");
+}
+
+#[test]
+fn kernel_frames_are_symbolized() {
+    if !bpf_allowed("kernel_frames_are_symbolized") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("syscalls");
+    let out = dir.join("sys.folded");
+    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("syscalls")).arg("1.5"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let folded = std::fs::read_to_string(&out).unwrap();
+    let mut total = 0u64;
+    let mut kernel = 0u64;
+    let mut named = 0u64;
+    for line in folded.lines() {
+        let (stack, n) = line.rsplit_once(' ').unwrap();
+        let n: u64 = n.parse().unwrap();
+        total += n;
+        let kframes: Vec<&str> = stack.split(';').filter(|f| f.ends_with("_[k]")).collect();
+        if !kframes.is_empty() {
+            kernel += n;
+            if kframes.iter().all(|f| !f.contains("+0x")) && stack.contains("entry_SYSCALL_64") {
+                named += n;
+            }
+        }
+    }
+    assert!(kernel * 2 >= total, "most time is in the kernel: {kernel} of {total}\n{folded}");
+    assert!(named * 100 >= kernel * 95, "kernel stacks symbolized through the syscall entry: {named} of {kernel}\n{folded}");
+    assert!(folded.contains("read_zero_[k]") || folded.contains("ksys_read_[k]"), "{folded}");
+}
+
+#[test]
+fn svg_and_folded_outputs() {
+    if !bpf_allowed("svg_and_folded_outputs") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("svg");
+    let svg = dir.join("chain.svg");
+    let o = run(otelprof().args(["record", "-o"]).arg(&svg).arg("--").arg(workload("chain")).arg("1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<?xml") && text.contains("<svg") && text.trim_end().ends_with("</svg>"));
+    assert!(text.contains("hot_leaf") && text.contains("middle"), "flame graph names the functions");
+    let summary = stderr(&o);
+    assert!(summary.contains("samples") && summary.contains("lost") && summary.contains("symbolized"), "{summary}");
+}
+
+#[test]
+fn missing_pid_fails_cleanly() {
+    let o = run(otelprof().args(["record", "-p", "999999999", "-o", "/tmp/otelprof-never.pb.gz"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).trim(), "otelprof: error: no process with PID 999999999");
+}
+
+#[test]
+fn user_errors_get_one_clear_line() {
+    let dir = scratch("user-errors");
+    let cases: [(&[&str], &str); 5] = [
+        (&["record", "-F", "0", "-a"], "bad frequency 0"),
+        (&["record", "-a", "-o", "/nonexistent-dir/x.pb.gz"], "cannot write /nonexistent-dir/x.pb.gz"),
+        (&["record", "-a", "-o", "x.weird"], "cannot tell the output format"),
+        (&["record", "--", "otelprof-no-such-command"], "command not found: otelprof-no-such-command"),
+        (&["record", "-a", "-d", "0"], "bad duration 0"),
+    ];
+    for (args, expected) in cases {
+        let o = run(otelprof().args(args).current_dir(&dir));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    // Too high for the kernel's limit: checked against perf_event_max_sample_rate at load.
+    if bpf_allowed("user_errors_get_one_clear_line (frequency limit)") {
+        let o = run(otelprof().args(["record", "-a", "-F", "100000000", "-d", "1", "-o"]).arg(dir.join("x.pb.gz")));
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("perf_event_max_sample_rate"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn check_reports_ready() {
+    if !bpf_allowed("check_reports_ready") {
+        return;
+    }
+    let o = run(otelprof().arg("check"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("BPF programs load and attach"), "{text}");
+    assert!(text.trim_end().ends_with("ready to profile"), "{text}");
+}

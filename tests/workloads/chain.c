@@ -1,7 +1,9 @@
 // Known call chain for otelprof's tests: main -> outer -> middle -> hot_leaf.
-// Spins for argv[1] seconds (default 2). noinline keeps every level a real frame.
+// Usage: chain [SPIN_SECONDS=2] [EXIT_CODE=0] [SLEEP_AFTER_SECONDS=0]
+// Spins first, then sleeps, then exits with EXIT_CODE. noinline keeps every level a real frame.
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 volatile unsigned long sink;
 
@@ -28,7 +30,9 @@ __attribute__((noinline)) void outer(void) {
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 2.0;
     int code = argc > 2 ? atoi(argv[2]) : 0;
+    double sleep_after = argc > 3 ? atof(argv[3]) : 0.0;
     double end = now() + secs;
     while (now() < end) outer();
+    if (sleep_after > 0) usleep((useconds_t)(sleep_after * 1e6));
     return code;
 }

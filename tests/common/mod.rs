@@ -1,0 +1,158 @@
+//! Helpers shared by otelprof's integration tests: workloads built by the tests themselves,
+//! the privilege policy for BPF tests, and independent readers of the outputs.
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Mutex, MutexGuard, OnceLock},
+};
+
+use otelprof_proto::pprof;
+use prost::Message;
+
+/// The `otelprof` binary under test.
+pub fn otelprof() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_otelprof"))
+}
+
+/// A scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("otelprof-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating scratch dir");
+    dir
+}
+
+/// Builds `tests/workloads/NAME.c` once per test run with the C compiler the `cc` crate finds.
+///
+/// `-O0` with frame pointers: GCC omits the frame setup of leaf functions at -O1 and above even
+/// with `-mno-omit-leaf-frame-pointer`, which hides a leaf's caller from frame-pointer unwinding.
+pub fn workload(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads").join(format!("{name}.c"));
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let exe = out_dir.join(name);
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let compiler = cc::Build::new()
+        .target(&triple)
+        .host(&triple)
+        .opt_level(0)
+        .debug(true)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .flag("-fno-omit-frame-pointer")
+        .flag("-pthread")
+        .get_compiler();
+    let out = compiler.to_command().arg(&src).arg("-o").arg(&exe).output().expect("running the C compiler");
+    assert!(out.status.success(), "building {name}: {}", String::from_utf8_lossy(&out.stderr));
+    built.insert(name.to_string(), exe.clone());
+    exe
+}
+
+/// BPF tests run one at a time: they spin CPUs and measure sample shares.
+pub fn bpf_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether this process may load BPF. In CI (CI=true, run as root) a BPF test must run, so a
+/// missing privilege fails the test; elsewhere the test is skipped and says so.
+pub fn bpf_allowed(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: BPF tests must run as root in CI");
+    }
+    eprintln!("SKIPPED {test}: loading BPF needs root (CAP_BPF + CAP_PERFMON); run the tests as root");
+    false
+}
+
+/// Runs a command and returns its output, failing the test with its stderr if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Reads a gzipped pprof file with prost.
+pub fn read_pprof(path: &Path) -> pprof::Profile {
+    let gz = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut raw).expect("pprof output is gzip");
+    pprof::Profile::decode(&raw[..]).expect("pprof output decodes")
+}
+
+/// A decoded pprof sample: its stack as function names (leaf first, inlined frames expanded) and
+/// its labels.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub functions: Vec<String>,
+    pub count: i64,
+    pub pid: i64,
+    pub tid: i64,
+    pub thread_name: String,
+}
+
+pub fn stacks(p: &pprof::Profile) -> Vec<Stack> {
+    let s = |i: i64| p.string_table[i as usize].clone();
+    let funcs: HashMap<u64, String> = p.function.iter().map(|f| (f.id, s(f.name))).collect();
+    let locs: HashMap<u64, &pprof::Location> = p.location.iter().map(|l| (l.id, l)).collect();
+    p.sample
+        .iter()
+        .map(|sample| {
+            let functions = sample
+                .location_id
+                .iter()
+                .flat_map(|id| locs[id].line.iter().map(|l| funcs[&l.function_id].clone()))
+                .collect();
+            let label = |k: &str| sample.label.iter().find(|l| s(l.key) == k);
+            Stack {
+                functions,
+                count: sample.value[0],
+                pid: label("pid").map(|l| l.num).unwrap_or(-1),
+                tid: label("tid").map(|l| l.num).unwrap_or(-1),
+                thread_name: label("thread_name").map(|l| s(l.str)).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// True when `chain` (leaf first) appears as consecutive frames of `functions`.
+pub fn has_chain(functions: &[String], chain: &[&str]) -> bool {
+    functions.windows(chain.len()).any(|w| w.iter().zip(chain).all(|(a, b)| a == b))
+}
+
+/// `go tool pprof ARGS FILE`, the independent reader. `None` (skip) when Go is not installed
+/// outside CI; in CI its absence fails the test.
+pub fn go_pprof(args: &[&str], file: &Path) -> Option<String> {
+    let go = Command::new("go").arg("version").output();
+    if go.map(|o| !o.status.success()).unwrap_or(true) {
+        if std::env::var_os("CI").is_some() {
+            panic!("`go` (Debian golang-go) is required in CI to check pprof output");
+        }
+        eprintln!("SKIPPED go tool pprof check: `go` not installed (apt-get install golang-go)");
+        return None;
+    }
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("PPROF_BINARY_PATH", "/nonexistent")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("running go tool pprof");
+    assert!(out.status.success(), "go tool pprof {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
