@@ -20,7 +20,8 @@ fn command_chain_pprof_full_stacks_and_exit_status() {
     let _g = bpf_lock();
     let dir = scratch("chain-pprof");
     let out = dir.join("chain.pb.gz");
-    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("chain")).args(["2", "3"]));
+    let o =
+        run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("chain")).args(["2", "3"]));
     assert_eq!(o.status.code(), Some(3), "exit status of the command: {}", stderr(&o));
 
     let p = read_pprof(&out);
@@ -36,12 +37,17 @@ fn command_chain_pprof_full_stacks_and_exit_status() {
     assert!(total > 400, "2 s at 499 Hz should give ~1000 samples, got {total}");
     let full: i64 = stacks.iter().filter(|s| has_chain(&s.functions, &CHAIN)).map(|s| s.count).sum();
     assert!(full * 100 >= total * 90, "full chain in {full} of {total} samples: {stacks:#?}");
-    let leaf: i64 = stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some("hot_leaf")).map(|s| s.count).sum();
+    let leaf: i64 =
+        stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some("hot_leaf")).map(|s| s.count).sum();
     assert!(leaf * 100 >= total * 80, "hot_leaf is the leaf in {leaf} of {total} samples");
 
     // The workload's mapping carries its file name and build ID; functions carry file and line.
     let exe = workload("chain");
-    let m = p.mapping.iter().find(|m| p.string_table[m.filename as usize] == exe.to_string_lossy()).expect("mapping of the workload");
+    let m = p
+        .mapping
+        .iter()
+        .find(|m| p.string_table[m.filename as usize] == exe.to_string_lossy())
+        .expect("mapping of the workload");
     assert_eq!(p.string_table[m.build_id as usize].len(), 40, "GNU build ID as hex");
     assert!(m.has_functions && m.has_line_numbers);
     let f = p.function.iter().find(|f| p.string_table[f.name as usize] == "hot_leaf").unwrap();
@@ -53,7 +59,8 @@ fn command_chain_pprof_full_stacks_and_exit_status() {
         assert!(first.ends_with("hot_leaf"), "top self function per go tool pprof: {top}");
     }
     if let Some(traces) = go_pprof(&["-traces"], &out) {
-        let lines: Vec<String> = traces.lines().map(|l| l.split_whitespace().last().unwrap_or("").to_string()).collect();
+        let lines: Vec<String> =
+            traces.lines().map(|l| l.split_whitespace().last().unwrap_or("").to_string()).collect();
         assert!(has_chain(&lines, &CHAIN), "go tool pprof -traces shows the chain: {traces}");
         assert!(traces.contains("thread_name:  chain") || traces.contains("thread_name: chain"), "{traces}");
     }
@@ -69,7 +76,12 @@ fn command_is_profiled_from_its_first_instruction() {
     let out = dir.join("early.folded");
     // 0.25 s of spinning right at start, then 0.5 s of sleep: a profiler that attaches after
     // the command started misses the spin.
-    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("chain")).args(["0.25", "0", "0.5"]));
+    let o = run(otelprof()
+        .args(["record", "-F", "499", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(workload("chain"))
+        .args(["0.25", "0", "0.5"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let folded = std::fs::read_to_string(&out).unwrap();
     let leaf: u64 = folded
@@ -103,7 +115,8 @@ fn pid_mode_threads_names_and_tids() {
     assert!(w.wait().unwrap().success());
 
     let stacks = stacks(&read_pprof(&out));
-    let spin: Vec<_> = stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some("worker_spin")).collect();
+    let spin: Vec<_> =
+        stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some("worker_spin")).collect();
     assert!(!spin.is_empty(), "worker_spin samples: {stacks:#?}");
     for s in &spin {
         assert_eq!(s.pid, pid as i64);
@@ -124,7 +137,8 @@ fn kernel_frames_are_symbolized() {
     let _g = bpf_lock();
     let dir = scratch("syscalls");
     let out = dir.join("sys.folded");
-    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("syscalls")).arg("1.5"));
+    let o =
+        run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("syscalls")).arg("1.5"));
     assert!(o.status.success(), "{}", stderr(&o));
     let folded = std::fs::read_to_string(&out).unwrap();
     let mut total = 0u64;
@@ -143,7 +157,10 @@ fn kernel_frames_are_symbolized() {
         }
     }
     assert!(kernel * 2 >= total, "most time is in the kernel: {kernel} of {total}\n{folded}");
-    assert!(named * 100 >= kernel * 95, "kernel stacks symbolized through the syscall entry: {named} of {kernel}\n{folded}");
+    assert!(
+        named * 100 >= kernel * 95,
+        "kernel stacks symbolized through the syscall entry: {named} of {kernel}\n{folded}"
+    );
     assert!(folded.contains("read_zero_[k]") || folded.contains("ksys_read_[k]"), "{folded}");
 }
 

@@ -16,17 +16,12 @@ struct Line {
 
 fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// (major, minor) of a release string like `6.18.44-foo`.
@@ -64,15 +59,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         ),
         fix: Some("run as root, or `setcap cap_bpf,cap_perfmon+ep $(which otelprof)`".into()),
     });
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
+    let paranoid =
+        std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok().and_then(|s| s.trim().parse::<i32>().ok());
     lines.push(Line {
         ok: has(CAP_PERFMON) || has(CAP_SYS_ADMIN) || paranoid.is_some_and(|p| p <= -1),
-        what: format!(
-            "kernel.perf_event_paranoid = {}",
-            paranoid.map(|p| p.to_string()).unwrap_or("?".into())
-        ),
+        what: format!("kernel.perf_event_paranoid = {}", paranoid.map(|p| p.to_string()).unwrap_or("?".into())),
         fix: Some("grant CAP_PERFMON, or `sysctl kernel.perf_event_paranoid=-1`".into()),
     });
     if let Some(max) = tracer::max_sample_rate() {
@@ -90,16 +81,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         bpf_log: false,
     });
     lines.push(match load {
-        Ok(t) => Line {
-            ok: true,
-            what: format!("BPF programs load and attach on {} CPUs", t.cpus()),
-            fix: None,
-        },
-        Err(e) => Line {
-            ok: false,
-            what: "BPF programs load and attach".into(),
-            fix: Some(e.to_string()),
-        },
+        Ok(t) => Line { ok: true, what: format!("BPF programs load and attach on {} CPUs", t.cpus()), fix: None },
+        Err(e) => Line { ok: false, what: "BPF programs load and attach".into(), fix: Some(e.to_string()) },
     });
     let ready = lines.iter().all(|l| l.ok);
     for l in &lines {
@@ -110,19 +93,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!(
-        "{}",
-        if ready {
-            "ready to profile"
-        } else {
-            "not ready: fix the lines marked FAIL"
-        }
-    );
-    Ok(if ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    println!("{}", if ready { "ready to profile" } else { "not ready: fix the lines marked FAIL" });
+    Ok(if ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[cfg(test)]

@@ -7,11 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::export::Format;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "otelprof",
-    version,
-    about = "eBPF CPU profiler: record processes, commands or the whole system"
-)]
+#[command(name = "otelprof", version, about = "eBPF CPU profiler: record processes, commands or the whole system")]
 pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `otelprof=trace`.
     #[arg(long, global = true, env = "OTELPROF_LOG", default_value = "info")]
@@ -41,20 +37,10 @@ pub struct RecordArgs {
     #[arg(short = 'd', long = "duration", value_name = "SECONDS")]
     pub duration: Option<f64>,
     /// Sampling frequency per CPU in Hz.
-    #[arg(
-        short = 'F',
-        long = "frequency",
-        value_name = "HZ",
-        default_value_t = 99
-    )]
+    #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99)]
     pub frequency: u64,
     /// Output file; the format follows the extension (.pb.gz/.pprof, .folded, .svg).
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "FILE",
-        default_value = "otelprof.pb.gz"
-    )]
+    #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "otelprof.pb.gz")]
     pub output: PathBuf,
     /// Output format, overriding the extension.
     #[arg(long, value_enum)]

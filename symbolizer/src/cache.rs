@@ -15,9 +15,7 @@ pub struct SymbolCache {
 impl SymbolCache {
     pub fn new(capacity: usize) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).expect("max(1) is non-zero");
-        Self {
-            entries: LruCache::new(cap),
-        }
+        Self { entries: LruCache::new(cap) }
     }
 
     pub fn contains(&self, key: &FileKey, addr: u64) -> bool {
@@ -35,12 +33,7 @@ impl SymbolCache {
 
     /// Drops every entry of one file (e.g. when no process maps it any more).
     pub fn evict_file(&mut self, key: &FileKey) {
-        let stale: Vec<_> = self
-            .entries
-            .iter()
-            .filter(|((k, _), _)| k == key)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let stale: Vec<_> = self.entries.iter().filter(|((k, _), _)| k == key).map(|(k, _)| k.clone()).collect();
         for k in stale {
             self.entries.pop(&k);
         }

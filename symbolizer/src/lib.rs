@@ -46,11 +46,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            cache_entries: 1 << 20,
-            code_info: true,
-            debug_dirs: vec!["/usr/lib/debug".into()],
-        }
+        Self { cache_entries: 1 << 20, code_info: true, debug_dirs: vec!["/usr/lib/debug".into()] }
     }
 }
 
@@ -72,6 +68,7 @@ pub struct Stats {
 /// Not `Sync`: blazesym keeps per-file parsers behind interior mutability. Use one per thread.
 pub struct Symbolizer {
     blaze: blazesym::symbolize::Symbolizer,
+    debug_dirs: Vec<std::path::PathBuf>,
     cache: SymbolCache,
     stats: Stats,
 }
@@ -86,6 +83,7 @@ impl Symbolizer {
             .build();
         Self {
             blaze,
+            debug_dirs: config.debug_dirs,
             cache: SymbolCache::new(config.cache_entries),
             stats: Stats::default(),
         }
@@ -96,23 +94,15 @@ impl Symbolizer {
     /// no frames means "unknown" and callers keep module + offset for it.
     ///
     /// Addresses are looked up once each, sorted, in one blazesym call per batch.
-    pub fn symbolize(
-        &mut self,
-        source: &Source<'_>,
-        addrs: &[u64],
-    ) -> Result<Vec<Arc<Symbol>>, Error> {
+    pub fn symbolize(&mut self, source: &Source<'_>, addrs: &[u64]) -> Result<Vec<Arc<Symbol>>, Error> {
         let key = source.key();
-        let mut missing: Vec<u64> = addrs
-            .iter()
-            .copied()
-            .filter(|a| !self.cache.contains(key, *a))
-            .collect();
+        let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.cache.contains(key, *a)).collect();
         missing.sort_unstable();
         missing.dedup();
         self.stats.cache_hits += (addrs.len() - missing.len()) as u64;
         if !missing.is_empty() {
             let resolved = match source {
-                Source::Elf { path, .. } => elf::resolve(&self.blaze, path, &missing),
+                Source::Elf { path, key } => elf::resolve(&self.blaze, path, key, &self.debug_dirs, &missing),
                 Source::Kernel => kernel::resolve(&self.blaze, &missing),
             };
             let resolved = match resolved {
@@ -121,8 +111,7 @@ impl Symbolizer {
                     self.stats.file_errors += 1;
                     // Remember the failure so the file is not re-parsed for every batch.
                     for a in &missing {
-                        self.cache
-                            .insert(key.clone(), *a, Arc::new(Symbol::unknown()));
+                        self.cache.insert(key.clone(), *a, Arc::new(Symbol::unknown()));
                     }
                     return Err(e);
                 }
@@ -136,14 +125,7 @@ impl Symbolizer {
                 self.cache.insert(key.clone(), *a, Arc::new(sym));
             }
         }
-        Ok(addrs
-            .iter()
-            .map(|a| {
-                self.cache
-                    .get(key, *a)
-                    .unwrap_or_else(|| Arc::new(Symbol::unknown()))
-            })
-            .collect())
+        Ok(addrs.iter().map(|a| self.cache.get(key, *a).unwrap_or_else(|| Arc::new(Symbol::unknown()))).collect())
     }
 
     pub fn stats(&self) -> Stats {

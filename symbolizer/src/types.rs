@@ -33,12 +33,7 @@ pub enum FileKey {
     /// The ELF's GNU build ID (`.note.gnu.build-id`).
     BuildId(Vec<u8>),
     /// A file without build ID: device, inode, size and mtime identify its content.
-    Inode {
-        dev: u64,
-        ino: u64,
-        size: u64,
-        mtime: i64,
-    },
+    Inode { dev: u64, ino: u64, size: u64, mtime: i64 },
     /// The running kernel.
     Kernel,
 }
@@ -49,16 +44,8 @@ impl FileKey {
         if let Ok(Some(id)) = crate::read_build_id(path) {
             return Ok(Self::BuildId(id));
         }
-        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        Ok(Self::Inode {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-        })
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        Ok(Self::Inode { dev: meta.dev(), ino: meta.ino(), size: meta.size(), mtime: meta.mtime() })
     }
 
     /// The build ID, if this key is one.

@@ -16,10 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::setup;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 const OBJECT: &str = "profiler-ebpf/prebuilt/profiler.bpf.o";
@@ -65,10 +62,7 @@ pub fn source_hash() -> Result<String> {
 pub fn build() -> Result<()> {
     let missing = setup::missing();
     if !missing.is_empty() {
-        bail!(
-            "BPF toolchain missing ({}); run `cargo xtask setup`",
-            missing.join(", ")
-        );
+        bail!("BPF toolchain missing ({}); run `cargo xtask setup`", missing.join(", "));
     }
     let root = root();
     let dir = root.join("profiler-ebpf/programs");
@@ -80,16 +74,7 @@ pub fn build() -> Result<()> {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
-        .args([
-            "+nightly",
-            "build",
-            "--release",
-            "--locked",
-            "-Z",
-            "build-std=core",
-            "--target",
-            "bpfel-unknown-none",
-        ])
+        .args(["+nightly", "build", "--release", "--locked", "-Z", "build-std=core", "--target", "bpfel-unknown-none"])
         .status()
         .context("starting cargo +nightly")?;
     if !status.success() {
@@ -117,8 +102,8 @@ pub fn build() -> Result<()> {
 
 pub fn check() -> Result<()> {
     let root = root();
-    let recorded = fs::read_to_string(root.join(HASH))
-        .with_context(|| format!("reading {HASH}: run `cargo xtask build-ebpf`"))?;
+    let recorded =
+        fs::read_to_string(root.join(HASH)).with_context(|| format!("reading {HASH}: run `cargo xtask build-ebpf`"))?;
     let current = source_hash()?;
     if recorded.trim() != current {
         bail!(

@@ -29,9 +29,7 @@ fn has_bpf_linker() -> bool {
 }
 
 fn has_llvm() -> bool {
-    std::path::Path::new(LLVM_PREFIX)
-        .join("bin/llvm-objcopy")
-        .exists()
+    std::path::Path::new(LLVM_PREFIX).join("bin/llvm-objcopy").exists()
 }
 
 /// The parts of the BPF toolchain that are not installed.
@@ -53,9 +51,7 @@ pub fn missing() -> Vec<&'static str> {
 
 fn exec(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask setup: running {cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -68,13 +64,7 @@ pub fn run() -> Result<()> {
         bail!("no nightly toolchain: this machine's image ships one; `rustup toolchain install nightly` where the network allows");
     }
     if !has_rust_src() {
-        exec(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     if !has_llvm() {
         exec(Command::new("apt-get").args(["update", "-qq"]))?;

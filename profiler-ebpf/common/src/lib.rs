@@ -120,12 +120,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 4] = [
-        Counter::Samples,
-        Counter::LostSamples,
-        Counter::LostEvents,
-        Counter::TargetsFull,
-    ];
+    pub const ALL: [Counter; 4] = [Counter::Samples, Counter::LostSamples, Counter::LostEvents, Counter::TargetsFull];
 
     /// Stable snake_case name, used in summaries and metrics.
     pub fn name(self) -> &'static str {

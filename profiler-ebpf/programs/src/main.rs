@@ -14,9 +14,7 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::generated::bpf_get_stack,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, perf_event, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{PerfEventContext, TracePointContext},
@@ -24,18 +22,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    target, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, COUNTER_COUNT,
-    DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS,
+    target, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, COUNTER_COUNT, DEFAULT_RINGBUF_BYTES,
+    MAX_STACK_DEPTH, MAX_TARGETS,
 };
 
 /// Load-time settings; the loader overrides the whole struct.
 #[unsafe(no_mangle)]
-static CONFIG: Global<Config> = Global::new(Config {
-    filter_targets: 0,
-    sample_idle: 0,
-    fork_child_pid_offset: 0,
-    _pad: 0,
-});
+static CONFIG: Global<Config> =
+    Global::new(Config { filter_targets: 0, sample_idle: 0, fork_child_pid_offset: 0, _pad: 0 });
 
 /// Selected processes (key: tgid, value: `target::*` flags).
 #[map]

@@ -13,10 +13,7 @@ pub struct Interner<T> {
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
-        Self {
-            items: Vec::new(),
-            index: HashMap::new(),
-        }
+        Self { items: Vec::new(), index: HashMap::new() }
     }
 }
 
@@ -38,10 +35,6 @@ impl<T: Hash + Eq + Clone> Interner<T> {
 
     pub fn len(&self) -> usize {
         self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (u32, &T)> {

@@ -27,11 +27,7 @@ pub enum Frame {
     /// A kernel address.
     Kernel { addr: u64 },
     /// A user address inside a file mapping.
-    User {
-        mapping: MappingId,
-        addr: u64,
-        file_offset: u64,
-    },
+    User { mapping: MappingId, addr: u64, file_offset: u64 },
     /// A user address in no known file mapping (JIT code, vDSO, a process that vanished).
     Unmapped { addr: u64 },
 }
@@ -66,10 +62,7 @@ pub struct Clock {
 }
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid clock id and out-pointer.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -77,16 +70,14 @@ fn clock_ns(id: libc::clockid_t) -> i128 {
 
 impl Clock {
     pub fn new() -> Self {
-        Self {
-            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
-        }
+        Self { offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC) }
     }
 
-    pub fn to_unix_ns(&self, ktime_ns: u64) -> u64 {
+    pub fn to_unix_ns(self, ktime_ns: u64) -> u64 {
         (ktime_ns as i128 + self.offset_ns).max(0) as u64
     }
 
-    pub fn now_unix_ns(&self) -> u64 {
+    pub fn now_unix_ns(self) -> u64 {
         self.to_unix_ns(clock_ns(libc::CLOCK_MONOTONIC) as u64)
     }
 }
@@ -117,14 +108,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(clock: Clock) -> Self {
-        Self {
-            clock,
-            ..Default::default()
-        }
-    }
-
-    pub fn clock(&self) -> Clock {
-        self.clock
+        Self { clock, ..Default::default() }
     }
 
     /// Adds one sample, normalizing its user frames against `tracker`.
@@ -139,17 +123,10 @@ impl Aggregator {
         // A sample taken in the kernel has the user address the task returns to: a return address.
         let exact_user_leaf = s.kernel.is_empty();
         for (i, &raw) in s.user.iter().enumerate() {
-            let addr = if i == 0 && exact_user_leaf {
-                raw
-            } else {
-                raw.saturating_sub(1)
-            };
+            let addr = if i == 0 && exact_user_leaf { raw } else { raw.saturating_sub(1) };
             let frame = match tracker.normalize(s.tgid, addr) {
                 Some(n) => Frame::User {
-                    mapping: self.mappings.intern(ProcMapping {
-                        pid: s.tgid,
-                        mapping: n.mapping,
-                    }),
+                    mapping: self.mappings.intern(ProcMapping { pid: s.tgid, mapping: n.mapping }),
                     addr,
                     file_offset: n.file_offset,
                 },
@@ -159,14 +136,7 @@ impl Aggregator {
         }
         let stack = self.stacks.intern(frames.as_slice().into());
         self.scratch = frames;
-        let v = self
-            .samples
-            .entry(SampleKey {
-                pid: s.tgid,
-                tid: s.tid,
-                stack,
-            })
-            .or_default();
+        let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, stack }).or_default();
         v.count += 1;
         v.timestamps_ns.push(self.clock.to_unix_ns(s.ktime_ns));
         if s.user_err != 0 {
@@ -189,16 +159,7 @@ mod tests {
     use super::*;
 
     fn sample(pid: u32, tid: u32, kernel: Vec<u64>, user: Vec<u64>) -> Sample {
-        Sample {
-            tgid: pid,
-            tid,
-            cpu: 0,
-            ktime_ns: 1,
-            comm: "t".into(),
-            kernel,
-            user,
-            user_err: 0,
-        }
+        Sample { tgid: pid, tid, cpu: 0, ktime_ns: 1, comm: "t".into(), kernel, user, user_err: 0 }
     }
 
     #[test]
@@ -210,15 +171,7 @@ mod tests {
         for _ in 0..3 {
             agg.add(&sample(me, me, vec![], vec![code, code + 8]), &mut tracker);
         }
-        agg.add(
-            &sample(
-                me,
-                me + 1,
-                vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100],
-                vec![code],
-            ),
-            &mut tracker,
-        );
+        agg.add(&sample(me, me + 1, vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100], vec![code]), &mut tracker);
         assert_eq!(agg.total, 4);
         assert_eq!(agg.samples.len(), 2);
         let (k, v) = agg.samples.iter().find(|(k, _)| k.tid == me).unwrap();
@@ -232,30 +185,11 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(
-            addrs,
-            [code, code + 7],
-            "leaf exact, caller moved into the call"
-        );
+        assert_eq!(addrs, [code, code + 7], "leaf exact, caller moved into the call");
         let (k2, _) = agg.samples.iter().find(|(k, _)| k.tid == me + 1).unwrap();
-        let kinds: Vec<Frame> = agg
-            .stacks
-            .get(k2.stack)
-            .iter()
-            .map(|&f| *agg.frames.get(f))
-            .collect();
-        assert_eq!(
-            kinds[0],
-            Frame::Kernel {
-                addr: 0xffff_ffff_8100_0000
-            }
-        );
-        assert_eq!(
-            kinds[1],
-            Frame::Kernel {
-                addr: 0xffff_ffff_8100_00ff
-            }
-        );
+        let kinds: Vec<Frame> = agg.stacks.get(k2.stack).iter().map(|&f| *agg.frames.get(f)).collect();
+        assert_eq!(kinds[0], Frame::Kernel { addr: 0xffff_ffff_8100_0000 });
+        assert_eq!(kinds[1], Frame::Kernel { addr: 0xffff_ffff_8100_00ff });
         assert!(
             matches!(kinds[2], Frame::User { addr, .. } if addr == code - 1),
             "user ip under a kernel frame is a return address"

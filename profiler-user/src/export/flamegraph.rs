@@ -16,10 +16,7 @@ impl Exporter for FlameGraph {
         let mut opts = Options::default();
         opts.title = "otelprof".to_string();
         opts.count_name = "samples".to_string();
-        opts.subtitle = Some(format!(
-            "{} Hz, {} samples",
-            report.meta.frequency_hz, report.agg.total
-        ));
+        opts.subtitle = Some(format!("{} Hz, {} samples", report.meta.frequency_hz, report.agg.total));
         if lines.is_empty() {
             // inferno refuses empty input; an empty profile is still a valid (blank) graph.
             write!(
@@ -28,8 +25,7 @@ impl Exporter for FlameGraph {
             )?;
             return Ok(());
         }
-        flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
-            .context("rendering flame graph")?;
+        flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out).context("rendering flame graph")?;
         Ok(())
     }
 }

@@ -25,9 +25,7 @@ pub fn lines(report: &Report<'_>) -> Vec<String> {
         }
         *out.entry(parts.join(";")).or_default() += value.count;
     }
-    out.into_iter()
-        .map(|(stack, n)| format!("{stack} {n}"))
-        .collect()
+    out.into_iter().map(|(stack, n)| format!("{stack} {n}")).collect()
 }
 
 impl Exporter for Folded {

@@ -59,19 +59,11 @@ impl Report<'_> {
         if let Some(exe) = info.and_then(|i| i.exe.as_deref()) {
             return exe.rsplit('/').next().unwrap_or(exe).to_string();
         }
-        self.agg
-            .thread_names
-            .get(&pid)
-            .cloned()
-            .unwrap_or_else(|| format!("pid {pid}"))
+        self.agg.thread_names.get(&pid).cloned().unwrap_or_else(|| format!("pid {pid}"))
     }
 
     pub fn thread_name(&self, tid: u32) -> &str {
-        self.agg
-            .thread_names
-            .get(&tid)
-            .map(String::as_str)
-            .unwrap_or("")
+        self.agg.thread_names.get(&tid).map(String::as_str).unwrap_or("")
     }
 }
 
@@ -124,15 +116,9 @@ mod tests {
 
     #[test]
     fn format_from_extension() {
-        assert_eq!(
-            Format::from_path(Path::new("a/otelprof.pb.gz")),
-            Some(Format::Pprof)
-        );
+        assert_eq!(Format::from_path(Path::new("a/otelprof.pb.gz")), Some(Format::Pprof));
         assert_eq!(Format::from_path(Path::new("x.pprof")), Some(Format::Pprof));
-        assert_eq!(
-            Format::from_path(Path::new("x.folded")),
-            Some(Format::Folded)
-        );
+        assert_eq!(Format::from_path(Path::new("x.folded")), Some(Format::Folded));
         assert_eq!(Format::from_path(Path::new("X.SVG")), Some(Format::Svg));
         assert_eq!(Format::from_path(Path::new("x.json")), None);
     }

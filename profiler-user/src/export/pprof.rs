@@ -97,7 +97,6 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
                     pb::Line {
                         function_id: functions.intern((name, file)) as u64 + 1,
                         line: f.line.unwrap_or(0) as i64,
-                        ..Default::default()
                     }
                 })
                 .collect::<Vec<_>>();
@@ -106,13 +105,7 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
                 flags.0 = true;
                 flags.1 |= line.iter().any(|l| l.line != 0);
             }
-            pb::Location {
-                id: id as u64 + 1,
-                mapping_id,
-                address,
-                line,
-                ..Default::default()
-            }
+            pb::Location { id: id as u64 + 1, mapping_id, address, line, ..Default::default() }
         })
         .collect();
     for m in &mut mappings {
@@ -135,62 +128,29 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
         .collect();
 
     let period = report.meta.period_ns() as i64;
-    let (k_pid, k_tid, k_thread) = (
-        strings.id("pid"),
-        strings.id("tid"),
-        strings.id("thread_name"),
-    );
+    let (k_pid, k_tid, k_thread) = (strings.id("pid"), strings.id("tid"), strings.id("thread_name"));
     let mut keys: Vec<_> = agg.samples.iter().collect();
     keys.sort_by_key(|(k, _)| **k);
     let sample = keys
         .into_iter()
         .map(|(key, value)| pb::Sample {
-            location_id: agg
-                .stacks
-                .get(key.stack)
-                .iter()
-                .map(|&f| f as u64 + 1)
-                .collect(),
+            location_id: agg.stacks.get(key.stack).iter().map(|&f| f as u64 + 1).collect(),
             value: vec![value.count as i64, value.count as i64 * period],
             label: vec![
-                pb::Label {
-                    key: k_pid,
-                    num: key.pid as i64,
-                    ..Default::default()
-                },
-                pb::Label {
-                    key: k_tid,
-                    num: key.tid as i64,
-                    ..Default::default()
-                },
-                pb::Label {
-                    key: k_thread,
-                    str: strings.id(report.thread_name(key.tid)),
-                    ..Default::default()
-                },
+                pb::Label { key: k_pid, num: key.pid as i64, ..Default::default() },
+                pb::Label { key: k_tid, num: key.tid as i64, ..Default::default() },
+                pb::Label { key: k_thread, str: strings.id(report.thread_name(key.tid)), ..Default::default() },
             ],
         })
         .collect();
 
     let sample_type = vec![
-        pb::ValueType {
-            ty: strings.id("samples"),
-            unit: strings.id("count"),
-        },
-        pb::ValueType {
-            ty: strings.id("cpu"),
-            unit: strings.id("nanoseconds"),
-        },
+        pb::ValueType { ty: strings.id("samples"), unit: strings.id("count") },
+        pb::ValueType { ty: strings.id("cpu"), unit: strings.id("nanoseconds") },
     ];
-    let period_type = Some(pb::ValueType {
-        ty: strings.id("cpu"),
-        unit: strings.id("nanoseconds"),
-    });
-    let comment = vec![strings.id(&format!(
-        "otelprof {} at {} Hz",
-        env!("CARGO_PKG_VERSION"),
-        report.meta.frequency_hz
-    ))];
+    let period_type = Some(pb::ValueType { ty: strings.id("cpu"), unit: strings.id("nanoseconds") });
+    let comment =
+        vec![strings.id(&format!("otelprof {} at {} Hz", env!("CARGO_PKG_VERSION"), report.meta.frequency_hz))];
     pb::Profile {
         sample_type,
         sample,

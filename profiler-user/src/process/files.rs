@@ -55,14 +55,6 @@ impl FileTable {
         &self.files[id as usize]
     }
 
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (FileId, &MappedFile)> {
-        self.files.iter().enumerate().map(|(i, f)| (i as FileId, f))
-    }
-
     /// The id of the file behind `entry` of process `pid`, opening it on first sight.
     pub fn intern(&mut self, pid: u32, entry: &MapEntry) -> FileId {
         if let Some(&id) = self.by_inode.get(&(entry.dev, entry.inode)) {
@@ -82,24 +74,16 @@ fn same_file(meta: &std::fs::Metadata, entry: &MapEntry) -> bool {
 
 fn open(pid: u32, entry: &MapEntry) -> MappedFile {
     let candidates = [
-        PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            entry.start, entry.end
-        )),
+        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end)),
         Path::new(&format!("/proc/{pid}/root")).join(entry.path.trim_start_matches('/')),
     ];
     let handle = candidates.iter().find_map(|p| {
         let f = File::open(p).ok()?;
         // /proc/PID/root/PATH may name another file when the original was replaced.
-        let ok = f
-            .metadata()
-            .map(|m| m.ino() == entry.inode)
-            .unwrap_or(false);
+        let ok = f.metadata().map(|m| m.ino() == entry.inode).unwrap_or(false);
         ok.then_some(f)
     });
-    let local_same = std::fs::metadata(&entry.path)
-        .map(|m| same_file(&m, entry))
-        .unwrap_or(false);
+    let local_same = std::fs::metadata(&entry.path).map(|m| same_file(&m, entry)).unwrap_or(false);
     let open_path = match (&handle, local_same) {
         (_, true) => PathBuf::from(&entry.path),
         (Some(f), false) => PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
@@ -109,21 +93,11 @@ fn open(pid: u32, entry: &MapEntry) -> MappedFile {
         Ok(k) => k,
         Err(e) => {
             tracing::debug!("{}: {e}", entry.path);
-            FileKey::Inode {
-                dev: entry.dev,
-                ino: entry.inode,
-                size: 0,
-                mtime: 0,
-            }
+            FileKey::Inode { dev: entry.dev, ino: entry.inode, size: 0, mtime: 0 }
         }
     };
     if handle.is_none() {
         tracing::debug!(pid, path = %entry.path, "could not open mapped file; symbols need it to stay on disk");
     }
-    MappedFile {
-        path: entry.path.clone(),
-        open_path,
-        key,
-        _handle: handle,
-    }
+    MappedFile { path: entry.path.clone(), open_path, key, _handle: handle }
 }

@@ -50,10 +50,7 @@ pub fn parse_line(line: &str) -> Option<MapEntry> {
         readable: perms[0] == b'r',
         executable: perms[2] == b'x',
         offset: u64::from_str_radix(offset, 16).ok()?,
-        dev: libc::makedev(
-            u32::from_str_radix(major, 16).ok()?,
-            u32::from_str_radix(minor, 16).ok()?,
-        ),
+        dev: libc::makedev(u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?),
         inode: inode.parse().ok()?,
         path: path.to_string(),
         deleted,

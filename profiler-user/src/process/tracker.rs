@@ -31,13 +31,10 @@ pub struct Normalized {
 /// What is known about a process besides its mappings.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessInfo {
-    pub pid: u32,
     /// `/proc/PID/comm` (the main thread's name).
     pub comm: String,
     /// `/proc/PID/exe`, when readable.
     pub exe: Option<String>,
-    /// `/proc/PID/cmdline`, NUL separators turned into spaces.
-    pub cmdline: String,
     pub exited: bool,
 }
 
@@ -91,10 +88,7 @@ impl ProcessTracker {
         let Some(text) = read_proc(pid, "maps") else {
             self.vanished += 1;
             let p = self.procs.entry(pid).or_insert_with(|| Process {
-                info: ProcessInfo {
-                    pid,
-                    ..Default::default()
-                },
+                info: ProcessInfo::default(),
                 mappings: Vec::new(),
                 last_refresh: None,
             });
@@ -104,35 +98,15 @@ impl ProcessTracker {
         let mut mappings: Vec<Mapping> = maps::parse(&text)
             .into_iter()
             .filter(|e| e.executable && e.is_file())
-            .map(|e| Mapping {
-                start: e.start,
-                end: e.end,
-                offset: e.offset,
-                file: self.files.intern(pid, &e),
-            })
+            .map(|e| Mapping { start: e.start, end: e.end, offset: e.offset, file: self.files.intern(pid, &e) })
             .collect();
         mappings.sort_by_key(|m| m.start);
         let info = ProcessInfo {
-            pid,
-            comm: read_proc(pid, "comm")
-                .map(|s| s.trim_end().to_string())
-                .unwrap_or_default(),
-            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned()),
-            cmdline: read_proc(pid, "cmdline")
-                .map(|s| s.trim_end_matches('\0').replace('\0', " "))
-                .unwrap_or_default(),
+            comm: read_proc(pid, "comm").map(|s| s.trim_end().to_string()).unwrap_or_default(),
+            exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned()),
             exited: false,
         };
-        self.procs.insert(
-            pid,
-            Process {
-                info,
-                mappings,
-                last_refresh: Some(now),
-            },
-        );
+        self.procs.insert(pid, Process { info, mappings, last_refresh: Some(now) });
     }
 
     /// Marks a process as exited; its snapshot stays for normalizing samples still queued.
@@ -146,10 +120,7 @@ impl ProcessTracker {
         let maps = &self.procs.get(&pid)?.mappings;
         let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
         let m = maps[i];
-        (addr < m.end).then_some(Normalized {
-            mapping: m,
-            file_offset: addr - m.start + m.offset,
-        })
+        (addr < m.end).then_some(Normalized { mapping: m, file_offset: addr - m.start + m.offset })
     }
 
     /// Finds the file and file offset of user address `addr` in process `pid`. An address no
@@ -159,10 +130,7 @@ impl ProcessTracker {
             return Some(n);
         }
         let p = self.procs.get(&pid)?;
-        if p.info.exited
-            || p.last_refresh
-                .is_some_and(|t| t.elapsed() < MISS_REFRESH_INTERVAL)
-        {
+        if p.info.exited || p.last_refresh.is_some_and(|t| t.elapsed() < MISS_REFRESH_INTERVAL) {
             return None;
         }
         self.refresh(pid);
@@ -187,6 +155,6 @@ mod tests {
         assert!(n.file_offset < std::fs::metadata(&exe).unwrap().len());
         let heap = Box::new(0u8);
         assert_eq!(t.normalize(pid, &*heap as *const u8 as u64), None);
-        assert!(t.info(pid).unwrap().comm.len() > 0);
+        assert!(!t.info(pid).unwrap().comm.is_empty());
     }
 }

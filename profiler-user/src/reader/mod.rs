@@ -7,9 +7,7 @@
 use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
-use profiler_common::{
-    RecordHeader, RecordKind, SampleRecord, TaskRecord, MAX_STACK_DEPTH, TASK_COMM_LEN,
-};
+use profiler_common::{RecordHeader, RecordKind, SampleRecord, TaskRecord, MAX_STACK_DEPTH, TASK_COMM_LEN};
 use tokio::io::{unix::AsyncFd, Interest};
 
 /// One sample, copied out of the ring buffer.
@@ -81,31 +79,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 cpu: r.header.cpu,
                 ktime_ns: r.header.ktime_ns,
                 comm: comm_string(&r.header.comm),
-                kernel: r.kernel_stack[..klen]
-                    .iter()
-                    .copied()
-                    .take_while(|&a| a != 0)
-                    .collect(),
-                user: r.user_stack[..ulen]
-                    .iter()
-                    .copied()
-                    .take_while(|&a| a != 0)
-                    .collect(),
+                kernel: r.kernel_stack[..klen].iter().copied().take_while(|&a| a != 0).collect(),
+                user: r.user_stack[..ulen].iter().copied().take_while(|&a| a != 0).collect(),
                 user_err: r.user_err,
             }))
         }
         Some(RecordKind::Exec) => {
             let r: TaskRecord = read(bytes)?;
-            Ok(Event::Exec {
-                tgid: r.header.tgid,
-                comm: comm_string(&r.header.comm),
-            })
+            Ok(Event::Exec { tgid: r.header.tgid, comm: comm_string(&r.header.comm) })
         }
         Some(RecordKind::Exit) => {
             let r: TaskRecord = read(bytes)?;
-            Ok(Event::Exit {
-                tgid: r.header.tgid,
-            })
+            Ok(Event::Exit { tgid: r.header.tgid })
         }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
@@ -125,10 +110,7 @@ impl Reader {
         // the AsyncFd (which owns the ring buffer) lives.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self {
-            fd,
-            decode_errors: 0,
-        })
+        Ok(Self { fd, decode_errors: 0 })
     }
 
     /// Waits until records are available, then hands every available record to `f`.
@@ -172,14 +154,7 @@ mod tests {
     fn header(kind: RecordKind) -> RecordHeader {
         let mut comm = [0u8; TASK_COMM_LEN];
         comm[..4].copy_from_slice(b"work");
-        RecordHeader {
-            kind: kind as u32,
-            tgid: 10,
-            tid: 11,
-            cpu: 1,
-            ktime_ns: 99,
-            comm,
-        }
+        RecordHeader { kind: kind as u32, tgid: 10, tid: 11, cpu: 1, ktime_ns: 99, comm }
     }
 
     #[test]
@@ -195,9 +170,7 @@ mod tests {
         };
         r.kernel_stack[..2].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
         r.user_stack[..3].copy_from_slice(&[0x401000, 0x401100, 0x401200]);
-        let Event::Sample(s) = decode(&bytes_of(&r)).unwrap() else {
-            panic!("not a sample")
-        };
+        let Event::Sample(s) = decode(&bytes_of(&r)).unwrap() else { panic!("not a sample") };
         assert_eq!((s.tgid, s.tid, s.cpu, s.ktime_ns), (10, 11, 1, 99));
         assert_eq!(s.comm, "work");
         assert_eq!(s.kernel, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
@@ -206,34 +179,16 @@ mod tests {
 
     #[test]
     fn decodes_task_events_and_rejects_garbage() {
-        let exit = TaskRecord {
-            header: header(RecordKind::Exit),
-        };
+        let exit = TaskRecord { header: header(RecordKind::Exit) };
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit { tgid: 10 }));
-        let exec = TaskRecord {
-            header: header(RecordKind::Exec),
-        };
-        assert_eq!(
-            decode(&bytes_of(&exec)),
-            Ok(Event::Exec {
-                tgid: 10,
-                comm: "work".into()
-            })
-        );
+        let exec = TaskRecord { header: header(RecordKind::Exec) };
+        assert_eq!(decode(&bytes_of(&exec)), Ok(Event::Exec { tgid: 10, comm: "work".into() }));
         assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
         let mut bad = header(RecordKind::Exit);
         bad.kind = 77;
-        assert_eq!(
-            decode(&bytes_of(&TaskRecord { header: bad })),
-            Err(DecodeError::UnknownKind(77))
-        );
+        assert_eq!(decode(&bytes_of(&TaskRecord { header: bad })), Err(DecodeError::UnknownKind(77)));
         // A sample header on a record too short for the stacks.
-        let short = TaskRecord {
-            header: header(RecordKind::Sample),
-        };
-        assert!(matches!(
-            decode(&bytes_of(&short)),
-            Err(DecodeError::Short(_))
-        ));
+        let short = TaskRecord { header: header(RecordKind::Sample) };
+        assert!(matches!(decode(&bytes_of(&short)), Err(DecodeError::Short(_))));
     }
 }

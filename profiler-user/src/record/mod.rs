@@ -44,10 +44,7 @@ fn validate(args: &RecordArgs) -> Result<Format> {
         }
     }
     if !args.ringbuf_size.is_power_of_two() || args.ringbuf_size < 4096 {
-        bail!(
-            "bad --ringbuf-size {}: must be a power of two of at least 4096",
-            args.ringbuf_size
-        );
+        bail!("bad --ringbuf-size {}: must be a power of two of at least 4096", args.ringbuf_size);
     }
     if args.include_idle && !args.all {
         bail!("--include-idle only makes sense with -a");
@@ -66,12 +63,8 @@ pub fn run(args: RecordArgs) -> Result<ExitCode> {
     let format = validate(&args)?;
     let target = Target::from_args(&args)?;
     // Create the output now so an unwritable path fails before a long recording.
-    let out = File::create(&args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let out = File::create(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(record(args, target, format, out))
 }
 
@@ -109,10 +102,7 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
     let mut tracker = ProcessTracker::default();
 
     let mut child = match &target {
-        Target::Command {
-            program,
-            args: cmd_args,
-        } => {
+        Target::Command { program, args: cmd_args } => {
             let child = tokio::process::Command::new(program)
                 .args(cmd_args)
                 .spawn()
@@ -131,20 +121,14 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
         describe(&target, child_pid),
         args.frequency,
         tracer.cpus(),
-        args.duration
-            .map(|d| format!(" for {d}s"))
-            .unwrap_or_default()
+        args.duration.map(|d| format!(" for {d}s")).unwrap_or_default()
     );
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let mut progress = progress::Progress::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
 
-    let mut handle = |ev: Event,
-                      agg: &mut Aggregator,
-                      tracker: &mut ProcessTracker,
-                      remaining: &mut BTreeSet<u32>| match ev {
+    let handle = |ev: Event, agg: &mut Aggregator, tracker: &mut ProcessTracker, remaining: &mut BTreeSet<u32>| match ev
+    {
         Event::Sample(s) => agg.add(&s, tracker),
         Event::Exec { tgid, .. } => tracker.refresh(tgid),
         Event::Exit { tgid } => {
@@ -166,11 +150,8 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
                 }
                 Some(sig) = sigs.recv() => {
                     match child_pid {
-                        Some(pid) => {
-                            if !sig.from_terminal {
-                                signals::forward(pid, sig.signal);
-                            }
-                        }
+                        Some(pid) if !sig.from_terminal => signals::forward(pid, sig.signal),
+                        Some(_) => {}
                         None if signals::stops_recording(sig.signal) => break End::Signal(sig.signal),
                         None => {}
                     }
@@ -213,29 +194,16 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
         agg: &agg,
         tracker: &tracker,
         symbols: &symbols,
-        meta: Meta {
-            frequency_hz: args.frequency,
-            start_unix_ns,
-            duration_ns,
-        },
+        meta: Meta { frequency_hz: args.frequency, start_unix_ns, duration_ns },
     };
     let mut w = BufWriter::new(out);
     format.exporter().write(&report, &mut w)?;
-    w.flush()
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    w.flush().with_context(|| format!("writing {}", args.output.display()))?;
     drop(w);
 
-    let get = |name: &str| {
-        counters
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or(0)
-    };
+    let get = |name: &str| counters.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0);
     let lost = get("lost_samples") + decode_errors;
-    let size = std::fs::metadata(&args.output)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "otelprof: wrote {} ({:?}, {} bytes): {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
         args.output.display(),
@@ -256,7 +224,9 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
         );
     }
     if lost > 0 {
-        eprintln!("otelprof: samples were lost because the ring buffer was full; try a larger --ringbuf-size or a lower -F");
+        eprintln!(
+            "otelprof: samples were lost because the ring buffer was full; try a larger --ringbuf-size or a lower -F"
+        );
     }
     Ok(match end {
         End::CommandExited(status) => exit_code(status),

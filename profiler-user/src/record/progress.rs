@@ -27,11 +27,7 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Self {
-            bar,
-            started: now,
-            last_log: now,
-        }
+        Self { bar, started: now, last_log: now }
     }
 
     pub fn update(&mut self, samples: u64, lost: u64, processes: usize) {
@@ -40,10 +36,7 @@ impl Progress {
             Some(bar) => bar.set_message(msg),
             None if self.last_log.elapsed() >= LOG_EVERY => {
                 self.last_log = Instant::now();
-                tracing::info!(
-                    "recording for {:.0}s: {msg}",
-                    self.started.elapsed().as_secs_f64()
-                );
+                tracing::info!("recording for {:.0}s: {msg}", self.started.elapsed().as_secs_f64());
             }
             None => {}
         }

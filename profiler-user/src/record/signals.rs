@@ -22,25 +22,16 @@ pub struct Received {
 
 /// Installs handlers and streams received signals into a channel.
 pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Received>> {
-    let mut signals =
-        SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])?;
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])?;
     let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::Builder::new()
-        .name("otelprof-signals".into())
-        .spawn(move || {
-            for origin in &mut signals {
-                let from_terminal = matches!(origin.cause, Cause::Kernel);
-                if tx
-                    .send(Received {
-                        signal: origin.signal,
-                        from_terminal,
-                    })
-                    .is_err()
-                {
-                    break;
-                }
+    std::thread::Builder::new().name("otelprof-signals".into()).spawn(move || {
+        for origin in &mut signals {
+            let from_terminal = matches!(origin.cause, Cause::Kernel);
+            if tx.send(Received { signal: origin.signal, from_terminal }).is_err() {
+                break;
             }
-        })?;
+        }
+    })?;
     Ok(rx)
 }
 
@@ -53,9 +44,6 @@ pub fn stops_recording(sig: i32) -> bool {
 pub fn forward(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a valid pid and signal number.
     if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-        tracing::debug!(
-            "forwarding signal {sig} to {pid}: {}",
-            std::io::Error::last_os_error()
-        );
+        tracing::debug!("forwarding signal {sig} to {pid}: {}", std::io::Error::last_os_error());
     }
 }

@@ -17,10 +17,7 @@ pub enum Target {
     /// Every process.
     All,
     /// A command to start; `program` is the resolved executable.
-    Command {
-        program: PathBuf,
-        args: Vec<OsString>,
-    },
+    Command { program: PathBuf, args: Vec<OsString> },
 }
 
 /// The thread-group ID of `pid`, or an error naming what is wrong.
@@ -38,11 +35,8 @@ pub fn tgid_of(pid: u32) -> Result<u32> {
 /// Finds `name` the way execvp would: as a path when it has a slash, else along `$PATH`.
 pub fn resolve_program(name: &OsString) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
+    let executable =
+        |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
     let path = Path::new(name);
     if name.to_string_lossy().contains('/') {
         if executable(path) {
@@ -61,10 +55,7 @@ impl Target {
     pub fn from_args(args: &RecordArgs) -> Result<Self> {
         if !args.command.is_empty() {
             let program = resolve_program(&args.command[0])?;
-            return Ok(Self::Command {
-                program,
-                args: args.command[1..].to_vec(),
-            });
+            return Ok(Self::Command { program, args: args.command[1..].to_vec() });
         }
         if args.all {
             return Ok(Self::All);
@@ -73,9 +64,7 @@ impl Target {
         for &pid in &args.pid {
             let tgid = tgid_of(pid)?;
             if tgid != pid {
-                tracing::warn!(
-                    "PID {pid} is a thread of process {tgid}; profiling the whole process"
-                );
+                tracing::warn!("PID {pid} is a thread of process {tgid}; profiling the whole process");
             }
             if !pids.contains(&tgid) {
                 pids.push(tgid);
@@ -101,9 +90,6 @@ mod tests {
     #[test]
     fn tgid_of_self_and_missing() {
         assert_eq!(tgid_of(std::process::id()).unwrap(), std::process::id());
-        assert_eq!(
-            tgid_of(u32::MAX - 1).unwrap_err().to_string(),
-            format!("no process with PID {}", u32::MAX - 1)
-        );
+        assert_eq!(tgid_of(u32::MAX - 1).unwrap_err().to_string(), format!("no process with PID {}", u32::MAX - 1));
     }
 }

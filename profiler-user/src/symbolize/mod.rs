@@ -69,23 +69,13 @@ impl Symbols {
 }
 
 fn fallback(module: &str, offset: u64) -> Arc<[ResolvedFrame]> {
-    Arc::new([ResolvedFrame {
-        function: format!("{module}+0x{offset:x}"),
-        file: None,
-        line: None,
-        inlined: false,
-    }])
+    Arc::new([ResolvedFrame { function: format!("{module}+0x{offset:x}"), file: None, line: None, inlined: false }])
 }
 
 fn convert(sym: &Symbol) -> Arc<[ResolvedFrame]> {
     sym.frames()
         .iter()
-        .map(|f| ResolvedFrame {
-            function: f.function.clone(),
-            file: f.file.clone(),
-            line: f.line,
-            inlined: f.inlined,
-        })
+        .map(|f| ResolvedFrame { function: f.function.clone(), file: f.file.clone(), line: f.line, inlined: f.inlined })
         .collect()
 }
 
@@ -99,25 +89,15 @@ pub fn symbolize(agg: &Aggregator, files: &FileTable, symbolizer: &mut Symbolize
     for (id, frame) in agg.frames.iter() {
         match *frame {
             Frame::Kernel { addr } => kernel.push((id, addr)),
-            Frame::User {
-                mapping,
-                file_offset,
-                ..
-            } => by_file
-                .entry(agg.mappings.get(mapping).mapping.file)
-                .or_default()
-                .push((id, file_offset)),
+            Frame::User { mapping, file_offset, .. } => {
+                by_file.entry(agg.mappings.get(mapping).mapping.file).or_default().push((id, file_offset))
+            }
             Frame::Unmapped { addr } => out[id as usize] = Some(fallback("[unknown]", addr)),
         }
     }
-    let mut stats = SymbolStats {
-        frames: n as u64,
-        ..Default::default()
-    };
-    let mut apply = |batch: &[(FrameId, u64)],
-                     result: Result<Vec<Arc<Symbol>>, symbolizer::Error>,
-                     module: &str| {
-        match result {
+    let mut stats = SymbolStats { frames: n as u64, ..Default::default() };
+    let mut apply =
+        |batch: &[(FrameId, u64)], result: Result<Vec<Arc<Symbol>>, symbolizer::Error>, module: &str| match result {
             Ok(syms) => {
                 for ((id, off), sym) in batch.iter().zip(syms) {
                     out[*id as usize] = Some(if sym.is_known() {
@@ -136,8 +116,7 @@ pub fn symbolize(agg: &Aggregator, files: &FileTable, symbolizer: &mut Symbolize
                     out[*id as usize] = Some(fallback(module, *off));
                 }
             }
-        }
-    };
+        };
     if !kernel.is_empty() {
         let addrs: Vec<u64> = kernel.iter().map(|(_, a)| *a).collect();
         let r = symbolizer.symbolize(&Source::Kernel, &addrs);
@@ -148,22 +127,9 @@ pub fn symbolize(agg: &Aggregator, files: &FileTable, symbolizer: &mut Symbolize
     for (file_id, batch) in files_sorted {
         let file = files.get(file_id);
         let offsets: Vec<u64> = batch.iter().map(|(_, o)| *o).collect();
-        let r = symbolizer.symbolize(
-            &Source::Elf {
-                key: &file.key,
-                path: &file.open_path,
-            },
-            &offsets,
-        );
+        let r = symbolizer.symbolize(&Source::Elf { key: &file.key, path: &file.open_path }, &offsets);
         apply(&batch, r, file.basename());
     }
-    let frames = out
-        .into_iter()
-        .map(|f| f.unwrap_or_else(|| fallback("[unknown]", 0)))
-        .collect();
-    Symbols {
-        frames,
-        known,
-        stats,
-    }
+    let frames = out.into_iter().map(|f| f.unwrap_or_else(|| fallback("[unknown]", 0))).collect();
+    Symbols { frames, known, stats }
 }

@@ -81,18 +81,12 @@ pub struct Tracer {
 
 fn is_permission(e: &aya::EbpfError) -> bool {
     let text = format!("{e:?}");
-    text.contains("EPERM")
-        || text.contains("Operation not permitted")
-        || text.contains("PermissionDenied")
+    text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("PermissionDenied")
 }
 
 /// `kernel.perf_event_max_sample_rate`, if readable.
 pub fn max_sample_rate() -> Option<u64> {
-    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate").ok()?.trim().parse().ok()
 }
 
 impl Tracer {
@@ -100,15 +94,12 @@ impl Tracer {
     pub fn load(cfg: &TracerConfig) -> Result<Self, TracerError> {
         if let Some(max) = max_sample_rate() {
             if cfg.frequency_hz > max {
-                return Err(TracerError::FrequencyTooHigh {
-                    hz: cfg.frequency_hz,
-                    max,
-                });
+                return Err(TracerError::FrequencyTooHigh { hz: cfg.frequency_hz, max });
             }
         }
         tracefs::ensure_mounted().map_err(TracerError::Tracefs)?;
-        let fork_offset = tracefs::field_offset("sched", "sched_process_fork", "child_pid")
-            .map_err(TracerError::Tracefs)?;
+        let fork_offset =
+            tracefs::field_offset("sched", "sched_process_fork", "child_pid").map_err(TracerError::Tracefs)?;
         let config = Config {
             filter_targets: cfg.filter_targets as u32,
             sample_idle: cfg.sample_idle as u32,
@@ -119,22 +110,14 @@ impl Tracer {
         let log_level: u8 = if cfg.bpf_log { 0xff } else { 0 };
         let mut aligned = vec![0u64; OBJECT.len().div_ceil(8)];
         // SAFETY: u64 buffer viewed as bytes, same length rounded up.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), aligned.len() * 8)
-        };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), aligned.len() * 8) };
         bytes[..OBJECT.len()].copy_from_slice(OBJECT);
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .load(&bytes[..OBJECT.len()])
-            .map_err(|e| {
-                if is_permission(&e) {
-                    TracerError::Permission
-                } else {
-                    TracerError::Load(e)
-                }
-            })?;
+            .map_err(|e| if is_permission(&e) { TracerError::Permission } else { TracerError::Load(e) })?;
 
         let logger = if cfg.bpf_log {
             match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -148,8 +131,7 @@ impl Tracer {
             None
         };
 
-        let cpus = aya::util::online_cpus()
-            .map_err(|(what, e)| TracerError::Cpus(format!("{what}: {e}")))?;
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| TracerError::Cpus(format!("{what}: {e}")))?;
         {
             let prog: &mut PerfEvent = program(&mut ebpf, "sample")?;
             prog.load().map_err(|source| prog_err("sample", source))?;
@@ -163,69 +145,39 @@ impl Tracer {
                 .map_err(|source| prog_err("sample", source))?;
             }
         }
-        for (name, event) in [
-            ("on_fork", "sched_process_fork"),
-            ("on_exec", "sched_process_exec"),
-            ("on_exit", "sched_process_exit"),
-        ] {
+        for (name, event) in
+            [("on_fork", "sched_process_fork"), ("on_exec", "sched_process_exec"), ("on_exit", "sched_process_exit")]
+        {
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
             prog.load().map_err(|source| prog_err(name, source))?;
-            prog.attach("sched", event)
-                .map_err(|source| prog_err(name, source))?;
+            prog.attach("sched", event).map_err(|source| prog_err(name, source))?;
         }
 
-        let targets =
-            HashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|source| TracerError::Map {
-                name: "TARGETS",
-                source,
-            })?;
-        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(|source| {
-            TracerError::Map {
-                name: "COUNTERS",
-                source,
-            }
-        })?;
-        Ok(Self {
-            ebpf,
-            targets,
-            counters,
-            cpus: cpus.len(),
-            _logger: logger,
-        })
+        let targets = HashMap::try_from(take(&mut ebpf, "TARGETS")?)
+            .map_err(|source| TracerError::Map { name: "TARGETS", source })?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
+            .map_err(|source| TracerError::Map { name: "COUNTERS", source })?;
+        Ok(Self { ebpf, targets, counters, cpus: cpus.len(), _logger: logger })
     }
 
     /// Hands out the sample ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, TracerError> {
-        RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?).map_err(|source| TracerError::Map {
-            name: "EVENTS",
-            source,
-        })
+        RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?).map_err(|source| TracerError::Map { name: "EVENTS", source })
     }
 
     /// Adds `tgid` to the target map with `profiler_common::target` flags.
     pub fn add_target(&mut self, tgid: u32, flags: u8) -> Result<(), TracerError> {
-        self.targets
-            .insert(tgid, flags, 0)
-            .map_err(|source| TracerError::Map {
-                name: "TARGETS",
-                source,
-            })
+        self.targets.insert(tgid, flags, 0).map_err(|source| TracerError::Map { name: "TARGETS", source })
     }
 
     /// Sums one counter over all CPUs.
     pub fn counter(&self, which: Counter) -> u64 {
-        self.counters
-            .get(&(which as u32), 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+        self.counters.get(&(which as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
     /// All counters with their names, in index order, for summaries and logs.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL
-            .iter()
-            .map(|c| (c.name(), self.counter(*c)))
-            .collect()
+        Counter::ALL.iter().map(|c| (c.name(), self.counter(*c))).collect()
     }
 
     /// Number of CPUs the sampler is attached to.
@@ -242,18 +194,13 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, T
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or(TracerError::Program {
-        name,
-        source: aya::programs::ProgramError::UnexpectedProgramType,
-    })?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(TracerError::Program { name, source: aya::programs::ProgramError::UnexpectedProgramType })?;
     prog.try_into().map_err(|source| prog_err(name, source))
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, TracerError> {
-    ebpf.take_map(name).ok_or(TracerError::Map {
-        name,
-        source: aya::maps::MapError::InvalidName {
-            name: name.to_string(),
-        },
-    })
+    ebpf.take_map(name)
+        .ok_or(TracerError::Map { name, source: aya::maps::MapError::InvalidName { name: name.to_string() } })
 }

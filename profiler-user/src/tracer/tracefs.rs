@@ -24,15 +24,7 @@ pub fn ensure_mounted() -> Result<(), String> {
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: valid NUL-terminated strings; mount(2) has no other preconditions.
-    let rc = unsafe {
-        libc::mount(
-            c"tracefs".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         return Err(format!(
@@ -47,15 +39,9 @@ pub fn ensure_mounted() -> Result<(), String> {
 /// Byte offset of `field` in the records of tracepoint `category/event`.
 pub fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, String> {
     let root = mount_point().ok_or("tracefs is not mounted")?;
-    let path = root
-        .join("events")
-        .join(category)
-        .join(event)
-        .join("format");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    parse_field_offset(&text, field)
-        .ok_or_else(|| format!("{}: no field `{field}`", path.display()))
+    let path = root.join("events").join(category).join(event).join("format");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    parse_field_offset(&text, field).ok_or_else(|| format!("{}: no field `{field}`", path.display()))
 }
 
 /// Finds `offset:N;` on the line declaring `field` in a tracefs `format` file.
@@ -67,8 +53,7 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        rest.split(';')
-            .find_map(|kv| kv.trim().strip_prefix("offset:")?.parse().ok())
+        rest.split(';').find_map(|kv| kv.trim().strip_prefix("offset:")?.parse().ok())
     })
 }
 

@@ -1,42 +1,69 @@
 //! ELF (+ DWARF) files on disk, through blazesym.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use blazesym::symbolize::{source, Input, Symbolized};
+use blazesym::{
+    helper::ElfResolver,
+    symbolize::{source, Input, Symbolized, TranslateFileOffset as _},
+};
 
-use crate::{Error, Frame, Symbol};
+use crate::{Error, FileKey, Frame, Symbol};
 
 /// Reads the GNU build ID of the ELF file at `path` (`Ok(None)` when it has none).
 pub fn read_build_id(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     blazesym::helper::read_elf_build_id(path)
         .map(|id| id.map(|b| b.into_owned()))
-        .map_err(|source| Error::Elf {
-            path: path.into(),
-            source,
-        })
+        .map_err(|source| Error::Elf { path: path.into(), source })
+}
+
+/// `DIR/.build-id/xx/yyyy.debug` for the first debug directory that has the file's debug file.
+fn build_id_debug_file(key: &FileKey, debug_dirs: &[PathBuf]) -> Option<PathBuf> {
+    let id = key.build_id().filter(|id| id.len() >= 2)?;
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    debug_dirs
+        .iter()
+        .map(|d| d.join(".build-id").join(&hex[..2]).join(format!("{}.debug", &hex[2..])))
+        .find(|p| p.is_file())
 }
 
 /// Resolves sorted, unique file offsets of the ELF at `path`.
+///
+/// A debug file found by build ID in `debug_dirs` is used directly. blazesym itself looks there
+/// only while following a `.gnu_debuglink`, so a binary with a build ID but no debug link would
+/// otherwise lose its file/line information. The debug file has the binary's virtual layout but
+/// not its file layout, so offsets are translated through the binary's program headers first.
 pub(crate) fn resolve(
     blaze: &blazesym::symbolize::Symbolizer,
     path: &Path,
+    key: &FileKey,
+    debug_dirs: &[PathBuf],
     file_offsets: &[u64],
 ) -> Result<Vec<Symbol>, Error> {
-    let src = source::Source::Elf(source::Elf::new(path));
-    let out = blaze
-        .symbolize(&src, Input::FileOffset(file_offsets))
-        .map_err(|source| Error::Elf {
-            path: path.into(),
-            source,
-        })?;
+    let err = |source| Error::Elf { path: path.into(), source };
+    let out = match build_id_debug_file(key, debug_dirs) {
+        Some(debug) => {
+            let binary = ElfResolver::open(path).map_err(err)?;
+            let virt = file_offsets
+                .iter()
+                .map(|&o| binary.file_offset_to_virt_offset(o).map(|v| v.unwrap_or(u64::MAX)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            let src = source::Source::Elf(source::Elf::new(&debug));
+            blaze
+                .symbolize(&src, Input::VirtOffset(&virt))
+                .map_err(|source| Error::Elf { path: debug.clone(), source })?
+        }
+        None => {
+            let src = source::Source::Elf(source::Elf::new(path));
+            blaze.symbolize(&src, Input::FileOffset(file_offsets)).map_err(err)?
+        }
+    };
     Ok(out.into_iter().map(convert).collect())
 }
 
 fn code_file(info: &blazesym::symbolize::CodeInfo<'_>) -> String {
     match &info.dir {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            dir.join(&info.file).to_string_lossy().into_owned()
-        }
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(&info.file).to_string_lossy().into_owned(),
         _ => info.file.to_string_lossy().into_owned(),
     }
 }
