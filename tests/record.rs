@@ -224,3 +224,196 @@ fn check_reports_ready() {
     assert!(text.contains("BPF programs load and attach"), "{text}");
     assert!(text.trim_end().ends_with("ready to profile"), "{text}");
 }
+
+#[test]
+fn inlined_functions_are_lines_of_one_location() {
+    if !bpf_allowed("inlined_functions_are_lines_of_one_location") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("inline");
+    let out = dir.join("inline.pb.gz");
+    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("inline")).arg("1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = read_pprof(&out);
+    let name = |id: u64| {
+        let f = p.function.iter().find(|f| f.id == id).unwrap();
+        p.string_table[f.name as usize].as_str()
+    };
+    let inline_locs: Vec<_> = p
+        .location
+        .iter()
+        .filter(|l| {
+            l.line.len() == 2
+                && name(l.line[0].function_id) == "inlined_hot"
+                && name(l.line[1].function_id) == "outer_inline"
+        })
+        .collect();
+    assert!(!inline_locs.is_empty(), "a location with lines [inlined_hot, outer_inline]: {:#?}", p.location);
+    let hot: i64 = stacks(&p)
+        .iter()
+        .filter(|s| s.functions.starts_with(&["inlined_hot".to_string(), "outer_inline".to_string()]))
+        .map(|s| s.count)
+        .sum();
+    let total: i64 = stacks(&p).iter().map(|s| s.count).sum();
+    assert!(hot * 100 >= total * 80, "inlined_hot leaf in {hot} of {total}");
+    if let Some(traces) = go_pprof(&["-traces"], &out) {
+        assert!(
+            traces.contains("inlined_hot") && traces.contains("(inline)"),
+            "go tool pprof marks the inlined frame: {traces}"
+        );
+    }
+}
+
+#[test]
+fn deleted_binary_is_still_symbolized() {
+    if !bpf_allowed("deleted_binary_is_still_symbolized") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("deleted");
+    let exe = dir.join("chain-copy");
+    std::fs::copy(workload("chain"), &exe).unwrap();
+    let mut w = Command::new(&exe).arg("2").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Like a container's binary, the path no longer leads to the file: only /proc/PID/map_files does.
+    std::fs::remove_file(&exe).unwrap();
+    let out = dir.join("deleted.pb.gz");
+    let o = run(otelprof().args(["record", "-F", "299", "-d", "1", "-p", &w.id().to_string(), "-o"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = w.wait();
+    let p = read_pprof(&out);
+    let stacks = stacks(&p);
+    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    let full: i64 = stacks.iter().filter(|s| has_chain(&s.functions, &CHAIN)).map(|s| s.count).sum();
+    assert!(total > 100 && full * 100 >= total * 90, "deleted binary symbolized: {full} of {total}: {stacks:#?}");
+    let m = p
+        .mapping
+        .iter()
+        .find(|m| p.string_table[m.filename as usize] == exe.to_string_lossy())
+        .expect("mapping keeps the original path");
+    assert_eq!(p.string_table[m.build_id as usize].len(), 40);
+}
+
+#[test]
+fn children_of_the_command_are_followed() {
+    if !bpf_allowed("children_of_the_command_are_followed") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("children");
+    let out = dir.join("children.pb.gz");
+    let script = format!("{} 1; {} 0.5 5", workload("chain").display(), workload("chain").display());
+    let o = run(otelprof().args(["record", "-F", "299", "-o"]).arg(&out).args(["--", "sh", "-c"]).arg(&script));
+    assert_eq!(o.status.code(), Some(5), "sh's status is its last child's: {}", stderr(&o));
+    let stacks = stacks(&read_pprof(&out));
+    let pids: std::collections::BTreeSet<i64> =
+        stacks.iter().filter(|s| has_chain(&s.functions, &CHAIN)).map(|s| s.pid).collect();
+    assert_eq!(pids.len(), 2, "both children of sh were profiled: {pids:?}");
+    let total: i64 = stacks.iter().filter(|s| pids.contains(&s.pid)).map(|s| s.count).sum();
+    assert!(total > 300, "1.5 s at 299 Hz over the two children, got {total}");
+}
+
+#[test]
+fn whole_system_mode_sees_other_processes() {
+    if !bpf_allowed("whole_system_mode_sees_other_processes") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("all");
+    let out = dir.join("all.pb.gz");
+    let mut w = Command::new(workload("chain")).arg("2").spawn().unwrap();
+    let o = run(otelprof().args(["record", "-a", "-F", "199", "-d", "1", "-o"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid = w.id() as i64;
+    let _ = w.wait();
+    let stacks = stacks(&read_pprof(&out));
+    let mine: i64 = stacks.iter().filter(|s| s.pid == pid && has_chain(&s.functions, &CHAIN)).map(|s| s.count).sum();
+    assert!(mine > 100, "the workload shows up in a system-wide profile with its chain: {mine}");
+    assert!(stacks.iter().all(|s| s.pid != 0), "idle is skipped unless asked");
+}
+
+#[test]
+fn signals_reach_the_command_once_and_its_status_is_ours() {
+    if !bpf_allowed("signals_reach_the_command_once_and_its_status_is_ours") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("signals");
+    let out = dir.join("sig.folded");
+    // The command counts SIGTERMs; exits 40 + count on the first one after a grace period.
+    let script = "n=0; trap 'n=$((n+1))' TERM; while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.3; exit $((40+n))";
+    let mut rec = otelprof()
+        .args(["record", "-o"])
+        .arg(&out)
+        .args(["--", "sh", "-c", script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+    let o = rec.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(41), "forwarded exactly once, command's status returned: {}", stderr(&o));
+    assert!(out.exists());
+}
+
+#[test]
+fn sigint_ends_a_pid_recording_and_writes_the_profile() {
+    if !bpf_allowed("sigint_ends_a_pid_recording_and_writes_the_profile") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("sigint");
+    let out = dir.join("p.pb.gz");
+    let mut w = Command::new(workload("chain")).arg("5").spawn().unwrap();
+    let mut rec = otelprof()
+        .args(["record", "-F", "199", "-p", &w.id().to_string(), "-o"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    let o = rec.wait_with_output().unwrap();
+    let _ = w.kill();
+    let _ = w.wait();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let total: i64 = stacks(&read_pprof(&out)).iter().map(|s| s.count).sum();
+    assert!(total > 50, "samples until SIGINT: {total}");
+}
+
+#[test]
+fn a_full_ring_buffer_is_counted_not_hidden() {
+    if !bpf_allowed("a_full_ring_buffer_is_counted_not_hidden") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("lost");
+    let out = dir.join("lost.folded");
+    // One page holds a single sample record; at 20 kHz on every CPU the reader cannot keep up.
+    let o = run(otelprof()
+        .args(["record", "-F", "20000", "--ringbuf-size", "4096", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(workload("threads"))
+        .arg("1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let summary = err.lines().find(|l| l.contains(" samples, ")).unwrap_or_else(|| panic!("summary: {err}"));
+    let num = |word: &str| -> u64 {
+        let words: Vec<&str> = summary.split([' ', ',', ':']).filter(|w| !w.is_empty()).collect();
+        let i = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("{word} in {summary}"));
+        words[i - 1].parse().unwrap()
+    };
+    let (samples, lost) = (num("samples"), num("lost"));
+    assert!(lost > 0, "a one-page ring buffer at 20 kHz loses samples, and says so: {summary}");
+    let folded: u64 = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(folded, samples, "every sample that arrived is in the output");
+    assert!(err.contains("larger --ringbuf-size"), "the summary says what to do: {err}");
+}
