@@ -343,7 +343,7 @@ fn signals_reach_the_command_once_and_its_status_is_ours() {
     let out = dir.join("sig.folded");
     // The command counts SIGTERMs; exits 40 + count on the first one after a grace period.
     let script = "n=0; trap 'n=$((n+1))' TERM; while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.3; exit $((40+n))";
-    let mut rec = otelprof()
+    let rec = otelprof()
         .args(["record", "-o"])
         .arg(&out)
         .args(["--", "sh", "-c", script])
@@ -367,7 +367,7 @@ fn sigint_ends_a_pid_recording_and_writes_the_profile() {
     let dir = scratch("sigint");
     let out = dir.join("p.pb.gz");
     let mut w = Command::new(workload("chain")).arg("5").spawn().unwrap();
-    let mut rec = otelprof()
+    let rec = otelprof()
         .args(["record", "-F", "199", "-p", &w.id().to_string(), "-o"])
         .arg(&out)
         .stderr(Stdio::piped())
