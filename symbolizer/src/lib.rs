@@ -96,36 +96,47 @@ impl Symbolizer {
     /// Addresses are looked up once each, sorted, in one blazesym call per batch.
     pub fn symbolize(&mut self, source: &Source<'_>, addrs: &[u64]) -> Result<Vec<Arc<Symbol>>, Error> {
         let key = source.key();
-        let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.cache.contains(key, *a)).collect();
+        let mut out: Vec<Option<Arc<Symbol>>> = addrs.iter().map(|&a| self.cache.get(key, a)).collect();
+        let mut missing: Vec<u64> = addrs.iter().zip(&out).filter(|(_, s)| s.is_none()).map(|(&a, _)| a).collect();
+        self.stats.cache_hits += (addrs.len() - missing.len()) as u64;
+        if missing.is_empty() {
+            return Ok(out.into_iter().flatten().collect());
+        }
         missing.sort_unstable();
         missing.dedup();
-        self.stats.cache_hits += (addrs.len() - missing.len()) as u64;
-        if !missing.is_empty() {
-            let resolved = match source {
-                Source::Elf { path, key } => elf::resolve(&self.blaze, path, key, &self.debug_dirs, &missing),
-                Source::Kernel => kernel::resolve(&self.blaze, &missing),
-            };
-            let resolved = match resolved {
-                Ok(r) => r,
-                Err(e) => {
-                    self.stats.file_errors += 1;
-                    // Remember the failure so the file is not re-parsed for every batch.
-                    for a in &missing {
-                        self.cache.insert(key.clone(), *a, Arc::new(Symbol::unknown()));
-                    }
-                    return Err(e);
+        let resolved = match source {
+            Source::Elf { path, key } => elf::resolve(&self.blaze, path, key, &self.debug_dirs, &missing),
+            Source::Kernel => kernel::resolve(&self.blaze, &missing),
+        };
+        let resolved: Vec<Arc<Symbol>> = match resolved {
+            Ok(r) => r.into_iter().map(Arc::new).collect(),
+            Err(e) => {
+                self.stats.file_errors += 1;
+                // Remember the failure so the file is not parsed again for every batch.
+                let unknown = Arc::new(Symbol::unknown());
+                for &a in &missing {
+                    self.cache.insert(key, a, unknown.clone());
                 }
-            };
-            for (a, sym) in missing.iter().zip(resolved) {
-                if sym.is_known() {
-                    self.stats.resolved += 1;
-                } else {
-                    self.stats.unknown += 1;
-                }
-                self.cache.insert(key.clone(), *a, Arc::new(sym));
+                return Err(e);
+            }
+        };
+        for (&a, sym) in missing.iter().zip(&resolved) {
+            if sym.is_known() {
+                self.stats.resolved += 1;
+            } else {
+                self.stats.unknown += 1;
+            }
+            self.cache.insert(key, a, sym.clone());
+        }
+        // Answers come from the resolved batch, not the cache: a batch larger than the cache
+        // would otherwise lose its first entries to eviction before they are read.
+        for (slot, a) in out.iter_mut().zip(addrs) {
+            if slot.is_none() {
+                let i = missing.binary_search(a).expect("every missing address was resolved");
+                *slot = Some(resolved[i].clone());
             }
         }
-        Ok(addrs.iter().map(|a| self.cache.get(key, *a).unwrap_or_else(|| Arc::new(Symbol::unknown()))).collect())
+        Ok(out.into_iter().map(|s| s.expect("filled above")).collect())
     }
 
     pub fn stats(&self) -> Stats {

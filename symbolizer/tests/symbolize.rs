@@ -193,3 +193,16 @@ fn unknown_addresses_and_unreadable_files() {
     assert_eq!(sym.stats().file_errors, 1);
     assert_inlined_frames(&mut sym, &exe);
 }
+
+#[test]
+fn a_batch_larger_than_the_cache_is_answered_whole() {
+    let dir = scratch("tiny-cache");
+    let exe = build_inline(&dir);
+    let key = FileKey::from_path(&exe).unwrap();
+    let offsets = function_offsets(&exe, "outer_fn");
+    assert!(offsets.len() > 8);
+    let mut sym = Symbolizer::new(Config { cache_entries: 4, ..Config::default() });
+    let s = sym.symbolize(&Source::Elf { key: &key, path: &exe }, &offsets).unwrap();
+    assert!(s.iter().all(|s| s.is_known()), "every answer survives eviction");
+    assert_eq!(sym.cache().len(), 4, "the cache stays at its bound");
+}
