@@ -417,3 +417,36 @@ fn a_full_ring_buffer_is_counted_not_hidden() {
     assert_eq!(folded, samples, "every sample that arrived is in the output");
     assert!(err.contains("larger --ringbuf-size"), "the summary says what to do: {err}");
 }
+
+#[test]
+fn without_privileges_the_error_says_what_to_do() {
+    if !bpf_allowed("without_privileges_the_error_says_what_to_do") {
+        return;
+    }
+    // A copy nobody can reach, wherever the checkout lives.
+    let dir = std::env::temp_dir().join(format!("otelprof-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("otelprof");
+    std::fs::copy(env!("CARGO_BIN_EXE_otelprof"), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Drop to nobody with no capabilities, as an ordinary user would run it.
+    let o = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .arg(&bin)
+        .args(["record", "-a", "-d", "1", "-o", "/dev/null", "--format", "pprof"])
+        .current_dir(&dir));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not permitted to load BPF programs") && err.contains("CAP_BPF"), "{err}");
+    let o = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .arg(&bin)
+        .arg("check")
+        .current_dir(&dir));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("[FAIL] privileges") && out.contains("setcap"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

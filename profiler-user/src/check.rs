@@ -2,22 +2,16 @@
 
 use std::process::ExitCode;
 
-use crate::tracer::{self, Tracer, TracerConfig};
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+use crate::tracer::{
+    self,
+    privileges::{Caps, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN},
+    Tracer, TracerConfig,
+};
 
 struct Line {
     ok: bool,
     what: String,
     fix: Option<String>,
-}
-
-fn effective_caps() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
-    u64::from_str_radix(hex, 16).ok()
 }
 
 fn kernel_release() -> String {
@@ -44,12 +38,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         what: "kernel BTF at /sys/kernel/btf/vmlinux".into(),
         fix: Some("use a kernel built with CONFIG_DEBUG_INFO_BTF=y (needed by later features, not by record)".into()),
     });
-    let caps = effective_caps().unwrap_or(0);
-    let has = |c: u32| caps & (1 << c) != 0;
+    let caps = Caps::current();
+    let has = |c: u32| caps.has(c);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     lines.push(Line {
-        ok: has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)),
+        ok: caps.can_profile(),
         what: format!(
             "privileges: {}CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={}",
             if root { "root, " } else { "" },

@@ -4,6 +4,7 @@
 //! The object is `profiler-ebpf/prebuilt/profiler.bpf.o`, built by `cargo xtask build-ebpf` and
 //! embedded at compile time, so building otelprof needs no BPF toolchain.
 
+pub mod privileges;
 mod tracefs;
 
 use aya::{
@@ -96,6 +97,10 @@ impl Tracer {
             if cfg.frequency_hz > max {
                 return Err(TracerError::FrequencyTooHigh { hz: cfg.frequency_hz, max });
             }
+        }
+        // Checked first: without privileges every later step fails with a less useful message.
+        if !privileges::Caps::current().can_profile() {
+            return Err(TracerError::Permission);
         }
         tracefs::ensure_mounted().map_err(TracerError::Tracefs)?;
         let fork_offset =
