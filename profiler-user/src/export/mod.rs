@@ -100,6 +100,15 @@ impl Format {
         }
     }
 
+    /// Lowercase name, as `--format` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pprof => "pprof",
+            Self::Folded => "folded",
+            Self::Svg => "svg",
+        }
+    }
+
     pub fn exporter(self) -> Box<dyn Exporter> {
         match self {
             Self::Pprof => Box::new(pprof::Pprof),

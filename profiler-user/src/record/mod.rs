@@ -205,9 +205,9 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
     let lost = get("lost_samples") + decode_errors;
     let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
-        "otelprof: wrote {} ({:?}, {} bytes): {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
+        "otelprof: wrote {} ({}, {} bytes): {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
         args.output.display(),
-        format,
+        format.name(),
         size,
         agg.total,
         lost,
