@@ -39,7 +39,7 @@ pub struct RecordArgs {
     /// Sampling frequency per CPU in Hz.
     #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99)]
     pub frequency: u64,
-    /// Output file; the format follows the extension (.pb.gz/.pprof, .folded, .svg).
+    /// Output file; the format follows the extension (.pb.gz/.pprof, .folded, .svg, .otlp.pb, .otlp.json).
     #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "otelprof.pb.gz")]
     pub output: PathBuf,
     /// Output format, overriding the extension.
@@ -51,6 +51,12 @@ pub struct RecordArgs {
     /// Also keep samples of the idle task (pid 0); with -a only.
     #[arg(long)]
     pub include_idle: bool,
+    /// OTLP outputs: symbolize on this host (`host`) or leave it to the backend (`none`).
+    #[arg(long, value_enum, default_value = "host")]
+    pub symbolize: crate::export::otlp::SymbolizeMode,
+    /// OTLP outputs: leave out `process.command_line`.
+    #[arg(long)]
+    pub no_command_line: bool,
     /// Forward log messages from the BPF programs.
     #[arg(long)]
     pub bpf_log: bool,

@@ -156,3 +156,40 @@ pub fn go_pprof(args: &[&str], file: &Path) -> Option<String> {
     assert!(out.status.success(), "go tool pprof {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Decodes an OTLP file with the independent Python reader (`tests/python/otlp_check.py`,
+/// opentelemetry-proto 1.45.2). `kind` is `request` or `data`. `None` (skip) when the Python
+/// package is missing outside CI; in CI its absence fails the test.
+pub fn python_otlp(kind: &str, file: &Path) -> Option<serde_json::Value> {
+    let probe = Command::new("python3").args(["-c", "import opentelemetry.proto.profiles.v1development"]).output();
+    if probe.map(|o| !o.status.success()).unwrap_or(true) {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 with opentelemetry-proto==1.45.2 is required in CI");
+        }
+        eprintln!("SKIPPED Python OTLP check: pip install opentelemetry-proto==1.45.2");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/otlp_check.py");
+    let out = Command::new("python3").arg(script).arg(kind).arg(file).output().expect("running python3");
+    assert!(
+        out.status.success(),
+        "the Python OTLP reader rejected {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("reader prints JSON"))
+}
+
+/// Leaf-first function names of every sample of every resource, with their counts.
+pub fn otlp_samples(summary: &serde_json::Value) -> Vec<(Vec<String>, i64, serde_json::Value)> {
+    let mut out = Vec::new();
+    for r in summary["resources"].as_array().unwrap() {
+        for p in r["profiles"].as_array().unwrap() {
+            for s in p["samples"].as_array().unwrap() {
+                let f = s["functions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                out.push((f, s["count"].as_i64().unwrap(), s.clone()));
+            }
+        }
+    }
+    out
+}

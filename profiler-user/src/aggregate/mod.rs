@@ -44,6 +44,8 @@ pub struct ProcMapping {
 pub struct SampleKey {
     pub pid: u32,
     pub tid: u32,
+    /// CPU the samples were taken on (OTLP's `cpu.logical_number`).
+    pub cpu: u32,
     pub stack: StackId,
 }
 
@@ -136,7 +138,7 @@ impl Aggregator {
         }
         let stack = self.stacks.intern(frames.as_slice().into());
         self.scratch = frames;
-        let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, stack }).or_default();
+        let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack }).or_default();
         v.count += 1;
         v.timestamps_ns.push(self.clock.to_unix_ns(s.ktime_ns));
         if s.user_err != 0 {

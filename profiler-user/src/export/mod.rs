@@ -6,6 +6,7 @@
 
 pub mod flamegraph;
 pub mod folded;
+pub mod otlp;
 pub mod pprof;
 
 use std::{io::Write, path::Path};
@@ -82,14 +83,22 @@ pub enum Format {
     Folded,
     /// flame graph SVG
     Svg,
+    /// binary OTLP `ProfilesData` protobuf
+    OtlpProto,
+    /// OTLP/JSON `ProfilesData`
+    OtlpJson,
 }
 
 impl Format {
-    /// Picks the format from a file name: `.pb.gz`/`.pprof`/`.pb` → pprof, `.folded`/`.txt` →
-    /// folded, `.svg` → flame graph.
+    /// Picks the format from a file name: `.otlp.pb` → OTLP protobuf, `.otlp.json` → OTLP/JSON,
+    /// `.pb.gz`/`.pprof`/`.pb` → pprof, `.folded`/`.txt` → folded, `.svg` → flame graph.
     pub fn from_path(path: &Path) -> Option<Self> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
+        if name.ends_with(".otlp.pb") || name.ends_with(".otlp.binpb") {
+            Some(Self::OtlpProto)
+        } else if name.ends_with(".otlp.json") {
+            Some(Self::OtlpJson)
+        } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
             Some(Self::Pprof)
         } else if name.ends_with(".folded") || name.ends_with(".txt") {
             Some(Self::Folded)
@@ -106,14 +115,18 @@ impl Format {
             Self::Pprof => "pprof",
             Self::Folded => "folded",
             Self::Svg => "svg",
+            Self::OtlpProto => "otlp-proto",
+            Self::OtlpJson => "otlp-json",
         }
     }
 
-    pub fn exporter(self) -> Box<dyn Exporter> {
+    pub fn exporter(self, otlp: &otlp::OtlpOptions) -> Box<dyn Exporter> {
         match self {
             Self::Pprof => Box::new(pprof::Pprof),
             Self::Folded => Box::new(folded::Folded),
             Self::Svg => Box::new(flamegraph::FlameGraph),
+            Self::OtlpProto => Box::new(otlp::OtlpProto(otlp.clone())),
+            Self::OtlpJson => Box::new(otlp::OtlpJson(otlp.clone())),
         }
     }
 }
@@ -130,5 +143,7 @@ mod tests {
         assert_eq!(Format::from_path(Path::new("x.folded")), Some(Format::Folded));
         assert_eq!(Format::from_path(Path::new("X.SVG")), Some(Format::Svg));
         assert_eq!(Format::from_path(Path::new("x.json")), None);
+        assert_eq!(Format::from_path(Path::new("p.otlp.pb")), Some(Format::OtlpProto));
+        assert_eq!(Format::from_path(Path::new("p.otlp.json")), Some(Format::OtlpJson));
     }
 }

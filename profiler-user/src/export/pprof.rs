@@ -129,17 +129,20 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
 
     let period = report.meta.period_ns() as i64;
     let (k_pid, k_tid, k_thread) = (strings.id("pid"), strings.id("tid"), strings.id("thread_name"));
-    let mut keys: Vec<_> = agg.samples.iter().collect();
-    keys.sort_by_key(|(k, _)| **k);
-    let sample = keys
+    // pprof has no per-CPU dimension here: samples that differ only by CPU are merged.
+    let mut merged: std::collections::BTreeMap<(u32, u32, u32), i64> = std::collections::BTreeMap::new();
+    for (key, value) in &agg.samples {
+        *merged.entry((key.pid, key.tid, key.stack)).or_default() += value.count as i64;
+    }
+    let sample = merged
         .into_iter()
-        .map(|(key, value)| pb::Sample {
-            location_id: agg.stacks.get(key.stack).iter().map(|&f| f as u64 + 1).collect(),
-            value: vec![value.count as i64, value.count as i64 * period],
+        .map(|((pid, tid, stack), count)| pb::Sample {
+            location_id: agg.stacks.get(stack).iter().map(|&f| f as u64 + 1).collect(),
+            value: vec![count, count * period],
             label: vec![
-                pb::Label { key: k_pid, num: key.pid as i64, ..Default::default() },
-                pb::Label { key: k_tid, num: key.tid as i64, ..Default::default() },
-                pb::Label { key: k_thread, str: strings.id(report.thread_name(key.tid)), ..Default::default() },
+                pb::Label { key: k_pid, num: pid as i64, ..Default::default() },
+                pb::Label { key: k_tid, num: tid as i64, ..Default::default() },
+                pb::Label { key: k_thread, str: strings.id(report.thread_name(tid)), ..Default::default() },
             ],
         })
         .collect();

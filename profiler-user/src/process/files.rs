@@ -28,6 +28,8 @@ pub struct MappedFile {
     pub open_path: PathBuf,
     /// Identity for caches and for exporters (build ID when present).
     pub key: FileKey,
+    /// `process.executable.build_id.htlhash`, when the file could be read.
+    pub htlhash: Option<[u8; 16]>,
     /// Keeps the file reachable after the process is gone.
     _handle: Option<File>,
 }
@@ -99,5 +101,6 @@ fn open(pid: u32, entry: &MapEntry) -> MappedFile {
     if handle.is_none() {
         tracing::debug!(pid, path = %entry.path, "could not open mapped file; symbols need it to stay on disk");
     }
-    MappedFile { path: entry.path.clone(), open_path, key, _handle: handle }
+    let htlhash = File::open(&open_path).and_then(|mut f| super::metadata::htlhash(&mut f)).ok();
+    MappedFile { path: entry.path.clone(), open_path, key, htlhash, _handle: handle }
 }

@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod maps;
+pub mod metadata;
 mod tracker;
 
 pub use files::FileTable;

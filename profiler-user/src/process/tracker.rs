@@ -7,7 +7,7 @@ use std::{
 
 use super::{
     files::{FileId, FileTable},
-    maps,
+    maps, metadata,
 };
 
 /// An executable, file-backed mapping of one process.
@@ -35,6 +35,12 @@ pub struct ProcessInfo {
     pub comm: String,
     /// `/proc/PID/exe`, when readable.
     pub exe: Option<String>,
+    /// `/proc/PID/cmdline`, arguments joined by spaces.
+    pub cmdline: String,
+    /// From `/proc/PID/cgroup`, when the process runs in a container.
+    pub container_id: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` / `OTEL_SERVICE_NAME` from `/proc/PID/environ`.
+    pub otel_attributes: Vec<(String, String)>,
     pub exited: bool,
 }
 
@@ -104,6 +110,11 @@ impl ProcessTracker {
         let info = ProcessInfo {
             comm: read_proc(pid, "comm").map(|s| s.trim_end().to_string()).unwrap_or_default(),
             exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned()),
+            cmdline: read_proc(pid, "cmdline").map(|s| s.trim_end_matches('\0').replace('\0', " ")).unwrap_or_default(),
+            container_id: read_proc(pid, "cgroup").as_deref().and_then(metadata::container_id),
+            otel_attributes: std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|e| metadata::otel_env_attributes(&e))
+                .unwrap_or_default(),
             exited: false,
         };
         self.procs.insert(pid, Process { info, mappings, last_refresh: Some(now) });

@@ -26,7 +26,7 @@ pub use target::Target;
 use crate::{
     aggregate::{Aggregator, Clock},
     cli::RecordArgs,
-    export::{Format, Meta, Report},
+    export::{otlp::OtlpOptions, Format, Meta, Report},
     process::ProcessTracker,
     reader::{Event, Reader},
     symbolize,
@@ -197,7 +197,8 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
         meta: Meta { frequency_hz: args.frequency, start_unix_ns, duration_ns },
     };
     let mut w = BufWriter::new(out);
-    format.exporter().write(&report, &mut w)?;
+    let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
+    format.exporter(&otlp).write(&report, &mut w)?;
     w.flush().with_context(|| format!("writing {}", args.output.display()))?;
     drop(w);
 
