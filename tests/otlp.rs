@@ -56,7 +56,15 @@ fn otlp_proto_resource_samples_and_mappings() {
         assert_eq!(s["attributes"]["thread.id"].as_i64(), Some(pid));
         assert_eq!(s["attributes"]["thread.name"], "chain");
         assert!((0..ncpu).contains(&s["attributes"]["cpu.logical_number"].as_i64().unwrap()));
-        assert!(s["frame_types"].as_array().unwrap().iter().all(|t| t == "native"), "user-only stacks");
+        let types: Vec<&str> = s["frame_types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        let user_from = types.iter().position(|t| *t == "native").unwrap_or(types.len());
+        assert!(
+            types[..user_from].iter().all(|t| *t == "kernel") && types[user_from..].iter().all(|t| *t == "native"),
+            "{types:?}"
+        );
+        if s["functions"][0] == "hot_leaf" {
+            assert!(user_from == 0, "samples in hot_leaf are user-only: {types:?}");
+        }
     }
     let m = summary["mappings"]
         .as_array()

@@ -14,7 +14,7 @@ use std::{
     io::{BufWriter, Write},
     os::unix::process::ExitStatusExt,
     process::ExitCode,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -77,6 +77,10 @@ enum End {
 }
 
 async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> Result<ExitCode> {
+    // The profile's time window opens before the programs attach and closes after the last
+    // drain, on the clock sample timestamps are converted with, so every sample falls inside it.
+    let clock = Clock::new();
+    let start_unix_ns = clock.now_unix_ns();
     let mut tracer = Tracer::load(&TracerConfig {
         frequency_hz: args.frequency,
         filter_targets: !matches!(target, Target::All),
@@ -97,7 +101,6 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
     }
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
     let mut sigs = signals::listen().context("installing signal handlers")?;
-    let clock = Clock::new();
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
 
@@ -114,8 +117,6 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
     let child_pid = child.as_ref().and_then(|c| c.id());
     // Targets that exited between validation and attach would never send an exit event.
     remaining.retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let started = Instant::now();
-    let start_unix_ns = clock.now_unix_ns();
     tracing::info!(
         "recording {} at {} Hz on {} CPUs{}",
         describe(&target, child_pid),
@@ -171,7 +172,7 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
     // Everything the kernel wrote before we stop belongs to the recording.
     reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining));
     progress.finish();
-    let duration_ns = started.elapsed().as_nanos() as u64;
+    let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
     let counters = tracer.counters();
     let decode_errors = reader.decode_errors;
     drop(reader);
