@@ -39,9 +39,16 @@ pub struct RecordArgs {
     /// Sampling frequency per CPU in Hz.
     #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99)]
     pub frequency: u64,
-    /// Output file; the format follows the extension (.pb.gz/.pprof, .folded, .svg, .otlp.pb, .otlp.json).
-    #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "otelprof.pb.gz")]
-    pub output: PathBuf,
+    /// Output file; the format follows the extension (.pb.gz/.pprof, .folded, .svg, .otlp.pb,
+    /// .otlp.json). Default: otelprof.pb.gz, unless --export is given.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also send the profile as OTLP to grpc://host:port, grpcs://host:port or http(s)://host:port.
+    #[arg(long, value_name = "URL")]
+    pub export: Option<String>,
+    /// Header for --export, e.g. `X-Scope-OrgID=tenant` (repeatable).
+    #[arg(long = "export-header", value_name = "NAME=VALUE", requires = "export")]
+    pub export_headers: Vec<String>,
     /// Output format, overriding the extension.
     #[arg(long, value_enum)]
     pub format: Option<Format>,

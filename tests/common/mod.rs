@@ -2,6 +2,8 @@
 //! the privilege policy for BPF tests, and independent readers of the outputs.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::{
     collections::HashMap,
     io::Read,

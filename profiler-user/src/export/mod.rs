@@ -8,6 +8,7 @@ pub mod flamegraph;
 pub mod folded;
 pub mod otlp;
 pub mod pprof;
+pub mod send;
 
 use std::{io::Write, path::Path};
 

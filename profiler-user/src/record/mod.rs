@@ -13,12 +13,14 @@ use std::{
     fs::File,
     io::{BufWriter, Write},
     os::unix::process::ExitStatusExt,
+    path::PathBuf,
     process::ExitCode,
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 use profiler_common::{target as flags, Counter};
+use prost::Message;
 use symbolizer::Symbolizer;
 
 pub use target::Target;
@@ -26,15 +28,26 @@ pub use target::Target;
 use crate::{
     aggregate::{Aggregator, Clock},
     cli::RecordArgs,
-    export::{otlp::OtlpOptions, Format, Meta, Report},
+    export::{
+        otlp::{self, OtlpOptions},
+        send::{export_with_retry, Client, EndpointConfig, ExportStats, RetryConfig},
+        Format, Meta, Report,
+    },
     process::ProcessTracker,
     reader::{Event, Reader},
     symbolize,
     tracer::{Tracer, TracerConfig},
 };
 
+/// Where the profile goes.
+struct Outputs {
+    /// The file, its format and the handle created up front.
+    file: Option<(PathBuf, Format, File)>,
+    export: Option<EndpointConfig>,
+}
+
 /// Checks the arguments a user can get wrong, before touching the kernel.
-fn validate(args: &RecordArgs) -> Result<Format> {
+fn validate(args: &RecordArgs) -> Result<Outputs> {
     if args.frequency == 0 {
         bail!("bad frequency 0: -F takes samples per second per CPU, at least 1");
     }
@@ -49,23 +62,50 @@ fn validate(args: &RecordArgs) -> Result<Format> {
     if args.include_idle && !args.all {
         bail!("--include-idle only makes sense with -a");
     }
-    match args.format.or_else(|| Format::from_path(&args.output)) {
-        Some(f) => Ok(f),
-        None => bail!(
-            "cannot tell the output format of {} from its extension; use .pb.gz, .folded or .svg, or pass --format",
-            args.output.display()
-        ),
-    }
+    let export = match &args.export {
+        Some(url) => {
+            let mut cfg = EndpointConfig::from_url(url)?;
+            for h in &args.export_headers {
+                let Some((k, v)) = h.split_once('=') else { bail!("bad --export-header {h:?}: use NAME=VALUE") };
+                cfg.headers.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            // Built now so a bad URL or TLS file fails before the recording.
+            Client::new(&cfg).with_context(|| format!("cannot export to {url}"))?;
+            Some(cfg)
+        }
+        None => None,
+    };
+    let path = match (&args.output, &export) {
+        (Some(p), _) => Some(p.clone()),
+        (None, None) => Some(PathBuf::from("otelprof.pb.gz")),
+        (None, Some(_)) => None,
+    };
+    let file = match path {
+        Some(path) => {
+            let Some(format) = args.format.or_else(|| Format::from_path(&path)) else {
+                bail!(
+                    "cannot tell the output format of {} from its extension; use .pb.gz, .folded, .svg, .otlp.pb or .otlp.json, or pass --format",
+                    path.display()
+                );
+            };
+            // Created now so an unwritable path fails before a long recording.
+            let f = File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+            Some((path, format, f))
+        }
+        None => None,
+    };
+    Ok(Outputs { file, export })
 }
 
 /// Runs a recording; the exit code is the command's for `-- CMD`, else 0.
 pub fn run(args: RecordArgs) -> Result<ExitCode> {
-    let format = validate(&args)?;
     let target = Target::from_args(&args)?;
-    // Create the output now so an unwritable path fails before a long recording.
-    let out = File::create(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(record(args, target, format, out))
+    // Inside the runtime: the gRPC client needs one to exist when it is built.
+    rt.block_on(async {
+        let outputs = validate(&args)?;
+        record(args, target, outputs).await
+    })
 }
 
 /// How the recording ended.
@@ -76,7 +116,7 @@ enum End {
     CommandExited(std::process::ExitStatus),
 }
 
-async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> Result<ExitCode> {
+async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<ExitCode> {
     // The profile's time window opens before the programs attach and closes after the last
     // drain, on the clock sample timestamps are converted with, so every sample falls inside it.
     let clock = Clock::new();
@@ -197,20 +237,11 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
         symbols: &symbols,
         meta: Meta { frequency_hz: args.frequency, start_unix_ns, duration_ns },
     };
-    let mut w = BufWriter::new(out);
     let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
-    format.exporter(&otlp).write(&report, &mut w)?;
-    w.flush().with_context(|| format!("writing {}", args.output.display()))?;
-    drop(w);
-
     let get = |name: &str| counters.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0);
     let lost = get("lost_samples") + decode_errors;
-    let size = std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
-        "otelprof: wrote {} ({}, {} bytes): {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
-        args.output.display(),
-        format.name(),
-        size,
+        "otelprof: {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
         agg.total,
         lost,
         agg.pids().len(),
@@ -218,6 +249,45 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
         symbols.stats.percent(),
         symbols.stats.frames,
     );
+    if let Some((path, format, file)) = outputs.file {
+        let mut w = BufWriter::new(file);
+        format.exporter(&otlp).write(&report, &mut w)?;
+        w.flush().with_context(|| format!("writing {}", path.display()))?;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("otelprof: wrote {} ({}, {size} bytes)", path.display(), format.name());
+    }
+    let mut export_failed = false;
+    if let Some(cfg) = outputs.export {
+        let req = otlp::build_valid(&report, &otlp)?;
+        let client = Client::new(&cfg)?;
+        let retry = RetryConfig { max_elapsed_time: Duration::from_secs(30), ..cfg.retry_on_failure.clone() };
+        match export_with_retry(&client, &req, &retry, &ExportStats::default()).await {
+            Ok(sent) => eprintln!(
+                "otelprof: exported {} profiles to {}{}",
+                req.resource_profiles.len(),
+                cfg.endpoint,
+                if sent.rejected_profiles > 0 {
+                    format!(" ({} rejected: {})", sent.rejected_profiles, sent.message)
+                } else {
+                    String::new()
+                }
+            ),
+            Err(e) => {
+                // Nothing is lost: the request goes to a file the user can send later.
+                let keep = PathBuf::from(format!("otelprof-unsent-{}.otlp.pb", start_unix_ns / 1_000_000_000));
+                let saved = std::fs::write(&keep, otlp::to_profiles_data(req).encode_to_vec());
+                eprintln!(
+                    "otelprof: export to {} failed: {e}; {}",
+                    cfg.endpoint,
+                    match saved {
+                        Ok(()) => format!("the profile is kept in {}", keep.display()),
+                        Err(w) => format!("and keeping it in {} failed too: {w}", keep.display()),
+                    }
+                );
+                export_failed = true;
+            }
+        }
+    }
     if get("lost_events") > 0 || get("targets_full") > 0 {
         eprintln!(
             "otelprof: also lost {} process events, {} processes not followed (target map full)",
@@ -231,6 +301,7 @@ async fn record(args: RecordArgs, target: Target, format: Format, out: File) -> 
         );
     }
     Ok(match end {
+        _ if export_failed => ExitCode::from(1),
         End::CommandExited(status) => exit_code(status),
         End::Signal(sig) => {
             tracing::debug!("stopped by signal {sig}");
