@@ -73,6 +73,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         sample_idle: false,
         ringbuf_bytes: 4096 * 16,
         bpf_log: false,
+        report_all_execs: false,
     });
     lines.push(match load {
         Ok(t) => Line { ok: true, what: format!("BPF programs load and attach on {} CPUs", t.cpus()), fix: None },

@@ -149,7 +149,9 @@ pub struct Config {
     /// Byte offset of `child_pid` in the `sched/sched_process_fork` tracepoint record, read by
     /// user space from the event's `format` file so no kernel layout is assumed.
     pub fork_child_pid_offset: u32,
-    pub _pad: u32,
+    /// 1: every exec is reported, not only those of targets, so user space can select new
+    /// processes by executable name or container (the agent's target patterns).
+    pub report_all_execs: u32,
 }
 
 #[cfg(feature = "user")]

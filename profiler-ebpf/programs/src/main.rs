@@ -29,7 +29,7 @@ use profiler_common::{
 /// Load-time settings; the loader overrides the whole struct.
 #[unsafe(no_mangle)]
 static CONFIG: Global<Config> =
-    Global::new(Config { filter_targets: 0, sample_idle: 0, fork_child_pid_offset: 0, _pad: 0 });
+    Global::new(Config { filter_targets: 0, sample_idle: 0, fork_child_pid_offset: 0, report_all_execs: 0 });
 
 /// Selected processes (key: tgid, value: `target::*` flags).
 #[map]
@@ -155,13 +155,14 @@ pub fn on_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched/sched_process_exec`: a target's mappings changed; user space re-reads them.
+/// `sched/sched_process_exec`: a target's mappings changed; user space re-reads them. With
+/// `report_all_execs`, every exec is reported so user space can decide whether it is a target.
 #[tracepoint]
 pub fn on_exec(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let config = CONFIG.load();
-    if config.filter_targets != 0 && target_flags(tgid) & target::SAMPLE == 0 {
+    if config.filter_targets != 0 && config.report_all_execs == 0 && target_flags(tgid) & target::SAMPLE == 0 {
         return 0;
     }
     emit_task(RecordKind::Exec, pid_tgid);

@@ -127,6 +127,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         sample_idle: args.include_idle,
         ringbuf_bytes: args.ringbuf_size,
         bpf_log: args.bpf_log,
+        report_all_execs: false,
     })?;
     let mut remaining: BTreeSet<u32> = BTreeSet::new();
     match &target {

@@ -67,6 +67,8 @@ pub struct TracerConfig {
     pub ringbuf_bytes: u32,
     /// Forward aya-log messages from BPF to `tracing` (off by default).
     pub bpf_log: bool,
+    /// Report every exec, not only targets' (for selecting processes by name or container).
+    pub report_all_execs: bool,
 }
 
 /// Loaded and attached programs plus the maps user space uses.
@@ -109,7 +111,7 @@ impl Tracer {
             filter_targets: cfg.filter_targets as u32,
             sample_idle: cfg.sample_idle as u32,
             fork_child_pid_offset: fork_offset,
-            _pad: 0,
+            report_all_execs: cfg.report_all_execs as u32,
         };
         // aya-log's level global: 0 silences every log statement in BPF (no ring-buffer traffic).
         let log_level: u8 = if cfg.bpf_log { 0xff } else { 0 };
