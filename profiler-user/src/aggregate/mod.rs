@@ -150,6 +150,11 @@ impl Aggregator {
         self.total += 1;
     }
 
+    /// Files the report's mappings refer to.
+    pub fn file_ids(&self) -> std::collections::BTreeSet<crate::process::files::FileId> {
+        self.mappings.iter().map(|(_, m)| m.mapping.file).collect()
+    }
+
     /// Distinct processes with samples.
     pub fn pids(&self) -> std::collections::BTreeSet<u32> {
         self.samples.keys().map(|k| k.pid).collect()

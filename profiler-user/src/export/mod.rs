@@ -14,7 +14,7 @@ use std::{io::Write, path::Path};
 
 use crate::{
     aggregate::{Aggregator, Frame, FrameId},
-    process::ProcessTracker,
+    process::ProcessSnapshot,
     symbolize::{ResolvedFrame, Symbols},
 };
 
@@ -37,7 +37,7 @@ impl Meta {
 /// Everything an exporter reads: the aggregated samples, process state and symbols.
 pub struct Report<'a> {
     pub agg: &'a Aggregator,
-    pub tracker: &'a ProcessTracker,
+    pub processes: &'a ProcessSnapshot,
     pub symbols: &'a Symbols,
     pub meta: Meta,
 }
@@ -54,7 +54,7 @@ impl Report<'_> {
 
     /// Process name for display: its comm, else the exe's basename, else `pid N`.
     pub fn process_name(&self, pid: u32) -> String {
-        let info = self.tracker.info(pid);
+        let info = self.processes.info(pid);
         if let Some(i) = info.filter(|i| !i.comm.is_empty()) {
             return i.comm.clone();
         }

@@ -48,14 +48,14 @@ fn hex(bytes: &[u8]) -> String {
 pub fn build(report: &Report<'_>) -> pb::Profile {
     let mut strings = Strings::new();
     let agg = report.agg;
-    let files = report.tracker.files();
+    let files = report.processes;
 
     // Mappings: 1..=n for process mappings, n+1 for the kernel.
     let mut mappings: Vec<pb::Mapping> = agg
         .mappings
         .iter()
         .map(|(id, pm)| {
-            let file = files.get(pm.mapping.file);
+            let file = files.file(pm.mapping.file);
             pb::Mapping {
                 id: id as u64 + 1,
                 memory_start: pm.mapping.start,

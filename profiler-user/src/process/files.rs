@@ -5,10 +5,11 @@
 //! handle is kept, so its symbols can still be read after the process exited.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::File,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use symbolizer::FileKey;
@@ -45,16 +46,26 @@ impl MappedFile {
     }
 }
 
-/// Every file seen in any process, deduplicated by (device, inode).
+/// Every file mapped by a tracked process, deduplicated by (device, inode).
+///
+/// Ids are slots that stay valid while the file is in the table; [`FileTable::retain`] frees the
+/// slots (and the open handles) of files no process maps any more.
 #[derive(Default)]
 pub struct FileTable {
-    files: Vec<MappedFile>,
+    files: Vec<Option<Arc<MappedFile>>>,
+    free: Vec<FileId>,
     by_inode: HashMap<(u64, u64), FileId>,
 }
 
 impl FileTable {
-    pub fn get(&self, id: FileId) -> &MappedFile {
-        &self.files[id as usize]
+    /// The file in slot `id`. Panics on a freed slot: ids come from live mappings.
+    pub fn get(&self, id: FileId) -> &Arc<MappedFile> {
+        self.files[id as usize].as_ref().expect("file id of a live mapping")
+    }
+
+    /// Files in the table.
+    pub fn len(&self) -> usize {
+        self.files.len() - self.free.len()
     }
 
     /// The id of the file behind `entry` of process `pid`, opening it on first sight.
@@ -62,11 +73,34 @@ impl FileTable {
         if let Some(&id) = self.by_inode.get(&(entry.dev, entry.inode)) {
             return id;
         }
-        let file = open(pid, entry);
-        let id = self.files.len() as FileId;
-        self.files.push(file);
+        let file = Some(Arc::new(open(pid, entry)));
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.files[id as usize] = file;
+                id
+            }
+            None => {
+                self.files.push(file);
+                (self.files.len() - 1) as FileId
+            }
+        };
         self.by_inode.insert((entry.dev, entry.inode), id);
         id
+    }
+
+    /// Keeps only the files in `live`; returns the identities of those dropped (for caches).
+    pub fn retain(&mut self, live: &HashSet<FileId>) -> Vec<FileKey> {
+        let mut dropped = Vec::new();
+        self.by_inode.retain(|_, id| live.contains(id));
+        for (i, slot) in self.files.iter_mut().enumerate() {
+            if slot.is_some() && !live.contains(&(i as FileId)) {
+                if let Some(f) = slot.take() {
+                    dropped.push(f.key.clone());
+                }
+                self.free.push(i as FileId);
+            }
+        }
+        dropped
     }
 }
 

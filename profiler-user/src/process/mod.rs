@@ -11,4 +11,4 @@ pub mod metadata;
 mod tracker;
 
 pub use files::FileTable;
-pub use tracker::{Mapping, ProcessTracker};
+pub use tracker::{Mapping, ProcessSnapshot, ProcessTracker};

@@ -1,12 +1,15 @@
 //! The per-process side of the tracker.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use symbolizer::FileKey;
+
 use super::{
-    files::{FileId, FileTable},
+    files::{FileId, FileTable, MappedFile},
     maps, metadata,
 };
 
@@ -49,6 +52,25 @@ struct Process {
     /// Executable mappings sorted by start.
     mappings: Vec<Mapping>,
     last_refresh: Option<Instant>,
+}
+
+/// What exporters read of the process state: infos and files of one report, shared through
+/// `Arc`s so a report can be encoded on another thread while tracking goes on.
+#[derive(Default)]
+pub struct ProcessSnapshot {
+    infos: HashMap<u32, ProcessInfo>,
+    files: HashMap<FileId, Arc<MappedFile>>,
+}
+
+impl ProcessSnapshot {
+    pub fn info(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.infos.get(&pid)
+    }
+
+    /// A file of the report. Panics for ids not taken into the snapshot.
+    pub fn file(&self, id: FileId) -> &MappedFile {
+        &self.files[&id]
+    }
 }
 
 /// Refreshes triggered by unknown addresses are rate-limited per process.
@@ -120,6 +142,27 @@ impl ProcessTracker {
         self.procs.insert(pid, Process { info, mappings, last_refresh: Some(now) });
     }
 
+    /// Exporters' view of some processes and files, detached from the tracker.
+    pub fn snapshot(
+        &self,
+        pids: impl IntoIterator<Item = u32>,
+        files: impl IntoIterator<Item = FileId>,
+    ) -> ProcessSnapshot {
+        ProcessSnapshot {
+            infos: pids.into_iter().filter_map(|p| Some((p, self.procs.get(&p)?.info.clone()))).collect(),
+            files: files.into_iter().map(|f| (f, self.files.get(f).clone())).collect(),
+        }
+    }
+
+    /// Forgets processes that exited (or vanished without an exit event) and the files only they
+    /// mapped, so memory follows the live processes. Returns the dropped files' identities, for
+    /// the symbol cache.
+    pub fn evict_exited(&mut self) -> Vec<FileKey> {
+        self.procs.retain(|pid, p| !p.info.exited && std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let live: HashSet<FileId> = self.procs.values().flat_map(|p| p.mappings.iter().map(|m| m.file)).collect();
+        self.files.retain(&live)
+    }
+
     /// Marks a process as exited; its snapshot stays for normalizing samples still queued.
     pub fn exited(&mut self, pid: u32) {
         if let Some(p) = self.procs.get_mut(&pid) {
@@ -152,6 +195,26 @@ impl ProcessTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exited_processes_and_their_files_are_evicted() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = child.id();
+        let mut t = ProcessTracker::default();
+        t.observe(pid);
+        assert!(t.files().len() >= 2, "sleep maps itself and libc");
+        assert!(t.evict_exited().is_empty(), "a live process keeps its files");
+        assert_eq!(t.len(), 1);
+        let snap = t.snapshot([pid], []);
+        assert!(snap.info(pid).is_some_and(|i| i.exe.as_deref().is_some_and(|e| e.ends_with("sleep"))));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        t.exited(pid);
+        let dropped = t.evict_exited();
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.files().len(), 0);
+        assert!(dropped.len() >= 2, "file keys handed back for the symbol cache");
+    }
 
     #[test]
     fn normalizes_own_code_and_misses_anon_memory() {

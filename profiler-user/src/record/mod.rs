@@ -231,10 +231,11 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     };
 
     let mut symbolizer = Symbolizer::new(Default::default());
-    let symbols = symbolize::symbolize(&agg, tracker.files(), &mut symbolizer);
+    let processes = tracker.snapshot(agg.pids(), agg.file_ids());
+    let symbols = symbolize::symbolize(&agg, &processes, &mut symbolizer);
     let report = Report {
         agg: &agg,
-        tracker: &tracker,
+        processes: &processes,
         symbols: &symbols,
         meta: Meta { frequency_hz: args.frequency, start_unix_ns, duration_ns },
     };

@@ -10,7 +10,7 @@ use symbolizer::{Source, Symbol, Symbolizer};
 
 use crate::{
     aggregate::{Aggregator, Frame, FrameId},
-    process::FileTable,
+    process::ProcessSnapshot,
 };
 
 /// Module name used for kernel frames (perf's name for it).
@@ -80,7 +80,7 @@ fn convert(sym: &Symbol) -> Arc<[ResolvedFrame]> {
 }
 
 /// Symbolizes every frame of `agg`.
-pub fn symbolize(agg: &Aggregator, files: &FileTable, symbolizer: &mut Symbolizer) -> Symbols {
+pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut Symbolizer) -> Symbols {
     let n = agg.frames.len();
     let mut out: Vec<Option<Arc<[ResolvedFrame]>>> = vec![None; n];
     let mut known = vec![false; n];
@@ -125,7 +125,7 @@ pub fn symbolize(agg: &Aggregator, files: &FileTable, symbolizer: &mut Symbolize
     let mut files_sorted: Vec<_> = by_file.into_iter().collect();
     files_sorted.sort_by_key(|(f, _)| *f);
     for (file_id, batch) in files_sorted {
-        let file = files.get(file_id);
+        let file = processes.file(file_id);
         let offsets: Vec<u64> = batch.iter().map(|(_, o)| *o).collect();
         let r = symbolizer.symbolize(&Source::Elf { key: &file.key, path: &file.open_path }, &offsets);
         apply(&batch, r, file.basename());

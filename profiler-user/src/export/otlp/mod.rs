@@ -92,7 +92,7 @@ fn host_name() -> String {
 
 /// The resource of one process.
 fn resource(report: &Report<'_>, pid: u32, opts: &OtlpOptions, host: &[KeyValue]) -> Resource {
-    let info = report.tracker.info(pid);
+    let info = report.processes.info(pid);
     let mut attrs: Vec<KeyValue> = Vec::new();
     // The process's own OTEL_RESOURCE_ATTRIBUTES first; what we observe below overrides them.
     let env = info.map(|i| i.otel_attributes.as_slice()).unwrap_or_default();
@@ -158,7 +158,7 @@ impl Builder<'_, '_> {
             return m;
         }
         let pm = *self.report.agg.mappings.get(id);
-        let file = self.report.tracker.files().get(pm.mapping.file);
+        let file = self.report.processes.file(pm.mapping.file);
         let attributes = self.build_id_attrs(file.build_id(), file.htlhash.as_ref());
         let filename = self.dict.string(&file.path);
         let m = self.dict.mapping(MappingKey {
