@@ -22,6 +22,12 @@ pub enum Command {
     Record(RecordArgs),
     /// Check whether this machine can run otelprof, and say how to fix what is missing.
     Check,
+    /// Profile continuously and export OTLP Profiles (the DaemonSet mode), until SIGTERM.
+    Agent {
+        /// YAML configuration (see the README); unknown keys and bad values are rejected.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

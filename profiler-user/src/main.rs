@@ -4,6 +4,7 @@
 //! `process` (maps, files, build IDs) → `aggregate` (stack counts) → `symbolize` → `export`
 //! (pprof, folded, SVG). `record` wires them together for the CLI; `check` is the preflight.
 
+mod agent;
 mod aggregate;
 mod check;
 mod cli;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Record(args) => record::run(args),
         cli::Command::Check => check::run(),
+        cli::Command::Agent { config } => agent::run(&config),
     };
     match result {
         Ok(code) => code,

@@ -143,6 +143,11 @@ impl Symbolizer {
         self.stats
     }
 
+    /// Forgets the cached symbols of a file no process maps any more.
+    pub fn evict_file(&mut self, key: &FileKey) {
+        self.cache.evict_file(key);
+    }
+
     pub fn cache(&self) -> &SymbolCache {
         &self.cache
     }

@@ -104,6 +104,9 @@ pub struct Aggregator {
     pub total: u64,
     /// Samples whose user stack could not be read (bpf_get_stack error).
     pub user_stack_errors: u64,
+    /// Unix nanoseconds of the earliest and latest sample (0 when empty).
+    pub first_ns: u64,
+    pub last_ns: u64,
     clock: Clock,
     scratch: Vec<FrameId>,
 }
@@ -140,7 +143,10 @@ impl Aggregator {
         self.scratch = frames;
         let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack }).or_default();
         v.count += 1;
-        v.timestamps_ns.push(self.clock.to_unix_ns(s.ktime_ns));
+        let ts = self.clock.to_unix_ns(s.ktime_ns);
+        v.timestamps_ns.push(ts);
+        self.first_ns = if self.total == 0 { ts } else { self.first_ns.min(ts) };
+        self.last_ns = self.last_ns.max(ts);
         if s.user_err != 0 {
             self.user_stack_errors += 1;
         }
@@ -153,6 +159,16 @@ impl Aggregator {
     /// Files the report's mappings refer to.
     pub fn file_ids(&self) -> std::collections::BTreeSet<crate::process::files::FileId> {
         self.mappings.iter().map(|(_, m)| m.mapping.file).collect()
+    }
+
+    /// The time window `[start, end)` widened to cover every sample: (start, duration).
+    pub fn window(&self, start_ns: u64, end_ns: u64) -> (u64, u64) {
+        let (start, end) = if self.total == 0 {
+            (start_ns, end_ns)
+        } else {
+            (start_ns.min(self.first_ns), end_ns.max(self.last_ns + 1))
+        };
+        (start, end.saturating_sub(start))
     }
 
     /// Distinct processes with samples.

@@ -10,5 +10,4 @@ pub mod maps;
 pub mod metadata;
 mod tracker;
 
-pub use files::FileTable;
 pub use tracker::{Mapping, ProcessSnapshot, ProcessTracker};

@@ -49,6 +49,8 @@ pub struct ProcessInfo {
 
 struct Process {
     info: ProcessInfo,
+    /// When a sample of it was last seen, to evict the least recently sampled first.
+    last_seen: Instant,
     /// Executable mappings sorted by start.
     mappings: Vec<Mapping>,
     last_refresh: Option<Instant>,
@@ -90,11 +92,13 @@ fn read_proc(pid: u32, what: &str) -> Option<String> {
 }
 
 impl ProcessTracker {
+    #[cfg(test)]
     pub fn files(&self) -> &FileTable {
         &self.files
     }
 
     /// Info of a process seen so far.
+    #[cfg(test)]
     pub fn info(&self, pid: u32) -> Option<&ProcessInfo> {
         self.procs.get(&pid).map(|p| &p.info)
     }
@@ -103,11 +107,17 @@ impl ProcessTracker {
         self.procs.len()
     }
 
-    /// Makes sure `pid` has a snapshot (first sight).
+    /// Makes sure `pid` has a snapshot (first sight) and marks it as recently sampled.
     pub fn observe(&mut self, pid: u32) {
-        if !self.procs.contains_key(&pid) {
-            self.refresh(pid);
+        match self.procs.get_mut(&pid) {
+            Some(p) => p.last_seen = Instant::now(),
+            None => self.refresh(pid),
         }
+    }
+
+    /// Whether the process has a snapshot.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
     }
 
     /// Re-reads the process's mappings and metadata (after exec, or first sight).
@@ -117,6 +127,7 @@ impl ProcessTracker {
             self.vanished += 1;
             let p = self.procs.entry(pid).or_insert_with(|| Process {
                 info: ProcessInfo::default(),
+                last_seen: now,
                 mappings: Vec::new(),
                 last_refresh: None,
             });
@@ -139,7 +150,7 @@ impl ProcessTracker {
                 .unwrap_or_default(),
             exited: false,
         };
-        self.procs.insert(pid, Process { info, mappings, last_refresh: Some(now) });
+        self.procs.insert(pid, Process { info, mappings, last_seen: now, last_refresh: Some(now) });
     }
 
     /// Exporters' view of some processes and files, detached from the tracker.
@@ -157,8 +168,23 @@ impl ProcessTracker {
     /// Forgets processes that exited (or vanished without an exit event) and the files only they
     /// mapped, so memory follows the live processes. Returns the dropped files' identities, for
     /// the symbol cache.
+    #[cfg(test)]
     pub fn evict_exited(&mut self) -> Vec<FileKey> {
+        self.evict(usize::MAX)
+    }
+
+    /// Like [`Self::evict_exited`], and then keeps at most `max` processes, dropping the least
+    /// recently sampled: the bound on the tracker's memory.
+    pub fn evict(&mut self, max: usize) -> Vec<FileKey> {
         self.procs.retain(|pid, p| !p.info.exited && std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if self.procs.len() > max {
+            let mut by_age: Vec<(Instant, u32)> = self.procs.iter().map(|(pid, p)| (p.last_seen, *pid)).collect();
+            by_age.sort_unstable();
+            let excess = self.procs.len() - max;
+            for (_, pid) in by_age.into_iter().take(excess) {
+                self.procs.remove(&pid);
+            }
+        }
         let live: HashSet<FileId> = self.procs.values().flat_map(|p| p.mappings.iter().map(|m| m.file)).collect();
         self.files.retain(&live)
     }

@@ -237,7 +237,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         agg: &agg,
         processes: &processes,
         symbols: &symbols,
-        meta: Meta { frequency_hz: args.frequency, start_unix_ns, duration_ns },
+        meta: {
+            let (start_unix_ns, duration_ns) = agg.window(start_unix_ns, start_unix_ns + duration_ns);
+            Meta { frequency_hz: args.frequency, start_unix_ns, duration_ns }
+        },
     };
     let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
     let get = |name: &str| counters.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0);

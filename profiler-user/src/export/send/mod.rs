@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use config::{Compression, EndpointConfig, Protocol, RetryConfig, TlsConfig};
+pub use config::{Compression, EndpointConfig, Protocol, RetryConfig};
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 
 /// How one send attempt failed.
@@ -57,12 +57,6 @@ pub struct ExportStats {
     pub dropped_batches: AtomicU64,
     pub dropped_bytes: AtomicU64,
     pub queue_bytes: AtomicU64,
-}
-
-impl ExportStats {
-    pub fn get(v: &AtomicU64) -> u64 {
-        v.load(Ordering::Relaxed)
-    }
 }
 
 /// A connected (lazily: a backend that is down at start is fine) OTLP client.

@@ -25,6 +25,9 @@ struct State {
 /// A FIFO of export requests holding at most `max_bytes` of encoded protobuf.
 pub struct ExportQueue {
     state: Mutex<State>,
+    /// Bytes of the request the sender is working on (0: none), so a shutdown that cuts it off
+    /// counts it as dropped.
+    in_flight: std::sync::atomic::AtomicUsize,
     notify: Notify,
     max_bytes: usize,
     stats: Arc<ExportStats>,
@@ -32,7 +35,13 @@ pub struct ExportQueue {
 
 impl ExportQueue {
     pub fn new(max_bytes: usize, stats: Arc<ExportStats>) -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(State::default()), notify: Notify::new(), max_bytes, stats })
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            in_flight: Default::default(),
+            notify: Notify::new(),
+            max_bytes,
+            stats,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -95,15 +104,16 @@ impl ExportQueue {
         self.notify.notify_waiters();
     }
 
-    /// Bytes queued now.
-    pub fn bytes(&self) -> usize {
-        self.lock().bytes
-    }
-
-    /// Drops everything still queued (after a shutdown deadline), counting it.
+    /// Drops everything still queued or in flight (after a shutdown deadline), counting it.
     pub fn discard(&self) -> usize {
+        let mut n = 0;
+        let in_flight = self.in_flight.swap(0, Ordering::Relaxed);
+        if in_flight > 0 {
+            self.drop_counted(in_flight);
+            n += 1;
+        }
         let mut st = self.lock();
-        let n = st.items.len();
+        n += st.items.len();
         for (_, size) in std::mem::take(&mut st.items) {
             self.drop_counted(size);
         }
@@ -116,9 +126,11 @@ impl ExportQueue {
 /// Sends queued requests one after another until the queue is closed and empty.
 pub async fn run_sender(queue: Arc<ExportQueue>, client: Client, retry: RetryConfig, stats: Arc<ExportStats>) {
     while let Some(req) = queue.pop().await {
+        queue.in_flight.store(req.encoded_len(), Ordering::Relaxed);
         if let Err(e) = export_with_retry(&client, &req, &retry, &stats).await {
             tracing::warn!("export failed: {e}");
         }
+        queue.in_flight.store(0, Ordering::Relaxed);
     }
 }
 
@@ -161,13 +173,13 @@ mod tests {
             r.dictionary.as_mut().unwrap().string_table[0] = format!("{n:0>100}");
             q.push(r);
         }
-        assert_eq!(q.bytes(), one * 3, "never above the bound");
-        assert_eq!(ExportStats::get(&stats.dropped_batches), 2);
-        assert_eq!(ExportStats::get(&stats.dropped_bytes), 2 * one as u64);
+        assert_eq!(stats.queue_bytes.load(Ordering::Relaxed), one as u64 * 3, "never above the bound");
+        assert_eq!(stats.dropped_batches.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.dropped_bytes.load(Ordering::Relaxed), 2 * one as u64);
         let first = q.pop().await.unwrap();
         assert!(first.dictionary.unwrap().string_table[0].ends_with('3'), "the two oldest went");
         q.push(req(1000));
-        assert_eq!(ExportStats::get(&stats.dropped_batches), 3, "larger than the whole budget");
+        assert_eq!(stats.dropped_batches.load(Ordering::Relaxed), 3, "larger than the whole budget");
         q.close();
         assert!(q.pop().await.is_some() && q.pop().await.is_some());
         assert!(q.pop().await.is_none(), "closed and empty");

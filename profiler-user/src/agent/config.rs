@@ -1,0 +1,287 @@
+//! `otelprof agent --config FILE`: YAML in the OpenTelemetry Collector's style.
+//!
+//! ```yaml
+//! profiling:
+//!   frequency: 19          # Hz per CPU
+//!   interval: 10s          # one OTLP request per interval
+//!   symbolize: host        # or none (backend symbolizes by build ID)
+//!   targets:               # all empty (the default): the whole node
+//!     pids: [1234]
+//!     executables: ["python3*", "nginx"]
+//!     containers: ["3f9b5c0e4a2d"]
+//!     cgroups: ["/kubepods.slice/kubepods-burstable.slice"]
+//! exporters:
+//!   otlp:                  # gRPC; `otlp/NAME` for more than one
+//!     endpoint: collector:4317
+//!     tls: { insecure: true }
+//!   otlphttp/pyroscope:    # HTTP
+//!     endpoint: http://pyroscope:4040
+//!     headers: { X-Scope-OrgID: tenant }
+//! telemetry:
+//!   metrics_address: 0.0.0.0:9464
+//! ```
+//!
+//! Unknown keys and bad values are errors that name the key (`profiling.targets.pid: unknown
+//! field`), so a typo never silently changes what the agent does.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::export::{
+    otlp::SymbolizeMode,
+    send::{EndpointConfig, Protocol},
+};
+
+/// A config error, with the path of the key it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { path: path.into(), message: message.into() }
+}
+
+/// Which processes to profile; all empty means every process on the node.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Targets {
+    pub pids: Vec<u32>,
+    /// Glob patterns (`*`, `?`) on the executable's file name.
+    pub executables: Vec<String>,
+    /// Container IDs, or prefixes of at least 12 hex digits.
+    pub containers: Vec<String>,
+    /// cgroup path prefixes as `/proc/PID/cgroup` shows them.
+    pub cgroups: Vec<String>,
+}
+
+impl Targets {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.executables.is_empty() && self.containers.is_empty() && self.cgroups.is_empty()
+    }
+
+    /// Whether new processes must be examined when they exec.
+    pub fn needs_exec_events(&self) -> bool {
+        !(self.executables.is_empty() && self.containers.is_empty() && self.cgroups.is_empty())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profiling {
+    pub frequency: u64,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub symbolize: SymbolizeMode,
+    /// Include `process.command_line` in resources.
+    pub command_line: bool,
+    pub targets: Targets,
+    /// BPF ring buffer bytes (power of two).
+    pub ringbuf_size: u32,
+    /// Processes whose mappings are kept at most; the least recently sampled go first.
+    pub max_processes: usize,
+    /// Symbolized addresses cached at most.
+    pub symbol_cache_entries: usize,
+}
+
+impl Default for Profiling {
+    fn default() -> Self {
+        Self {
+            frequency: 19,
+            interval: Duration::from_secs(10),
+            symbolize: SymbolizeMode::Host,
+            command_line: true,
+            targets: Targets::default(),
+            ringbuf_size: profiler_common::DEFAULT_RINGBUF_BYTES,
+            max_processes: 4096,
+            symbol_cache_entries: 1 << 18,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// Serve `/metrics` (Prometheus text), `/healthz` and `/readyz` here.
+    pub metrics_address: Option<SocketAddr>,
+    /// How often counters are logged.
+    #[serde(with = "humantime_serde")]
+    pub log_interval: Duration,
+    /// How long queued profiles may take to flush on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self { metrics_address: None, log_interval: Duration::from_secs(60), shutdown_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// A named exporter.
+#[derive(Clone, Debug)]
+pub struct Exporter {
+    /// `otlp`, `otlp/primary`, `otlphttp/pyroscope`, …
+    pub name: String,
+    pub endpoint: EndpointConfig,
+}
+
+/// The whole agent configuration, validated.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub profiling: Profiling,
+    pub exporters: Vec<Exporter>,
+    pub telemetry: Telemetry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    profiling: Profiling,
+    exporters: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    telemetry: Telemetry,
+}
+
+/// serde_yaml starts nested messages with its own `path: `; the path is reported separately.
+fn message(e: impl std::fmt::Display) -> String {
+    let m = e.to_string();
+    match m.split_once(": ") {
+        Some((head, rest)) if !head.is_empty() && !head.contains(' ') => rest.to_string(),
+        _ => m,
+    }
+}
+
+fn deserialize_at<T: serde::de::DeserializeOwned>(prefix: &str, value: serde_yaml::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." { prefix.to_string() } else { format!("{prefix}.{inner}") };
+        err(path, message(e.into_inner()))
+    })
+}
+
+/// Parses and validates a config text.
+pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+    let raw: Raw = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
+        let path = e.path().to_string();
+        err(if path == "." { "config".into() } else { path }, message(e.into_inner()))
+    })?;
+    let mut exporters = Vec::new();
+    for (name, value) in raw.exporters {
+        let path = format!("exporters.{name}");
+        let kind = name.split('/').next().unwrap_or("");
+        let protocol = match kind {
+            "otlp" => Protocol::Grpc,
+            "otlphttp" => Protocol::Http,
+            _ => return Err(err(path, format!("unknown exporter type `{kind}`: use otlp (gRPC) or otlphttp (HTTP)"))),
+        };
+        let mut endpoint: EndpointConfig = deserialize_at(&path, value)?;
+        endpoint.protocol = protocol;
+        endpoint.url().map_err(|e| err(format!("{path}.endpoint"), e.to_string()))?;
+        endpoint.tls.read().map_err(|e| err(format!("{path}.tls"), format!("{e:#}")))?;
+        if endpoint.sending_queue.queue_size == 0 {
+            return Err(err(format!("{path}.sending_queue.queue_size"), "must be more than 0 bytes"));
+        }
+        exporters.push(Exporter { name, endpoint });
+    }
+    if exporters.is_empty() {
+        return Err(err("exporters", "at least one exporter (otlp or otlphttp) is needed"));
+    }
+    let p = &raw.profiling;
+    if p.frequency == 0 || p.frequency > 10_000 {
+        return Err(err("profiling.frequency", format!("{} Hz is out of range (1..=10000)", p.frequency)));
+    }
+    if p.interval < Duration::from_millis(100) {
+        return Err(err("profiling.interval", "must be at least 100ms"));
+    }
+    if !p.ringbuf_size.is_power_of_two() || p.ringbuf_size < 4096 {
+        return Err(err("profiling.ringbuf_size", "must be a power of two of at least 4096"));
+    }
+    if p.max_processes == 0 {
+        return Err(err("profiling.max_processes", "must be at least 1"));
+    }
+    for (i, c) in p.targets.containers.iter().enumerate() {
+        if c.len() < 12 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err(format!("profiling.targets.containers[{i}]"), "a container ID or a prefix of at least 12 hex digits"));
+        }
+    }
+    Ok(AgentConfig { profiling: raw.profiling, exporters, telemetry: raw.telemetry })
+}
+
+/// Reads and parses a config file.
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(path.display().to_string(), e.to_string()))?;
+    parse(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let c = parse(
+            r#"
+profiling:
+  frequency: 49
+  interval: 2s
+  symbolize: none
+  targets: { executables: ["python3*"], containers: ["3f9b5c0e4a2d"] }
+exporters:
+  otlp:
+    endpoint: collector:4317
+    tls: { insecure: true }
+    retry_on_failure: { initial_interval: 100ms, max_elapsed_time: 1m }
+  otlphttp/pyroscope:
+    endpoint: http://pyroscope:4040
+    headers: { X-Scope-OrgID: tenant }
+    compression: none
+    timeout: 3s
+    sending_queue: { queue_size: 1048576 }
+telemetry:
+  metrics_address: 127.0.0.1:9464
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.profiling.frequency, 49);
+        assert_eq!(c.profiling.interval, Duration::from_secs(2));
+        assert_eq!(c.profiling.symbolize, SymbolizeMode::None);
+        assert!(c.profiling.targets.needs_exec_events());
+        assert_eq!(c.exporters.len(), 2);
+        let grpc = &c.exporters[0];
+        assert_eq!((grpc.name.as_str(), grpc.endpoint.protocol), ("otlp", Protocol::Grpc));
+        assert_eq!(grpc.endpoint.url().unwrap(), "http://collector:4317");
+        assert_eq!(grpc.endpoint.retry_on_failure.initial_interval, Duration::from_millis(100));
+        let http = &c.exporters[1];
+        assert_eq!(http.endpoint.url().unwrap(), "http://pyroscope:4040/v1development/profiles");
+        assert_eq!(http.endpoint.headers["X-Scope-OrgID"], "tenant");
+        assert_eq!(http.endpoint.sending_queue.queue_size, 1 << 20);
+        assert_eq!(c.telemetry.metrics_address.unwrap().port(), 9464);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("profiling: { frequncy: 19 }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.frequncy: unknown field `frequncy`"),
+            ("profiling: { frequency: fast }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.frequency: invalid type"),
+            ("profiling: { frequency: 0 }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.frequency: 0 Hz"),
+            ("profiling: { targets: { pid: [1] } }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.targets.pid: unknown field `pid`"),
+            ("exporters: { otlp: { endpoint: 'x:1', tls: { insecure: yes please } } }", "exporters.otlp.tls.insecure: invalid type"),
+            ("exporters: { otlp: { endpoint: 'x:1', retry_on_failure: { initial_interval: soon } } }", "exporters.otlp.retry_on_failure.initial_interval:"),
+            ("exporters: { zipkin: { endpoint: 'x:1' } }", "exporters.zipkin: unknown exporter type `zipkin`"),
+            ("exporters: { otlphttp: { endpoint: 'pyroscope:4040' } }", "exporters.otlphttp.endpoint: otlphttp endpoint"),
+            ("exporters: { otlp: { endpoint: 'x:1', tls: { ca_file: /nonexistent/ca.pem } } }", "exporters.otlp.tls: reading /nonexistent/ca.pem"),
+            ("exporters: {}", "exporters: at least one exporter"),
+            ("profiling: { interval: 10s }", "config: missing field `exporters`"),
+            ("profiling: { targets: { containers: [abc] } }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.targets.containers[0]:"),
+        ];
+        for (text, expected) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(expected), "{text:?}\n  gave: {e}\n  want: {expected}");
+        }
+    }
+}

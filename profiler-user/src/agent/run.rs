@@ -1,0 +1,200 @@
+//! The agent's main loop: sample, report every interval, export, until SIGTERM.
+
+use std::{
+    path::Path,
+    process::ExitCode,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use profiler_common::{target as flags, Counter};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{
+    config::{self, AgentConfig},
+    metrics::{self, AgentMetrics},
+    reporter::{Job, Reporter},
+    targets::Selector,
+};
+use crate::{
+    aggregate::{Aggregator, Clock},
+    export::{
+        otlp::OtlpOptions,
+        send::{
+            queue::{self, ExportQueue},
+            Client, ExportStats,
+        },
+        Meta,
+    },
+    process::ProcessTracker,
+    reader::{Event, Reader},
+    tracer::{Tracer, TracerConfig},
+};
+
+/// `otelprof agent --config FILE`. A bad config exits with 2 and names the key.
+pub fn run(path: &Path) -> Result<ExitCode> {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("otelprof: config error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(agent(cfg))
+}
+
+/// Closes the current interval and starts a new one; the closed one becomes a report job
+/// (with the process state it needs) when it has samples.
+fn close_interval(
+    agg: &mut Aggregator,
+    tracker: &ProcessTracker,
+    window_start: &mut u64,
+    clock: Clock,
+    frequency_hz: u64,
+) -> Option<Job> {
+    let done = std::mem::replace(agg, Aggregator::new(clock));
+    let now = clock.now_unix_ns();
+    let (start_unix_ns, duration_ns) = done.window(*window_start, now);
+    *window_start = now;
+    (done.total > 0).then(|| Job::Report {
+        processes: tracker.snapshot(done.pids(), done.file_ids()),
+        meta: Meta { frequency_hz, start_unix_ns, duration_ns },
+        agg: done,
+    })
+}
+
+fn describe(t: &super::config::Targets) -> String {
+    if t.is_empty() {
+        return "every process".into();
+    }
+    let mut parts = Vec::new();
+    for (what, list) in [("executables", &t.executables), ("containers", &t.containers), ("cgroups", &t.cgroups)] {
+        if !list.is_empty() {
+            parts.push(format!("{what} {}", list.join(", ")));
+        }
+    }
+    if !t.pids.is_empty() {
+        parts.push(format!("PIDs {:?}", t.pids));
+    }
+    parts.join("; ")
+}
+
+async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
+    let p = &cfg.profiling;
+    let selector = Selector::new(p.targets.clone());
+    let clock = Clock::new();
+    let mut window_start = clock.now_unix_ns();
+    let mut tracer = Tracer::load(&TracerConfig {
+        frequency_hz: p.frequency,
+        filter_targets: !p.targets.is_empty(),
+        sample_idle: false,
+        ringbuf_bytes: p.ringbuf_size,
+        bpf_log: false,
+        report_all_execs: p.targets.needs_exec_events(),
+    })?;
+    for pid in selector.initial() {
+        tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
+    }
+
+    let mut queues = Vec::new();
+    let mut senders = Vec::new();
+    let mut stats = Vec::new();
+    for e in &cfg.exporters {
+        let s = Arc::new(ExportStats::default());
+        let client = Client::new(&e.endpoint).with_context(|| format!("exporter {}", e.name))?;
+        let q = ExportQueue::new(e.endpoint.sending_queue.queue_size as usize, s.clone());
+        senders.push(tokio::spawn(queue::run_sender(q.clone(), client, e.endpoint.retry_on_failure.clone(), s.clone())));
+        queues.push(q);
+        stats.push((e.name.clone(), s));
+    }
+    let metrics = Arc::new(AgentMetrics { exporters: stats, ..Default::default() });
+    if let Some(addr) = cfg.telemetry.metrics_address {
+        let listener = metrics::bind(addr).await.with_context(|| format!("serving metrics on {addr}"))?;
+        tokio::spawn(metrics::serve(listener, metrics.clone(), p.interval.max(Duration::from_secs(10)) * 3));
+    }
+    let otlp = OtlpOptions { symbolize: p.symbolize, command_line: p.command_line };
+    let reporter = Reporter::spawn(otlp, p.symbol_cache_entries, queues.clone(), metrics.clone()).context("starting the reporter")?;
+    let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+
+    let mut agg = Aggregator::new(clock);
+    let mut tracker = ProcessTracker::default();
+    let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + p.interval, p.interval);
+    let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + cfg.telemetry.log_interval, cfg.telemetry.log_interval);
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    metrics.ready.store(true, Ordering::Relaxed);
+    metrics.beat();
+    tracing::info!(
+        "agent profiling {} at {} Hz on {} CPUs, reporting every {:?} to {}",
+        describe(&p.targets),
+        p.frequency,
+        tracer.cpus(),
+        p.interval,
+        cfg.exporters.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+
+    let mut new_execs: Vec<u32> = Vec::new();
+    let handle = |ev: Event, agg: &mut Aggregator, tracker: &mut ProcessTracker, new_execs: &mut Vec<u32>| match ev {
+        Event::Sample(s) => agg.add(&s, tracker),
+        Event::Exec { tgid, .. } => {
+            if tracker.knows(tgid) {
+                tracker.refresh(tgid);
+            }
+            new_execs.push(tgid);
+        }
+        Event::Exit { tgid } => tracker.exited(tgid),
+    };
+    loop {
+        tokio::select! {
+            r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs)) => {
+                r.context("reading the ring buffer")?;
+                if p.targets.needs_exec_events() {
+                    for pid in new_execs.drain(..) {
+                        if selector.matches(pid) {
+                            tracing::debug!(pid, "new target");
+                            tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
+                        }
+                    }
+                }
+                new_execs.clear();
+            }
+            _ = report_tick.tick() => {
+                metrics.samples.fetch_add(agg.total, Ordering::Relaxed);
+                if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
+                    reporter.send(job);
+                }
+                let evicted = tracker.evict(p.max_processes);
+                if !evicted.is_empty() {
+                    reporter.send(Job::Evict(evicted));
+                }
+                metrics.processes.store(tracker.len() as u64, Ordering::Relaxed);
+            }
+            _ = beat.tick() => {
+                metrics.beat();
+                metrics.lost_samples.store(tracer.counter(Counter::LostSamples), Ordering::Relaxed);
+                metrics.lost_events.store(tracer.counter(Counter::LostEvents), Ordering::Relaxed);
+            }
+            _ = log_tick.tick() => tracing::info!("{}", metrics.log_line()),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    tracing::info!("stopping: final report, then flushing exports for at most {:?}", cfg.telemetry.shutdown_timeout);
+    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs));
+    metrics.ready.store(false, Ordering::Relaxed);
+    drop(reader);
+    drop(tracer);
+    metrics.samples.fetch_add(agg.total, Ordering::Relaxed);
+    let last = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency);
+    tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
+    let deadline = tokio::time::Instant::now() + cfg.telemetry.shutdown_timeout;
+    for (q, sender) in queues.iter().zip(senders) {
+        queue::shutdown(q, sender, deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+    }
+    tracing::info!("stopped: {}", metrics.log_line());
+    Ok(ExitCode::SUCCESS)
+}
