@@ -97,8 +97,18 @@ impl ProfilesService for Grpc {
 
 /// Starts a gRPC ProfilesService on 127.0.0.1 in a background thread with its own runtime.
 pub fn grpc_server(script: Vec<Answer>) -> (SocketAddr, Shared) {
+    grpc_server_at("127.0.0.1:0".parse().unwrap(), script)
+}
+
+/// A free loopback port (bound and released), for a backend that comes up later.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Like [`grpc_server`], on a given address.
+pub fn grpc_server_at(at: SocketAddr, script: Vec<Answer>) -> (SocketAddr, Shared) {
     let state: Shared = Arc::new(Mutex::new(State { script: script.into(), ..Default::default() }));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind(at).unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = ProfilesServiceServer::new(Grpc(state.clone()))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -179,4 +189,21 @@ fn serve_http(conn: &mut std::net::TcpStream, state: &Shared) -> std::io::Result
     )?;
     conn.write_all(&resp_body)?;
     conn.flush()
+}
+
+/// `GET path` on a plain HTTP server; (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The value of an unlabelled (or exactly labelled) metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

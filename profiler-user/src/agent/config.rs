@@ -206,7 +206,10 @@ pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
     }
     for (i, c) in p.targets.containers.iter().enumerate() {
         if c.len() < 12 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(err(format!("profiling.targets.containers[{i}]"), "a container ID or a prefix of at least 12 hex digits"));
+            return Err(err(
+                format!("profiling.targets.containers[{i}]"),
+                "a container ID or a prefix of at least 12 hex digits",
+            ));
         }
     }
     Ok(AgentConfig { profiling: raw.profiling, exporters, telemetry: raw.telemetry })
@@ -266,18 +269,42 @@ telemetry:
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("profiling: { frequncy: 19 }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.frequncy: unknown field `frequncy`"),
-            ("profiling: { frequency: fast }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.frequency: invalid type"),
+            (
+                "profiling: { frequncy: 19 }\nexporters: { otlp: { endpoint: 'x:1' } }",
+                "profiling.frequncy: unknown field `frequncy`",
+            ),
+            (
+                "profiling: { frequency: fast }\nexporters: { otlp: { endpoint: 'x:1' } }",
+                "profiling.frequency: invalid type",
+            ),
             ("profiling: { frequency: 0 }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.frequency: 0 Hz"),
-            ("profiling: { targets: { pid: [1] } }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.targets.pid: unknown field `pid`"),
-            ("exporters: { otlp: { endpoint: 'x:1', tls: { insecure: yes please } } }", "exporters.otlp.tls.insecure: invalid type"),
-            ("exporters: { otlp: { endpoint: 'x:1', retry_on_failure: { initial_interval: soon } } }", "exporters.otlp.retry_on_failure.initial_interval:"),
+            (
+                "profiling: { targets: { pid: [1] } }\nexporters: { otlp: { endpoint: 'x:1' } }",
+                "profiling.targets.pid: unknown field `pid`",
+            ),
+            (
+                "exporters: { otlp: { endpoint: 'x:1', tls: { insecure: yes please } } }",
+                "exporters.otlp.tls.insecure: invalid type",
+            ),
+            (
+                "exporters: { otlp: { endpoint: 'x:1', retry_on_failure: { initial_interval: soon } } }",
+                "exporters.otlp.retry_on_failure.initial_interval:",
+            ),
             ("exporters: { zipkin: { endpoint: 'x:1' } }", "exporters.zipkin: unknown exporter type `zipkin`"),
-            ("exporters: { otlphttp: { endpoint: 'pyroscope:4040' } }", "exporters.otlphttp.endpoint: otlphttp endpoint"),
-            ("exporters: { otlp: { endpoint: 'x:1', tls: { ca_file: /nonexistent/ca.pem } } }", "exporters.otlp.tls: reading /nonexistent/ca.pem"),
+            (
+                "exporters: { otlphttp: { endpoint: 'pyroscope:4040' } }",
+                "exporters.otlphttp.endpoint: otlphttp endpoint",
+            ),
+            (
+                "exporters: { otlp: { endpoint: 'x:1', tls: { ca_file: /nonexistent/ca.pem } } }",
+                "exporters.otlp.tls: reading /nonexistent/ca.pem",
+            ),
             ("exporters: {}", "exporters: at least one exporter"),
             ("profiling: { interval: 10s }", "config: missing field `exporters`"),
-            ("profiling: { targets: { containers: [abc] } }\nexporters: { otlp: { endpoint: 'x:1' } }", "profiling.targets.containers[0]:"),
+            (
+                "profiling: { targets: { containers: [abc] } }\nexporters: { otlp: { endpoint: 'x:1' } }",
+                "profiling.targets.containers[0]:",
+            ),
         ];
         for (text, expected) in cases {
             let e = parse(text).unwrap_err().to_string();

@@ -57,19 +57,44 @@ impl AgentMetrics {
         };
         let one = |v: u64| vec![(String::new(), v)];
         metric("samples_total", "counter", "CPU samples received from the kernel.", one(g(&self.samples)));
-        metric("lost_samples_total", "counter", "Samples dropped in BPF because the ring buffer was full.", one(g(&self.lost_samples)));
-        metric("lost_events_total", "counter", "Process events dropped in BPF because the ring buffer was full.", one(g(&self.lost_events)));
+        metric(
+            "lost_samples_total",
+            "counter",
+            "Samples dropped in BPF because the ring buffer was full.",
+            one(g(&self.lost_samples)),
+        );
+        metric(
+            "lost_events_total",
+            "counter",
+            "Process events dropped in BPF because the ring buffer was full.",
+            one(g(&self.lost_events)),
+        );
         metric("processes", "gauge", "Processes whose mappings are tracked.", one(g(&self.processes)));
         metric("reports_total", "counter", "Reporting intervals turned into OTLP requests.", one(g(&self.reports)));
-        metric("reports_dropped_total", "counter", "Reports dropped because symbolization fell behind.", one(g(&self.reports_dropped)));
+        metric(
+            "reports_dropped_total",
+            "counter",
+            "Reports dropped because symbolization fell behind.",
+            one(g(&self.reports_dropped)),
+        );
         let per = |f: fn(&ExportStats) -> &AtomicU64| {
             self.exporters.iter().map(|(n, s)| (format!("{{exporter=\"{n}\"}}"), g(f(s)))).collect::<Vec<_>>()
         };
         metric("export_success_total", "counter", "Export requests the backend accepted.", per(|s| &s.exported));
         metric("export_failure_total", "counter", "Export requests that failed for good.", per(|s| &s.failed));
         metric("export_retries_total", "counter", "Retried export attempts.", per(|s| &s.retries));
-        metric("export_rejected_profiles_total", "counter", "Profiles the backend rejected in a partial success.", per(|s| &s.rejected_profiles));
-        metric("export_dropped_total", "counter", "Queued requests dropped to stay within the queue's bytes.", per(|s| &s.dropped_batches));
+        metric(
+            "export_rejected_profiles_total",
+            "counter",
+            "Profiles the backend rejected in a partial success.",
+            per(|s| &s.rejected_profiles),
+        );
+        metric(
+            "export_dropped_total",
+            "counter",
+            "Queued requests dropped to stay within the queue's bytes.",
+            per(|s| &s.dropped_batches),
+        );
         metric("export_dropped_bytes_total", "counter", "Bytes of queued requests dropped.", per(|s| &s.dropped_bytes));
         metric("export_queue_bytes", "gauge", "Bytes of requests waiting to be sent.", per(|s| &s.queue_bytes));
         out
@@ -82,7 +107,13 @@ impl AgentMetrics {
             .exporters
             .iter()
             .map(|(n, s)| {
-                format!("{n}: {} ok, {} failed, {} dropped, {} B queued", g(&s.exported), g(&s.failed), g(&s.dropped_batches), g(&s.queue_bytes))
+                format!(
+                    "{n}: {} ok, {} failed, {} dropped, {} B queued",
+                    g(&s.exported),
+                    g(&s.failed),
+                    g(&s.dropped_batches),
+                    g(&s.queue_bytes)
+                )
             })
             .collect();
         format!(
@@ -102,12 +133,17 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>
         let Ok((mut conn, _)) = listener.accept().await else { continue };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
+            // Read the whole request head: closing a socket with unread bytes resets the
+            // connection, and the client would lose the answer.
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let req = String::from_utf8_lossy(&buf);
             let path = req.split_whitespace().nth(1).unwrap_or("");
             let (status, body, ctype) = match path {
                 "/metrics" => ("200 OK", metrics.render(), "text/plain; version=0.0.4"),
@@ -117,7 +153,10 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>
                 "/readyz" => ("503 Service Unavailable", "not ready\n".into(), "text/plain"),
                 _ => ("404 Not Found", "not found\n".into(), "text/plain"),
             };
-            let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             let _ = conn.write_all(head.as_bytes()).await;
             let _ = conn.write_all(body.as_bytes()).await;
         });

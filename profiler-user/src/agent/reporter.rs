@@ -3,8 +3,8 @@
 //!
 //! It runs on its own thread because the symbolizer is not `Send` and because parsing DWARF can
 //! take long; the sampling loop only hands over finished intervals. The hand-over channel holds
-//! two reports: when symbolization falls behind, reports are dropped and counted instead of
-//! piling up in memory.
+//! a few reports: when symbolization falls further behind, reports are dropped and counted
+//! instead of piling up in memory.
 
 use std::sync::{
     atomic::Ordering,
@@ -26,10 +26,22 @@ use crate::{
     symbolize,
 };
 
+/// Reports waiting for the reporting thread at most: enough to ride out the first, slow
+/// symbolization of large binaries, bounded so memory stays bounded.
+const REPORTS_IN_FLIGHT: usize = 8;
+
 pub enum Job {
-    Report { agg: Aggregator, processes: ProcessSnapshot, meta: Meta },
+    /// Boxed: an aggregator is large and the channel holds jobs inline.
+    Report(Box<ReportJob>),
     /// Files no process maps any more: their cached symbols can go.
     Evict(Vec<FileKey>),
+}
+
+/// One closed interval and the process state its report needs.
+pub struct ReportJob {
+    pub agg: Aggregator,
+    pub processes: ProcessSnapshot,
+    pub meta: Meta,
 }
 
 pub struct Reporter {
@@ -45,7 +57,7 @@ impl Reporter {
         queues: Vec<Arc<ExportQueue>>,
         metrics: Arc<AgentMetrics>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(2);
+        let (tx, rx) = sync_channel(REPORTS_IN_FLIGHT);
         let m = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("otelprof-report".into())
@@ -57,7 +69,7 @@ impl Reporter {
     pub fn send(&self, job: Job) {
         match self.tx.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(Job::Report { .. })) => {
+            Err(TrySendError::Full(Job::Report(_))) => {
                 self.metrics.reports_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("symbolization is behind: dropped a report");
             }
@@ -76,11 +88,18 @@ impl Reporter {
     }
 }
 
-fn work(rx: Receiver<Job>, opts: OtlpOptions, cache_entries: usize, queues: Vec<Arc<ExportQueue>>, metrics: Arc<AgentMetrics>) {
+fn work(
+    rx: Receiver<Job>,
+    opts: OtlpOptions,
+    cache_entries: usize,
+    queues: Vec<Arc<ExportQueue>>,
+    metrics: Arc<AgentMetrics>,
+) {
     let mut symbolizer = Symbolizer::new(symbolizer::Config { cache_entries, ..Default::default() });
     for job in rx {
         match job {
-            Job::Report { agg, processes, meta } => {
+            Job::Report(job) => {
+                let ReportJob { agg, processes, meta } = *job;
                 let symbols = symbolize::symbolize(&agg, &processes, &mut symbolizer);
                 let report = Report { agg: &agg, processes: &processes, symbols: &symbols, meta };
                 match otlp::build_valid(&report, &opts) {

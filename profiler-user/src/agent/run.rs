@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::{
     config::{self, AgentConfig},
     metrics::{self, AgentMetrics},
-    reporter::{Job, Reporter},
+    reporter::{Job, ReportJob, Reporter},
     targets::Selector,
 };
 use crate::{
@@ -58,10 +58,12 @@ fn close_interval(
     let now = clock.now_unix_ns();
     let (start_unix_ns, duration_ns) = done.window(*window_start, now);
     *window_start = now;
-    (done.total > 0).then(|| Job::Report {
-        processes: tracker.snapshot(done.pids(), done.file_ids()),
-        meta: Meta { frequency_hz, start_unix_ns, duration_ns },
-        agg: done,
+    (done.total > 0).then(|| {
+        Job::Report(Box::new(ReportJob {
+            processes: tracker.snapshot(done.pids(), done.file_ids()),
+            meta: Meta { frequency_hz, start_unix_ns, duration_ns },
+            agg: done,
+        }))
     })
 }
 
@@ -105,7 +107,12 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         let s = Arc::new(ExportStats::default());
         let client = Client::new(&e.endpoint).with_context(|| format!("exporter {}", e.name))?;
         let q = ExportQueue::new(e.endpoint.sending_queue.queue_size as usize, s.clone());
-        senders.push(tokio::spawn(queue::run_sender(q.clone(), client, e.endpoint.retry_on_failure.clone(), s.clone())));
+        senders.push(tokio::spawn(queue::run_sender(
+            q.clone(),
+            client,
+            e.endpoint.retry_on_failure.clone(),
+            s.clone(),
+        )));
         queues.push(q);
         stats.push((e.name.clone(), s));
     }
@@ -115,7 +122,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         tokio::spawn(metrics::serve(listener, metrics.clone(), p.interval.max(Duration::from_secs(10)) * 3));
     }
     let otlp = OtlpOptions { symbolize: p.symbolize, command_line: p.command_line };
-    let reporter = Reporter::spawn(otlp, p.symbol_cache_entries, queues.clone(), metrics.clone()).context("starting the reporter")?;
+    let reporter = Reporter::spawn(otlp, p.symbol_cache_entries, queues.clone(), metrics.clone())
+        .context("starting the reporter")?;
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -123,7 +131,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
     let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + p.interval, p.interval);
-    let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + cfg.telemetry.log_interval, cfg.telemetry.log_interval);
+    let mut log_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + cfg.telemetry.log_interval, cfg.telemetry.log_interval);
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     metrics.ready.store(true, Ordering::Relaxed);
     metrics.beat();
@@ -137,6 +146,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     );
 
     let mut new_execs: Vec<u32> = Vec::new();
+    // Samples of closed intervals; the metric adds the open interval's.
+    let mut reported = 0u64;
     let handle = |ev: Event, agg: &mut Aggregator, tracker: &mut ProcessTracker, new_execs: &mut Vec<u32>| match ev {
         Event::Sample(s) => agg.add(&s, tracker),
         Event::Exec { tgid, .. } => {
@@ -151,6 +162,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         tokio::select! {
             r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs)) => {
                 r.context("reading the ring buffer")?;
+                metrics.samples.store(reported + agg.total, Ordering::Relaxed);
                 if p.targets.needs_exec_events() {
                     for pid in new_execs.drain(..) {
                         if selector.matches(pid) {
@@ -162,7 +174,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 new_execs.clear();
             }
             _ = report_tick.tick() => {
-                metrics.samples.fetch_add(agg.total, Ordering::Relaxed);
+                reported += agg.total;
                 if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
                     reporter.send(job);
                 }
@@ -188,7 +200,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     metrics.ready.store(false, Ordering::Relaxed);
     drop(reader);
     drop(tracer);
-    metrics.samples.fetch_add(agg.total, Ordering::Relaxed);
+    metrics.samples.store(reported + agg.total, Ordering::Relaxed);
     let last = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency);
     tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
     let deadline = tokio::time::Instant::now() + cfg.telemetry.shutdown_timeout;

@@ -46,7 +46,9 @@ impl Selector {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .or_else(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_string()));
+                .or_else(|| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_string())
+                });
             if exe.is_some_and(|e| t.executables.iter().any(|p| glob(p, &e))) {
                 return true;
             }
@@ -60,13 +62,21 @@ impl Selector {
                 return true;
             }
         }
-        cgroup.lines().filter_map(|l| l.splitn(3, ':').nth(2)).any(|path| t.cgroups.iter().any(|c| path.starts_with(c.as_str())))
+        cgroup
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .any(|path| t.cgroups.iter().any(|c| path.starts_with(c.as_str())))
     }
 
     /// Targets at start: the configured PIDs that exist, and every running process that matches.
     pub fn initial(&self) -> Vec<u32> {
-        let mut out: Vec<u32> =
-            self.targets.pids.iter().copied().filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()).collect();
+        let mut out: Vec<u32> = self
+            .targets
+            .pids
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect();
         if self.targets.needs_exec_events() {
             let pids = std::fs::read_dir("/proc")
                 .into_iter()

@@ -40,9 +40,18 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
+/// The PEM contents of a [`TlsConfig`]'s files.
+#[derive(Default)]
+pub struct TlsFiles {
+    /// Extra CA bundle.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 impl TlsConfig {
     /// Reads the PEM files, with the path in any error.
-    pub fn read(&self) -> anyhow::Result<(Option<Vec<u8>>, Option<(Vec<u8>, Vec<u8>)>)> {
+    pub fn read(&self) -> anyhow::Result<TlsFiles> {
         let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         let ca = self.ca_file.as_ref().map(read).transpose()?;
         let identity = match (&self.cert_file, &self.key_file) {
@@ -50,7 +59,7 @@ impl TlsConfig {
             (None, None) => None,
             _ => bail!("tls: cert_file and key_file go together"),
         };
-        Ok((ca, identity))
+        Ok(TlsFiles { ca, identity })
     }
 }
 

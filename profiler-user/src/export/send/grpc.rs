@@ -32,7 +32,7 @@ impl GrpcClient {
             );
         }
         if url.starts_with("https://") {
-            let (ca, identity) = cfg.tls.read()?;
+            let super::config::TlsFiles { ca, identity } = cfg.tls.read()?;
             let mut tls = ClientTlsConfig::new().with_native_roots();
             if let Some(ca) = ca {
                 tls = tls.ca_certificate(Certificate::from_pem(ca));

@@ -24,7 +24,7 @@ pub struct HttpClient {
 impl HttpClient {
     pub fn new(cfg: &EndpointConfig) -> anyhow::Result<Self> {
         let url = cfg.url()?;
-        let (ca, identity) = cfg.tls.read()?;
+        let super::config::TlsFiles { ca, identity } = cfg.tls.read()?;
         let mut b = reqwest::Client::builder().timeout(cfg.timeout).connect_timeout(cfg.timeout).use_rustls_tls();
         if let Some(ca) = ca {
             b = b.add_root_certificate(reqwest::Certificate::from_pem(&ca).context("tls.ca_file is not PEM")?);

@@ -1,0 +1,270 @@
+//! `otelprof agent` end to end: a running agent profiles test workloads and streams OTLP to real
+//! gRPC and HTTP peers; backends that are down, refuse, or come back; and bad configs.
+
+mod common;
+
+use std::{
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{servers::*, *};
+use tonic::Code;
+
+const CHAIN: [&str; 4] = ["hot_leaf", "middle", "outer", "main"];
+
+struct Agent {
+    child: Option<Child>,
+    metrics: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    /// A failed assertion must not leave an agent running.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Agent {
+    fn start(dir: &std::path::Path, config: &str) -> Self {
+        let metrics = free_addr();
+        let path = dir.join("agent.yaml");
+        std::fs::write(
+            &path,
+            format!("{config}\ntelemetry:\n  metrics_address: {metrics}\n  log_interval: 1s\n  shutdown_timeout: 3s\n"),
+        )
+        .unwrap();
+        let log = dir.join("agent.log");
+        let child = otelprof()
+            .args(["agent", "--config"])
+            .arg(&path)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Self { child: Some(child), metrics, log };
+        let t = Instant::now();
+        while http_get(agent.metrics, "/readyz").map(|r| r.0) != Some(200) {
+            assert!(t.elapsed() < Duration::from_secs(15), "agent did not become ready: {}", agent.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.metrics, "/metrics")
+            .unwrap_or_else(|| panic!("metrics endpoint did not answer; agent log:\n{}", self.log()))
+            .1
+    }
+
+    /// SIGTERM, then the exit status and stderr.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let child = self.child.take().unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let o = child.wait_with_output().unwrap();
+        (o.status.code(), self.log())
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn resource_attr<'a>(
+    rp: &'a opentelemetry_proto::tonic::profiles::v1development::ResourceProfiles,
+    key: &str,
+) -> Option<&'a opentelemetry_proto::tonic::common::v1::any_value::Value> {
+    rp.resource.as_ref()?.attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()
+}
+
+#[test]
+fn agent_streams_targeted_profiles_to_grpc_and_http() {
+    if !bpf_allowed("agent_streams_targeted_profiles_to_grpc_and_http") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("agent-stream");
+    let (gaddr, gstate) = grpc_server(vec![]);
+    let (haddr, hstate) = http_server(vec![]);
+    let agent = Agent::start(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 199\n  interval: 1s\n  targets: {{ executables: [chain] }}\n\
+             exporters:\n  otlp:\n    endpoint: {gaddr}\n    tls: {{ insecure: true }}\n    headers: {{ X-Scope-OrgID: t1 }}\n\
+             \x20 otlphttp/second:\n    endpoint: http://{haddr}\n"
+        ),
+    );
+    // Started after the agent: found through its exec, selected by name, filtered in BPF.
+    let mut w = std::process::Command::new(workload("chain")).arg("2.5").spawn().unwrap();
+    let pid = w.id() as i64;
+    // Something that is not a target runs at the same time.
+    let mut other = std::process::Command::new(workload("threads")).arg("2").stdout(Stdio::null()).spawn().unwrap();
+    w.wait().unwrap();
+    other.wait().unwrap();
+    wait_for("both backends to receive the workload", Duration::from_secs(10), || {
+        gstate.lock().unwrap().received.len() >= 2 && hstate.lock().unwrap().received.len() >= 2
+    });
+    let mut seen = 0.0;
+    wait_for("the workload's samples", Duration::from_secs(5), || {
+        seen = metric(&agent.metrics(), "otelprof_samples_total").unwrap();
+        // chain shares 2 CPUs with the 3 spinning threads of the non-target for 2 of its 2.5 s.
+        seen > 150.0
+    });
+    let m = agent.metrics();
+    assert!(metric(&m, "otelprof_export_success_total{exporter=\"otlp\"}").unwrap() >= 2.0, "{m}");
+    assert_eq!(metric(&m, "otelprof_lost_samples_total"), Some(0.0), "{m}");
+    assert_eq!(http_get(agent.metrics, "/healthz").unwrap().0, 200);
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    for (name, state) in [("grpc", &gstate), ("http", &hstate)] {
+        let s = state.lock().unwrap();
+        let mut total = 0i64;
+        let mut full = 0i64;
+        for (i, r) in s.received.iter().enumerate() {
+            if name == "grpc" {
+                assert!(r.headers.contains(&("x-scope-orgid".into(), "t1".into())));
+            }
+            for rp in &r.request.resource_profiles {
+                let exe = resource_attr(rp, "process.executable.name");
+                assert_eq!(format!("{exe:?}"), "Some(StringValue(\"chain\"))", "only the target is profiled");
+                assert_eq!(format!("{:?}", resource_attr(rp, "process.pid")), format!("Some(IntValue({pid}))"));
+            }
+            let file = dir.join(format!("{name}-{i}.pb"));
+            std::fs::write(&file, &r.raw).unwrap();
+            if let Some(summary) = python_otlp("request", &file) {
+                for (f, n, _) in otlp_samples(&summary) {
+                    total += n;
+                    if has_chain(&f, &CHAIN) {
+                        full += n;
+                    }
+                }
+            }
+        }
+        if total > 0 {
+            assert!(total > 150 && full * 100 >= total * 90, "{name}: full chain in {full} of {total}");
+        }
+    }
+}
+
+#[test]
+fn backend_down_at_start_then_up_within_the_queue_bound() {
+    if !bpf_allowed("backend_down_at_start_then_up_within_the_queue_bound") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("agent-down");
+    let backend = free_addr();
+    const BOUND: f64 = 60_000.0;
+    let agent = Agent::start(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 99\n  interval: 300ms\n\
+             exporters:\n  otlp:\n    endpoint: {backend}\n    tls: {{ insecure: true }}\n    compression: none\n\
+             \x20   retry_on_failure: {{ initial_interval: 100ms, max_interval: 300ms, max_elapsed_time: 1m }}\n\
+             \x20   sending_queue: {{ queue_size: {BOUND} }}\n"
+        ),
+    );
+    let mut w = std::process::Command::new(workload("threads")).arg("4").stdout(Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(2500) {
+        let m = agent.metrics();
+        let queued = metric(&m, "otelprof_export_queue_bytes{exporter=\"otlp\"}").unwrap();
+        assert!(queued <= BOUND, "queue within its bound while the backend is down: {queued}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http_get(agent.metrics, "/healthz").unwrap().0, 200, "sampling goes on");
+    let (_, state) = grpc_server_at(backend, vec![]);
+    wait_for("data after the backend came up", Duration::from_secs(10), || !state.lock().unwrap().received.is_empty());
+    w.wait().unwrap();
+    let m = agent.metrics();
+    assert!(metric(&m, "otelprof_export_retries_total{exporter=\"otlp\"}").unwrap() >= 1.0, "{m}");
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let received = state.lock().unwrap();
+    assert!(received.received.iter().any(|r| r
+        .request
+        .dictionary
+        .as_ref()
+        .unwrap()
+        .string_table
+        .iter()
+        .any(|s| s == "worker_spin")));
+}
+
+#[test]
+fn invalid_argument_is_counted_not_retried() {
+    if !bpf_allowed("invalid_argument_is_counted_not_retried") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("agent-invalid");
+    let (gaddr, gstate) =
+        grpc_server(vec![Answer::Grpc(Code::InvalidArgument, None), Answer::Grpc(Code::Unavailable, None)]);
+    let agent = Agent::start(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 99\n  interval: 500ms\n\
+             exporters:\n  otlp:\n    endpoint: {gaddr}\n    tls: {{ insecure: true }}\n\
+             \x20   retry_on_failure: {{ initial_interval: 100ms }}\n"
+        ),
+    );
+    let mut w = std::process::Command::new(workload("chain")).arg("2").spawn().unwrap();
+    w.wait().unwrap();
+    wait_for("three calls", Duration::from_secs(10), || gstate.lock().unwrap().calls >= 3);
+    let m = agent.metrics();
+    assert_eq!(
+        metric(&m, "otelprof_export_failure_total{exporter=\"otlp\"}"),
+        Some(1.0),
+        "INVALID_ARGUMENT: failed once, for good\n{m}"
+    );
+    assert!(
+        metric(&m, "otelprof_export_retries_total{exporter=\"otlp\"}").unwrap() >= 1.0,
+        "UNAVAILABLE was retried\n{m}"
+    );
+    assert!(metric(&m, "otelprof_export_success_total{exporter=\"otlp\"}").unwrap() >= 1.0, "{m}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn bad_configs_exit_2_naming_the_key() {
+    let dir = scratch("agent-bad-config");
+    let cases = [
+        (
+            "exporters: { otlp: { endpoint: 'x:1' } }\nprofling: {}\n",
+            "config error: profling: unknown field `profling`",
+        ),
+        (
+            "profiling: { frequency: -5 }\nexporters: { otlp: { endpoint: 'x:1' } }\n",
+            "config error: profiling.frequency:",
+        ),
+        ("exporters: { otlp: { endpont: 'x:1' } }\n", "config error: exporters.otlp.endpont: unknown field `endpont`"),
+        ("exporters: [1, 2\n", "config error: exporters: invalid type: sequence, expected a map"),
+        ("profiling:\n\tfrequency: 1\n", "config error: profiling: found character that cannot start any token"),
+    ];
+    for (text, expected) in cases {
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, text).unwrap();
+        let o = run(otelprof().args(["agent", "--config"]).arg(&path));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{text}: {err}");
+        assert!(err.starts_with(&format!("otelprof: {expected}")), "{text}:\n{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let o = run(otelprof().args(["agent", "--config", "/nonexistent/agent.yaml"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/agent.yaml"), "{}", stderr(&o));
+}
