@@ -141,3 +141,103 @@ fn a_bad_export_url_fails_before_recording() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("bad export URL"), "{}", stderr(&o));
 }
+
+/// Writes an agent-less export config: `record` takes URLs, so TLS settings are tested through
+/// the agent's exporter config.
+fn agent_tls_config(dir: &std::path::Path, exporter: &str) -> std::path::PathBuf {
+    let p = dir.join("tls.yaml");
+    std::fs::write(&p, format!("profiling:\n  frequency: 99\n  interval: 500ms\n  targets: {{ executables: [chain] }}\nexporters:\n{exporter}")).unwrap();
+    p
+}
+
+fn run_agent_briefly(config: &std::path::Path) -> String {
+    let log = config.with_extension("log");
+    let mut agent = otelprof()
+        .args(["agent", "--config"])
+        .arg(config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = std::process::Command::new(workload("chain")).arg("1.2").status();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = agent.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{text}");
+    text
+}
+
+#[test]
+fn grpc_export_over_mutual_tls() {
+    if !bpf_allowed("grpc_export_over_mutual_tls") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("export-mtls-grpc");
+    let pki = make_pki(&dir);
+    let (addr, state) = grpc_mtls_server(&pki);
+    let cfg = agent_tls_config(
+        &dir,
+        &format!(
+            "  otlp:\n    endpoint: localhost:{}\n    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+            addr.port(),
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    );
+    let log = run_agent_briefly(&cfg);
+    assert!(!state.lock().unwrap().received.is_empty(), "profiles arrived over mTLS: {log}");
+    // Without the client certificate the server refuses the connection: nothing arrives.
+    let (addr2, state2) = grpc_mtls_server(&pki);
+    let cfg2 = agent_tls_config(
+        &dir,
+        &format!(
+            "  otlp:\n    endpoint: localhost:{}\n    retry_on_failure: {{ enabled: false }}\n    tls:\n      ca_file: {}\n",
+            addr2.port(),
+            pki.ca.display()
+        ),
+    );
+    let log2 = run_agent_briefly(&cfg2);
+    assert!(state2.lock().unwrap().received.is_empty(), "{log2}");
+    assert!(log2.contains("export failed"), "the refusal is logged: {log2}");
+}
+
+#[test]
+fn http_export_over_mutual_tls_to_an_independent_server() {
+    if !bpf_allowed("http_export_over_mutual_tls_to_an_independent_server") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("export-mtls-http");
+    let pki = make_pki(&dir);
+    let out = dir.join("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/tls_otlp_server.py");
+    let mut server = std::process::Command::new("python3")
+        .arg(script)
+        .args([&pki.server_cert, &pki.server_key, &pki.ca, &out])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut port).unwrap();
+    let cfg = agent_tls_config(
+        &dir,
+        &format!(
+            "  otlphttp:\n    endpoint: https://localhost:{}\n    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+            port.trim(),
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    );
+    let log = run_agent_briefly(&cfg);
+    let _ = server.kill();
+    let _ = server.wait();
+    let peer = std::fs::read_to_string(out.join("0.peer")).unwrap_or_else(|_| panic!("nothing arrived: {log}"));
+    assert_eq!(peer, "/v1development/profiles otelprof-agent", "path and client certificate seen by the server");
+    python_otlp("request", &out.join("0.bin"));
+}

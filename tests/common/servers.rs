@@ -207,3 +207,67 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Test PKI made with the `openssl` CLI: a CA, a server certificate for 127.0.0.1/localhost and
+/// a client certificate, all signed by the CA.
+pub struct Pki {
+    pub ca: std::path::PathBuf,
+    pub server_cert: std::path::PathBuf,
+    pub server_key: std::path::PathBuf,
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+}
+
+pub fn make_pki(dir: &std::path::Path) -> Pki {
+    let sh = |script: &str| {
+        let o = std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir).output().expect("sh");
+        assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=otelprof-test-ca 2>/dev/null");
+    for (name, cn, ext) in [
+        ("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "otelprof-agent", "extendedKeyUsage=clientAuth"),
+    ] {
+        sh(&format!(
+            "openssl req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={cn} 2>/dev/null && \
+             printf '%s\\n' '{ext}' > {name}.ext && \
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 1 -extfile {name}.ext 2>/dev/null"
+        ));
+    }
+    Pki {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    }
+}
+
+/// A gRPC ProfilesService over TLS that requires a client certificate signed by the test CA.
+pub fn grpc_mtls_server(pki: &Pki) -> (SocketAddr, Shared) {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let state: Shared = Arc::new(Mutex::new(State::default()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(std::fs::read(&pki.server_cert).unwrap(), std::fs::read(&pki.server_key).unwrap()))
+        .client_ca_root(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()));
+    let svc =
+        ProfilesServiceServer::new(Grpc(state.clone())).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        });
+    });
+    (addr, state)
+}
