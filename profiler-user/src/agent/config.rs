@@ -267,6 +267,25 @@ telemetry:
     }
 
     #[test]
+    fn documented_configs_parse() {
+        // The README's agent example.
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("## `otelprof agent`").nth(1).expect("README has the agent section");
+        let yaml = section.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block");
+        let c = parse(yaml).unwrap_or_else(|e| panic!("README agent config: {e}"));
+        assert_eq!(c.exporters[0].endpoint.headers["X-Scope-OrgID"], "tenant");
+        // The DaemonSet's ConfigMap.
+        let manifest = include_str!("../../../deploy/daemonset.yaml");
+        let cm: serde_yaml::Value = serde_yaml::Deserializer::from_str(manifest)
+            .map(serde_yaml::Value::deserialize)
+            .next()
+            .expect("first document")
+            .expect("valid YAML");
+        let text = cm["data"]["agent.yaml"].as_str().expect("ConfigMap holds agent.yaml");
+        parse(text).unwrap_or_else(|e| panic!("deploy/daemonset.yaml agent config: {e}"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (
