@@ -137,9 +137,18 @@ fn kernel_frames_are_symbolized() {
     let _g = bpf_lock();
     let dir = scratch("syscalls");
     let out = dir.join("sys.folded");
-    let o =
-        run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).arg("--").arg(workload("syscalls")).arg("1.5"));
+    let o = run(otelprof()
+        .args(["record", "-F", "499", "--bpf-stats", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(workload("syscalls"))
+        .arg("1.5"));
     assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let stats = err.lines().find(|l| l.starts_with("otelprof: bpf sample: ")).unwrap_or_else(|| panic!("--bpf-stats: {err}"));
+    let runs: u64 = stats.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let ns: f64 = stats.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(runs > 500 && ns > 0.0, "{stats}");
     let folded = std::fs::read_to_string(&out).unwrap();
     let mut total = 0u64;
     let mut kernel = 0u64;

@@ -70,6 +70,9 @@ pub struct RecordArgs {
     /// OTLP outputs: leave out `process.command_line`.
     #[arg(long)]
     pub no_command_line: bool,
+    /// Measure the BPF programs' cost (kernel BPF statistics) and print ns per run at the end.
+    #[arg(long)]
+    pub bpf_stats: bool,
     /// Forward log messages from the BPF programs.
     #[arg(long)]
     pub bpf_log: bool,

@@ -1,23 +1,9 @@
-//! `otelprof`: the user-space side of the profiler.
-//!
-//! The data path, one folder per stage: `tracer` (load/attach BPF) → `reader` (ring buffer) →
-//! `process` (maps, files, build IDs) → `aggregate` (stack counts) → `symbolize` → `export`
-//! (pprof, folded, SVG). `record` wires them together for the CLI; `check` is the preflight.
-
-mod agent;
-mod aggregate;
-mod check;
-mod cli;
-mod export;
-mod process;
-mod reader;
-mod record;
-mod symbolize;
-mod tracer;
+//! `otelprof`: the command line over the `profiler_user` library (see its docs for the stages).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use profiler_user::{agent, check, cli, record};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

@@ -129,6 +129,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         bpf_log: args.bpf_log,
         report_all_execs: false,
     })?;
+    if args.bpf_stats {
+        tracer.enable_stats()?;
+    }
     let mut remaining: BTreeSet<u32> = BTreeSet::new();
     match &target {
         Target::Pids(pids) => {
@@ -215,6 +218,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     progress.finish();
     let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
     let counters = tracer.counters();
+    let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
     let decode_errors = reader.decode_errors;
     drop(reader);
     drop(tracer); // detaches the programs
@@ -254,6 +258,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         symbols.stats.percent(),
         symbols.stats.frames,
     );
+    for s in bpf_stats.iter().flatten() {
+        eprintln!("otelprof: bpf {}: {} runs, {:.0} ns/run", s.name, s.runs, s.ns_per_run());
+    }
     if let Some((path, format, file)) = outputs.file {
         let mut w = BufWriter::new(file);
         format.exporter(&otlp).write(&report, &mut w)?;

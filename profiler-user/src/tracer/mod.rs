@@ -50,6 +50,8 @@ pub enum TracerError {
     Cpus(String),
     #[error("tracefs: {0}")]
     Tracefs(String),
+    #[error("cannot enable BPF run-time statistics: {0}")]
+    Stats(String),
     #[error("sampling frequency {hz} Hz is above the kernel's limit (kernel.perf_event_max_sample_rate = {max})")]
     FrequencyTooHigh { hz: u64, max: u64 },
 }
@@ -80,6 +82,23 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     cpus: usize,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Keeps the kernel's BPF run-time statistics on while held (`BPF_ENABLE_STATS`).
+    stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// Run-time statistics of one program (kernel.bpf_stats).
+#[derive(Clone, Debug)]
+pub struct ProgramStats {
+    pub name: String,
+    pub runs: u64,
+    pub run_time: std::time::Duration,
+}
+
+impl ProgramStats {
+    /// Mean nanoseconds per run.
+    pub fn ns_per_run(&self) -> f64 {
+        if self.runs == 0 { 0.0 } else { self.run_time.as_nanos() as f64 / self.runs as f64 }
+    }
 }
 
 fn is_permission(e: &aya::EbpfError) -> bool {
@@ -164,7 +183,7 @@ impl Tracer {
             .map_err(|source| TracerError::Map { name: "TARGETS", source })?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
             .map_err(|source| TracerError::Map { name: "COUNTERS", source })?;
-        Ok(Self { ebpf, targets, counters, cpus: cpus.len(), _logger: logger })
+        Ok(Self { ebpf, targets, counters, cpus: cpus.len(), _logger: logger, stats: None })
     }
 
     /// Hands out the sample ring buffer (once).
@@ -185,6 +204,27 @@ impl Tracer {
     /// All counters with their names, in index order, for summaries and logs.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         Counter::ALL.iter().map(|c| (c.name(), self.counter(*c))).collect()
+    }
+
+    /// Turns on the kernel's per-program run-time statistics for as long as this tracer lives.
+    pub fn enable_stats(&mut self) -> Result<(), TracerError> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| TracerError::Stats(e.to_string()))?;
+        self.stats = Some(fd);
+        Ok(())
+    }
+
+    /// Runs and run time of every program so far (all zero unless stats are enabled).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let mut out: Vec<ProgramStats> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramStats { name: name.to_string(), runs: info.run_count(), run_time: info.run_time() })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// Number of CPUs the sampler is attached to.

@@ -1,0 +1,18 @@
+//! otelprof's user side as a library; the `otelprof` binary (`main.rs`) is a thin shell over it,
+//! and benchmarks use the stages directly.
+//!
+//! The data path, one folder per stage: `tracer` (load/attach BPF) → `reader` (ring buffer) →
+//! `process` (maps, files, build IDs) → `aggregate` (stack counts) → `symbolize` → `export`
+//! (pprof, folded, SVG, OTLP files, OTLP senders). `record` and `agent` wire them together;
+//! `check` is the preflight.
+
+pub mod agent;
+pub mod aggregate;
+pub mod check;
+pub mod cli;
+pub mod export;
+pub mod process;
+pub mod reader;
+pub mod record;
+pub mod symbolize;
+pub mod tracer;
