@@ -145,7 +145,8 @@ fn kernel_frames_are_symbolized() {
         .arg("1.5"));
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
-    let stats = err.lines().find(|l| l.starts_with("otelprof: bpf sample: ")).unwrap_or_else(|| panic!("--bpf-stats: {err}"));
+    let stats =
+        err.lines().find(|l| l.starts_with("otelprof: bpf sample: ")).unwrap_or_else(|| panic!("--bpf-stats: {err}"));
     let runs: u64 = stats.split_whitespace().nth(3).unwrap().parse().unwrap();
     let ns: f64 = stats.split_whitespace().nth(5).unwrap().parse().unwrap();
     assert!(runs > 500 && ns > 0.0, "{stats}");
@@ -320,7 +321,7 @@ fn children_of_the_command_are_followed() {
         stacks.iter().filter(|s| has_chain(&s.functions, &CHAIN)).map(|s| s.pid).collect();
     assert_eq!(pids.len(), 2, "both children of sh were profiled: {pids:?}");
     let total: i64 = stacks.iter().filter(|s| pids.contains(&s.pid)).map(|s| s.count).sum();
-    assert!(total > 300, "1.5 s at 299 Hz over the two children, got {total}");
+    assert!(total > 200, "1.5 s at 299 Hz over the two children (~450 on an idle machine), got {total}");
 }
 
 #[test]
@@ -401,9 +402,16 @@ fn a_full_ring_buffer_is_counted_not_hidden() {
     let _g = bpf_lock();
     let dir = scratch("lost");
     let out = dir.join("lost.folded");
-    // One page holds a single sample record; at 20 kHz on every CPU the reader cannot keep up.
+    // One page holds a single sample record; at the kernel's highest allowed rate on every CPU
+    // the reader cannot keep up. (The kernel lowers that limit by itself when perf interrupts
+    // take too long, so it is read, not assumed.)
+    let max_rate: u64 = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1000);
+    let hz = max_rate.min(20_000).to_string();
     let o = run(otelprof()
-        .args(["record", "-F", "20000", "--ringbuf-size", "4096", "-o"])
+        .args(["record", "-F", &hz, "--ringbuf-size", "4096", "-o"])
         .arg(&out)
         .arg("--")
         .arg(workload("threads"))
@@ -417,7 +425,7 @@ fn a_full_ring_buffer_is_counted_not_hidden() {
         words[i - 1].parse().unwrap()
     };
     let (samples, lost) = (num("samples"), num("lost"));
-    assert!(lost > 0, "a one-page ring buffer at 20 kHz loses samples, and says so: {summary}");
+    assert!(lost > 0, "a one-page ring buffer at {hz} Hz loses samples, and says so: {summary}");
     let folded: u64 = std::fs::read_to_string(&out)
         .unwrap()
         .lines()

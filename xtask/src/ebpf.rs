@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::setup;
 
-fn root() -> PathBuf {
+/// The workspace root.
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 

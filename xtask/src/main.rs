@@ -6,7 +6,9 @@
 //!   and refreshes the committed object and its source hash in `profiler-ebpf/prebuilt/`.
 //! - `check-ebpf`: fails when the committed object's recorded source hash does not match the
 //!   sources (CI runs it on every change).
+//! - `bench`: measures otelprof next to perf and writes `docs/BENCHMARKS.md`.
 
+mod bench;
 mod ebpf;
 mod setup;
 
@@ -30,6 +32,18 @@ enum Cmd {
     CheckEbpf,
     /// Exit 0 when the BPF toolchain is installed, 1 otherwise (used by .ci/run).
     HasToolchain,
+    /// Measure otelprof next to perf and write docs/BENCHMARKS.md (as root).
+    Bench {
+        /// Run every part briefly to check the harness; writes target/bench-smoke.md.
+        #[arg(long)]
+        smoke: bool,
+        /// Rounds of the slowdown benchmark (default 5; 1 with --smoke).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Seconds of one workload run alone (default 10; 1 with --smoke).
+        #[arg(long)]
+        seconds: Option<f64>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +61,10 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf => ebpf::build(),
         Cmd::CheckEbpf => ebpf::check(),
+        Cmd::Bench { smoke, rounds, seconds } => {
+            let root = ebpf::root();
+            bench::run(bench::Plan::new(smoke, rounds, seconds, &root), &root)
+        }
         Cmd::HasToolchain => {
             let missing = setup::missing();
             if missing.is_empty() {

@@ -97,7 +97,11 @@ pub struct ProgramStats {
 impl ProgramStats {
     /// Mean nanoseconds per run.
     pub fn ns_per_run(&self) -> f64 {
-        if self.runs == 0 { 0.0 } else { self.run_time.as_nanos() as f64 / self.runs as f64 }
+        if self.runs == 0 {
+            0.0
+        } else {
+            self.run_time.as_nanos() as f64 / self.runs as f64
+        }
     }
 }
 

@@ -1,0 +1,70 @@
+// The reference workload of otelprof's overhead benchmark (cargo xtask bench).
+//
+//   reference work ITERATIONS [THREADS]   fixed CPU work: every thread runs ITERATIONS rounds of a
+//                                         32-deep call chain ending in FNV-1a over 4 KiB; prints
+//                                         "elapsed SECONDS" (wall time of the whole run)
+//   reference light SECONDS               ~10% of a CPU: 2 ms busy, 18 ms asleep, for SECONDS
+//
+// Built with frame pointers so that perf -g and otelprof's frame-pointer unwinding see the chain.
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint64_t fnv(const unsigned char *p, size_t n, uint64_t h) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+__attribute__((noinline)) static uint64_t chain(int depth, const unsigned char *buf, uint64_t h) {
+    if (depth == 0) return fnv(buf, 4096, h);
+    uint64_t r = chain(depth - 1, buf, h + depth);
+    __asm__ volatile("" ::: "memory");
+    return r;
+}
+
+static long iterations;
+
+static void *worker(void *arg) {
+    unsigned char buf[4096];
+    memset(buf, (int)(long)arg, sizeof buf);
+    uint64_t h = 1469598103934665603ULL;
+    for (long i = 0; i < iterations; i++) h = chain(32, buf, h);
+    return (void *)(uintptr_t)h;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && strcmp(argv[1], "light") == 0) {
+        double end = now() + atof(argv[2]);
+        unsigned char buf[4096] = {1};
+        uint64_t h = 0;
+        while (now() < end) {
+            double burst = now() + 0.002;
+            while (now() < burst) h = chain(32, buf, h);
+            usleep(18000);
+        }
+        return (int)(h & 0);
+    }
+    if (argc < 3 || strcmp(argv[1], "work") != 0) {
+        fprintf(stderr, "usage: reference work ITERATIONS [THREADS] | reference light SECONDS\n");
+        return 2;
+    }
+    iterations = atol(argv[2]);
+    long threads = argc > 3 ? atol(argv[3]) : sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_t t[256];
+    if (threads > 256) threads = 256;
+    double start = now();
+    for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, worker, (void *)i);
+    for (long i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    printf("elapsed %.6f\n", now() - start);
+    return 0;
+}

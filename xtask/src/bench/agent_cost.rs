@@ -1,0 +1,138 @@
+//! What the agent itself costs: CPU seconds per 1,000 samples and peak RSS of `otelprof agent`
+//! exporting to a local OTLP/HTTP sink, with N background processes to track.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{Plan, Tools};
+
+#[derive(Clone, Debug)]
+pub struct AgentCost {
+    pub processes: usize,
+    pub samples: u64,
+    pub cpu_seconds: f64,
+    pub peak_rss_mib: f64,
+}
+
+impl AgentCost {
+    pub fn cpu_ms_per_1000_samples(&self) -> f64 {
+        if self.samples == 0 {
+            f64::NAN
+        } else {
+            self.cpu_seconds * 1000.0 / self.samples as f64 * 1000.0
+        }
+    }
+}
+
+/// An OTLP/HTTP sink on loopback that answers 200 to everything.
+fn sink() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let port = l.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    Ok(port)
+}
+
+fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentCost> {
+    let dir = tools.root.join("target/bench");
+    let mut background = Vec::new();
+    for _ in 0..processes {
+        background.push(
+            Command::new(&tools.reference)
+                .args(["light", &format!("{}", plan.agent_seconds + 30.0)])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting background processes")?,
+        );
+    }
+    let config = dir.join("agent-bench.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "profiling:\n  frequency: 99\n  interval: {}s\nexporters:\n  otlphttp:\n    endpoint: http://127.0.0.1:{port}\n\
+             telemetry:\n  log_interval: 1h\n  shutdown_timeout: 10s\n",
+            if plan.smoke { 1 } else { 5 }
+        ),
+    )?;
+    let log = dir.join("agent-bench.log");
+    let agent = Command::new(&tools.otelprof)
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting the agent")?;
+    std::thread::sleep(Duration::from_secs_f64(plan.agent_seconds));
+    let pid = agent.id() as i32;
+    // SAFETY: kill(2) and wait4(2) on our own child; rusage is plain data.
+    let (status, usage) = unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(pid, &mut status, 0, &mut usage);
+        (status, usage)
+    };
+    for mut b in background {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("the agent did not exit cleanly: {text}");
+    }
+    // "stopped: 1234 samples, ..."
+    let samples = text
+        .lines()
+        .filter_map(|l| l.split("stopped: ").nth(1))
+        .filter_map(|r| r.split(" samples").next()?.parse().ok())
+        .last()
+        .with_context(|| format!("no closing line in the agent log: {text}"))?;
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(AgentCost {
+        processes,
+        samples,
+        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    })
+}
+
+pub fn run(plan: &Plan, tools: &Tools) -> Result<Vec<AgentCost>> {
+    let port = sink()?;
+    let mut out = Vec::new();
+    for &n in &plan.process_counts {
+        let c = one(plan, tools, n, port)?;
+        eprintln!(
+            "xtask bench: agent with {n} processes: {} samples, {:.2} CPU s, {:.1} ms per 1000 samples, {:.1} MiB peak RSS",
+            c.samples,
+            c.cpu_seconds,
+            c.cpu_ms_per_1000_samples(),
+            c.peak_rss_mib
+        );
+        out.push(c);
+    }
+    Ok(out)
+}

@@ -1,0 +1,197 @@
+//! `docs/BENCHMARKS.md`.
+
+use std::{fmt::Write, time::SystemTime};
+
+use super::{
+    agent_cost::AgentCost,
+    micro::Micro,
+    slowdown::{median, Slowdown},
+    Plan,
+};
+
+fn date(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn rate(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v >= 1e6 {
+        format!("{:.2} M/s", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k/s", v / 1e3)
+    } else {
+        format!("{v:.0} /s")
+    }
+}
+
+pub fn render(
+    plan: &Plan,
+    machine: &str,
+    started: SystemTime,
+    slow: &Slowdown,
+    agent: &[AgentCost],
+    micro: &Micro,
+) -> String {
+    let mut o = String::new();
+    let cmd = if plan.smoke { "cargo xtask bench --smoke" } else { "cargo xtask bench" };
+    let _ = writeln!(o, "# otelprof benchmarks\n");
+    if plan.smoke {
+        let _ =
+            writeln!(o, "> **Smoke run**: every part ran briefly to check the harness. These numbers mean nothing.\n");
+    }
+    let _ = writeln!(o, "- Date: {}", date(started));
+    let _ = writeln!(o, "- Machine: {machine}");
+    let _ = writeln!(o, "- Reproduce (as root, from the repository root): `{cmd}`");
+    let _ = writeln!(o, "- Everything below was measured in that one run; ratios compare runs of the same round.\n");
+
+    let _ = writeln!(o, "## 1. Workload slowdown\n");
+    let _ = writeln!(
+        o,
+        "The reference workload (`benches/workloads/reference.c`: one thread per CPU, each running a fixed number of \
+         32-deep call chains ending in FNV-1a over 4 KiB, built with frame pointers) does {} iterations per thread, \
+         {:.1} s alone (median). {} rounds; in each round it runs alone before and after, and under each profiler in a \
+         rotating order. Slowdown = wall time under the profiler / mean of that round's two runs alone.\n",
+        slow.iterations,
+        median(&slow.alone_secs),
+        plan.rounds
+    );
+    let _ = writeln!(o, "| profiler (system-wide) | median slowdown | rounds |\n| --- | --- | --- |");
+    for (mode, ratios) in &slow.ratios {
+        let cell = if ratios.is_empty() { "not run".to_string() } else { format!("{:.3}×", median(ratios)) };
+        let _ = writeln!(o, "| `{}` | {cell} | {} |", mode.label(), ratios.len());
+    }
+    let _ = writeln!(
+        o,
+        "| `otelprof` with DWARF unwinding | not measured: DWARF unwinding is not implemented yet (issue #4) | |\n"
+    );
+
+    let _ = writeln!(o, "## 2. BPF cost per run\n");
+    let _ = writeln!(
+        o,
+        "From the kernel's BPF statistics (`BPF_ENABLE_STATS`, via `otelprof record --bpf-stats`) during the 99 Hz runs \
+         of section 1. `sample` runs on every timer tick of every CPU, including ticks of the idle task that it \
+         returns from at once; the per-recorded-sample figure divides its total run time by the samples that reached \
+         user space ({} in that run).\n",
+        slow.samples_99hz
+    );
+    let _ = writeln!(o, "| program | runs | ns per run |\n| --- | --- | --- |");
+    for c in &slow.bpf {
+        let _ = writeln!(o, "| `{}` | {} | {:.0} |", c.program, c.runs, c.ns_per_run);
+    }
+    if let Some(s) = slow.bpf.iter().find(|c| c.program == "sample") {
+        if slow.samples_99hz > 0 {
+            let _ = writeln!(
+                o,
+                "| `sample`, per recorded sample | {} | {:.0} |",
+                slow.samples_99hz,
+                s.ns_per_run * s.runs as f64 / slow.samples_99hz as f64
+            );
+        }
+    }
+    let _ = writeln!(o, "\nStack depth 10 vs 100 and fp vs DWARF come with DWARF unwinding (issue #4).\n");
+
+    let _ = writeln!(o, "## 3. Agent cost\n");
+    let _ = writeln!(
+        o,
+        "`otelprof agent` at 99 Hz, whole node, reporting OTLP/HTTP to a local sink, for {:.0} s, with N background \
+         processes each busy ~10% of a CPU (`reference light`). CPU is user + system time of the agent process \
+         (`wait4` rusage), so it includes BPF loading, reading, process tracking, symbolization, encoding and export.\n",
+        plan.agent_seconds
+    );
+    let _ = writeln!(
+        o,
+        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS |\n| --- | --- | --- | --- | --- |"
+    );
+    for a in agent {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.2} | {:.1} | {:.1} MiB |",
+            a.processes,
+            a.samples,
+            a.cpu_seconds,
+            a.cpu_ms_per_1000_samples(),
+            a.peak_rss_mib
+        );
+    }
+
+    let _ = writeln!(o, "\n## 4. Symbolization throughput\n");
+    let _ = writeln!(
+        o,
+        "Criterion (`benches/benches/symbolize.rs`): the same real addresses (up to 2,000 per set, in the middle of \
+         functions spread over the file) for every symbolizer. *cold*: a new otelprof `Symbolizer` each time (opens \
+         and parses the file); *warm*: answers from otelprof's cache; *blazesym*: raw blazesym with the file parsed \
+         but no result cache; *addr2line*: the `addr2line` crate (gimli), DWARF frames else the symbol table. Frames \
+         per second; the kernel set has no addr2line row (no vmlinux).\n"
+    );
+    let _ = writeln!(
+        o,
+        "| addresses | otelprof cold | otelprof warm | blazesym | addr2line |\n| --- | --- | --- | --- | --- |"
+    );
+    for set in ["libc", "rust", "kernel"] {
+        let group = format!("symbolize_{set}");
+        let get = |f: &str| {
+            micro
+                .results
+                .iter()
+                .find(|m| m.group == group && m.function == f)
+                .map(|m| rate(m.per_second()))
+                .unwrap_or("n/a".into())
+        };
+        let _ = writeln!(
+            o,
+            "| {set} | {} | {} | {} | {} |",
+            get("otelprof_cold"),
+            get("otelprof_warm"),
+            get("blazesym_warm"),
+            get("addr2line_warm")
+        );
+    }
+
+    let _ = writeln!(o, "\n## 5. Encoding\n");
+    let _ = writeln!(
+        o,
+        "Criterion (`benches/benches/encode.rs`): a report of 10,000 samples over 300 distinct stacks (depth 8–40) of \
+         real, symbolized addresses, 8 threads, 2 CPUs; build + protobuf encode + gzip.\n"
+    );
+    let _ = writeln!(o, "| format | time per 10,000 samples | gzip bytes per sample |\n| --- | --- | --- |");
+    for (f, label, key) in [
+        ("otlp_gzip", "OTLP ProfilesData", "otlp_gzip_bytes_per_sample"),
+        ("pprof_gzip", "pprof", "pprof_gzip_bytes_per_sample"),
+    ] {
+        let t = micro
+            .results
+            .iter()
+            .find(|m| m.group == "encode_10k_samples" && m.function == f)
+            .map(|m| format!("{:.2} ms", m.mean_ns / 1e6))
+            .unwrap_or("n/a".into());
+        let b = micro.sizes[key].as_f64().map(|b| format!("{b:.1}")).unwrap_or("n/a".into());
+        let _ = writeln!(o, "| {label} | {t} | {b} |");
+    }
+    let _ = writeln!(
+        o,
+        "\nOTLP carries one timestamp per sample (8 bytes before compression) and per-sample thread/CPU attributes; \
+         pprof has neither, which accounts for most of the difference.\n"
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::date(std::time::UNIX_EPOCH), "1970-01-01");
+        assert_eq!(super::date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_391_000)), "2026-11-22");
+    }
+}

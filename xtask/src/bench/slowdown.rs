@@ -1,0 +1,233 @@
+//! Workload slowdown: the same fixed work alone and under each profiler, in alternating rounds.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{Plan, Tools};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    Otelprof(u64),
+    PerfFp,
+    PerfDwarf,
+}
+
+impl Mode {
+    pub fn label(self) -> String {
+        match self {
+            Mode::Otelprof(hz) => format!("otelprof record -a -F {hz} (frame pointers)"),
+            Mode::PerfFp => "perf record -F 99 -g -a".into(),
+            Mode::PerfDwarf => "perf record -F 99 --call-graph dwarf -a".into(),
+        }
+    }
+}
+
+/// One BPF program's cost, from `--bpf-stats`.
+#[derive(Clone, Debug)]
+pub struct BpfCost {
+    pub program: String,
+    pub runs: u64,
+    pub ns_per_run: f64,
+}
+
+pub struct Slowdown {
+    pub iterations: u64,
+    pub alone_secs: Vec<f64>,
+    /// (mode, per-round ratios to alone)
+    pub ratios: Vec<(Mode, Vec<f64>)>,
+    /// From the last 99 Hz otelprof run.
+    pub bpf: Vec<BpfCost>,
+    pub samples_99hz: u64,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn workload(tools: &Tools, iterations: u64) -> Result<f64> {
+    let out = Command::new(&tools.reference)
+        .args(["work", &iterations.to_string()])
+        .output()
+        .context("running the workload")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .strip_prefix("elapsed ")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("workload printed {text:?}"))
+}
+
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn interrupt(child: &Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+}
+
+fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
+    let tmp = tools.root.join("target/bench");
+    let mut cmd = match mode {
+        Mode::Otelprof(hz) => {
+            let mut c = Command::new(&tools.otelprof);
+            c.args(["record", "-a", "-F", &hz.to_string(), "--bpf-stats", "-o"]).arg(tmp.join("otelprof.pb.gz"));
+            c
+        }
+        Mode::PerfFp | Mode::PerfDwarf => {
+            let Some(perf) = &tools.perf else { return Ok(None) };
+            let mut c = Command::new(perf);
+            c.args(["record", "-q", "-F", "99", "-a", "-o"]).arg(tmp.join("perf.data"));
+            if mode == Mode::PerfFp {
+                c.arg("-g");
+            } else {
+                c.args(["--call-graph", "dwarf"]);
+            }
+            c
+        }
+    };
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", mode.label()))?;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("piped");
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("recording ") {
+                let _ = ready_tx.send(());
+            }
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    match mode {
+        // otelprof says when its programs are attached.
+        Mode::Otelprof(_) => {
+            if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+                let _ = child.kill();
+                bail!("otelprof did not start: {:?}", lines.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+        }
+        // perf prints nothing on start: give it time to open its events.
+        _ => std::thread::sleep(Duration::from_millis(1500)),
+    }
+    Ok(Some(Running { child, stderr: lines }))
+}
+
+fn stop(r: Running) -> Result<Vec<String>> {
+    interrupt(&r.child);
+    let out = r.child.wait_with_output()?;
+    // perf re-raises SIGINT once its data is written, as shell tools do: a normal stop.
+    use std::os::unix::process::ExitStatusExt;
+    if !(out.status.success() || out.status.signal() == Some(libc::SIGINT)) {
+        bail!("profiler exited with {}", out.status);
+    }
+    // The reader thread ends with the pipe.
+    std::thread::sleep(Duration::from_millis(50));
+    Ok(std::mem::take(&mut *r.stderr.lock().unwrap_or_else(|e| e.into_inner())))
+}
+
+fn parse_bpf(lines: &[String]) -> (Vec<BpfCost>, u64) {
+    let mut costs = Vec::new();
+    let mut samples = 0;
+    for l in lines {
+        if let Some(rest) = l.strip_prefix("otelprof: bpf ") {
+            // "sample: 1000 runs, 2454 ns/run"
+            let w: Vec<&str> = rest.split([' ', ':', ',']).filter(|w| !w.is_empty()).collect();
+            if w.len() >= 4 {
+                costs.push(BpfCost {
+                    program: w[0].into(),
+                    runs: w[1].parse().unwrap_or(0),
+                    ns_per_run: w[3].parse().unwrap_or(0.0),
+                });
+            }
+        } else if let Some(rest) = l.strip_prefix("otelprof: ") {
+            if let Some(n) = rest.split(" samples,").next().and_then(|n| n.parse().ok()) {
+                samples = n;
+            }
+        }
+    }
+    (costs, samples)
+}
+
+pub fn run(plan: &Plan, tools: &Tools) -> Result<Slowdown> {
+    // Calibrate the fixed work to about `plan.seconds` alone.
+    let probe = 50_000u64;
+    let t = workload(tools, probe)?;
+    let iterations = ((probe as f64 * plan.seconds / t.max(1e-3)) as u64).max(probe);
+    let modes = [Mode::Otelprof(19), Mode::Otelprof(99), Mode::PerfFp, Mode::PerfDwarf];
+    let mut ratios: Vec<(Mode, Vec<f64>)> = modes.iter().map(|m| (*m, Vec::new())).collect();
+    let mut alone_secs = Vec::new();
+    let mut bpf = Vec::new();
+    let mut samples_99hz = 0;
+    for round in 0..plan.rounds {
+        // Alone first and last, profilers in a rotating order between.
+        let alone_a = workload(tools, iterations)?;
+        let mut order: Vec<usize> = (0..modes.len()).collect();
+        order.rotate_left(round % modes.len());
+        let mut times = vec![f64::NAN; modes.len()];
+        for i in order {
+            let mode = modes[i];
+            let Some(running) = start(mode, tools)? else { continue };
+            let t = workload(tools, iterations)?;
+            let lines = stop(running)?;
+            if mode == Mode::Otelprof(99) {
+                (bpf, samples_99hz) = parse_bpf(&lines);
+            }
+            times[i] = t;
+        }
+        let alone_b = workload(tools, iterations)?;
+        let alone = (alone_a + alone_b) / 2.0;
+        alone_secs.push(alone);
+        for (i, t) in times.iter().enumerate() {
+            if t.is_finite() {
+                ratios[i].1.push(t / alone);
+            }
+        }
+        eprintln!(
+            "xtask bench: round {}: alone {alone:.2}s; {}",
+            round + 1,
+            modes
+                .iter()
+                .zip(&times)
+                .map(|(m, t)| format!("{} {:.3}×", m.label(), t / alone))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(Slowdown { iterations, alone_secs, ratios, bpf, samples_99hz })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_bpf_lines() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        let lines = vec![
+            "otelprof: 1960 samples, 0 lost, 3 processes, 5 threads, 99.0% of 80 frames symbolized".to_string(),
+            "otelprof: bpf sample: 2000 runs, 2454 ns/run".to_string(),
+        ];
+        let (costs, samples) = parse_bpf(&lines);
+        assert_eq!(samples, 1960);
+        assert_eq!(costs.len(), 1);
+        assert_eq!((costs[0].program.as_str(), costs[0].runs, costs[0].ns_per_run), ("sample", 2000, 2454.0));
+    }
+}
