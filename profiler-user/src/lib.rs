@@ -16,3 +16,4 @@ pub mod reader;
 pub mod record;
 pub mod symbolize;
 pub mod tracer;
+pub mod unwind;

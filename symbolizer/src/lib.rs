@@ -42,11 +42,15 @@ pub struct Config {
     pub code_info: bool,
     /// Directories searched for separate debug files (debuglink, `.build-id/xx/yyyy.debug`).
     pub debug_dirs: Vec<std::path::PathBuf>,
+    /// Files whose parsed symbols and DWARF blazesym keeps at most. blazesym holds every file it
+    /// opened for as long as it lives, so after this many distinct files it is rebuilt (the
+    /// result cache above survives). This is what bounds a long-running agent's memory.
+    pub max_parsed_files: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { cache_entries: 1 << 20, code_info: true, debug_dirs: vec!["/usr/lib/debug".into()] }
+        Self { cache_entries: 1 << 20, code_info: true, debug_dirs: vec!["/usr/lib/debug".into()], max_parsed_files: 64 }
     }
 }
 
@@ -61,6 +65,8 @@ pub struct Stats {
     pub unknown: u64,
     /// Files that failed to open or parse (their addresses stay unknown).
     pub file_errors: u64,
+    /// Times the parsed-file state was dropped to stay within `max_parsed_files`.
+    pub parsed_file_evictions: u64,
 }
 
 /// Symbolizes batches of addresses for ELF files and the kernel, with a bounded cache.
@@ -68,25 +74,31 @@ pub struct Stats {
 /// Not `Sync`: blazesym keeps per-file parsers behind interior mutability. Use one per thread.
 pub struct Symbolizer {
     blaze: blazesym::symbolize::Symbolizer,
-    debug_dirs: Vec<std::path::PathBuf>,
+    config: Config,
+    /// Files blazesym has parsed since it was (re)built.
+    parsed: std::collections::HashSet<FileKey>,
     cache: SymbolCache,
     stats: Stats,
 }
 
 impl Symbolizer {
     pub fn new(config: Config) -> Self {
-        let blaze = blazesym::symbolize::Symbolizer::builder()
+        Self {
+            blaze: Self::blaze(&config),
+            cache: SymbolCache::new(config.cache_entries),
+            parsed: Default::default(),
+            config,
+            stats: Stats::default(),
+        }
+    }
+
+    fn blaze(config: &Config) -> blazesym::symbolize::Symbolizer {
+        blazesym::symbolize::Symbolizer::builder()
             .enable_code_info(config.code_info)
             .enable_inlined_fns(config.code_info)
             .enable_demangling(true)
             .set_debug_dirs(Some(&config.debug_dirs))
-            .build();
-        Self {
-            blaze,
-            debug_dirs: config.debug_dirs,
-            cache: SymbolCache::new(config.cache_entries),
-            stats: Stats::default(),
-        }
+            .build()
     }
 
     /// Symbolizes `addrs` (file offsets for [`Source::Elf`], kernel addresses for
@@ -104,8 +116,14 @@ impl Symbolizer {
         }
         missing.sort_unstable();
         missing.dedup();
+        if !self.parsed.contains(key) && self.parsed.len() >= self.config.max_parsed_files {
+            self.blaze = Self::blaze(&self.config);
+            self.parsed.clear();
+            self.stats.parsed_file_evictions += 1;
+        }
+        self.parsed.insert(key.clone());
         let resolved = match source {
-            Source::Elf { path, key } => elf::resolve(&self.blaze, path, key, &self.debug_dirs, &missing),
+            Source::Elf { path, key } => elf::resolve(&self.blaze, path, key, &self.config.debug_dirs, &missing),
             Source::Kernel => kernel::resolve(&self.blaze, &missing),
         };
         let resolved: Vec<Arc<Symbol>> = match resolved {

@@ -206,3 +206,18 @@ fn a_batch_larger_than_the_cache_is_answered_whole() {
     assert!(s.iter().all(|s| s.is_known()), "every answer survives eviction");
     assert_eq!(sym.cache().len(), 4, "the cache stays at its bound");
 }
+
+#[test]
+fn parsed_files_are_bounded() {
+    let dir = scratch("bounded-files");
+    let exe = build_inline(&dir);
+    let offsets = function_offsets(&exe, "outer_fn");
+    let mut sym = Symbolizer::new(Config { max_parsed_files: 2, ..Config::default() });
+    for i in 0..5 {
+        // Five identities (as five different files would have); the result cache is keyed by them.
+        let key = FileKey::Inode { dev: 0, ino: i, size: 0, mtime: 0 };
+        let s = sym.symbolize(&Source::Elf { key: &key, path: &exe }, &offsets[..4]).unwrap();
+        assert!(s.iter().all(|s| s.is_known()), "answers survive the rebuild");
+    }
+    assert_eq!(sym.stats().parsed_file_evictions, 2, "rebuilt before files 3 and 5");
+}

@@ -92,6 +92,52 @@ pub struct TaskRecord {
     pub header: RecordHeader,
 }
 
+/// One row of a compiled unwind table (x86_64): how to find the caller's frame for every pc from
+/// `pc` up to the next row's `pc`. Built in user space from `.eh_frame` / `.debug_frame`
+/// (`profiler-user/src/unwind`), read by the BPF unwinder. `pc` is a file-relative virtual
+/// address (the ELF's own addresses, before the load bias).
+///
+/// The return address is always at CFA - 8 on x86_64, so it needs no column.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UnwindRow {
+    pub pc: u64,
+    /// Added to the register `cfa` names (for `cfa::PLT`: the pc threshold, 10 or 11).
+    pub cfa_offset: i32,
+    /// Where the caller's rbp was saved, relative to the CFA (for `rbp::AT_CFA`).
+    pub rbp_offset: i16,
+    /// A `cfa::*` kind.
+    pub cfa: u8,
+    /// A `rbp::*` kind.
+    pub rbp: u8,
+}
+
+/// How the CFA (the caller's stack pointer) is computed in an [`UnwindRow`].
+pub mod cfa {
+    /// No unwind information here (between FDEs): fall back to frame pointers.
+    pub const NONE: u8 = 0;
+    /// CFA = rsp + offset.
+    pub const RSP: u8 = 1;
+    /// CFA = rbp + offset.
+    pub const RBP: u8 = 2;
+    /// A PLT stub: CFA = rsp + 8, plus 8 more when (rip & 15) >= offset.
+    pub const PLT: u8 = 3;
+    /// A signal trampoline (`__restore_rt`): the interrupted registers are in the ucontext at rsp.
+    pub const SIGNAL: u8 = 4;
+    /// The outermost frame (return address undefined, e.g. `_start`): the stack ends here.
+    pub const END: u8 = 5;
+    /// A rule the unwinder cannot evaluate (a general DWARF expression): fall back.
+    pub const UNSUPPORTED: u8 = 6;
+}
+
+/// Where the caller's rbp is in an [`UnwindRow`].
+pub mod rbp {
+    /// rbp still holds the caller's value.
+    pub const UNCHANGED: u8 = 0;
+    /// Saved at CFA + rbp_offset.
+    pub const AT_CFA: u8 = 1;
+}
+
 /// Value flags of the `TARGETS` map (key: tgid).
 pub mod target {
     /// Samples of this process are recorded.
@@ -158,4 +204,6 @@ pub struct Config {
 mod pod {
     // SAFETY: plain-old-data `repr(C)` types without padding holes that matter for reading.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above; 8 + 4 + 2 + 1 + 1 bytes, no padding.
+    unsafe impl aya::Pod for super::UnwindRow {}
 }

@@ -18,6 +18,10 @@ pub struct AgentCost {
     pub samples: u64,
     pub cpu_seconds: f64,
     pub peak_rss_mib: f64,
+    /// RSS just before stopping: anonymous (heap, parsed symbols) and file-backed (mapped
+    /// binaries and the ring buffer, shared and reclaimable), MiB.
+    pub anon_mib: f64,
+    pub file_mib: f64,
 }
 
 impl AgentCost {
@@ -88,6 +92,14 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
         .context("starting the agent")?;
     std::thread::sleep(Duration::from_secs_f64(plan.agent_seconds));
     let pid = agent.id() as i32;
+    let status_kb = |key: &str| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (anon_mib, file_mib) = (status_kb("RssAnon:") / 1024.0, status_kb("RssFile:") / 1024.0);
     // SAFETY: kill(2) and wait4(2) on our own child; rusage is plain data.
     let (status, usage) = unsafe {
         libc::kill(pid, libc::SIGTERM);
@@ -117,6 +129,8 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
         samples,
         cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        anon_mib,
+        file_mib,
     })
 }
 

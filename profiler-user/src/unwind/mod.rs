@@ -1,0 +1,16 @@
+//! Native unwind information: `.eh_frame` / `.debug_frame` compiled into compact, sorted tables
+//! of [`UnwindRow`]s that the BPF unwinder can binary-search.
+//!
+//! Most binaries users run (distribution libc, release builds) have no frame pointers, so stacks
+//! walked by frame pointers stop after a frame or two. Their call frame information (CFI) says,
+//! for every instruction, where the caller's frame is; this module evaluates the CFI in user
+//! space once per file and keeps only what the unwinder needs per pc range: how to compute the
+//! CFA and where the caller's rbp was saved.
+//!
+//! Status: the compiler (this module) is done and checked against binutils' `readelf
+//! --debug-dump=frames-interp`; the BPF walker that consumes the tables is not written yet.
+
+mod compile;
+
+pub use compile::{compile, UnwindError, UnwindTable};
+pub use profiler_common::{cfa, rbp, UnwindRow};
