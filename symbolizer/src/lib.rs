@@ -50,7 +50,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { cache_entries: 1 << 20, code_info: true, debug_dirs: vec!["/usr/lib/debug".into()], max_parsed_files: 64 }
+        Self {
+            cache_entries: 1 << 20,
+            code_info: true,
+            debug_dirs: vec!["/usr/lib/debug".into()],
+            max_parsed_files: 64,
+        }
     }
 }
 

@@ -133,7 +133,9 @@ fn fdes<'a, Section: UnwindSection<EndianSlice<'a, LittleEndian>>>(
             }
             match rows.last() {
                 Some(last) if (last.cfa, last.cfa_offset, last.rbp, last.rbp_offset) == (c, off, r, roff) => {}
-                _ => rows.push(UnwindRow { pc: row.start_address(), cfa_offset: off, rbp_offset: roff, cfa: c, rbp: r }),
+                _ => {
+                    rows.push(UnwindRow { pc: row.start_address(), cfa_offset: off, rbp_offset: roff, cfa: c, rbp: r })
+                }
             }
         }
         out.push((start, end, rows));
@@ -200,7 +202,8 @@ mod tests {
     /// Expected rules per pc, from binutils' `readelf --debug-dump=frames-interp` (independent of
     /// gimli): (pc, cfa column, rbp column, ra column, signal frame).
     fn readelf_rows(path: &Path, section: &str) -> Vec<(u64, String, String, String, bool)> {
-        let out = Command::new("readelf").arg("--debug-dump=frames-interp").arg(path).output().expect("readelf (binutils)");
+        let out =
+            Command::new("readelf").arg("--debug-dump=frames-interp").arg(path).output().expect("readelf (binutils)");
         let text = String::from_utf8_lossy(&out.stdout);
         let text = text.split("Contents of the ").find(|t| t.starts_with(section)).unwrap_or("");
         let mut rows = Vec::new();
@@ -223,13 +226,16 @@ mod tests {
             } else if f.len() >= 6 && f[3] == "FDE" {
                 close(&mut fde, &mut rows);
                 let cie = f[4].trim_start_matches("cie=");
-                let start = u64::from_str_radix(f[5].trim_start_matches("pc=").split("..").next().unwrap(), 16).unwrap();
+                let start =
+                    u64::from_str_radix(f[5].trim_start_matches("pc=").split("..").next().unwrap(), 16).unwrap();
                 fde = Some((start, signal_cies.contains(cie), 0));
             } else if f.first() == Some(&"LOC") {
                 columns = f.iter().map(|c| c.to_string()).collect();
             } else if let (Some(fd), Ok(pc)) = (fde.as_mut(), u64::from_str_radix(f.first().unwrap_or(&""), 16)) {
                 if f.len() == columns.len() && f[0].len() >= 8 {
-                    let col = |name: &str| columns.iter().position(|c| c == name).map(|i| f[i].to_string()).unwrap_or("u".into());
+                    let col = |name: &str| {
+                        columns.iter().position(|c| c == name).map(|i| f[i].to_string()).unwrap_or("u".into())
+                    };
                     rows.push((pc, col("CFA"), col("rbp"), col("ra"), fd.1));
                     fd.2 += 1;
                 }
@@ -245,7 +251,8 @@ mod tests {
         assert!(!expected.is_empty(), "readelf printed no rows for {}", path.display());
         for (pc, cfa_col, rbp_col, ra_col, signal) in &expected {
             let row = table.lookup(*pc).unwrap_or_else(|| panic!("{}: no row at {pc:#x}", path.display()));
-            let what = format!("{} at {pc:#x}: readelf {cfa_col} rbp={rbp_col} ra={ra_col}, ours {row:?}", path.display());
+            let what =
+                format!("{} at {pc:#x}: readelf {cfa_col} rbp={rbp_col} ra={ra_col}, ours {row:?}", path.display());
             if *signal {
                 assert_eq!(row.cfa, cfa::SIGNAL, "{what}");
                 continue;
@@ -304,7 +311,12 @@ mod tests {
         let (rows, table) = check_against_readelf(Path::new(&libc_path()), ".eh_frame");
         assert!(rows > 10_000, "libc has many CFI rows: {rows}");
         assert!(table.rows.iter().any(|r| r.cfa == cfa::SIGNAL), "__restore_rt is a signal frame");
-        assert!(table.unsupported * 100 < table.rows.len(), "few unsupported rules: {} of {}", table.unsupported, table.rows.len());
+        assert!(
+            table.unsupported * 100 < table.rows.len(),
+            "few unsupported rules: {} of {}",
+            table.unsupported,
+            table.rows.len()
+        );
         assert_eq!(table.bytes(), table.rows.len() * 16);
     }
 

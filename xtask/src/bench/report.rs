@@ -67,6 +67,13 @@ pub fn render(
         median(&slow.alone_secs),
         plan.rounds
     );
+    let (lo, hi) = slow.alone_secs.iter().fold((f64::MAX, f64::MIN), |(l, h), &t| (l.min(t), h.max(t)));
+    let _ = writeln!(
+        o,
+        "Noise: on this machine the runs alone ranged from {lo:.2} s to {hi:.2} s ({:.1}% apart), so differences of \
+         a few percent below are within noise.\n",
+        (hi / lo - 1.0) * 100.0
+    );
     let _ = writeln!(o, "| profiler (system-wide) | median slowdown | rounds |\n| --- | --- | --- |");
     for (mode, ratios) in &slow.ratios {
         let cell = if ratios.is_empty() { "not run".to_string() } else { format!("{:.3}×", median(ratios)) };
@@ -112,19 +119,28 @@ pub fn render(
     );
     let _ = writeln!(
         o,
-        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS |\n| --- | --- | --- | --- | --- |"
+        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS | RSS at the end: anonymous / file-backed |\n\
+         | --- | --- | --- | --- | --- | --- |"
     );
     for a in agent {
         let _ = writeln!(
             o,
-            "| {} | {} | {:.2} | {:.1} | {:.1} MiB |",
+            "| {} | {} | {:.2} | {:.1} | {:.1} MiB | {:.1} / {:.1} MiB |",
             a.processes,
             a.samples,
             a.cpu_seconds,
             a.cpu_ms_per_1000_samples(),
-            a.peak_rss_mib
+            a.peak_rss_mib,
+            a.anon_mib,
+            a.file_mib
         );
     }
+    let _ = writeln!(
+        o,
+        "\nFile-backed pages are the mapped binaries being symbolized and the BPF ring buffer (8 MiB; the kernel \
+         maps its data pages twice); they are shared and reclaimable. Anonymous memory holds the parsed symbols \
+         (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache (bounded LRU).\n"
+    );
 
     let _ = writeln!(o, "\n## 4. Symbolization throughput\n");
     let _ = writeln!(
