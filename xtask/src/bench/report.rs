@@ -67,7 +67,7 @@ pub fn render(
         median(&slow.alone_secs),
         plan.rounds
     );
-    let (lo, hi) = slow.alone_secs.iter().fold((f64::MAX, f64::MIN), |(l, h), &t| (l.min(t), h.max(t)));
+    let (lo, hi) = slow.alone_runs.iter().fold((f64::MAX, f64::MIN), |(l, h), &t| (l.min(t), h.max(t)));
     let _ = writeln!(
         o,
         "Noise: on this machine the runs alone ranged from {lo:.2} s to {hi:.2} s ({:.1}% apart), so differences of \

@@ -39,6 +39,8 @@ pub struct BpfCost {
 pub struct Slowdown {
     pub iterations: u64,
     pub alone_secs: Vec<f64>,
+    /// Every run alone (two per round), for the noise figure.
+    pub alone_runs: Vec<f64>,
     /// (mode, per-round ratios to alone)
     pub ratios: Vec<(Mode, Vec<f64>)>,
     /// From the last 99 Hz otelprof run.
@@ -173,6 +175,7 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Slowdown> {
     let modes = [Mode::Otelprof(19), Mode::Otelprof(99), Mode::PerfFp, Mode::PerfDwarf];
     let mut ratios: Vec<(Mode, Vec<f64>)> = modes.iter().map(|m| (*m, Vec::new())).collect();
     let mut alone_secs = Vec::new();
+    let mut alone_runs = Vec::new();
     let mut bpf = Vec::new();
     let mut samples_99hz = 0;
     for round in 0..plan.rounds {
@@ -193,6 +196,7 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Slowdown> {
         }
         let alone_b = workload(tools, iterations)?;
         let alone = (alone_a + alone_b) / 2.0;
+        alone_runs.extend([alone_a, alone_b]);
         alone_secs.push(alone);
         for (i, t) in times.iter().enumerate() {
             if t.is_finite() {
@@ -210,7 +214,7 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Slowdown> {
                 .join("; ")
         );
     }
-    Ok(Slowdown { iterations, alone_secs, ratios, bpf, samples_99hz })
+    Ok(Slowdown { iterations, alone_secs, alone_runs, ratios, bpf, samples_99hz })
 }
 
 #[cfg(test)]
