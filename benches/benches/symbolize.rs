@@ -48,10 +48,8 @@ fn bench_set(c: &mut Criterion, set: AddrSet) {
             blazesym::symbolize::Input::AbsAddr(set.file_offsets.as_slice()),
         ),
     };
-    blaze.symbolize(&bsrc, input.clone()).expect("blazesym symbolizes");
-    g.bench_function("blazesym_warm", |b| {
-        b.iter(|| blaze.symbolize(&bsrc, input.clone()).expect("blazesym symbolizes"))
-    });
+    blaze.symbolize(&bsrc, input).expect("blazesym symbolizes");
+    g.bench_function("blazesym_warm", |b| b.iter(|| blaze.symbolize(&bsrc, input).expect("blazesym symbolizes")));
 
     if let Some(path) = &set.path {
         let loader = addr2line::Loader::new(path).expect("addr2line loads the file");

@@ -37,6 +37,10 @@ impl<T: Hash + Eq + Clone> Interner<T> {
         self.items.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (u32, &T)> {
         self.items.iter().enumerate().map(|(i, v)| (i as u32, v))
     }

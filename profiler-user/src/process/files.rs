@@ -65,7 +65,7 @@ impl FileTable {
 
     /// Files in the table.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.files.len() - self.free.len()
     }
 

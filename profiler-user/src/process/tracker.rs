@@ -107,6 +107,10 @@ impl ProcessTracker {
         self.procs.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
     /// Makes sure `pid` has a snapshot (first sight) and marks it as recently sampled.
     pub fn observe(&mut self, pid: u32) {
         match self.procs.get_mut(&pid) {

@@ -119,9 +119,9 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
     // "stopped: 1234 samples, ..."
     let samples = text
         .lines()
+        .rev()
         .filter_map(|l| l.split("stopped: ").nth(1))
-        .filter_map(|r| r.split(" samples").next()?.parse().ok())
-        .last()
+        .find_map(|r| r.split(" samples").next()?.parse().ok())
         .with_context(|| format!("no closing line in the agent log: {text}"))?;
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(AgentCost {
