@@ -67,6 +67,7 @@ fn report_inputs() -> (Aggregator, ProcessTracker) {
             kernel: Vec::new(),
             user: stacks[(next() % stacks.len() as u64) as usize].clone(),
             user_err: 0,
+            user_unwind: 0,
         };
         agg.add(&s, &mut tracker);
     }

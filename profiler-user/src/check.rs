@@ -74,6 +74,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         ringbuf_bytes: 4096 * 16,
         bpf_log: false,
         report_all_execs: false,
+        dwarf_unwind: false,
     });
     lines.push(match load {
         Ok(t) => Line { ok: true, what: format!("BPF programs load and attach on {} CPUs", t.cpus()), fix: None },

@@ -30,6 +30,14 @@ pub enum Command {
     },
 }
 
+/// `--unwind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    Auto,
+    Dwarf,
+    Fp,
+}
+
 #[derive(Args, Debug, Clone)]
 #[command(group = clap::ArgGroup::new("target").required(true).args(["pid", "all", "command"]))]
 pub struct RecordArgs {
@@ -70,6 +78,11 @@ pub struct RecordArgs {
     /// OTLP outputs: leave out `process.command_line`.
     #[arg(long)]
     pub no_command_line: bool,
+    /// How to unwind user stacks: `auto` (compiled .eh_frame tables where a file has them, frame
+    /// pointers elsewhere), `dwarf` (the same, and say which files have no table), `fp` (frame
+    /// pointers only).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub unwind: UnwindMode,
     /// Measure the BPF programs' cost (kernel BPF statistics) and print ns per run at the end.
     #[arg(long)]
     pub bpf_stats: bool,

@@ -76,6 +76,8 @@ pub fn build() -> Result<()> {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .args(["+nightly", "build", "--release", "--locked", "-Z", "build-std=core", "--target", "bpfel-unknown-none"])
+        // BTF for the verifier (func_info of bpf_loop callbacks), made from the debug info.
+        .args(["--config", r#"target.bpfel-unknown-none.rustflags=["-C", "link-arg=--btf"]"#])
         .status()
         .context("starting cargo +nightly")?;
     if !status.success() {

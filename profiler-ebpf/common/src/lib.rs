@@ -81,6 +81,9 @@ pub struct SampleRecord {
     pub kernel_err: i32,
     /// Error from `bpf_get_stack` for the user stack, 0 when fine.
     pub user_err: i32,
+    /// How the user stack was unwound and how that ended: an `unwind_status::*` value.
+    pub user_unwind: u32,
+    pub _pad: u32,
     pub kernel_stack: [u64; MAX_STACK_DEPTH],
     pub user_stack: [u64; MAX_STACK_DEPTH],
 }
@@ -136,6 +139,54 @@ pub mod rbp {
     pub const UNCHANGED: u8 = 0;
     /// Saved at CFA + rbp_offset.
     pub const AT_CFA: u8 = 1;
+}
+
+/// Executable mappings with unwind tables per process, at most.
+pub const MAX_UNWIND_MAPPINGS: usize = 128;
+
+/// Rows of all unwind tables together (the `UNWIND_ROWS` array), by default.
+pub const DEFAULT_UNWIND_ROWS: u32 = 1 << 21;
+
+/// One executable mapping of a process whose file has an unwind table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindMapping {
+    pub start: u64,
+    pub end: u64,
+    /// Subtracted from a pc in this mapping to get the file's own virtual address.
+    pub bias: u64,
+    /// The table: `UNWIND_ROWS[rows_start .. rows_start + rows_len]`, sorted by pc.
+    pub rows_start: u32,
+    pub rows_len: u32,
+}
+
+/// Value of the `PROC_UNWIND` map (key: tgid): the process's mappings with tables, sorted by
+/// start, so the unwinder can binary-search a pc.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcUnwind {
+    pub count: u32,
+    pub _pad: u32,
+    pub mappings: [UnwindMapping; MAX_UNWIND_MAPPINGS],
+}
+
+/// How a sample's user stack was unwound ([`SampleRecord::user_unwind`]).
+pub mod unwind_status {
+    /// Frame pointers (`bpf_get_stack`), as configured.
+    pub const FRAME_POINTERS: u32 = 0;
+    /// Unwound with tables down to the outermost frame.
+    pub const COMPLETE: u32 = 1;
+    /// Stopped at the maximum depth.
+    pub const TRUNCATED: u32 = 2;
+    /// Some frame had no table (JIT, anonymous memory, unknown mapping): continued by frame
+    /// pointers from there.
+    pub const FP_FALLBACK: u32 = 3;
+    /// A stack read failed (paged out, corrupt stack).
+    pub const READ_FAULT: u32 = 4;
+    /// No user registers (a kernel thread).
+    pub const NO_USER_REGS: u32 = 5;
+    /// The process has no unwind tables (yet): frame pointers were used.
+    pub const NO_TABLES: u32 = 6;
 }
 
 /// Value flags of the `TARGETS` map (key: tgid).
@@ -198,6 +249,10 @@ pub struct Config {
     /// 1: every exec is reported, not only those of targets, so user space can select new
     /// processes by executable name or container (the agent's target patterns).
     pub report_all_execs: u32,
+    /// 1: unwind user stacks with the tables in `PROC_UNWIND`/`UNWIND_ROWS` where a process has
+    /// them; 0: frame pointers only.
+    pub dwarf_unwind: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -206,4 +261,6 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above; 8 + 4 + 2 + 1 + 1 bytes, no padding.
     unsafe impl aya::Pod for super::UnwindRow {}
+    // SAFETY: u64s and u32s, no padding.
+    unsafe impl aya::Pod for super::ProcUnwind {}
 }

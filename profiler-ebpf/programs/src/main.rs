@@ -11,9 +11,11 @@
 #![no_std]
 #![no_main]
 
+mod unwind;
+
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::generated::bpf_get_stack,
+    helpers::generated::{bpf_get_stack, bpf_probe_read_kernel},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, perf_event, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -22,14 +24,20 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    target, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, COUNTER_COUNT, DEFAULT_RINGBUF_BYTES,
-    MAX_STACK_DEPTH, MAX_TARGETS,
+    target, unwind_status, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, COUNTER_COUNT,
+    DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS,
 };
 
 /// Load-time settings; the loader overrides the whole struct.
 #[unsafe(no_mangle)]
-static CONFIG: Global<Config> =
-    Global::new(Config { filter_targets: 0, sample_idle: 0, fork_child_pid_offset: 0, report_all_execs: 0 });
+static CONFIG: Global<Config> = Global::new(Config {
+    filter_targets: 0,
+    sample_idle: 0,
+    fork_child_pid_offset: 0,
+    report_all_execs: 0,
+    dwarf_unwind: 0,
+    _pad: 0,
+});
 
 /// Selected processes (key: tgid, value: `target::*` flags).
 #[map]
@@ -94,6 +102,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
         return 0;
     }
     count(Counter::Samples);
+    let unwound = if config.dwarf_unwind != 0 { unwind::unwind(&ctx, tgid) } else { core::ptr::null() };
     let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
         count(Counter::LostSamples);
         return 0;
@@ -106,9 +115,26 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
         let (klen, kerr) = read_stack(&ctx, &mut (*record).kernel_stack, 0);
         (*record).kernel_len = klen;
         (*record).kernel_err = kerr;
-        let (ulen, uerr) = read_stack(&ctx, &mut (*record).user_stack, BPF_F_USER_STACK as u64);
-        (*record).user_len = ulen;
-        (*record).user_err = uerr;
+        match unwound.is_null() {
+            false => {
+                let scratch = unwound;
+                // Copy the walked frames (map memory) into the record (ring-buffer memory).
+                let dst = (*record).user_stack.as_mut_ptr().cast();
+                let src = (*scratch).frames.as_ptr().cast();
+                let ok = bpf_probe_read_kernel(dst, (MAX_STACK_DEPTH * 8) as u32, src) == 0;
+                (*record).user_len = if ok { (*scratch).len.min(MAX_STACK_DEPTH as u32) } else { 0 };
+                (*record).user_err = 0;
+                (*record).user_unwind = (*scratch).status;
+            }
+            true => {
+                let (ulen, uerr) = read_stack(&ctx, &mut (*record).user_stack, BPF_F_USER_STACK as u64);
+                (*record).user_len = ulen;
+                (*record).user_err = uerr;
+                (*record).user_unwind =
+                    if config.dwarf_unwind != 0 { unwind_status::NO_TABLES } else { unwind_status::FRAME_POINTERS };
+            }
+        }
+        (*record)._pad = 0;
     }
     entry.submit(0);
     0

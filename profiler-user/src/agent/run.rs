@@ -95,6 +95,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         ringbuf_bytes: p.ringbuf_size,
         bpf_log: false,
         report_all_execs: p.targets.needs_exec_events(),
+        dwarf_unwind: false,
     })?;
     for pid in selector.initial() {
         tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;

@@ -104,6 +104,8 @@ pub struct Aggregator {
     pub total: u64,
     /// Samples whose user stack could not be read (bpf_get_stack error).
     pub user_stack_errors: u64,
+    /// Samples per `unwind_status` value (index), for the unwind summary.
+    pub unwind_status: [u64; 8],
     /// Unix nanoseconds of the earliest and latest sample (0 when empty).
     pub first_ns: u64,
     pub last_ns: u64,
@@ -150,6 +152,7 @@ impl Aggregator {
         if s.user_err != 0 {
             self.user_stack_errors += 1;
         }
+        self.unwind_status[(s.user_unwind as usize).min(7)] += 1;
         if self.thread_names.get(&s.tid).map(String::as_str) != Some(s.comm.as_str()) {
             self.thread_names.insert(s.tid, s.comm.clone());
         }
@@ -182,7 +185,7 @@ mod tests {
     use super::*;
 
     fn sample(pid: u32, tid: u32, kernel: Vec<u64>, user: Vec<u64>) -> Sample {
-        Sample { tgid: pid, tid, cpu: 0, ktime_ns: 1, comm: "t".into(), kernel, user, user_err: 0 }
+        Sample { tgid: pid, tid, cpu: 0, ktime_ns: 1, comm: "t".into(), kernel, user, user_err: 0, user_unwind: 0 }
     }
 
     #[test]

@@ -10,4 +10,4 @@ pub mod maps;
 pub mod metadata;
 mod tracker;
 
-pub use tracker::{Mapping, ProcessSnapshot, ProcessTracker};
+pub use tracker::{Mapping, ProcessSnapshot, ProcessTracker, Refreshed};

@@ -31,6 +31,14 @@ pub struct Normalized {
     pub file_offset: u64,
 }
 
+/// A process whose mappings were just (re-)read: what unwind tables are installed from.
+pub struct Refreshed {
+    pub pid: u32,
+    /// Executable file mappings, sorted by start.
+    pub mappings: Vec<(Mapping, Arc<MappedFile>)>,
+    pub vdso: Option<(u64, u64)>,
+}
+
 /// What is known about a process besides its mappings.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessInfo {
@@ -49,6 +57,8 @@ pub struct ProcessInfo {
 
 struct Process {
     info: ProcessInfo,
+    /// The `[vdso]` range, which has unwind information but no file.
+    vdso: Option<(u64, u64)>,
     /// When a sample of it was last seen, to evict the least recently sampled first.
     last_seen: Instant,
     /// Executable mappings sorted by start.
@@ -85,6 +95,8 @@ pub struct ProcessTracker {
     files: FileTable,
     /// Snapshots that failed because the process was already gone.
     pub vanished: u64,
+    /// Processes re-read since the last [`ProcessTracker::take_refreshed`].
+    refreshed: Vec<u32>,
 }
 
 fn read_proc(pid: u32, what: &str) -> Option<String> {
@@ -131,6 +143,7 @@ impl ProcessTracker {
             self.vanished += 1;
             let p = self.procs.entry(pid).or_insert_with(|| Process {
                 info: ProcessInfo::default(),
+                vdso: None,
                 last_seen: now,
                 mappings: Vec::new(),
                 last_refresh: None,
@@ -138,7 +151,9 @@ impl ProcessTracker {
             p.last_refresh = Some(now);
             return;
         };
-        let mut mappings: Vec<Mapping> = maps::parse(&text)
+        let entries = maps::parse(&text);
+        let vdso = entries.iter().find(|e| e.path == "[vdso]").map(|e| (e.start, e.end));
+        let mut mappings: Vec<Mapping> = entries
             .into_iter()
             .filter(|e| e.executable && e.is_file())
             .map(|e| Mapping { start: e.start, end: e.end, offset: e.offset, file: self.files.intern(pid, &e) })
@@ -154,7 +169,8 @@ impl ProcessTracker {
                 .unwrap_or_default(),
             exited: false,
         };
-        self.procs.insert(pid, Process { info, mappings, last_seen: now, last_refresh: Some(now) });
+        self.procs.insert(pid, Process { info, vdso, mappings, last_seen: now, last_refresh: Some(now) });
+        self.refreshed.push(pid);
     }
 
     /// Exporters' view of some processes and files, detached from the tracker.
@@ -191,6 +207,22 @@ impl ProcessTracker {
         }
         let live: HashSet<FileId> = self.procs.values().flat_map(|p| p.mappings.iter().map(|m| m.file)).collect();
         self.files.retain(&live)
+    }
+
+    /// Processes whose mappings were (re-)read since the last call, with their executable file
+    /// mappings (for pushing unwind tables).
+    pub fn take_refreshed(&mut self) -> Vec<Refreshed> {
+        let pids = std::mem::take(&mut self.refreshed);
+        pids.into_iter()
+            .filter_map(|pid| {
+                let p = self.procs.get(&pid)?;
+                Some(Refreshed {
+                    pid,
+                    mappings: p.mappings.iter().map(|m| (*m, self.files.get(m.file).clone())).collect(),
+                    vdso: p.vdso,
+                })
+            })
+            .collect()
     }
 
     /// Marks a process as exited; its snapshot stays for normalizing samples still queued.
@@ -230,6 +262,13 @@ mod tests {
     fn exited_processes_and_their_files_are_evicted() {
         let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let pid = child.id();
+        // Wait for the exec: before it the child is a copy of this test binary.
+        let start = std::time::Instant::now();
+        while !std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.ends_with("sleep")) {
+            assert!(start.elapsed() < Duration::from_secs(5), "sleep did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
         let mut t = ProcessTracker::default();
         t.observe(pid);
         assert!(t.files().len() >= 2, "sleep maps itself and libc");

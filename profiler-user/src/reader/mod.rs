@@ -26,6 +26,8 @@ pub struct Sample {
     pub user: Vec<u64>,
     /// errno from `bpf_get_stack` for the user stack (0: fine).
     pub user_err: i32,
+    /// How the user stack was unwound (`profiler_common::unwind_status`).
+    pub user_unwind: u32,
 }
 
 /// What the kernel side reports.
@@ -82,6 +84,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 kernel: r.kernel_stack[..klen].iter().copied().take_while(|&a| a != 0).collect(),
                 user: r.user_stack[..ulen].iter().copied().take_while(|&a| a != 0).collect(),
                 user_err: r.user_err,
+                user_unwind: r.user_unwind,
             }))
         }
         Some(RecordKind::Exec) => {
@@ -165,6 +168,8 @@ mod tests {
             user_len: 3,
             kernel_err: 0,
             user_err: 0,
+            user_unwind: 0,
+            _pad: 0,
             kernel_stack: [0; MAX_STACK_DEPTH],
             user_stack: [0; MAX_STACK_DEPTH],
         };

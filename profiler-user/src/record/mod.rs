@@ -27,7 +27,7 @@ pub use target::Target;
 
 use crate::{
     aggregate::{Aggregator, Clock},
-    cli::RecordArgs,
+    cli::{RecordArgs, UnwindMode},
     export::{
         otlp::{self, OtlpOptions},
         send::{export_with_retry, Client, EndpointConfig, ExportStats, RetryConfig},
@@ -37,6 +37,7 @@ use crate::{
     reader::{Event, Reader},
     symbolize,
     tracer::{Tracer, TracerConfig},
+    unwind::{StoreStats, TableStore},
 };
 
 /// Where the profile goes.
@@ -128,6 +129,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         ringbuf_bytes: args.ringbuf_size,
         bpf_log: args.bpf_log,
         report_all_execs: false,
+        dwarf_unwind: args.unwind != UnwindMode::Fp,
     })?;
     if args.bpf_stats {
         tracer.enable_stats()?;
@@ -143,10 +145,28 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         Target::Command { .. } => tracer.add_target(std::process::id(), flags::SPAWNER)?,
         Target::All => {}
     }
-    let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut sigs = signals::listen().context("installing signal handlers")?;
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
+    let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
+    let mut tables = (args.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity()));
+    if let Some(store) = tables.as_mut() {
+        // Tables the first samples will need, compiled before they are taken: the command's
+        // executable and the system libraries (otelprof maps the same libc and ld.so).
+        if let Target::Command { program, .. } = &target {
+            store.preload(program, &mut tracer);
+        }
+        for lib in own_shared_libraries() {
+            store.preload(&lib, &mut tracer);
+        }
+        // Running targets: their tables before the first sample.
+        if let Target::Pids(pids) = &target {
+            for &pid in pids {
+                tracker.observe(pid);
+            }
+        }
+        push_tables(store, &mut tracker, &mut tracer);
+    }
+    let mut sigs = signals::listen().context("installing signal handlers")?;
 
     let mut child = match &target {
         Target::Command { program, args: cmd_args } => {
@@ -189,6 +209,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             tokio::select! {
                 r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining)) => {
                     r.context("reading the ring buffer")?;
+                    if let Some(store) = tables.as_mut() {
+                        push_tables(store, &mut tracker, &mut tracer);
+                    }
                     if matches!(target, Target::Pids(_)) && remaining.is_empty() {
                         break End::TargetsExited;
                     }
@@ -258,6 +281,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         symbols.stats.percent(),
         symbols.stats.frames,
     );
+    if let Some(store) = &tables {
+        eprintln!("otelprof: {}", unwind_summary(&agg.unwind_status, &store.stats));
+    }
     for s in bpf_stats.iter().flatten() {
         eprintln!("otelprof: bpf {}: {} runs, {:.0} ns/run", s.name, s.runs, s.ns_per_run());
     }
@@ -321,6 +347,52 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         }
         End::Duration | End::TargetsExited => ExitCode::SUCCESS,
     })
+}
+
+/// Uploads tables for processes whose mappings were (re-)read and points BPF at them.
+fn push_tables(store: &mut TableStore, tracker: &mut ProcessTracker, tracer: &mut Tracer) {
+    for refreshed in tracker.take_refreshed() {
+        if let Some(value) = store.process(&refreshed, tracer) {
+            if let Err(e) = tracer.set_proc_unwind(refreshed.pid, &value) {
+                tracing::warn!("PID {}: unwind tables not installed: {e}", refreshed.pid);
+            }
+        }
+    }
+}
+
+/// Shared libraries mapped into otelprof itself (the system's libc, ld.so, ...).
+fn own_shared_libraries() -> Vec<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut libs: Vec<PathBuf> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/') && p.contains(".so"))
+        .map(PathBuf::from)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    libs
+}
+
+/// "unwind: 99.2% of N stacks complete (...)"
+pub fn unwind_summary(status: &[u64; 8], store: &StoreStats) -> String {
+    use profiler_common::unwind_status as u;
+    let total: u64 = status.iter().sum();
+    let pct = |n: u64| if total == 0 { 0.0 } else { 100.0 * n as f64 / total as f64 };
+    format!(
+        "unwind: {:.1}% of {total} user stacks complete with tables; {} fell back to frame pointers, {} truncated, \
+         {} read faults, {} without tables, {} without user registers; tables: {} files, {} rows, {} KiB ({} files without)",
+        pct(status[u::COMPLETE as usize]),
+        status[u::FP_FALLBACK as usize],
+        status[u::TRUNCATED as usize],
+        status[u::READ_FAULT as usize],
+        status[u::NO_TABLES as usize],
+        status[u::NO_USER_REGS as usize],
+        store.files,
+        store.rows,
+        store.bytes() / 1024,
+        store.failed + store.full,
+    )
 }
 
 fn describe(target: &Target, child: Option<u32>) -> String {

@@ -8,14 +8,14 @@ pub mod privileges;
 mod tracefs;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
-use profiler_common::{Config, Counter};
+use profiler_common::{Config, Counter, ProcUnwind, UnwindRow};
 use thiserror::Error;
 
 /// The committed, debug-stripped BPF object.
@@ -71,6 +71,8 @@ pub struct TracerConfig {
     pub bpf_log: bool,
     /// Report every exec, not only targets' (for selecting processes by name or container).
     pub report_all_execs: bool,
+    /// Unwind user stacks with compiled tables where processes have them.
+    pub dwarf_unwind: bool,
 }
 
 /// Loaded and attached programs plus the maps user space uses.
@@ -80,6 +82,8 @@ pub struct Tracer {
     ebpf: Ebpf,
     targets: HashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
+    unwind_rows: Array<MapData, UnwindRow>,
+    proc_unwind: HashMap<MapData, u32, ProcUnwind>,
     cpus: usize,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Keeps the kernel's BPF run-time statistics on while held (`BPF_ENABLE_STATS`).
@@ -135,6 +139,8 @@ impl Tracer {
             sample_idle: cfg.sample_idle as u32,
             fork_child_pid_offset: fork_offset,
             report_all_execs: cfg.report_all_execs as u32,
+            dwarf_unwind: cfg.dwarf_unwind as u32,
+            _pad: 0,
         };
         // aya-log's level global: 0 silences every log statement in BPF (no ring-buffer traffic).
         let log_level: u8 = if cfg.bpf_log { 0xff } else { 0 };
@@ -187,7 +193,11 @@ impl Tracer {
             .map_err(|source| TracerError::Map { name: "TARGETS", source })?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
             .map_err(|source| TracerError::Map { name: "COUNTERS", source })?;
-        Ok(Self { ebpf, targets, counters, cpus: cpus.len(), _logger: logger, stats: None })
+        let unwind_rows = Array::try_from(take(&mut ebpf, "UNWIND_ROWS")?)
+            .map_err(|source| TracerError::Map { name: "UNWIND_ROWS", source })?;
+        let proc_unwind = HashMap::try_from(take(&mut ebpf, "PROC_UNWIND")?)
+            .map_err(|source| TracerError::Map { name: "PROC_UNWIND", source })?;
+        Ok(Self { ebpf, targets, counters, unwind_rows, proc_unwind, cpus: cpus.len(), _logger: logger, stats: None })
     }
 
     /// Hands out the sample ring buffer (once).
@@ -198,6 +208,26 @@ impl Tracer {
     /// Adds `tgid` to the target map with `profiler_common::target` flags.
     pub fn add_target(&mut self, tgid: u32, flags: u8) -> Result<(), TracerError> {
         self.targets.insert(tgid, flags, 0).map_err(|source| TracerError::Map { name: "TARGETS", source })
+    }
+
+    /// Capacity of the unwind-rows array.
+    pub fn unwind_rows_capacity(&self) -> u32 {
+        self.unwind_rows.len()
+    }
+
+    /// Writes table rows at `start` of the unwind-rows array.
+    pub fn write_unwind_rows(&mut self, start: u32, rows: &[UnwindRow]) -> Result<(), TracerError> {
+        for (i, row) in rows.iter().enumerate() {
+            self.unwind_rows
+                .set(start + i as u32, row, 0)
+                .map_err(|source| TracerError::Map { name: "UNWIND_ROWS", source })?;
+        }
+        Ok(())
+    }
+
+    /// Sets (or replaces) a process's mappings with tables.
+    pub fn set_proc_unwind(&mut self, tgid: u32, value: &ProcUnwind) -> Result<(), TracerError> {
+        self.proc_unwind.insert(tgid, value, 0).map_err(|source| TracerError::Map { name: "PROC_UNWIND", source })
     }
 
     /// Sums one counter over all CPUs.

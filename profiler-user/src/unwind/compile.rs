@@ -185,6 +185,16 @@ pub fn compile(data: &[u8]) -> Result<UnwindTable, UnwindError> {
         all.extend(debug.into_iter().filter(|(s, e, _)| !overlaps(*s, *e)));
     }
     all.sort_by_key(|(s, _, _)| *s);
+    // FDEs that overlap an earlier one (broken or hostile files) would interleave their rows and
+    // break the sorted order the BPF binary search relies on: the first one wins.
+    let mut covered_until = 0u64;
+    all.retain(|(start, end, _)| {
+        let keep = *start >= covered_until;
+        if keep {
+            covered_until = *end;
+        }
+        keep
+    });
     let fde_count = all.len();
     let mut rows: Vec<UnwindRow> = Vec::with_capacity(all.iter().map(|(_, _, r)| r.len() + 1).sum());
     for (i, (_, end, fde_rows)) in all.iter().enumerate() {
@@ -193,7 +203,7 @@ pub fn compile(data: &[u8]) -> Result<UnwindTable, UnwindError> {
             rows.push(UnwindRow { pc: *end, ..Default::default() });
         }
     }
-    // Overlapping FDEs (rare, broken toolchains): keep the first row per pc.
+    // An FDE's first row may sit where the previous one's closing `NONE` row is.
     rows.dedup_by_key(|r| r.pc);
     Ok(UnwindTable { rows, fdes: fde_count, unsupported })
 }
@@ -353,6 +363,14 @@ mod tests {
         let exe = build_c("dbgframe", &["-O2", "-g", "-fno-asynchronous-unwind-tables", "-fomit-frame-pointer"]);
         let (rows, _) = check_against_readelf(&exe, ".debug_frame");
         assert!(rows > 0);
+    }
+
+    #[test]
+    fn overlapping_fdes_keep_the_table_sorted() {
+        // Found by the fuzzer (fuzz/fuzz_targets/unwind_compile.rs): a corrupted FDE covering
+        // 0x1020..0x20001060 overlaps every later one.
+        let table = compile(include_bytes!("testdata/overlapping-fdes.elf")).unwrap();
+        assert!(table.rows.windows(2).all(|w| w[0].pc < w[1].pc), "{:?}", &table.rows[..table.rows.len().min(8)]);
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //! space once per file and keeps only what the unwinder needs per pc range: how to compute the
 //! CFA and where the caller's rbp was saved.
 //!
-//! Status: the compiler (this module) is done and checked against binutils' `readelf
-//! --debug-dump=frames-interp`; the BPF walker that consumes the tables is not written yet.
+//! - `compile`: CFI → rows, checked against binutils' `readelf --debug-dump=frames-interp`.
+//! - `store`: rows uploaded into the BPF maps once per file, per-process mapping lists.
+//! - The walker is BPF (`profiler-ebpf/programs/src/unwind.rs`).
 
 mod compile;
+mod store;
 
 pub use compile::{compile, UnwindError, UnwindTable};
 pub use profiler_common::{cfa, rbp, UnwindRow};
+pub use store::{StoreStats, TableStore};

@@ -1,0 +1,242 @@
+//! User-stack unwinding with compiled CFI tables (`.eh_frame`), frame pointers where a frame has
+//! no table.
+//!
+//! The walk runs under `bpf_loop`, one frame per iteration, so the verifier checks one frame's
+//! code once however deep the stack is. Its state lives in a per-CPU scratch value (the loop's
+//! context must be stack memory, and the frames are too large for the stack); the sample
+//! program copies the frames into its ring-buffer record afterwards.
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::generated::{
+        bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    },
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+    programs::PerfEventContext,
+};
+use profiler_common::{
+    cfa, rbp, unwind_status, ProcUnwind, UnwindRow, DEFAULT_UNWIND_ROWS, MAX_STACK_DEPTH, MAX_UNWIND_MAPPINGS,
+};
+
+/// Every compiled table, back to back; `PROC_UNWIND` says which slice belongs to which mapping.
+#[map]
+static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(DEFAULT_UNWIND_ROWS, 0);
+
+/// Per-process mappings with tables (key: tgid). Allocated on demand (BPF_F_NO_PREALLOC).
+#[map]
+static PROC_UNWIND: HashMap<u32, ProcUnwind> = HashMap::with_max_entries(8192, 1);
+
+/// The walk's state, one per CPU.
+#[repr(C)]
+pub struct Scratch {
+    pub frames: [u64; MAX_STACK_DEPTH],
+    rip: u64,
+    rsp: u64,
+    rbp: u64,
+    pub len: u32,
+    /// How the walk ended (`unwind_status::*`).
+    pub status: u32,
+    tgid: u32,
+    /// 1 when some frame had to use frame pointers.
+    pub fell_back: u32,
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const PT_REGS_SIZE: u32 = core::mem::size_of::<pt_regs>() as u32;
+
+/// Reads a u64 from user memory.
+#[inline(always)]
+fn read_user(addr: u64) -> Option<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: the helper checks the user address; `v` is a valid 8-byte destination.
+    let r = unsafe { bpf_probe_read_user((&mut v as *mut u64).cast(), 8, addr as *const _) };
+    (r == 0).then_some(v)
+}
+
+/// The user registers of the sampled task: from the sample when it interrupted user code, else
+/// from the task's saved user state (`bpf_task_pt_regs`, the sample hit kernel code).
+#[inline(always)]
+fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
+    // SAFETY: the perf_event context starts with the interrupted registers.
+    let regs = unsafe { &(*ctx.ctx).regs };
+    if regs.cs & 3 == 3 {
+        return Some((regs.rip, regs.rsp, regs.rbp));
+    }
+    // SAFETY: helpers without preconditions beyond a valid task pointer, which they return.
+    let saved = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    // SAFETY: pt_regs is plain integers; all-zero is a valid value.
+    let mut user: pt_regs = unsafe { core::mem::zeroed() };
+    // SAFETY: reads one pt_regs from kernel memory into a stack copy.
+    if unsafe { bpf_probe_read_kernel((&mut user as *mut pt_regs).cast(), PT_REGS_SIZE, saved.cast()) } != 0 {
+        return None;
+    }
+    // A kernel thread has no user state.
+    (user.cs & 3 == 3).then_some((user.rip, user.rsp, user.rbp))
+}
+
+/// The table row for `pc` in `proc`, and the mapping's bias.
+#[inline(always)]
+fn find_row(proc: &ProcUnwind, pc: u64) -> Option<UnwindRow> {
+    // Mapping: the last one starting at or below pc.
+    let count = (proc.count as usize).min(MAX_UNWIND_MAPPINGS);
+    let (mut lo, mut hi) = (0usize, count);
+    for _ in 0..8 {
+        if lo >= hi {
+            break;
+        }
+        let mid = (lo + hi) / 2;
+        if mid >= MAX_UNWIND_MAPPINGS {
+            return None;
+        }
+        if proc.mappings[mid].start <= pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let i = lo.checked_sub(1)?;
+    if i >= MAX_UNWIND_MAPPINGS {
+        return None;
+    }
+    let m = &proc.mappings[i];
+    if pc >= m.end || m.rows_len == 0 {
+        return None;
+    }
+    let file_pc = pc.wrapping_sub(m.bias);
+    // Row: the last one at or below file_pc.
+    let (mut lo, mut hi) = (m.rows_start, m.rows_start.saturating_add(m.rows_len));
+    for _ in 0..24 {
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let row = UNWIND_ROWS.get(mid)?;
+        if row.pc <= file_pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo <= m.rows_start {
+        return None;
+    }
+    UNWIND_ROWS.get(lo - 1).copied()
+}
+
+/// One frame: record the pc, then find the caller's registers.
+extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's scratch value; nothing else runs on it during the walk.
+    let s = unsafe { &mut *s };
+    let n = s.len as usize;
+    if n >= MAX_STACK_DEPTH {
+        s.status = unwind_status::TRUNCATED;
+        return 1;
+    }
+    if s.rip == 0 {
+        s.status = unwind_status::COMPLETE;
+        return 1;
+    }
+    s.frames[n] = s.rip;
+    s.len += 1;
+    // Callers' pcs are return addresses: look up the call instruction.
+    let lookup = if n == 0 { s.rip } else { s.rip - 1 };
+    // SAFETY: the value is read, not kept.
+    let row = unsafe { PROC_UNWIND.get(&s.tgid) }.and_then(|p| find_row(p, lookup));
+    let (cfa_addr, saved_rbp) = match row {
+        Some(r) if r.cfa == cfa::END => {
+            s.status = unwind_status::COMPLETE;
+            return 1;
+        }
+        Some(r) if r.cfa == cfa::SIGNAL => {
+            // __restore_rt: rsp points at the ucontext; its mcontext holds the interrupted
+            // registers (gregs REG_RBP = 10, REG_RSP = 15, REG_RIP = 16, from offset 40).
+            let (Some(rip), Some(rsp), Some(rbp)) =
+                (read_user(s.rsp + 168), read_user(s.rsp + 160), read_user(s.rsp + 120))
+            else {
+                s.status = unwind_status::READ_FAULT;
+                return 1;
+            };
+            s.rip = rip;
+            s.rsp = rsp;
+            s.rbp = rbp;
+            return 0;
+        }
+        Some(r) if r.cfa == cfa::RSP || r.cfa == cfa::RBP || r.cfa == cfa::PLT => {
+            let cfa_addr = match r.cfa {
+                cfa::RSP => s.rsp.wrapping_add(r.cfa_offset as i64 as u64),
+                cfa::RBP => s.rbp.wrapping_add(r.cfa_offset as i64 as u64),
+                _ => s.rsp + 8 + if (s.rip & 15) >= r.cfa_offset as u64 { 8 } else { 0 },
+            };
+            let saved_rbp =
+                if r.rbp == rbp::AT_CFA { Some(cfa_addr.wrapping_add(r.rbp_offset as i64 as u64)) } else { None };
+            (cfa_addr, saved_rbp)
+        }
+        // No table, or a rule we cannot evaluate: frame pointers for this frame.
+        _ => {
+            if s.rbp == 0 {
+                s.status = unwind_status::COMPLETE;
+                return 1;
+            }
+            s.fell_back = 1;
+            (s.rbp + 16, Some(s.rbp))
+        }
+    };
+    let Some(ra) = read_user(cfa_addr - 8) else {
+        s.status = unwind_status::READ_FAULT;
+        return 1;
+    };
+    if let Some(at) = saved_rbp {
+        match read_user(at) {
+            Some(v) => s.rbp = v,
+            None => {
+                s.status = unwind_status::READ_FAULT;
+                return 1;
+            }
+        }
+    }
+    s.rsp = cfa_addr;
+    s.rip = ra;
+    0
+}
+
+/// Unwinds the current task's user stack with tables. Null when the process has none (the caller
+/// then uses frame pointers); otherwise the scratch with the frames and the status.
+///
+/// A raw pointer rather than an `Option`: LLVM leaves the payload register of a `None`
+/// undefined and may still spill it, which the verifier rejects as reading an uninitialized
+/// register.
+#[inline(always)]
+pub fn unwind(ctx: &PerfEventContext, tgid: u32) -> *const Scratch {
+    // SAFETY: presence check only.
+    if unsafe { PROC_UNWIND.get(&tgid) }.is_none() {
+        return core::ptr::null();
+    }
+    let Some(s) = SCRATCH.get_ptr_mut(0) else { return core::ptr::null() };
+    // SAFETY: this CPU's scratch value.
+    let sr = unsafe { &mut *s };
+    sr.len = 0;
+    sr.tgid = tgid;
+    sr.fell_back = 0;
+    match user_regs(ctx) {
+        Some((rip, rsp, rbp)) => {
+            sr.rip = rip;
+            sr.rsp = rsp;
+            sr.rbp = rbp;
+            sr.status = unwind_status::COMPLETE;
+        }
+        None => {
+            sr.status = unwind_status::NO_USER_REGS;
+            return s;
+        }
+    }
+    // SAFETY: `step` is a valid callback; it keeps its state in the scratch map, not in ctx.
+    unsafe { bpf_loop(MAX_STACK_DEPTH as u32 + 1, step as *mut _, core::ptr::null_mut(), 0) };
+    if sr.status == unwind_status::COMPLETE && sr.fell_back != 0 {
+        sr.status = unwind_status::FP_FALLBACK;
+    }
+    s
+}
