@@ -101,7 +101,9 @@ impl Symbolizer {
         blazesym::symbolize::Symbolizer::builder()
             .enable_code_info(config.code_info)
             .enable_inlined_fns(config.code_info)
-            .enable_demangling(true)
+            // Demangled here instead (`elf::demangle`): blazesym hands every name to the C++
+            // demangler, which reads plain C names like `a` or `b` as type codes.
+            .enable_demangling(false)
             .set_debug_dirs(Some(&config.debug_dirs))
             .build()
     }

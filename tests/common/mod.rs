@@ -59,6 +59,37 @@ pub fn workload(name: &str) -> PathBuf {
     exe
 }
 
+/// Builds `tests/workloads/SOURCES` into `out` with `flags` (a C executable, or a shared library
+/// with `-shared -fPIC`), once per test run.
+pub fn build_c(out: &str, sources: &[&str], flags: &[&str]) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(out) {
+        return p.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(out);
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    // opt_level and debug are required outside build scripts; `flags` come later and win.
+    let compiler = cc::Build::new()
+        .target(&triple)
+        .host(&triple)
+        .opt_level(0)
+        .debug(false)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .get_compiler();
+    let mut cmd = compiler.to_command();
+    for s in sources {
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads").join(s));
+    }
+    let o = cmd.args(flags).arg("-o").arg(&exe).current_dir(&dir).output().expect("running the C compiler");
+    assert!(o.status.success(), "building {out}: {}", String::from_utf8_lossy(&o.stderr));
+    built.insert(out.to_string(), exe.clone());
+    exe
+}
+
 /// BPF tests run one at a time: they spin CPUs and measure sample shares.
 pub fn bpf_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

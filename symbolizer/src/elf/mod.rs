@@ -61,6 +61,26 @@ pub(crate) fn resolve(
     Ok(out.into_iter().map(convert).collect())
 }
 
+/// Demangles Rust (`_R…`, legacy `_ZN…17h…E`) and C++ (`_Z…`) names; anything else is a plain
+/// C or assembly name and stays as it is. GCC's `.localalias` suffix (an alias of the same
+/// function, used for calls within the file) is dropped.
+pub fn demangle(name: &str) -> String {
+    let name = name.strip_suffix(".localalias").unwrap_or(name);
+    if name.starts_with("_R") || name.starts_with("_ZN") {
+        if let Ok(d) = rustc_demangle::try_demangle(name) {
+            return format!("{d:#}");
+        }
+    }
+    if name.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
+            if let Ok(d) = sym.demangle() {
+                return d;
+            }
+        }
+    }
+    name.to_string()
+}
+
 fn code_file(info: &blazesym::symbolize::CodeInfo<'_>) -> String {
     match &info.dir {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join(&info.file).to_string_lossy().into_owned(),
@@ -79,17 +99,36 @@ pub(crate) fn convert(s: Symbolized<'_>) -> Symbol {
     let mut frames = Vec::with_capacity(1 + sym.inlined.len());
     for f in sym.inlined.iter().rev() {
         frames.push(Frame {
-            function: f.name.to_string(),
+            function: demangle(&f.name),
             file: f.code_info.as_ref().map(code_file),
             line: f.code_info.as_ref().and_then(|c| c.line),
             inlined: true,
         });
     }
     frames.push(Frame {
-        function: sym.name.to_string(),
+        function: demangle(&sym.name),
         file: sym.code_info.as_deref().map(code_file),
         line: sym.code_info.as_ref().and_then(|c| c.line),
         inlined: false,
     });
     Symbol::new(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::demangle;
+
+    #[test]
+    fn demangles_only_mangled_names() {
+        assert_eq!(demangle("a"), "a", "not the C++ type code for signed char");
+        assert_eq!(demangle("b"), "b");
+        assert_eq!(demangle("rec.localalias"), "rec");
+        assert_eq!(demangle("hot_leaf.cold"), "hot_leaf.cold");
+        assert_eq!(demangle("_ZN3std2rt10lang_start17h0123456789abcdefE"), "std::rt::lang_start");
+        assert_eq!(
+            demangle("_ZNSt6vectorIiSaIiEE9push_backERKi"),
+            "std::vector<int, std::allocator<int> >::push_back(int const&)"
+        );
+        assert_eq!(demangle("_Z3fooi"), "foo(int)");
+    }
 }

@@ -1,0 +1,139 @@
+//! User-stack unwinding without frame pointers: compiled `.eh_frame` tables walked in BPF.
+
+mod common;
+
+use common::*;
+
+const NOFP: [&str; 2] = ["-O2", "-fomit-frame-pointer"];
+
+/// Share of samples whose leaf is `leaf` that reach `root` through every frame in `through` and
+/// at least `rec_depth` recursion frames. (`rec(40)` leaves 40 frames: `rec(0)` tail-calls
+/// `hot_leaf`, a jump that replaces its frame.)
+fn complete_share(stacks: &[Stack], leaf: &str, through: &[&str], root: &str, rec_depth: usize) -> (i64, i64) {
+    let mut total = 0;
+    let mut complete = 0;
+    for s in stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some(leaf)) {
+        total += s.count;
+        let recs = s.functions.iter().filter(|f| *f == "rec").count();
+        let ok = recs >= rec_depth
+            && through.iter().all(|t| s.functions.iter().any(|f| f == t))
+            && s.functions.iter().any(|f| f == root);
+        if ok {
+            complete += s.count;
+        }
+    }
+    (complete, total)
+}
+
+fn record(name: &str, args: &[&str], cmd: &[&std::ffi::OsStr]) -> (Vec<Stack>, String) {
+    let dir = scratch(name);
+    let out = dir.join("p.pb.gz");
+    let o = run(otelprof().args(["record", "-F", "499"]).args(args).arg("-o").arg(&out).arg("--").args(cmd));
+    assert!(o.status.success(), "{}", stderr(&o));
+    (stacks(&read_pprof(&out)), stderr(&o))
+}
+
+#[test]
+fn frame_pointer_less_code_unwinds_completely() {
+    if !bpf_allowed("frame_pointer_less_code_unwinds_completely") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c("deep_nofp", &["deep_main.c", "deep_lib.c"], &NOFP);
+    let (stacks, err) = record("unwind-exe", &["--unwind", "dwarf"], &[exe.as_os_str(), "2.5".as_ref()]);
+    let (complete, total) = complete_share(&stacks, "hot_leaf", &["b", "a"], "main", 40);
+    assert!(total > 500, "{total} samples in hot_leaf");
+    assert!(complete * 100 >= total * 99, "complete chain in {complete} of {total}\n{err}");
+    assert!(err.contains("unwind: ") && err.contains("% of"), "the summary reports the unwind rate: {err}");
+
+    // The same binary by frame pointers: the chain breaks (this test can fail).
+    let (fp, _) = record("unwind-exe-fp", &["--unwind", "fp"], &[exe.as_os_str(), "1".as_ref()]);
+    let (fp_complete, fp_total) = complete_share(&fp, "hot_leaf", &["b", "a"], "main", 40);
+    assert!(fp_complete * 2 < fp_total, "frame pointers cannot walk this code: {fp_complete} of {fp_total}");
+}
+
+#[test]
+fn frame_pointer_less_shared_library_unwinds_completely() {
+    if !bpf_allowed("frame_pointer_less_shared_library_unwinds_completely") {
+        return;
+    }
+    let _g = bpf_lock();
+    let lib = build_c("libdeep.so", &["deep_lib.c"], &["-O2", "-fomit-frame-pointer", "-shared", "-fPIC"]);
+    let dir = lib.parent().unwrap().display().to_string();
+    let exe = build_c(
+        "deep_shared",
+        &["deep_main.c"],
+        &["-O2", "-fomit-frame-pointer", &format!("-L{dir}"), "-ldeep", &format!("-Wl,-rpath,{dir}")],
+    );
+    let (stacks, err) = record("unwind-lib", &[], &[exe.as_os_str(), "2.5".as_ref()]);
+    let (complete, total) = complete_share(&stacks, "hot_leaf", &["b", "a"], "main", 40);
+    assert!(total > 500 && complete * 100 >= total * 99, "complete chain in {complete} of {total}\n{err}");
+}
+
+#[test]
+fn a_library_loaded_after_start_gets_its_table() {
+    if !bpf_allowed("a_library_loaded_after_start_gets_its_table") {
+        return;
+    }
+    let _g = bpf_lock();
+    let lib = build_c("libdeep_dl.so", &["deep_lib.c"], &["-O2", "-fomit-frame-pointer", "-shared", "-fPIC"]);
+    let exe = build_c("dlopen_main", &["dlopen_main.c"], &["-O2", "-fomit-frame-pointer", "-ldl"]);
+    let (stacks, err) = record("unwind-dlopen", &[], &[exe.as_os_str(), lib.as_os_str(), "2.5".as_ref()]);
+    let (complete, total) = complete_share(&stacks, "hot_leaf", &["b", "a", "run"], "main", 40);
+    // The first samples in the new library come before its table is installed.
+    assert!(total > 500 && complete * 100 >= total * 95, "complete chain in {complete} of {total}\n{err}");
+}
+
+#[test]
+fn signal_handler_frames_unwind_through_restore_rt() {
+    if !bpf_allowed("signal_handler_frames_unwind_through_restore_rt") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c("signal_nofp", &["signal.c"], &NOFP);
+    let (stacks, err) = record("unwind-signal", &[], &[exe.as_os_str(), "2".as_ref()]);
+    let in_handler: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| s.functions.first().is_some_and(|f| f == "handler_spin" || f.contains("clock_gettime")))
+        .collect();
+    let total: i64 = in_handler.iter().filter(|s| s.functions.iter().any(|f| f == "on_signal")).map(|s| s.count).sum();
+    let through: i64 = in_handler
+        .iter()
+        .filter(|s| {
+            let f = &s.functions;
+            let handler = f.iter().position(|x| x == "on_signal");
+            let main_spin = f.iter().position(|x| x == "main_spin");
+            matches!((handler, main_spin), (Some(h), Some(m)) if h < m) && f.iter().any(|x| x == "main")
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(total > 100, "samples inside the handler: {total}\n{err}");
+    assert!(
+        through * 100 >= total * 95,
+        "handler stacks continue past the signal frame to main: {through} of {total}\n{err}"
+    );
+}
+
+#[test]
+fn debian_python_unwinds_to_main() {
+    let python = std::path::Path::new("/usr/bin/python3");
+    if !python.exists() {
+        eprintln!("SKIPPED debian_python_unwinds_to_main: no /usr/bin/python3");
+        return;
+    }
+    if !bpf_allowed("debian_python_unwinds_to_main") {
+        return;
+    }
+    let _g = bpf_lock();
+    let script = "import time\nend = time.time() + 3\nx = 0\nwhile time.time() < end:\n    x += 1\n";
+    let (stacks, err) = record("unwind-python", &[], &[python.as_os_str(), "-c".as_ref(), script.as_ref()]);
+    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    let to_main: i64 = stacks
+        .iter()
+        .filter(|s| s.functions.iter().any(|f| f == "Py_BytesMain" || f == "main"))
+        .filter(|s| s.functions.iter().any(|f| f.starts_with("_PyEval_EvalFrameDefault")))
+        .map(|s| s.count)
+        .sum();
+    assert!(total > 1000, "{total}");
+    assert!(to_main * 100 >= total * 95, "through libpython to main in {to_main} of {total}\n{err}");
+}
