@@ -30,9 +30,11 @@ pub enum Command {
     },
 }
 
-/// `--unwind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--unwind` (and the agent's `profiling.unwind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UnwindMode {
+    #[default]
     Auto,
     Dwarf,
     Fp,

@@ -76,6 +76,8 @@ pub struct Profiling {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     pub symbolize: SymbolizeMode,
+    /// User stacks: `auto` (compiled .eh_frame tables where they exist), `dwarf`, or `fp`.
+    pub unwind: crate::cli::UnwindMode,
     /// Include `process.command_line` in resources.
     pub command_line: bool,
     pub targets: Targets,
@@ -93,6 +95,7 @@ impl Default for Profiling {
             frequency: 19,
             interval: Duration::from_secs(10),
             symbolize: SymbolizeMode::Host,
+            unwind: crate::cli::UnwindMode::Auto,
             command_line: true,
             targets: Targets::default(),
             ringbuf_size: profiler_common::DEFAULT_RINGBUF_BYTES,

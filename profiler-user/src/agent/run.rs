@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     aggregate::{Aggregator, Clock},
+    cli::UnwindMode,
     export::{
         otlp::OtlpOptions,
         send::{
@@ -30,6 +31,7 @@ use crate::{
     process::ProcessTracker,
     reader::{Event, Reader},
     tracer::{Tracer, TracerConfig},
+    unwind::{push_tables, TableStore},
 };
 
 /// `otelprof agent --config FILE`. A bad config exits with 2 and names the key.
@@ -95,7 +97,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         ringbuf_bytes: p.ringbuf_size,
         bpf_log: false,
         report_all_execs: p.targets.needs_exec_events(),
-        dwarf_unwind: false,
+        dwarf_unwind: p.unwind != UnwindMode::Fp,
     })?;
     for pid in selector.initial() {
         tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
@@ -126,6 +128,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let reporter = Reporter::spawn(otlp, p.symbol_cache_entries, queues.clone(), metrics.clone())
         .context("starting the reporter")?;
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
+    let mut tables = (p.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity()));
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
@@ -147,9 +150,14 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     );
 
     let mut new_execs: Vec<u32> = Vec::new();
+    let mut exited: Vec<u32> = Vec::new();
     // Samples of closed intervals; the metric adds the open interval's.
     let mut reported = 0u64;
-    let handle = |ev: Event, agg: &mut Aggregator, tracker: &mut ProcessTracker, new_execs: &mut Vec<u32>| match ev {
+    let handle = |ev: Event,
+                  agg: &mut Aggregator,
+                  tracker: &mut ProcessTracker,
+                  new_execs: &mut Vec<u32>,
+                  exited: &mut Vec<u32>| match ev {
         Event::Sample(s) => agg.add(&s, tracker),
         Event::Exec { tgid, .. } => {
             if tracker.knows(tgid) {
@@ -157,12 +165,21 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
             }
             new_execs.push(tgid);
         }
-        Event::Exit { tgid } => tracker.exited(tgid),
+        Event::Exit { tgid } => {
+            tracker.exited(tgid);
+            exited.push(tgid);
+        }
     };
     loop {
         tokio::select! {
-            r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs)) => {
+            r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited)) => {
                 r.context("reading the ring buffer")?;
+                if let Some(store) = tables.as_mut() {
+                    push_tables(store, &mut tracker, &mut tracer);
+                }
+                for pid in exited.drain(..) {
+                    tracer.remove_proc_unwind(pid);
+                }
                 metrics.samples.store(reported + agg.total, Ordering::Relaxed);
                 if p.targets.needs_exec_events() {
                     for pid in new_execs.drain(..) {
@@ -197,7 +214,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     }
 
     tracing::info!("stopping: final report, then flushing exports for at most {:?}", cfg.telemetry.shutdown_timeout);
-    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs));
+    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited));
     metrics.ready.store(false, Ordering::Relaxed);
     drop(reader);
     drop(tracer);

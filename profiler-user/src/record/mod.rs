@@ -37,7 +37,7 @@ use crate::{
     reader::{Event, Reader},
     symbolize,
     tracer::{Tracer, TracerConfig},
-    unwind::{StoreStats, TableStore},
+    unwind::{own_shared_libraries, push_tables, StoreStats, TableStore},
 };
 
 /// Where the profile goes.
@@ -347,31 +347,6 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         }
         End::Duration | End::TargetsExited => ExitCode::SUCCESS,
     })
-}
-
-/// Uploads tables for processes whose mappings were (re-)read and points BPF at them.
-fn push_tables(store: &mut TableStore, tracker: &mut ProcessTracker, tracer: &mut Tracer) {
-    for refreshed in tracker.take_refreshed() {
-        if let Some(value) = store.process(&refreshed, tracer) {
-            if let Err(e) = tracer.set_proc_unwind(refreshed.pid, &value) {
-                tracing::warn!("PID {}: unwind tables not installed: {e}", refreshed.pid);
-            }
-        }
-    }
-}
-
-/// Shared libraries mapped into otelprof itself (the system's libc, ld.so, ...).
-fn own_shared_libraries() -> Vec<PathBuf> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let mut libs: Vec<PathBuf> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| p.starts_with('/') && p.contains(".so"))
-        .map(PathBuf::from)
-        .collect();
-    libs.sort();
-    libs.dedup();
-    libs
 }
 
 /// "unwind: 99.2% of N stacks complete (...)"

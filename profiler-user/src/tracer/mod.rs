@@ -230,6 +230,11 @@ impl Tracer {
         self.proc_unwind.insert(tgid, value, 0).map_err(|source| TracerError::Map { name: "PROC_UNWIND", source })
     }
 
+    /// Forgets an exited process's mappings.
+    pub fn remove_proc_unwind(&mut self, tgid: u32) {
+        let _ = self.proc_unwind.remove(&tgid);
+    }
+
     /// Sums one counter over all CPUs.
     pub fn counter(&self, which: Counter) -> u64 {
         self.counters.get(&(which as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)

@@ -16,4 +16,4 @@ mod store;
 
 pub use compile::{compile, UnwindError, UnwindTable};
 pub use profiler_common::{cfa, rbp, UnwindRow};
-pub use store::{StoreStats, TableStore};
+pub use store::{own_shared_libraries, push_tables, StoreStats, TableStore};

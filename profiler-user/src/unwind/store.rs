@@ -4,7 +4,7 @@
 //! Rows are placed with a bump allocator in an array of fixed capacity; when it is full, further
 //! files get no table (their frames fall back to frame pointers) and the count says so.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use object::{Object, ObjectSegment};
 use profiler_common::{ProcUnwind, UnwindMapping, MAX_UNWIND_MAPPINGS};
@@ -180,4 +180,29 @@ impl TableStore {
         }
         (value.count > 0).then_some(value)
     }
+}
+
+/// Uploads tables for processes whose mappings were (re-)read and points BPF at them.
+pub fn push_tables(store: &mut TableStore, tracker: &mut crate::process::ProcessTracker, tracer: &mut Tracer) {
+    for refreshed in tracker.take_refreshed() {
+        if let Some(value) = store.process(&refreshed, tracer) {
+            if let Err(e) = tracer.set_proc_unwind(refreshed.pid, &value) {
+                tracing::warn!("PID {}: unwind tables not installed: {e}", refreshed.pid);
+            }
+        }
+    }
+}
+
+/// Shared libraries mapped into otelprof itself (the system's libc, ld.so, ...).
+pub fn own_shared_libraries() -> Vec<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut libs: Vec<PathBuf> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/') && p.contains(".so"))
+        .map(PathBuf::from)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    libs
 }
