@@ -1,8 +1,9 @@
 // The reference workload of otelprof's overhead benchmark (cargo xtask bench).
 //
-//   reference work ITERATIONS [THREADS]   fixed CPU work: every thread runs ITERATIONS rounds of a
-//                                         32-deep call chain ending in FNV-1a over 4 KiB; prints
-//                                         "elapsed SECONDS" (wall time of the whole run)
+//   reference work ITERATIONS [THREADS [DEPTH]]
+//                                         fixed CPU work: every thread runs ITERATIONS rounds of a
+//                                         DEPTH-deep (default 32) call chain ending in FNV-1a over
+//                                         4 KiB; prints "elapsed SECONDS" (wall time of the run)
 //   reference light SECONDS               ~10% of a CPU: 2 ms busy, 18 ms asleep, for SECONDS
 //
 // Built with frame pointers so that perf -g and otelprof's frame-pointer unwinding see the chain.
@@ -33,12 +34,13 @@ __attribute__((noinline)) static uint64_t chain(int depth, const unsigned char *
 }
 
 static long iterations;
+static int depth = 32;
 
 static void *worker(void *arg) {
     unsigned char buf[4096];
     memset(buf, (int)(long)arg, sizeof buf);
     uint64_t h = 1469598103934665603ULL;
-    for (long i = 0; i < iterations; i++) h = chain(32, buf, h);
+    for (long i = 0; i < iterations; i++) h = chain(depth, buf, h);
     return (void *)(uintptr_t)h;
 }
 
@@ -60,6 +62,7 @@ int main(int argc, char **argv) {
     }
     iterations = atol(argv[2]);
     long threads = argc > 3 ? atol(argv[3]) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (argc > 4) depth = atoi(argv[4]);
     pthread_t t[256];
     if (threads > 256) threads = 256;
     double start = now();

@@ -113,12 +113,14 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     let started = std::time::SystemTime::now();
     eprintln!("xtask bench: 1/4 workload slowdown ({} rounds of ~{}s per mode)", plan.rounds, plan.seconds);
     let slow = slowdown::run(&plan, &tools)?;
+    eprintln!("xtask bench: BPF cost by stack depth");
+    let depth = slowdown::bpf_cost_by_depth(&plan, &tools)?;
     eprintln!("xtask bench: 2/4 agent cost");
     let agent = agent_cost::run(&plan, &tools)?;
     eprintln!("xtask bench: 3/4 symbolization and encoding (criterion)");
     let micro = micro::run(&plan, &tools)?;
     eprintln!("xtask bench: 4/4 writing {}", plan.out.display());
-    let text = report::render(&plan, &machine::describe(), started, &slow, &agent, &micro);
+    let text = report::render(&plan, &machine::describe(), started, &slow, &depth, &agent, &micro);
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -5,7 +5,7 @@ use std::{fmt::Write, time::SystemTime};
 use super::{
     agent_cost::AgentCost,
     micro::Micro,
-    slowdown::{median, Slowdown},
+    slowdown::{median, DepthCost, Slowdown},
     Plan,
 };
 
@@ -41,6 +41,7 @@ pub fn render(
     machine: &str,
     started: SystemTime,
     slow: &Slowdown,
+    depth: &[DepthCost],
     agent: &[AgentCost],
     micro: &Micro,
 ) -> String {
@@ -79,15 +80,12 @@ pub fn render(
         let cell = if ratios.is_empty() { "not run".to_string() } else { format!("{:.3}×", median(ratios)) };
         let _ = writeln!(o, "| `{}` | {cell} | {} |", mode.label(), ratios.len());
     }
-    let _ = writeln!(
-        o,
-        "| `otelprof` with DWARF unwinding | not measured: DWARF unwinding is not implemented yet (issue #4) | |\n"
-    );
+    let _ = writeln!(o);
 
     let _ = writeln!(o, "## 2. BPF cost per run\n");
     let _ = writeln!(
         o,
-        "From the kernel's BPF statistics (`BPF_ENABLE_STATS`, via `otelprof record --bpf-stats`) during the 99 Hz runs \
+        "From the kernel's BPF statistics (`BPF_ENABLE_STATS`, via `otelprof record --bpf-stats`) during the 99 Hz frame-pointer runs \
          of section 1. `sample` runs on every timer tick of every CPU, including ticks of the idle task that it \
          returns from at once; the per-recorded-sample figure divides its total run time by the samples that reached \
          user space ({} in that run).\n",
@@ -107,7 +105,25 @@ pub fn render(
             );
         }
     }
-    let _ = writeln!(o, "\nStack depth 10 vs 100 and fp vs DWARF come with DWARF unwinding (issue #4).\n");
+    let _ = writeln!(
+        o,
+        "\nBy unwinding mode and stack depth: the workload at call depth 10 and 100 (plus the frames below \
+         `main`), `otelprof record -a -F 99 --bpf-stats` for a few seconds each; `sample` ns per run.\n"
+    );
+    let _ = writeln!(o, "| unwinding | depth 10 | depth 100 |\n| --- | --- | --- |");
+    for tables in [false, true] {
+        let cell = |d: u32| {
+            depth
+                .iter()
+                .find(|c| c.tables == tables && c.depth == d)
+                .map(|c| format!("{:.0} ns ({} runs)", c.sample_ns_per_run, c.runs))
+                .unwrap_or("n/a".into())
+        };
+        let label =
+            if tables { "`.eh_frame` tables in BPF (`--unwind auto`)" } else { "frame pointers (`--unwind fp`)" };
+        let _ = writeln!(o, "| {label} | {} | {} |", cell(10), cell(100));
+    }
+    let _ = writeln!(o);
 
     let _ = writeln!(o, "## 3. Agent cost\n");
     let _ = writeln!(

@@ -13,7 +13,8 @@ use super::{Plan, Tools};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {
-    Otelprof(u64),
+    /// otelprof record at a frequency, with compiled tables (true) or frame pointers only.
+    Otelprof(u64, bool),
     PerfFp,
     PerfDwarf,
 }
@@ -21,7 +22,8 @@ pub enum Mode {
 impl Mode {
     pub fn label(self) -> String {
         match self {
-            Mode::Otelprof(hz) => format!("otelprof record -a -F {hz} (frame pointers)"),
+            Mode::Otelprof(hz, false) => format!("otelprof record -a -F {hz} --unwind fp"),
+            Mode::Otelprof(hz, true) => format!("otelprof record -a -F {hz} --unwind auto (.eh_frame tables)"),
             Mode::PerfFp => "perf record -F 99 -g -a".into(),
             Mode::PerfDwarf => "perf record -F 99 --call-graph dwarf -a".into(),
         }
@@ -46,6 +48,52 @@ pub struct Slowdown {
     /// From the last 99 Hz otelprof run.
     pub bpf: Vec<BpfCost>,
     pub samples_99hz: u64,
+}
+
+/// BPF cost per sample by unwinding mode and stack depth.
+pub struct DepthCost {
+    pub tables: bool,
+    pub depth: u32,
+    pub sample_ns_per_run: f64,
+    pub runs: u64,
+}
+
+/// Short runs of the workload at stack depth 10 and 100, under each unwinding mode.
+pub fn bpf_cost_by_depth(plan: &Plan, tools: &Tools) -> Result<Vec<DepthCost>> {
+    let mut out = Vec::new();
+    let secs = if plan.smoke { 1.0 } else { 4.0 };
+    for depth in [10u32, 100] {
+        // Calibrate: iterations for `secs` at this depth.
+        let probe = 20_000u64;
+        let t = workload_args(tools, probe, depth)?;
+        let iterations = ((probe as f64 * secs / t.max(1e-3)) as u64).max(probe);
+        for tables in [false, true] {
+            let running = start(Mode::Otelprof(99, tables), tools)?.expect("otelprof always runs");
+            workload_args(tools, iterations, depth)?;
+            let lines = stop(running)?;
+            let (costs, _) = parse_bpf(&lines);
+            let s = costs.iter().find(|c| c.program == "sample").cloned().unwrap_or(BpfCost {
+                program: "sample".into(),
+                runs: 0,
+                ns_per_run: f64::NAN,
+            });
+            out.push(DepthCost { tables, depth, sample_ns_per_run: s.ns_per_run, runs: s.runs });
+        }
+    }
+    Ok(out)
+}
+
+fn workload_args(tools: &Tools, iterations: u64, depth: u32) -> Result<f64> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let out = Command::new(&tools.reference)
+        .args(["work", &iterations.to_string(), &threads, &depth.to_string()])
+        .output()
+        .context("running the workload")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .strip_prefix("elapsed ")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("workload printed {text:?}"))
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -83,9 +131,19 @@ fn interrupt(child: &Child) {
 fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
     let tmp = tools.root.join("target/bench");
     let mut cmd = match mode {
-        Mode::Otelprof(hz) => {
+        Mode::Otelprof(hz, tables) => {
             let mut c = Command::new(&tools.otelprof);
-            c.args(["record", "-a", "-F", &hz.to_string(), "--bpf-stats", "-o"]).arg(tmp.join("otelprof.pb.gz"));
+            c.args([
+                "record",
+                "-a",
+                "-F",
+                &hz.to_string(),
+                "--bpf-stats",
+                "--unwind",
+                if tables { "auto" } else { "fp" },
+            ])
+            .arg("-o")
+            .arg(tmp.join("otelprof.pb.gz"));
             c
         }
         Mode::PerfFp | Mode::PerfDwarf => {
@@ -119,7 +177,7 @@ fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
     });
     match mode {
         // otelprof says when its programs are attached.
-        Mode::Otelprof(_) => {
+        Mode::Otelprof(..) => {
             if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
                 let _ = child.kill();
                 bail!("otelprof did not start: {:?}", lines.lock().unwrap_or_else(|e| e.into_inner()));
@@ -172,7 +230,8 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Slowdown> {
     let probe = 50_000u64;
     let t = workload(tools, probe)?;
     let iterations = ((probe as f64 * plan.seconds / t.max(1e-3)) as u64).max(probe);
-    let modes = [Mode::Otelprof(19), Mode::Otelprof(99), Mode::PerfFp, Mode::PerfDwarf];
+    let modes =
+        [Mode::Otelprof(19, false), Mode::Otelprof(99, false), Mode::Otelprof(99, true), Mode::PerfFp, Mode::PerfDwarf];
     let mut ratios: Vec<(Mode, Vec<f64>)> = modes.iter().map(|m| (*m, Vec::new())).collect();
     let mut alone_secs = Vec::new();
     let mut alone_runs = Vec::new();
@@ -189,7 +248,7 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Slowdown> {
             let Some(running) = start(mode, tools)? else { continue };
             let t = workload(tools, iterations)?;
             let lines = stop(running)?;
-            if mode == Mode::Otelprof(99) {
+            if mode == Mode::Otelprof(99, false) {
                 (bpf, samples_99hz) = parse_bpf(&lines);
             }
             times[i] = t;
