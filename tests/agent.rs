@@ -177,7 +177,7 @@ fn backend_down_at_start_then_up_within_the_queue_bound() {
              \x20   sending_queue: {{ queue_size: {BOUND} }}\n"
         ),
     );
-    let mut w = std::process::Command::new(workload("threads")).arg("4").stdout(Stdio::null()).spawn().unwrap();
+    let mut w = std::process::Command::new(workload("threads")).arg("8").stdout(Stdio::null()).spawn().unwrap();
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(2500) {
         let m = agent.metrics();
@@ -186,11 +186,16 @@ fn backend_down_at_start_then_up_within_the_queue_bound() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(http_get(agent.metrics, "/healthz").unwrap().0, 200, "sampling goes on");
+    // The backend comes up only once the agent has been seen retrying against it (the first
+    // report can take a while: symbolizing this machine's large debug binaries).
+    wait_for("export attempts against the down backend", Duration::from_secs(30), || {
+        metric(&agent.metrics(), "otelprof_export_retries_total{exporter=\"otlp\"}").unwrap_or(0.0) >= 1.0
+    });
     let (_, state) = grpc_server_at(backend, vec![]);
     wait_for("data after the backend came up", Duration::from_secs(10), || !state.lock().unwrap().received.is_empty());
     w.wait().unwrap();
     let m = agent.metrics();
-    assert!(metric(&m, "otelprof_export_retries_total{exporter=\"otlp\"}").unwrap() >= 1.0, "{m}");
+    assert!(metric(&m, "otelprof_export_success_total{exporter=\"otlp\"}").unwrap() >= 1.0, "{m}");
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
     let received = state.lock().unwrap();

@@ -4,7 +4,8 @@
 //                                         fixed CPU work: every thread runs ITERATIONS rounds of a
 //                                         DEPTH-deep (default 32) call chain ending in FNV-1a over
 //                                         4 KiB; prints "elapsed SECONDS" (wall time of the run)
-//   reference light SECONDS               ~10% of a CPU: 2 ms busy, 18 ms asleep, for SECONDS
+//   reference light SECONDS [DUTY]        a DUTY share of a CPU (default 0.1) in 20 ms periods,
+//                                         for SECONDS
 //
 // Built with frame pointers so that perf -g and otelprof's frame-pointer unwinding see the chain.
 #include <pthread.h>
@@ -47,12 +48,13 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "light") == 0) {
         double end = now() + atof(argv[2]);
+        double duty = argc > 3 ? atof(argv[3]) : 0.1;
         unsigned char buf[4096] = {1};
         uint64_t h = 0;
         while (now() < end) {
-            double burst = now() + 0.002;
-            while (now() < burst) h = chain(32, buf, h);
-            usleep(18000);
+            double burst = now() + 0.020 * duty;
+            do h = chain(32, buf, h); while (now() < burst);
+            usleep((useconds_t)(20000 * (1.0 - duty)));
         }
         return (int)(h & 0);
     }

@@ -33,30 +33,7 @@ pub fn scratch(name: &str) -> PathBuf {
 /// `-O0` with frame pointers: GCC omits the frame setup of leaf functions at -O1 and above even
 /// with `-mno-omit-leaf-frame-pointer`, which hides a leaf's caller from frame-pointer unwinding.
 pub fn workload(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(name) {
-        return p.clone();
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads").join(format!("{name}.c"));
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let exe = out_dir.join(name);
-    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let compiler = cc::Build::new()
-        .target(&triple)
-        .host(&triple)
-        .opt_level(0)
-        .debug(true)
-        .cargo_metadata(false)
-        .cargo_warnings(false)
-        .flag("-fno-omit-frame-pointer")
-        .flag("-pthread")
-        .get_compiler();
-    let out = compiler.to_command().arg(&src).arg("-o").arg(&exe).output().expect("running the C compiler");
-    assert!(out.status.success(), "building {name}: {}", String::from_utf8_lossy(&out.stderr));
-    built.insert(name.to_string(), exe.clone());
-    exe
+    build_c(name, &[&format!("{name}.c")], &["-O0", "-g", "-fno-omit-frame-pointer", "-pthread"])
 }
 
 /// Builds `tests/workloads/SOURCES` into `out` with `flags` (a C executable, or a shared library

@@ -110,7 +110,14 @@ pub fn grpc_server_at(at: SocketAddr, script: Vec<Answer>) -> (SocketAddr, Share
     let state: Shared = Arc::new(Mutex::new(State { script: script.into(), ..Default::default() }));
     let listener = std::net::TcpListener::bind(at).unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = ProfilesServiceServer::new(Grpc(state.clone()))
+    serve_grpc(listener, state.clone(), None);
+    (addr, state)
+}
+
+/// Serves the scripted ProfilesService on `listener` (optionally over TLS) in a background
+/// thread with its own runtime.
+fn serve_grpc(listener: std::net::TcpListener, state: Shared, tls: Option<tonic::transport::ServerTlsConfig>) {
+    let svc = ProfilesServiceServer::new(Grpc(state))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     std::thread::spawn(move || {
@@ -119,10 +126,13 @@ pub fn grpc_server_at(at: SocketAddr, script: Vec<Answer>) -> (SocketAddr, Share
             listener.set_nonblocking(true).unwrap();
             let l = tokio::net::TcpListener::from_std(listener).unwrap();
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-            tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await.unwrap();
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = tls {
+                builder = builder.tls_config(tls).unwrap();
+            }
+            builder.add_service(svc).serve_with_incoming(incoming).await.unwrap();
         });
     });
-    (addr, state)
 }
 
 /// Starts a minimal HTTP/1.1 OTLP endpoint on 127.0.0.1 (one thread, one request per connection).
@@ -252,22 +262,6 @@ pub fn grpc_mtls_server(pki: &Pki) -> (SocketAddr, Shared) {
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(std::fs::read(&pki.server_cert).unwrap(), std::fs::read(&pki.server_key).unwrap()))
         .client_ca_root(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()));
-    let svc =
-        ProfilesServiceServer::new(Grpc(state.clone())).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-            tonic::transport::Server::builder()
-                .tls_config(tls)
-                .unwrap()
-                .add_service(svc)
-                .serve_with_incoming(incoming)
-                .await
-                .unwrap();
-        });
-    });
+    serve_grpc(listener, state.clone(), Some(tls));
     (addr, state)
 }

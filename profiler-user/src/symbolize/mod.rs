@@ -16,15 +16,8 @@ use crate::{
 /// Module name used for kernel frames (perf's name for it).
 pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
 
-/// One function level of a frame, ready for an exporter.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ResolvedFrame {
-    pub function: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// Inlined into the next frame of the same address.
-    pub inlined: bool,
-}
+/// One function level of a frame (the symbolizer's frame, as exporters read it).
+pub use symbolizer::Frame as ResolvedFrame;
 
 /// How much got named.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,10 +66,7 @@ fn fallback(module: &str, offset: u64) -> Arc<[ResolvedFrame]> {
 }
 
 fn convert(sym: &Symbol) -> Arc<[ResolvedFrame]> {
-    sym.frames()
-        .iter()
-        .map(|f| ResolvedFrame { function: f.function.clone(), file: f.file.clone(), line: f.line, inlined: f.inlined })
-        .collect()
+    sym.frames().into()
 }
 
 /// Symbolizes every frame of `agg`.

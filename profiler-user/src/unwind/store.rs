@@ -78,7 +78,14 @@ impl TableStore {
     }
 
     fn place(&mut self, path: &std::path::Path, name: &str, tracer: &mut Tracer) -> Option<Placed> {
-        let data = match std::fs::read(path) {
+        // Mapped, not read: compiling touches only the headers and the CFI sections, and binaries
+        // with debug info can be hundreds of megabytes.
+        let map = std::fs::File::open(path).and_then(|f| {
+            // SAFETY: read-only private mapping; a file truncated underneath would fault, which
+            // is the same risk every symbolizer that maps binaries takes.
+            unsafe { memmap2::Mmap::map(&f) }
+        });
+        let data = match map {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!("{name}: {e}; frame pointers there");

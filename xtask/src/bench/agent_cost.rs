@@ -65,10 +65,13 @@ fn sink() -> Result<u16> {
 fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentCost> {
     let dir = tools.root.join("target/bench");
     let mut background = Vec::new();
+    // About one CPU of demand in total whatever N is: N processes to track, not an overload that
+    // would starve the agent (and everything else) of CPU.
+    let duty = (1.0 / processes as f64).min(0.1);
     for _ in 0..processes {
         background.push(
             Command::new(&tools.reference)
-                .args(["light", &format!("{}", plan.agent_seconds + 30.0)])
+                .args(["light", &format!("{}", plan.agent_seconds + 30.0), &format!("{duty:.5}")])
                 .stdout(Stdio::null())
                 .spawn()
                 .context("starting background processes")?,

@@ -129,7 +129,8 @@ pub fn render(
     let _ = writeln!(
         o,
         "`otelprof agent` at 99 Hz, whole node, reporting OTLP/HTTP to a local sink, for {:.0} s, with N background \
-         processes each busy ~10% of a CPU (`reference light`). CPU is user + system time of the agent process \
+         processes (`reference light`) that together keep about one CPU busy (each min(10%, 1/N) of a CPU), so \
+         the agent tracks N processes without being starved. CPU is user + system time of the agent process \
          (`wait4` rusage), so it includes BPF loading, reading, process tracking, symbolization, encoding and export.\n",
         plan.agent_seconds
     );

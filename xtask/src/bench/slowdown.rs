@@ -106,16 +106,9 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The workload at its default depth (32) on every CPU.
 fn workload(tools: &Tools, iterations: u64) -> Result<f64> {
-    let out = Command::new(&tools.reference)
-        .args(["work", &iterations.to_string()])
-        .output()
-        .context("running the workload")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .strip_prefix("elapsed ")
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("workload printed {text:?}"))
+    workload_args(tools, iterations, 32)
 }
 
 struct Running {
