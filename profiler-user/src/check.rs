@@ -29,14 +29,17 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let release = kernel_release();
     let version = parse_release(&release);
     lines.push(Line {
-        ok: version.is_some_and(|v| v >= (5, 8)),
-        what: format!("kernel {release} (BPF ring buffer needs 5.8+)"),
-        fix: Some("upgrade the kernel to 5.8 or newer".into()),
+        ok: version.is_some_and(|v| v >= (5, 17)),
+        what: format!("kernel {release} (the sampler uses bpf_loop: 5.17+)"),
+        fix: Some("upgrade the kernel to 5.17 or newer".into()),
     });
     lines.push(Line {
         ok: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         what: "kernel BTF at /sys/kernel/btf/vmlinux".into(),
-        fix: Some("use a kernel built with CONFIG_DEBUG_INFO_BTF=y (needed by later features, not by record)".into()),
+        fix: Some(
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (the unwinder reads the task's user registers through it)"
+                .into(),
+        ),
     });
     let caps = Caps::current();
     let has = |c: u32| caps.has(c);
