@@ -137,3 +137,102 @@ fn debian_python_unwinds_to_main() {
     assert!(total > 1000, "{total}");
     assert!(to_main * 100 >= total * 95, "through libpython to main in {to_main} of {total}\n{err}");
 }
+
+#[test]
+fn rust_release_build_without_frame_pointers_unwinds_completely() {
+    if !bpf_allowed("rust_release_build_without_frame_pointers_unwinds_completely") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("deep_rust");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/deep_rust.rs");
+    let o = run(std::process::Command::new("rustc")
+        .args(["--edition", "2021", "-C", "opt-level=3", "-C", "force-frame-pointers=no", "-C", "debuginfo=0", "-o"])
+        .arg(&exe)
+        .arg(&src));
+    assert!(o.status.success(), "rustc: {}", stderr(&o));
+    let (stacks, err) = record("unwind-rust", &["--unwind", "dwarf"], &[exe.as_os_str(), "2.5".as_ref()]);
+    // Rust names come demangled with their path: deep_rust::rec.
+    let short: Vec<Stack> = stacks
+        .into_iter()
+        .map(|mut s| {
+            for f in &mut s.functions {
+                if let Some(n) = f.strip_prefix("deep_rust::") {
+                    *f = n.to_string();
+                }
+            }
+            s
+        })
+        .collect();
+    let (complete, total) = complete_share(&short, "hot_leaf", &["b", "a"], "main", 40);
+    assert!(total > 500 && complete * 100 >= total * 99, "complete chain in {complete} of {total}\n{err}");
+}
+
+/// Leaf-to-root function chains of `perf script` output for samples whose leaf is `leaf`.
+fn perf_chains(script: &str, leaf: &str) -> std::collections::HashMap<Vec<String>, i64> {
+    let mut chains = std::collections::HashMap::new();
+    for block in script.split("\n\n") {
+        let frames: Vec<String> = block
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let sym = l.split_whitespace().nth(1)?;
+                // perf names GCC's alias for calls within a file (`rec.localalias`); otelprof
+                // shows the function's own name.
+                let name = sym.split("+0x").next()?;
+                Some(name.strip_suffix(".localalias").unwrap_or(name).to_string())
+            })
+            .filter(|s| !s.is_empty() && s != "[unknown]")
+            .collect();
+        if frames.first().map(String::as_str) == Some(leaf) {
+            *chains.entry(frames).or_insert(0) += 1;
+        }
+    }
+    chains
+}
+
+#[test]
+fn the_same_chains_as_perf_with_dwarf_unwinding() {
+    if !bpf_allowed("the_same_chains_as_perf_with_dwarf_unwinding") {
+        return;
+    }
+    if std::process::Command::new("perf").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+        if std::env::var_os("CI").is_some() {
+            panic!("perf (Debian linux-perf) is required in CI");
+        }
+        eprintln!("SKIPPED the_same_chains_as_perf_with_dwarf_unwinding: no perf");
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c("deep_nofp", &["deep_main.c", "deep_lib.c"], &NOFP);
+    let dir = scratch("unwind-perf");
+    let data = dir.join("perf.data");
+    let o = run(std::process::Command::new("perf")
+        .args(["record", "-q", "-F", "499", "--call-graph", "dwarf", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(&exe)
+        .arg("1.5"));
+    assert!(o.status.success(), "perf record: {}", stderr(&o));
+    let script = run(std::process::Command::new("perf").args(["script", "-F", "ip,sym", "-i"]).arg(&data));
+    assert!(script.status.success(), "perf script: {}", stderr(&script));
+    let perf = perf_chains(&String::from_utf8_lossy(&script.stdout), "hot_leaf");
+    let (perf_chain, perf_n) = perf.iter().max_by_key(|(_, n)| **n).expect("perf has hot_leaf samples");
+
+    let (stacks, _) = record("unwind-perf-otelprof", &[], &[exe.as_os_str(), "1.5".as_ref()]);
+    let mut ours: std::collections::HashMap<Vec<String>, i64> = std::collections::HashMap::new();
+    for s in stacks.iter().filter(|s| s.functions.first().map(String::as_str) == Some("hot_leaf")) {
+        *ours.entry(s.functions.clone()).or_insert(0) += s.count;
+    }
+    let (our_chain, our_n) = ours.iter().max_by_key(|(_, n)| **n).expect("otelprof has hot_leaf samples");
+    // perf stops where its 8 KiB stack copy or libc's CFI ends; compare the frames both have.
+    let common = perf_chain.len().min(our_chain.len());
+    assert!(common >= 44, "both reach past the recursion: perf {perf_chain:?} ours {our_chain:?}");
+    assert_eq!(
+        &perf_chain[..common],
+        &our_chain[..common],
+        "same leaf-to-root chain ({perf_n} perf samples, {our_n} ours)"
+    );
+}

@@ -76,8 +76,16 @@ pub fn build() -> Result<()> {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .args(["+nightly", "build", "--release", "--locked", "-Z", "build-std=core", "--target", "bpfel-unknown-none"])
-        // BTF for the verifier (func_info of bpf_loop callbacks), made from the debug info.
-        .args(["--config", r#"target.bpfel-unknown-none.rustflags=["-C", "link-arg=--btf"]"#])
+        // BTF for the verifier (func_info of bpf_loop callbacks), made from the debug info. BTF
+        // line info names source files: the checkout's path is remapped so the object is the same
+        // bytes wherever the repository is cloned.
+        .args([
+            "--config".to_string(),
+            format!(
+                r#"target.bpfel-unknown-none.rustflags=["-C", "link-arg=--btf", "--remap-path-prefix={}=/otelprof"]"#,
+                root.display()
+            ),
+        ])
         .status()
         .context("starting cargo +nightly")?;
     if !status.success() {
@@ -87,7 +95,13 @@ pub fn build() -> Result<()> {
     let out = root.join(OBJECT);
     fs::create_dir_all(out.parent().expect("has parent"))?;
     let objcopy = Path::new(setup::LLVM_PREFIX).join("bin/llvm-objcopy");
+    // Local functions (the bpf_loop callback) have mangled names that embed the crate's hash,
+    // which cargo derives from the package's path: fix it so every checkout builds the same bytes.
+    let renames = root.join("target/ebpf-symbol-renames.txt");
+    fs::create_dir_all(renames.parent().expect("has parent"))?;
+    fs::write(&renames, stable_symbol_renames(&fs::read(&built)?)?)?;
     let status = Command::new(&objcopy)
+        .arg(format!("--redefine-syms={}", renames.display()))
         .arg("--strip-debug")
         .arg(&built)
         .arg(&out)
@@ -101,6 +115,24 @@ pub fn build() -> Result<()> {
     let size = fs::metadata(&out)?.len();
     eprintln!("xtask build-ebpf: wrote {OBJECT} ({size} bytes), sources {hash}");
     Ok(())
+}
+
+/// `old new` lines for every symbol whose mangled name carries this crate's hash
+/// (`…Cs<hash>_8profiler…`), with the hash replaced by `0`.
+fn stable_symbol_renames(object: &[u8]) -> Result<String> {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(object).context("parsing the built BPF object")?;
+    let mut out = String::new();
+    for sym in file.symbols() {
+        let Ok(name) = sym.name() else { continue };
+        let Some(i) = name.find("_8profiler") else { continue };
+        let Some(start) = name[..i].rfind("Cs") else { continue };
+        let stable = format!("{}Cs0{}", &name[..start], &name[i..]);
+        if stable != name {
+            out.push_str(&format!("{name} {stable}\n"));
+        }
+    }
+    Ok(out)
 }
 
 pub fn check() -> Result<()> {

@@ -127,6 +127,9 @@ fn find_row(proc: &ProcUnwind, pc: u64) -> Option<UnwindRow> {
 }
 
 /// One frame: record the pc, then find the caller's registers.
+///
+/// Must stay a local (mangled) function: the verifier accepts only static `bpf_loop` callbacks.
+/// `cargo xtask build-ebpf` replaces the path-derived crate hash in its symbol name.
 extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(s) = SCRATCH.get_ptr_mut(0) else { return 1 };
     // SAFETY: this CPU's scratch value; nothing else runs on it during the walk.

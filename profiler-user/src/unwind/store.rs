@@ -169,13 +169,21 @@ impl TableStore {
                 None => self.vdso(tracer),
             };
             let Some(placed) = placed else { continue };
-            // The segment holding the mapping's first byte gives the file's virtual address there.
-            let Some(&(p_offset, p_vaddr, _)) =
-                placed.segments.iter().find(|(off, _, size)| *off <= m.offset && m.offset < off + size)
+            // The segment this mapping maps gives the file's virtual address at its start. The
+            // kernel maps from the page-aligned file offset, which can lie inside the previous
+            // segment's bytes (lld lays out `R` at 0..0x16954 and `R E` at file 0x16960 / vaddr
+            // 0x17960, mapped from 0x16000): take the last segment whose page-aligned start is
+            // at or below the mapping's offset.
+            let Some(&(p_offset, p_vaddr, _)) = placed
+                .segments
+                .iter()
+                .filter(|(off, _, size)| off & !0xfff <= m.offset && m.offset < off + size)
+                .max_by_key(|(off, _, _)| *off)
             else {
                 continue;
             };
-            let vaddr_at_start = m.offset - p_offset + p_vaddr;
+            // p_vaddr + (m.offset - p_offset), where m.offset may be below p_offset (see above).
+            let vaddr_at_start = p_vaddr.wrapping_add(m.offset).wrapping_sub(p_offset);
             value.mappings[value.count as usize] = UnwindMapping {
                 start: m.start,
                 end: m.end,
