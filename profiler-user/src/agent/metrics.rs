@@ -25,6 +25,8 @@ pub struct AgentMetrics {
     pub processes: AtomicU64,
     pub reports: AtomicU64,
     pub reports_dropped: AtomicU64,
+    /// Bytes of compiled unwind tables in the kernel.
+    pub unwind_table_bytes: AtomicU64,
     pub ready: AtomicBool,
     /// Unix seconds of the sampling loop's last turn.
     pub heartbeat: AtomicU64,
@@ -76,6 +78,12 @@ impl AgentMetrics {
             "counter",
             "Reports dropped because symbolization fell behind.",
             one(g(&self.reports_dropped)),
+        );
+        metric(
+            "unwind_table_bytes",
+            "gauge",
+            "Bytes of compiled .eh_frame tables loaded into BPF.",
+            one(g(&self.unwind_table_bytes)),
         );
         let per = |f: fn(&ExportStats) -> &AtomicU64| {
             self.exporters.iter().map(|(n, s)| (format!("{{exporter=\"{n}\"}}"), g(f(s)))).collect::<Vec<_>>()

@@ -176,6 +176,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 r.context("reading the ring buffer")?;
                 if let Some(store) = tables.as_mut() {
                     push_tables(store, &mut tracker, &mut tracer);
+                    metrics.unwind_table_bytes.store(store.stats.bytes(), Ordering::Relaxed);
                 }
                 for pid in exited.drain(..) {
                     tracer.remove_proc_unwind(pid);

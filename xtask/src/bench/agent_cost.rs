@@ -22,6 +22,8 @@ pub struct AgentCost {
     /// binaries and the ring buffer, shared and reclaimable), MiB.
     pub anon_mib: f64,
     pub file_mib: f64,
+    /// Compiled unwind tables loaded into BPF (from the agent's /metrics), MiB.
+    pub table_mib: f64,
 }
 
 impl AgentCost {
@@ -62,6 +64,16 @@ fn sink() -> Result<u16> {
     Ok(port)
 }
 
+/// One unlabelled metric from the agent's Prometheus endpoint.
+fn scrape(port: u16, name: &str) -> Option<f64> {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentCost> {
     let dir = tools.root.join("target/bench");
     let mut background = Vec::new();
@@ -77,12 +89,13 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
                 .context("starting background processes")?,
         );
     }
+    let metrics_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = dir.join("agent-bench.yaml");
     std::fs::write(
         &config,
         format!(
             "profiling:\n  frequency: 99\n  interval: {}s\nexporters:\n  otlphttp:\n    endpoint: http://127.0.0.1:{port}\n\
-             telemetry:\n  log_interval: 1h\n  shutdown_timeout: 10s\n",
+             telemetry:\n  log_interval: 1h\n  shutdown_timeout: 10s\n  metrics_address: 127.0.0.1:{metrics_port}\n",
             if plan.smoke { 1 } else { 5 }
         ),
     )?;
@@ -103,6 +116,7 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
             .unwrap_or(f64::NAN)
     };
     let (anon_mib, file_mib) = (status_kb("RssAnon:") / 1024.0, status_kb("RssFile:") / 1024.0);
+    let table_mib = scrape(metrics_port, "otelprof_unwind_table_bytes").unwrap_or(f64::NAN) / (1024.0 * 1024.0);
     // SAFETY: kill(2) and wait4(2) on our own child; rusage is plain data.
     let (status, usage) = unsafe {
         libc::kill(pid, libc::SIGTERM);
@@ -134,6 +148,7 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         anon_mib,
         file_mib,
+        table_mib,
     })
 }
 

@@ -136,27 +136,30 @@ pub fn render(
     );
     let _ = writeln!(
         o,
-        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS | RSS at the end: anonymous / file-backed |\n\
-         | --- | --- | --- | --- | --- | --- |"
+        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS | RSS at the end: anonymous / file-backed | unwind tables |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
     );
     for a in agent {
         let _ = writeln!(
             o,
-            "| {} | {} | {:.2} | {:.1} | {:.1} MiB | {:.1} / {:.1} MiB |",
+            "| {} | {} | {:.2} | {:.1} | {:.1} MiB | {:.1} / {:.1} MiB | {:.1} MiB |",
             a.processes,
             a.samples,
             a.cpu_seconds,
             a.cpu_ms_per_1000_samples(),
             a.peak_rss_mib,
             a.anon_mib,
-            a.file_mib
+            a.file_mib,
+            a.table_mib
         );
     }
     let _ = writeln!(
         o,
         "\nFile-backed pages are the mapped binaries being symbolized and the BPF ring buffer (8 MiB; the kernel \
          maps its data pages twice); they are shared and reclaimable. Anonymous memory holds the parsed symbols \
-         (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache (bounded LRU).\n"
+         (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache (bounded LRU). \
+         *Unwind tables* are compiled `.eh_frame` rows in BPF map memory (kernel memory, not in the agent's RSS), \
+         one copy per distinct file however many processes map it.\n"
     );
 
     let _ = writeln!(o, "\n## 4. Symbolization throughput\n");

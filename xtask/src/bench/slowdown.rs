@@ -223,8 +223,14 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Slowdown> {
     let probe = 50_000u64;
     let t = workload(tools, probe)?;
     let iterations = ((probe as f64 * plan.seconds / t.max(1e-3)) as u64).max(probe);
-    let modes =
-        [Mode::Otelprof(19, false), Mode::Otelprof(99, false), Mode::Otelprof(99, true), Mode::PerfFp, Mode::PerfDwarf];
+    let modes = [
+        Mode::Otelprof(19, false),
+        Mode::Otelprof(19, true),
+        Mode::Otelprof(99, false),
+        Mode::Otelprof(99, true),
+        Mode::PerfFp,
+        Mode::PerfDwarf,
+    ];
     let mut ratios: Vec<(Mode, Vec<f64>)> = modes.iter().map(|m| (*m, Vec::new())).collect();
     let mut alone_secs = Vec::new();
     let mut alone_runs = Vec::new();
