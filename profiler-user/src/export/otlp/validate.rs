@@ -30,6 +30,12 @@ impl Errors {
         }
     }
 
+    /// The dictionary rules every message table follows: zero value first, no duplicates.
+    fn table<T: Message + Default>(&mut self, name: &str, table: &[T]) {
+        self.zero_first(name, table);
+        self.no_dupes(name, table);
+    }
+
     /// Records entries equal to an earlier one.
     fn no_dupes<T: Message>(&mut self, name: &str, table: &[T]) {
         let mut seen = HashSet::new();
@@ -47,21 +53,15 @@ pub fn validate(req: &ExportProfilesServiceRequest) -> Vec<String> {
         return vec!["no dictionary".into()];
     };
     let mut e = Errors::default();
-    e.zero_first("mapping_table", &d.mapping_table);
-    e.zero_first("location_table", &d.location_table);
-    e.zero_first("function_table", &d.function_table);
-    e.zero_first("link_table", &d.link_table);
-    e.zero_first("attribute_table", &d.attribute_table);
-    e.zero_first("stack_table", &d.stack_table);
+    e.table("mapping_table", &d.mapping_table);
+    e.table("location_table", &d.location_table);
+    e.table("function_table", &d.function_table);
+    e.table("link_table", &d.link_table);
+    e.table("attribute_table", &d.attribute_table);
+    e.table("stack_table", &d.stack_table);
     if d.string_table.first().map(String::as_str) != Some("") {
         e.0.push("string_table[0] must be \"\"".into());
     }
-    e.no_dupes("mapping_table", &d.mapping_table);
-    e.no_dupes("location_table", &d.location_table);
-    e.no_dupes("function_table", &d.function_table);
-    e.no_dupes("link_table", &d.link_table);
-    e.no_dupes("attribute_table", &d.attribute_table);
-    e.no_dupes("stack_table", &d.stack_table);
     if d.string_table.iter().collect::<HashSet<_>>().len() != d.string_table.len() {
         e.0.push("string_table has duplicates".into());
     }
