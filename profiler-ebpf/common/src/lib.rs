@@ -218,16 +218,6 @@ pub enum Counter {
 impl Counter {
     /// Every counter, in index order.
     pub const ALL: [Counter; 4] = [Counter::Samples, Counter::LostSamples, Counter::LostEvents, Counter::TargetsFull];
-
-    /// Stable snake_case name, used in summaries and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::Samples => "samples",
-            Counter::LostSamples => "lost_samples",
-            Counter::LostEvents => "lost_events",
-            Counter::TargetsFull => "targets_full",
-        }
-    }
 }
 
 /// Number of entries of the `COUNTERS` array.

@@ -240,7 +240,11 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining));
     progress.finish();
     let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
-    let counters = tracer.counters();
+    let (lost_samples, lost_events, targets_full) = (
+        tracer.counter(Counter::LostSamples),
+        tracer.counter(Counter::LostEvents),
+        tracer.counter(Counter::TargetsFull),
+    );
     let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
     let decode_errors = reader.decode_errors;
     drop(reader);
@@ -270,8 +274,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         },
     };
     let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
-    let get = |name: &str| counters.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0);
-    let lost = get("lost_samples") + decode_errors;
+    let lost = lost_samples + decode_errors;
     eprintln!(
         "otelprof: {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
         agg.total,
@@ -326,11 +329,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             }
         }
     }
-    if get("lost_events") > 0 || get("targets_full") > 0 {
+    if lost_events > 0 || targets_full > 0 {
         eprintln!(
             "otelprof: also lost {} process events, {} processes not followed (target map full)",
-            get("lost_events"),
-            get("targets_full")
+            lost_events, targets_full
         );
     }
     if lost > 0 {

@@ -240,11 +240,6 @@ impl Tracer {
         self.counters.get(&(which as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
-    /// All counters with their names, in index order, for summaries and logs.
-    pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL.iter().map(|c| (c.name(), self.counter(*c))).collect()
-    }
-
     /// Turns on the kernel's per-program run-time statistics for as long as this tracer lives.
     pub fn enable_stats(&mut self) -> Result<(), TracerError> {
         let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| TracerError::Stats(e.to_string()))?;
