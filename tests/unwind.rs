@@ -80,8 +80,57 @@ fn a_library_loaded_after_start_gets_its_table() {
     let exe = build_c("dlopen_main", &["dlopen_main.c"], &["-O2", "-fomit-frame-pointer", "-ldl"]);
     let (stacks, err) = record("unwind-dlopen", &[], &[exe.as_os_str(), lib.as_os_str(), "2.5".as_ref()]);
     let (complete, total) = complete_share(&stacks, "hot_leaf", &["b", "a", "run"], "main", 40);
-    // The first samples in the new library come before its table is installed.
-    assert!(total > 500 && complete * 100 >= total * 95, "complete chain in {complete} of {total}\n{err}");
+    // The first samples in the new library come before its table is installed (BPF's report
+    // brings it within milliseconds: 99.9% measured).
+    assert!(total > 500 && complete * 100 >= total * 98, "complete chain in {complete} of {total}\n{err}");
+    // BPF met the library's code before user space knew it and said so through the ring buffer.
+    assert!(summary_count(&err, "new-code reports") >= 1, "{err}");
+}
+
+/// The number just before `what` in the unwind summary line.
+fn summary_count(err: &str, what: &str) -> u64 {
+    let line = err.lines().find(|l| l.contains("unwind: ")).unwrap_or_else(|| panic!("no unwind summary: {err}"));
+    let before = &line[..line.find(what).unwrap_or_else(|| panic!("no {what:?} in {line}"))];
+    before
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before {what:?}: {line}"))
+}
+
+#[test]
+fn tables_of_exited_programs_are_released_and_reused() {
+    if !bpf_allowed("tables_of_exited_programs_are_released_and_reused") {
+        return;
+    }
+    let _g = bpf_lock();
+    // Four builds of one program, told apart by their build IDs: four tables.
+    let exes: Vec<_> = (0..4)
+        .map(|i| {
+            let id = format!("-Wl,--build-id=0x0e1f{i:04x}");
+            build_c(&format!("deep_nofp_v{i}"), &["deep_main.c", "deep_lib.c"], &["-O2", "-fomit-frame-pointer", &id])
+        })
+        .collect();
+    // v0..v3 run briefly one after another; v0 runs again (its idle table is reused) long enough
+    // for the others' tables to pass the grace period and be released.
+    let script = format!(
+        "{0} 0.3; {1} 0.3; {2} 0.3; {3} 0.3; {0} 7",
+        exes[0].display(),
+        exes[1].display(),
+        exes[2].display(),
+        exes[3].display()
+    );
+    let (stacks, err) =
+        record("unwind-release", &["--unwind", "dwarf"], &["/bin/sh".as_ref(), "-c".as_ref(), script.as_ref()]);
+    let (complete, total) = complete_share(&stacks, "hot_leaf", &["b", "a"], "main", 40);
+    assert!(total > 1000 && complete * 100 >= total * 99, "complete chain in {complete} of {total}\n{err}");
+    assert!(summary_count(&err, "released") >= 3, "v1..v3 released: {err}");
+    let line = err.lines().find(|l| l.contains("unwind: ")).unwrap();
+    let kib = |what: &str| -> u64 {
+        let at = line.find(what).unwrap_or_else(|| panic!("{what} in {line}")) + what.len();
+        line[at..].split_whitespace().next().and_then(|n| n.parse().ok()).unwrap()
+    };
+    assert!(kib("peak ") > kib("rows, "), "less in use at the end than at the peak: {line}");
 }
 
 #[test]

@@ -33,6 +33,9 @@ pub enum RecordKind {
     Exec = 2,
     /// A [`TaskRecord`]: a process (thread-group leader) exited.
     Exit = 3,
+    /// An [`UnknownPcRecord`]: the unwinder met a pc outside every mapping user space described
+    /// for the process (a `dlopen`ed library, new JIT code): its mappings should be re-read.
+    UnknownPc = 4,
 }
 
 impl RecordKind {
@@ -42,6 +45,7 @@ impl RecordKind {
             1 => Some(Self::Sample),
             2 => Some(Self::Exec),
             3 => Some(Self::Exit),
+            4 => Some(Self::UnknownPc),
             _ => None,
         }
     }
@@ -93,6 +97,16 @@ pub struct SampleRecord {
 #[derive(Clone, Copy, Debug)]
 pub struct TaskRecord {
     pub header: RecordHeader,
+}
+
+/// The unwinder met `pc`, which no mapping in the process's [`ProcUnwind`] covers. Sent at most
+/// once per installed `ProcUnwind` value (BPF clears [`ProcUnwind::armed`] when it sends one; user
+/// space re-arms it with the refreshed value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnknownPcRecord {
+    pub header: RecordHeader,
+    pub pc: u64,
 }
 
 /// One row of a compiled unwind table (x86_64): how to find the caller's frame for every pc from
@@ -147,7 +161,8 @@ pub const MAX_UNWIND_MAPPINGS: usize = 128;
 /// Rows of all unwind tables together (the `UNWIND_ROWS` array), by default.
 pub const DEFAULT_UNWIND_ROWS: u32 = 1 << 21;
 
-/// One executable mapping of a process whose file has an unwind table.
+/// One executable mapping of a process. `rows_len == 0`: known, but without a table (anonymous
+/// or JIT memory, a file whose CFI could not be compiled): frame pointers there, no report.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnwindMapping {
@@ -160,13 +175,16 @@ pub struct UnwindMapping {
     pub rows_len: u32,
 }
 
-/// Value of the `PROC_UNWIND` map (key: tgid): the process's mappings with tables, sorted by
+/// Value of the `PROC_UNWIND` map (key: tgid): the process's executable mappings, sorted by
 /// start, so the unwinder can binary-search a pc.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcUnwind {
     pub count: u32,
-    pub _pad: u32,
+    /// 1: the unwinder may report one pc outside every mapping ([`UnknownPcRecord`]) and then
+    /// sets this to 0. User space writes 1 with every fresh value, 0 when the list is known to be
+    /// incomplete (more than [`MAX_UNWIND_MAPPINGS`] mappings), so a report never repeats in a loop.
+    pub armed: u32,
     pub mappings: [UnwindMapping; MAX_UNWIND_MAPPINGS],
 }
 
@@ -213,11 +231,14 @@ pub enum Counter {
     LostEvents = 2,
     /// Processes that could not be added to `TARGETS` on fork (map full).
     TargetsFull = 3,
+    /// Unknown-pc reports sent ([`UnknownPcRecord`]); lost ones count in `LostEvents`.
+    UnknownPcs = 4,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 4] = [Counter::Samples, Counter::LostSamples, Counter::LostEvents, Counter::TargetsFull];
+    pub const ALL: [Counter; 5] =
+        [Counter::Samples, Counter::LostSamples, Counter::LostEvents, Counter::TargetsFull, Counter::UnknownPcs];
 }
 
 /// Number of entries of the `COUNTERS` array.

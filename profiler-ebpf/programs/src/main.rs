@@ -24,8 +24,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    target, unwind_status, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, COUNTER_COUNT,
-    DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS,
+    target, unwind_status, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, UnknownPcRecord,
+    COUNTER_COUNT, DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS,
 };
 
 /// Load-time settings; the loader overrides the whole struct.
@@ -103,6 +103,13 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
     }
     count(Counter::Samples);
     let unwound = if config.dwarf_unwind != 0 { unwind::unwind(&ctx, tgid) } else { core::ptr::null() };
+    if !unwound.is_null() {
+        // SAFETY: this CPU's scratch value, returned by `unwind`.
+        let pc = unsafe { (*unwound).unknown_pc };
+        if pc != 0 && unwind::disarm(tgid) {
+            emit_unknown_pc(pid_tgid, pc);
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
         count(Counter::LostSamples);
         return 0;
@@ -152,6 +159,23 @@ fn emit_task(kind: RecordKind, pid_tgid: u64) {
         fill_header(&mut (*record).header, kind, pid_tgid);
     }
     entry.submit(0);
+}
+
+/// Tells user space that `pc` lies outside every mapping it described for the process.
+#[inline(always)]
+fn emit_unknown_pc(pid_tgid: u64, pc: u64) {
+    let Some(mut entry) = EVENTS.reserve::<UnknownPcRecord>(0) else {
+        count(Counter::LostEvents);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: exclusively owned reserved slot, fully written before submit.
+    unsafe {
+        fill_header(&mut (*record).header, RecordKind::UnknownPc, pid_tgid);
+        (*record).pc = pc;
+    }
+    entry.submit(0);
+    count(Counter::UnknownPcs);
 }
 
 /// `sched/sched_process_fork`: children of SPAWNER or FOLLOW processes become targets, so a

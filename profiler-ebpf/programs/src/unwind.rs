@@ -16,7 +16,8 @@ use aya_ebpf::{
     programs::PerfEventContext,
 };
 use profiler_common::{
-    cfa, rbp, unwind_status, ProcUnwind, UnwindRow, DEFAULT_UNWIND_ROWS, MAX_STACK_DEPTH, MAX_UNWIND_MAPPINGS,
+    cfa, rbp, unwind_status, ProcUnwind, UnwindMapping, UnwindRow, DEFAULT_UNWIND_ROWS, MAX_STACK_DEPTH,
+    MAX_UNWIND_MAPPINGS,
 };
 
 /// Every compiled table, back to back; `PROC_UNWIND` says which slice belongs to which mapping.
@@ -40,6 +41,8 @@ pub struct Scratch {
     tgid: u32,
     /// 1 when some frame had to use frame pointers.
     pub fell_back: u32,
+    /// The first pc outside every known mapping (0: none), for an `UnknownPcRecord`.
+    pub unknown_pc: u64,
 }
 
 #[map]
@@ -77,10 +80,11 @@ fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
     (user.cs & 3 == 3).then_some((user.rip, user.rsp, user.rbp))
 }
 
-/// The table row for `pc` in `proc`, and the mapping's bias.
+/// The mapping of `proc` that contains `pc`; `None` when no mapping does (user space does not
+/// know this code yet).
 #[inline(always)]
-fn find_row(proc: &ProcUnwind, pc: u64) -> Option<UnwindRow> {
-    // Mapping: the last one starting at or below pc.
+fn find_mapping(proc: &ProcUnwind, pc: u64) -> Option<UnwindMapping> {
+    // The last mapping starting at or below pc.
     let count = (proc.count as usize).min(MAX_UNWIND_MAPPINGS);
     let (mut lo, mut hi) = (0usize, count);
     for _ in 0..8 {
@@ -101,8 +105,15 @@ fn find_row(proc: &ProcUnwind, pc: u64) -> Option<UnwindRow> {
     if i >= MAX_UNWIND_MAPPINGS {
         return None;
     }
-    let m = &proc.mappings[i];
-    if pc >= m.end || m.rows_len == 0 {
+    let m = proc.mappings[i];
+    (pc < m.end).then_some(m)
+}
+
+/// The table row for `pc` in mapping `m`; `None` when the mapping has no table or no row covers
+/// pc.
+#[inline(always)]
+fn find_row(m: &UnwindMapping, pc: u64) -> Option<UnwindRow> {
+    if m.rows_len == 0 {
         return None;
     }
     let file_pc = pc.wrapping_sub(m.bias);
@@ -148,7 +159,13 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     // Callers' pcs are return addresses: look up the call instruction.
     let lookup = if n == 0 { s.rip } else { s.rip - 1 };
     // SAFETY: the value is read, not kept.
-    let row = unsafe { PROC_UNWIND.get(&s.tgid) }.and_then(|p| find_row(p, lookup));
+    let mapping = unsafe { PROC_UNWIND.get(&s.tgid) }.and_then(|p| find_mapping(p, lookup));
+    // A pc no mapping covers is new code (dlopen, JIT); report the first one, unless it came
+    // from a frame-pointer step, whose return addresses may be garbage.
+    if mapping.is_none() && s.unknown_pc == 0 && s.fell_back == 0 {
+        s.unknown_pc = s.rip;
+    }
+    let row = mapping.and_then(|m| find_row(&m, lookup));
     let (cfa_addr, saved_rbp) = match row {
         Some(r) if r.cfa == cfa::END => {
             s.status = unwind_status::COMPLETE;
@@ -224,6 +241,7 @@ pub fn unwind(ctx: &PerfEventContext, tgid: u32) -> *const Scratch {
     sr.len = 0;
     sr.tgid = tgid;
     sr.fell_back = 0;
+    sr.unknown_pc = 0;
     match user_regs(ctx) {
         Some((rip, rsp, rbp)) => {
             sr.rip = rip;
@@ -242,4 +260,19 @@ pub fn unwind(ctx: &PerfEventContext, tgid: u32) -> *const Scratch {
         sr.status = unwind_status::FP_FALLBACK;
     }
     s
+}
+
+/// Whether an unknown pc of `tgid` may be reported now: true once per value user space installs
+/// (it clears the value's `armed` flag).
+#[inline(always)]
+pub fn disarm(tgid: u32) -> bool {
+    let Some(p) = PROC_UNWIND.get_ptr_mut(&tgid) else { return false };
+    // SAFETY: a live map value; a concurrent disarm on another CPU at worst sends a second report.
+    unsafe {
+        if (*p).armed == 0 {
+            return false;
+        }
+        (*p).armed = 0;
+    }
+    true
 }

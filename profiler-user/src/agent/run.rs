@@ -31,7 +31,7 @@ use crate::{
     process::ProcessTracker,
     reader::{Event, Reader},
     tracer::{Tracer, TracerConfig},
-    unwind::{push_tables, TableStore},
+    unwind::{TableStore, IDLE_GRACE},
 };
 
 /// `otelprof agent --config FILE`. A bad config exits with 2 and names the key.
@@ -128,7 +128,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let reporter = Reporter::spawn(otlp, p.symbol_cache_entries, queues.clone(), metrics.clone())
         .context("starting the reporter")?;
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut tables = (p.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity()));
+    let mut tables = (p.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity(), IDLE_GRACE));
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
@@ -169,18 +169,21 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
             tracker.exited(tgid);
             exited.push(tgid);
         }
+        Event::UnknownPc { tgid, .. } => tracker.request_refresh(tgid),
     };
     loop {
         tokio::select! {
             r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited)) => {
                 r.context("reading the ring buffer")?;
+                tracker.refresh_pending();
                 if let Some(store) = tables.as_mut() {
-                    push_tables(store, &mut tracker, &mut tracer);
+                    store.sync(&mut tracker, &mut tracer);
+                    for pid in exited.drain(..) {
+                        store.release_process(pid, &mut tracer);
+                    }
                     metrics.unwind_table_bytes.store(store.stats.bytes(), Ordering::Relaxed);
                 }
-                for pid in exited.drain(..) {
-                    tracer.remove_proc_unwind(pid);
-                }
+                exited.clear();
                 metrics.samples.store(reported + agg.total, Ordering::Relaxed);
                 if p.targets.needs_exec_events() {
                     for pid in new_execs.drain(..) {
@@ -196,6 +199,9 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 reported += agg.total;
                 if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
                     reporter.send(job);
+                }
+                if let Some(store) = tables.as_mut() {
+                    store.reap(&mut tracer);
                 }
                 let evicted = tracker.evict(p.max_processes);
                 if !evicted.is_empty() {

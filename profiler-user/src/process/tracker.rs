@@ -37,6 +37,8 @@ pub struct Refreshed {
     /// Executable file mappings, sorted by start.
     pub mappings: Vec<(Mapping, Arc<MappedFile>)>,
     pub vdso: Option<(u64, u64)>,
+    /// Executable memory without a file (JIT code, `[vsyscall]`), sorted by start.
+    pub anon_exec: Vec<(u64, u64)>,
 }
 
 /// What is known about a process besides its mappings.
@@ -59,6 +61,8 @@ struct Process {
     info: ProcessInfo,
     /// The `[vdso]` range, which has unwind information but no file.
     vdso: Option<(u64, u64)>,
+    /// Other executable memory without a file.
+    anon_exec: Vec<(u64, u64)>,
     /// When a sample of it was last seen, to evict the least recently sampled first.
     last_seen: Instant,
     /// Executable mappings sorted by start.
@@ -97,6 +101,8 @@ pub struct ProcessTracker {
     pub vanished: u64,
     /// Processes re-read since the last [`ProcessTracker::take_refreshed`].
     refreshed: Vec<u32>,
+    /// Processes to re-read once their rate limit allows ([`ProcessTracker::request_refresh`]).
+    pending: HashSet<u32>,
 }
 
 fn read_proc(pid: u32, what: &str) -> Option<String> {
@@ -144,6 +150,7 @@ impl ProcessTracker {
             let p = self.procs.entry(pid).or_insert_with(|| Process {
                 info: ProcessInfo::default(),
                 vdso: None,
+                anon_exec: Vec::new(),
                 last_seen: now,
                 mappings: Vec::new(),
                 last_refresh: None,
@@ -153,6 +160,11 @@ impl ProcessTracker {
         };
         let entries = maps::parse(&text);
         let vdso = entries.iter().find(|e| e.path == "[vdso]").map(|e| (e.start, e.end));
+        let anon_exec: Vec<(u64, u64)> = entries
+            .iter()
+            .filter(|e| e.executable && !e.is_file() && e.path != "[vdso]")
+            .map(|e| (e.start, e.end))
+            .collect();
         let mut mappings: Vec<Mapping> = entries
             .into_iter()
             .filter(|e| e.executable && e.is_file())
@@ -169,8 +181,41 @@ impl ProcessTracker {
                 .unwrap_or_default(),
             exited: false,
         };
-        self.procs.insert(pid, Process { info, vdso, mappings, last_seen: now, last_refresh: Some(now) });
+        self.procs.insert(pid, Process { info, vdso, anon_exec, mappings, last_seen: now, last_refresh: Some(now) });
         self.refreshed.push(pid);
+        self.pending.remove(&pid);
+    }
+
+    /// Re-reads a process whose code moved (the unwinder met a pc outside its known mappings),
+    /// at most once per [`MISS_REFRESH_INTERVAL`]; a request inside the interval is kept and
+    /// carried out by [`Self::refresh_pending`].
+    pub fn request_refresh(&mut self, pid: u32) {
+        match self.procs.get(&pid) {
+            Some(p) if p.info.exited => {}
+            Some(p) if p.last_refresh.is_some_and(|t| t.elapsed() < MISS_REFRESH_INTERVAL) => {
+                self.pending.insert(pid);
+            }
+            _ => self.refresh(pid),
+        }
+    }
+
+    /// Carries out the requests [`Self::request_refresh`] had to postpone, once their interval
+    /// passed.
+    pub fn refresh_pending(&mut self) {
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|pid| {
+                self.procs.get(pid).is_none_or(|p| p.last_refresh.is_none_or(|t| t.elapsed() >= MISS_REFRESH_INTERVAL))
+            })
+            .collect();
+        for pid in due {
+            self.pending.remove(&pid);
+            if self.procs.get(&pid).is_some_and(|p| !p.info.exited) {
+                self.refresh(pid);
+            }
+        }
     }
 
     /// Exporters' view of some processes and files, detached from the tracker.
@@ -220,6 +265,7 @@ impl ProcessTracker {
                     pid,
                     mappings: p.mappings.iter().map(|m| (*m, self.files.get(m.file).clone())).collect(),
                     vdso: p.vdso,
+                    anon_exec: p.anon_exec.clone(),
                 })
             })
             .collect()

@@ -7,7 +7,9 @@
 use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
-use profiler_common::{RecordHeader, RecordKind, SampleRecord, TaskRecord, MAX_STACK_DEPTH, TASK_COMM_LEN};
+use profiler_common::{
+    RecordHeader, RecordKind, SampleRecord, TaskRecord, UnknownPcRecord, MAX_STACK_DEPTH, TASK_COMM_LEN,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 
 /// One sample, copied out of the ring buffer.
@@ -42,6 +44,11 @@ pub enum Event {
     /// The process exited.
     Exit {
         tgid: u32,
+    },
+    /// The unwinder met `pc`, outside every mapping user space described for the process.
+    UnknownPc {
+        tgid: u32,
+        pc: u64,
     },
 }
 
@@ -94,6 +101,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Some(RecordKind::Exit) => {
             let r: TaskRecord = read(bytes)?;
             Ok(Event::Exit { tgid: r.header.tgid })
+        }
+        Some(RecordKind::UnknownPc) => {
+            let r: UnknownPcRecord = read(bytes)?;
+            Ok(Event::UnknownPc { tgid: r.header.tgid, pc: r.pc })
         }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
@@ -188,6 +199,8 @@ mod tests {
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit { tgid: 10 }));
         let exec = TaskRecord { header: header(RecordKind::Exec) };
         assert_eq!(decode(&bytes_of(&exec)), Ok(Event::Exec { tgid: 10, comm: "work".into() }));
+        let unknown = UnknownPcRecord { header: header(RecordKind::UnknownPc), pc: 0x7f00_1234 };
+        assert_eq!(decode(&bytes_of(&unknown)), Ok(Event::UnknownPc { tgid: 10, pc: 0x7f00_1234 }));
         assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
         let mut bad = header(RecordKind::Exit);
         bad.kind = 77;

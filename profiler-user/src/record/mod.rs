@@ -37,7 +37,7 @@ use crate::{
     reader::{Event, Reader},
     symbolize,
     tracer::{Tracer, TracerConfig},
-    unwind::{own_shared_libraries, push_tables, StoreStats, TableStore},
+    unwind::{own_shared_libraries, StoreStats, TableStore, IDLE_GRACE},
 };
 
 /// Where the profile goes.
@@ -148,7 +148,8 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut tables = (args.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity()));
+    let mut tables =
+        (args.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity(), IDLE_GRACE));
     if let Some(store) = tables.as_mut() {
         // Tables the first samples will need, compiled before they are taken: the command's
         // executable and the system libraries (otelprof maps the same libc and ld.so).
@@ -164,7 +165,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                 tracker.observe(pid);
             }
         }
-        push_tables(store, &mut tracker, &mut tracer);
+        store.sync(&mut tracker, &mut tracer);
     }
     let mut sigs = signals::listen().context("installing signal handlers")?;
 
@@ -192,14 +193,20 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     let mut progress = progress::Progress::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
 
-    let handle = |ev: Event, agg: &mut Aggregator, tracker: &mut ProcessTracker, remaining: &mut BTreeSet<u32>| match ev
-    {
+    let mut exited: Vec<u32> = Vec::new();
+    let handle = |ev: Event,
+                  agg: &mut Aggregator,
+                  tracker: &mut ProcessTracker,
+                  remaining: &mut BTreeSet<u32>,
+                  exited: &mut Vec<u32>| match ev {
         Event::Sample(s) => agg.add(&s, tracker),
         Event::Exec { tgid, .. } => tracker.refresh(tgid),
         Event::Exit { tgid } => {
             tracker.exited(tgid);
             remaining.remove(&tgid);
+            exited.push(tgid);
         }
+        Event::UnknownPc { tgid, .. } => tracker.request_refresh(tgid),
     };
 
     let end = if matches!(target, Target::Pids(_)) && remaining.is_empty() {
@@ -207,10 +214,14 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     } else {
         loop {
             tokio::select! {
-                r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining)) => {
+                r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining, &mut exited)) => {
                     r.context("reading the ring buffer")?;
+                    tracker.refresh_pending();
                     if let Some(store) = tables.as_mut() {
-                        push_tables(store, &mut tracker, &mut tracer);
+                        store.sync(&mut tracker, &mut tracer);
+                        for pid in exited.drain(..) {
+                            store.release_process(pid, &mut tracer);
+                        }
                     }
                     if matches!(target, Target::Pids(_)) && remaining.is_empty() {
                         break End::TargetsExited;
@@ -237,13 +248,14 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         }
     };
     // Everything the kernel wrote before we stop belongs to the recording.
-    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining));
+    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining, &mut exited));
     progress.finish();
     let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
-    let (lost_samples, lost_events, targets_full) = (
+    let (lost_samples, lost_events, targets_full, unknown_pcs) = (
         tracer.counter(Counter::LostSamples),
         tracer.counter(Counter::LostEvents),
         tracer.counter(Counter::TargetsFull),
+        tracer.counter(Counter::UnknownPcs),
     );
     let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
     let decode_errors = reader.decode_errors;
@@ -285,7 +297,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         symbols.stats.frames,
     );
     if let Some(store) = &tables {
-        eprintln!("otelprof: {}", unwind_summary(&agg.unwind_status, &store.stats));
+        eprintln!("otelprof: {}", unwind_summary(&agg.unwind_status, &store.stats, unknown_pcs));
     }
     for s in bpf_stats.iter().flatten() {
         eprintln!("otelprof: bpf {}: {} runs, {:.0} ns/run", s.name, s.runs, s.ns_per_run());
@@ -352,13 +364,14 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
 }
 
 /// "unwind: 99.2% of N stacks complete (...)"
-pub fn unwind_summary(status: &[u64; 8], store: &StoreStats) -> String {
+pub fn unwind_summary(status: &[u64; 8], store: &StoreStats, unknown_pcs: u64) -> String {
     use profiler_common::unwind_status as u;
     let total: u64 = status.iter().sum();
     let pct = |n: u64| if total == 0 { 0.0 } else { 100.0 * n as f64 / total as f64 };
     format!(
         "unwind: {:.1}% of {total} user stacks complete with tables; {} fell back to frame pointers, {} truncated, \
-         {} read faults, {} without tables, {} without user registers; tables: {} files, {} rows, {} KiB ({} files without)",
+         {} read faults, {} without tables, {} without user registers; tables: {} files, {} rows, {} KiB, peak {} KiB, \
+         {} released, {} files without; {} new-code reports",
         pct(status[u::COMPLETE as usize]),
         status[u::FP_FALLBACK as usize],
         status[u::TRUNCATED as usize],
@@ -368,7 +381,10 @@ pub fn unwind_summary(status: &[u64; 8], store: &StoreStats) -> String {
         store.files,
         store.rows,
         store.bytes() / 1024,
+        store.peak_bytes() / 1024,
+        store.released,
         store.failed + store.full,
+        unknown_pcs,
     )
 }
 

@@ -8,12 +8,14 @@
 //! CFA and where the caller's rbp was saved.
 //!
 //! - `compile`: CFI → rows, checked against binutils' `readelf --debug-dump=frames-interp`.
-//! - `store`: rows uploaded into the BPF maps once per file, per-process mapping lists.
+//! - `store`: rows uploaded into the BPF maps once per file, per-process mapping lists,
+//!   reference counts that release tables no process uses (`alloc`: the free rows).
 //! - The walker is BPF (`profiler-ebpf/programs/src/unwind.rs`).
 
+mod alloc;
 mod compile;
 mod store;
 
 pub use compile::{compile, UnwindError, UnwindTable};
 pub use profiler_common::{cfa, rbp, UnwindRow};
-pub use store::{own_shared_libraries, push_tables, StoreStats, TableStore};
+pub use store::{own_shared_libraries, StoreStats, TableStore, UnwindMaps, IDLE_GRACE};
