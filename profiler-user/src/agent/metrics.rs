@@ -27,6 +27,12 @@ pub struct AgentMetrics {
     pub reports_dropped: AtomicU64,
     /// Bytes of compiled unwind tables in the kernel.
     pub unwind_table_bytes: AtomicU64,
+    /// Distinct files with a table loaded (shared by every process mapping them).
+    pub unwind_table_files: AtomicU64,
+    /// Processes with unwind tables installed.
+    pub unwind_processes: AtomicU64,
+    /// Tables released because no process used them any more.
+    pub unwind_tables_released: AtomicU64,
     pub ready: AtomicBool,
     /// Unix seconds of the sampling loop's last turn.
     pub heartbeat: AtomicU64,
@@ -84,6 +90,19 @@ impl AgentMetrics {
             "gauge",
             "Bytes of compiled .eh_frame tables loaded into BPF.",
             one(g(&self.unwind_table_bytes)),
+        );
+        metric(
+            "unwind_table_files",
+            "gauge",
+            "Distinct files whose unwind table is loaded.",
+            one(g(&self.unwind_table_files)),
+        );
+        metric("unwind_processes", "gauge", "Processes with unwind tables installed.", one(g(&self.unwind_processes)));
+        metric(
+            "unwind_tables_released_total",
+            "counter",
+            "Unwind tables released because no process used them.",
+            one(g(&self.unwind_tables_released)),
         );
         let per = |f: fn(&ExportStats) -> &AtomicU64| {
             self.exporters.iter().map(|(n, s)| (format!("{{exporter=\"{n}\"}}"), g(f(s)))).collect::<Vec<_>>()

@@ -182,6 +182,9 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                         store.release_process(pid, &mut tracer);
                     }
                     metrics.unwind_table_bytes.store(store.stats.bytes(), Ordering::Relaxed);
+                    metrics.unwind_table_files.store(store.stats.files, Ordering::Relaxed);
+                    metrics.unwind_processes.store(store.stats.processes, Ordering::Relaxed);
+                    metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
                 }
                 exited.clear();
                 metrics.samples.store(reported + agg.total, Ordering::Relaxed);

@@ -24,6 +24,9 @@ pub struct AgentCost {
     pub file_mib: f64,
     /// Compiled unwind tables loaded into BPF (from the agent's /metrics), MiB.
     pub table_mib: f64,
+    /// Distinct files with a table, and processes with tables installed (from /metrics).
+    pub table_files: f64,
+    pub table_processes: f64,
 }
 
 impl AgentCost {
@@ -117,6 +120,8 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
     };
     let (anon_mib, file_mib) = (status_kb("RssAnon:") / 1024.0, status_kb("RssFile:") / 1024.0);
     let table_mib = scrape(metrics_port, "otelprof_unwind_table_bytes").unwrap_or(f64::NAN) / (1024.0 * 1024.0);
+    let table_files = scrape(metrics_port, "otelprof_unwind_table_files").unwrap_or(f64::NAN);
+    let table_processes = scrape(metrics_port, "otelprof_unwind_processes").unwrap_or(f64::NAN);
     // SAFETY: kill(2) and wait4(2) on our own child; rusage is plain data.
     let (status, usage) = unsafe {
         libc::kill(pid, libc::SIGTERM);
@@ -149,6 +154,8 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
         anon_mib,
         file_mib,
         table_mib,
+        table_files,
+        table_processes,
     })
 }
 

@@ -136,13 +136,13 @@ pub fn render(
     );
     let _ = writeln!(
         o,
-        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS | RSS at the end: anonymous / file-backed | unwind tables |\n\
-         | --- | --- | --- | --- | --- | --- | --- |"
+        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS | RSS at the end: anonymous / file-backed | unwind tables: files / processes | per 100 processes |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for a in agent {
         let _ = writeln!(
             o,
-            "| {} | {} | {:.2} | {:.1} | {:.1} MiB | {:.1} / {:.1} MiB | {:.1} MiB |",
+            "| {} | {} | {:.2} | {:.1} | {:.1} MiB | {:.1} / {:.1} MiB | {:.1} MiB: {} / {} | {:.2} MiB |",
             a.processes,
             a.samples,
             a.cpu_seconds,
@@ -150,7 +150,10 @@ pub fn render(
             a.peak_rss_mib,
             a.anon_mib,
             a.file_mib,
-            a.table_mib
+            a.table_mib,
+            a.table_files,
+            a.table_processes,
+            a.table_mib * 100.0 / a.table_processes
         );
     }
     let _ = writeln!(
@@ -159,7 +162,9 @@ pub fn render(
          maps its data pages twice); they are shared and reclaimable. Anonymous memory holds the parsed symbols \
          (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache (bounded LRU). \
          *Unwind tables* are compiled `.eh_frame` rows in BPF map memory (kernel memory, not in the agent's RSS), \
-         one copy per distinct file however many processes map it.\n"
+         one copy per distinct file however many processes map it, released 5 s after the last process using it \
+         exits: their size follows the distinct files in use (libc, ld.so and the programs), not the process \
+         count, so *per 100 processes* falls as processes share files.\n"
     );
 
     let _ = writeln!(o, "\n## 4. Symbolization throughput\n");
