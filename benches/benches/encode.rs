@@ -68,6 +68,8 @@ fn report_inputs() -> (Aggregator, ProcessTracker) {
             user: stacks[(next() % stacks.len() as u64) as usize].clone(),
             user_err: 0,
             user_unwind: 0,
+            ctx_status: 0,
+            link: None,
         };
         agg.add(&s, &mut tracker);
     }

@@ -87,9 +87,68 @@ pub struct SampleRecord {
     pub user_err: i32,
     /// How the user stack was unwound and how that ended: an `unwind_status::*` value.
     pub user_unwind: u32,
-    pub _pad: u32,
+    /// What the thread-context read found: a `ctx_status::*` value. `ctx` is meaningful only for
+    /// `ctx_status::VALID`.
+    pub ctx_status: u32,
     pub kernel_stack: [u64; MAX_STACK_DEPTH],
     pub user_stack: [u64; MAX_STACK_DEPTH],
+    /// The sampled thread's OTEP 4947 context record, as read from its memory.
+    pub ctx: ThreadCtx,
+}
+
+/// Bytes of an OTEP 4947 thread-context record before its attributes: trace_id[16], span_id[8],
+/// valid u8, trace_flags u8, attrs_size u16.
+pub const THREAD_CTX_HEADER: usize = 28;
+
+/// Attribute bytes a sample carries at most (the OTEP recommends records of at most 640 bytes).
+pub const THREAD_CTX_MAX_ATTRS: usize = 612;
+
+/// A thread-context record as BPF copied it: the header verbatim, then the first
+/// `min(attrs_size, THREAD_CTX_MAX_ATTRS)` attribute bytes (the rest of `attrs` is undefined).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadCtx {
+    pub header: [u8; THREAD_CTX_HEADER],
+    pub attrs: [u8; THREAD_CTX_MAX_ATTRS],
+}
+
+/// What reading a sample's thread context found ([`SampleRecord::ctx_status`]).
+pub mod ctx_status {
+    /// The process has no thread-context reader installed.
+    pub const NONE: u32 = 0;
+    /// The thread's context pointer is null, or its TLS block is not allocated: no active span.
+    pub const EMPTY: u32 = 1;
+    /// A record with `valid == 1` was copied.
+    pub const VALID: u32 = 2;
+    /// A record was found but its `valid` byte was not 1 (being written): ignored.
+    pub const INVALID: u32 = 3;
+    /// Reading the thread pointer, the TLS slot or the record failed.
+    pub const FAULT: u32 = 4;
+}
+
+/// Where a process keeps its `otel_thread_ctx_v1` TLS pointer, relative to a thread's thread
+/// pointer (`fsbase` on x86_64): value of the `THREAD_CTX` map (key: tgid), computed by user space
+/// from the ELF symbol and the process's relocated GOT.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsLocation {
+    /// A `tls_kind::*` value.
+    pub kind: u32,
+    pub _pad: u32,
+    /// `STATIC`: added to the thread pointer. `DTV`: added to the module's TLS block.
+    pub offset: i64,
+    /// `DTV`: the module ID (index into the dynamic thread vector).
+    pub module: u64,
+}
+
+/// How a [`TlsLocation`] is resolved.
+pub mod tls_kind {
+    /// Static TLS (the executable, initial-exec libraries, TLSDESC resolved statically): the
+    /// pointer is at `tp + offset`.
+    pub const STATIC: u32 = 1;
+    /// Dynamic TLS (`dlopen`ed libraries): the pointer is at `dtv[module] + offset`, where the
+    /// DTV is at `tp + 8` and its entries are 16 bytes (glibc's `dtv_t`).
+    pub const DTV: u32 = 2;
 }
 
 /// A process lifecycle event (exec or exit).
@@ -263,7 +322,9 @@ pub struct Config {
     /// 1: unwind user stacks with the tables in `PROC_UNWIND`/`UNWIND_ROWS` where a process has
     /// them; 0: frame pointers only.
     pub dwarf_unwind: u32,
-    pub _pad: u32,
+    /// Byte offset of `thread.fsbase` in the kernel's `task_struct` (from its BTF); 0: unknown,
+    /// thread contexts are not read.
+    pub fsbase_offset: u32,
 }
 
 #[cfg(feature = "user")]
@@ -274,4 +335,6 @@ mod pod {
     unsafe impl aya::Pod for super::UnwindRow {}
     // SAFETY: u64s and u32s, no padding.
     unsafe impl aya::Pod for super::ProcUnwind {}
+    // SAFETY: u32, u32, i64, u64: no padding.
+    unsafe impl aya::Pod for super::TlsLocation {}
 }

@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod thread_ctx;
 mod unwind;
 
 use aya_ebpf::{
@@ -36,7 +37,7 @@ static CONFIG: Global<Config> = Global::new(Config {
     fork_child_pid_offset: 0,
     report_all_execs: 0,
     dwarf_unwind: 0,
-    _pad: 0,
+    fsbase_offset: 0,
 });
 
 /// Selected processes (key: tgid, value: `target::*` flags).
@@ -141,7 +142,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
                     if config.dwarf_unwind != 0 { unwind_status::NO_TABLES } else { unwind_status::FRAME_POINTERS };
             }
         }
-        (*record)._pad = 0;
+        (*record).ctx_status = thread_ctx::read(tgid, &config, &mut (*record).ctx);
     }
     entry.submit(0);
     0

@@ -28,10 +28,10 @@ use crate::{
         },
         Meta,
     },
+    kernel_view::KernelView,
     process::ProcessTracker,
     reader::{Event, Reader},
     tracer::{Tracer, TracerConfig},
-    unwind::{TableStore, IDLE_GRACE},
 };
 
 /// `otelprof agent --config FILE`. A bad config exits with 2 and names the key.
@@ -128,7 +128,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let reporter = Reporter::spawn(otlp, p.symbol_cache_entries, queues.clone(), metrics.clone())
         .context("starting the reporter")?;
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut tables = (p.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity(), IDLE_GRACE));
+    let mut view = KernelView::new(&tracer, p.unwind != UnwindMode::Fp);
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
@@ -176,17 +176,16 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
             r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited)) => {
                 r.context("reading the ring buffer")?;
                 tracker.refresh_pending();
-                if let Some(store) = tables.as_mut() {
-                    store.sync(&mut tracker, &mut tracer);
-                    for pid in exited.drain(..) {
-                        store.release_process(pid, &mut tracer);
-                    }
+                view.sync(&mut tracker, &mut tracer);
+                for pid in exited.drain(..) {
+                    view.exited(pid, &mut tracer);
+                }
+                if let Some(store) = view.tables.as_ref() {
                     metrics.unwind_table_bytes.store(store.stats.bytes(), Ordering::Relaxed);
                     metrics.unwind_table_files.store(store.stats.files, Ordering::Relaxed);
                     metrics.unwind_processes.store(store.stats.processes, Ordering::Relaxed);
                     metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
                 }
-                exited.clear();
                 metrics.samples.store(reported + agg.total, Ordering::Relaxed);
                 if p.targets.needs_exec_events() {
                     for pid in new_execs.drain(..) {
@@ -203,9 +202,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
                     reporter.send(job);
                 }
-                if let Some(store) = tables.as_mut() {
-                    store.reap(&mut tracer);
-                }
+                view.reap(&mut tracer);
                 let evicted = tracker.evict(p.max_processes);
                 if !evicted.is_empty() {
                     reporter.send(Job::Evict(evicted));
@@ -214,6 +211,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
             }
             _ = beat.tick() => {
                 metrics.beat();
+                tracker.poll_contexts();
+                view.sync(&mut tracker, &mut tracer);
                 metrics.lost_samples.store(tracer.counter(Counter::LostSamples), Ordering::Relaxed);
                 metrics.lost_events.store(tracer.counter(Counter::LostEvents), Ordering::Relaxed);
             }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 pub use intern::Interner;
 
 use crate::{
+    context::ThreadLink,
     process::{Mapping, ProcessTracker},
     reader::Sample,
 };
@@ -20,6 +21,7 @@ use crate::{
 pub type FrameId = u32;
 pub type StackId = u32;
 pub type MappingId = u32;
+pub type LinkId = u32;
 
 /// One stack frame, normalized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +49,8 @@ pub struct SampleKey {
     /// CPU the samples were taken on (OTLP's `cpu.logical_number`).
     pub cpu: u32,
     pub stack: StackId,
+    /// The span the thread was serving and its context attributes (OTEP 4947), if any.
+    pub link: Option<LinkId>,
 }
 
 /// Count and timestamps of one [`SampleKey`].
@@ -97,6 +101,8 @@ pub struct Aggregator {
     /// Stacks leaf first: kernel frames, then user frames.
     pub stacks: Interner<Box<[FrameId]>>,
     pub mappings: Interner<ProcMapping>,
+    /// Thread contexts of the samples.
+    pub links: Interner<ThreadLink>,
     pub samples: HashMap<SampleKey, SampleValue>,
     /// Latest name of every thread (tid -> comm).
     pub thread_names: HashMap<u32, String>,
@@ -106,6 +112,9 @@ pub struct Aggregator {
     pub user_stack_errors: u64,
     /// Samples per `unwind_status` value (index), for the unwind summary.
     pub unwind_status: [u64; 8],
+    /// Samples per `ctx_status` value (index); `linked` of them named a span.
+    pub ctx_status: [u64; 8],
+    pub linked: u64,
     /// Unix nanoseconds of the earliest and latest sample (0 when empty).
     pub first_ns: u64,
     pub last_ns: u64,
@@ -143,7 +152,19 @@ impl Aggregator {
         }
         let stack = self.stacks.intern(frames.as_slice().into());
         self.scratch = frames;
-        let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack }).or_default();
+        let link = s.link.as_ref().map(|l| {
+            // A key index the process's key map does not have yet: it appended keys since we
+            // read it (OTEP 4947 says to refresh the map before ignoring the index).
+            let known = tracker.context(s.tgid).map_or(0, |c| c.key_map.len());
+            if l.attrs.iter().any(|(k, _)| *k as usize >= known) {
+                tracker.request_refresh(s.tgid);
+            }
+            if l.has_span() {
+                self.linked += 1;
+            }
+            self.links.intern(l.clone())
+        });
+        let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack, link }).or_default();
         v.count += 1;
         let ts = self.clock.to_unix_ns(s.ktime_ns);
         v.timestamps_ns.push(ts);
@@ -153,6 +174,7 @@ impl Aggregator {
             self.user_stack_errors += 1;
         }
         self.unwind_status[(s.user_unwind as usize).min(7)] += 1;
+        self.ctx_status[(s.ctx_status as usize).min(7)] += 1;
         if self.thread_names.get(&s.tid).map(String::as_str) != Some(s.comm.as_str()) {
             self.thread_names.insert(s.tid, s.comm.clone());
         }
@@ -185,7 +207,19 @@ mod tests {
     use super::*;
 
     fn sample(pid: u32, tid: u32, kernel: Vec<u64>, user: Vec<u64>) -> Sample {
-        Sample { tgid: pid, tid, cpu: 0, ktime_ns: 1, comm: "t".into(), kernel, user, user_err: 0, user_unwind: 0 }
+        Sample {
+            tgid: pid,
+            tid,
+            cpu: 0,
+            ktime_ns: 1,
+            comm: "t".into(),
+            kernel,
+            user,
+            user_err: 0,
+            user_unwind: 0,
+            ctx_status: 0,
+            link: None,
+        }
     }
 
     #[test]

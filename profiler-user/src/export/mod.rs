@@ -13,10 +13,17 @@ pub mod send;
 use std::{io::Write, path::Path};
 
 use crate::{
-    aggregate::{Aggregator, Frame, FrameId},
+    aggregate::{Aggregator, Frame, FrameId, LinkId},
+    context::ThreadLink,
     process::ProcessSnapshot,
     symbolize::{ResolvedFrame, Symbols},
 };
+
+/// Lowercase hex: build IDs, and trace and span IDs as W3C trace context and Pyroscope's span
+/// labels spell them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Facts about the recording that are not samples.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +69,20 @@ impl Report<'_> {
             return exe.rsplit('/').next().unwrap_or(exe).to_string();
         }
         self.agg.thread_names.get(&pid).cloned().unwrap_or_else(|| format!("pid {pid}"))
+    }
+
+    /// A sample's thread context: the link, and its attributes named by the process's
+    /// `threadlocal.attribute_key_map` (entries whose index the map lacks are dropped).
+    pub fn link(&self, pid: u32, id: Option<LinkId>) -> Option<(&ThreadLink, Vec<(&str, &str)>)> {
+        let link = self.agg.links.get(id?);
+        let names = self.processes.info(pid).and_then(|i| i.context.as_ref()).map(|c| c.key_map.as_slice());
+        let attrs = link
+            .attrs
+            .iter()
+            .filter_map(|(k, v)| Some((names?.get(*k as usize)?.as_str(), v.as_str())))
+            .filter(|(name, _)| !name.is_empty())
+            .collect();
+        Some((link, attrs))
     }
 
     pub fn thread_name(&self, tid: u32) -> &str {

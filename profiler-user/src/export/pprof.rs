@@ -4,7 +4,9 @@
 //! One mapping per (process, file mapping) with the file's build ID, one for the kernel; one
 //! location per distinct frame whose lines are the frame's functions, inlined ones first, as
 //! pprof wants ("the last entry represents the caller into which the preceding entries were
-//! inlined"). Labels: `pid`, `tid` (numeric) and `thread_name`.
+//! inlined"). Labels: `pid`, `tid` (numeric) and `thread_name`; for samples taken inside a span
+//! (OTEP 4947 thread context) `trace_id` and `span_id` as lowercase hex, and the context's
+//! attributes under their names.
 
 use std::{collections::HashMap, io::Write};
 
@@ -12,7 +14,7 @@ use flate2::{write::GzEncoder, Compression};
 use otelprof_proto::pprof as pb;
 use prost::Message;
 
-use super::{Exporter, Report};
+use super::{hex, Exporter, Report};
 use crate::{
     aggregate::{Frame, Interner},
     symbolize::KERNEL_MODULE,
@@ -38,10 +40,6 @@ impl Strings {
     fn into_vec(self) -> Vec<String> {
         self.0.iter().map(|(_, s)| s.clone()).collect()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Builds the (uncompressed) pprof message.
@@ -129,21 +127,36 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
 
     let period = report.meta.period_ns() as i64;
     let (k_pid, k_tid, k_thread) = (strings.id("pid"), strings.id("tid"), strings.id("thread_name"));
+    let (k_trace, k_span) = (strings.id("trace_id"), strings.id("span_id"));
     // pprof has no per-CPU dimension here: samples that differ only by CPU are merged.
-    let mut merged: std::collections::BTreeMap<(u32, u32, u32), i64> = std::collections::BTreeMap::new();
+    let mut merged: std::collections::BTreeMap<(u32, u32, u32, Option<u32>), i64> = std::collections::BTreeMap::new();
     for (key, value) in &agg.samples {
-        *merged.entry((key.pid, key.tid, key.stack)).or_default() += value.count as i64;
+        *merged.entry((key.pid, key.tid, key.stack, key.link)).or_default() += value.count as i64;
     }
     let sample = merged
         .into_iter()
-        .map(|((pid, tid, stack), count)| pb::Sample {
-            location_id: agg.stacks.get(stack).iter().map(|&f| f as u64 + 1).collect(),
-            value: vec![count, count * period],
-            label: vec![
+        .map(|((pid, tid, stack, link), count)| {
+            let mut label = vec![
                 pb::Label { key: k_pid, num: pid as i64, ..Default::default() },
                 pb::Label { key: k_tid, num: tid as i64, ..Default::default() },
                 pb::Label { key: k_thread, str: strings.id(report.thread_name(tid)), ..Default::default() },
-            ],
+            ];
+            // Span profiles as Pyroscope reads them: lowercase hex IDs, and the context's
+            // attributes as labels named by the process's key map.
+            if let Some((link, attrs)) = report.link(pid, link) {
+                if link.has_span() {
+                    label.push(pb::Label { key: k_trace, str: strings.id(&hex(&link.trace_id)), ..Default::default() });
+                    label.push(pb::Label { key: k_span, str: strings.id(&hex(&link.span_id)), ..Default::default() });
+                }
+                for (name, v) in attrs {
+                    label.push(pb::Label { key: strings.id(name), str: strings.id(v), ..Default::default() });
+                }
+            }
+            pb::Sample {
+                location_id: agg.stacks.get(stack).iter().map(|&f| f as u64 + 1).collect(),
+                value: vec![count, count * period],
+                label,
+            }
         })
         .collect();
 

@@ -6,6 +6,7 @@
 //! that exits before the profile is written is still symbolized.
 
 pub mod files;
+pub mod layout;
 pub mod maps;
 pub mod metadata;
 mod tracker;

@@ -12,6 +12,7 @@ use super::{
     files::{FileId, FileTable, MappedFile},
     maps, metadata,
 };
+use crate::context::{self, process::ProcessContext};
 
 /// An executable, file-backed mapping of one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,6 +40,8 @@ pub struct Refreshed {
     pub vdso: Option<(u64, u64)>,
     /// Executable memory without a file (JIT code, `[vsyscall]`), sorted by start.
     pub anon_exec: Vec<(u64, u64)>,
+    /// The OTEP 4719 context the process published, if any.
+    pub context: Option<Arc<ProcessContext>>,
 }
 
 /// What is known about a process besides its mappings.
@@ -54,6 +57,8 @@ pub struct ProcessInfo {
     pub container_id: Option<String>,
     /// `OTEL_RESOURCE_ATTRIBUTES` / `OTEL_SERVICE_NAME` from `/proc/PID/environ`.
     pub otel_attributes: Vec<(String, String)>,
+    /// The resource the process published itself (OTEP 4719), over the environment's.
+    pub context: Option<Arc<ProcessContext>>,
     pub exited: bool,
 }
 
@@ -63,6 +68,9 @@ struct Process {
     vdso: Option<(u64, u64)>,
     /// Other executable memory without a file.
     anon_exec: Vec<(u64, u64)>,
+    /// When to look for (or at) the process context next, and the back-off while none is found.
+    context_check: Instant,
+    context_backoff: Duration,
     /// When a sample of it was last seen, to evict the least recently sampled first.
     last_seen: Instant,
     /// Executable mappings sorted by start.
@@ -86,6 +94,25 @@ impl ProcessSnapshot {
     /// A file of the report. Panics for ids not taken into the snapshot.
     pub fn file(&self, id: FileId) -> &MappedFile {
         &self.files[&id]
+    }
+}
+
+/// How often a process without a context is looked at again, from first sight to at most.
+const CONTEXT_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const CONTEXT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The process's OTEP 4719 context, if it published one; problems are logged, not fatal.
+fn read_context(pid: u32, entries: &[maps::MapEntry]) -> Option<Arc<ProcessContext>> {
+    let addr = context::process::find_mapping(entries)?;
+    let read = context::process::open_memory(pid)
+        .map_err(context::process::ContextError::from)
+        .and_then(|mem| context::process::read(&mem, addr));
+    match read {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::debug!(pid, "process context unreadable: {e}");
+            None
+        }
     }
 }
 
@@ -137,6 +164,11 @@ impl ProcessTracker {
         }
     }
 
+    /// The context the process published, as last read.
+    pub fn context(&self, pid: u32) -> Option<&Arc<ProcessContext>> {
+        self.procs.get(&pid)?.info.context.as_ref()
+    }
+
     /// Whether the process has a snapshot.
     pub fn knows(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)
@@ -151,6 +183,8 @@ impl ProcessTracker {
                 info: ProcessInfo::default(),
                 vdso: None,
                 anon_exec: Vec::new(),
+                context_check: now + CONTEXT_BACKOFF_MAX,
+                context_backoff: CONTEXT_BACKOFF_MAX,
                 last_seen: now,
                 mappings: Vec::new(),
                 last_refresh: None,
@@ -159,6 +193,7 @@ impl ProcessTracker {
             return;
         };
         let entries = maps::parse(&text);
+        let context = read_context(pid, &entries);
         let vdso = entries.iter().find(|e| e.path == "[vdso]").map(|e| (e.start, e.end));
         let anon_exec: Vec<(u64, u64)> = entries
             .iter()
@@ -179,9 +214,28 @@ impl ProcessTracker {
             otel_attributes: std::fs::read(format!("/proc/{pid}/environ"))
                 .map(|e| metadata::otel_env_attributes(&e))
                 .unwrap_or_default(),
+            context: context.clone(),
             exited: false,
         };
-        self.procs.insert(pid, Process { info, vdso, anon_exec, mappings, last_seen: now, last_refresh: Some(now) });
+        // A process without a context yet may publish one soon after start: look again quickly,
+        // then less and less often.
+        let context_backoff = match &context {
+            Some(_) => CONTEXT_BACKOFF_MIN,
+            None => self.procs.get(&pid).map_or(CONTEXT_BACKOFF_MIN, |p| p.context_backoff),
+        };
+        self.procs.insert(
+            pid,
+            Process {
+                info,
+                vdso,
+                anon_exec,
+                mappings,
+                context_check: now + context_backoff,
+                context_backoff,
+                last_seen: now,
+                last_refresh: Some(now),
+            },
+        );
         self.refreshed.push(pid);
         self.pending.remove(&pid);
     }
@@ -215,6 +269,33 @@ impl ProcessTracker {
             if self.procs.get(&pid).is_some_and(|p| !p.info.exited) {
                 self.refresh(pid);
             }
+        }
+    }
+
+    /// Notices process contexts published or updated since the process was read: re-reads a
+    /// process whose context's `published_at_ns` changed, or that now has an `OTEL_CTX` mapping.
+    /// Each process is looked at on its own back-off schedule.
+    pub fn poll_contexts(&mut self) {
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        for (&pid, p) in self.procs.iter_mut().filter(|(_, p)| !p.info.exited && p.context_check <= now) {
+            let moved = match &p.info.context {
+                Some(c) => context::process::open_memory(pid)
+                    .and_then(|m| context::process::published_at(&m, c.header_addr))
+                    .map_or(true, |at| at != c.published_at_ns),
+                None => {
+                    read_proc(pid, "maps").is_some_and(|t| context::process::find_mapping(&maps::parse(&t)).is_some())
+                }
+            };
+            if moved {
+                changed.push(pid);
+            } else if p.info.context.is_none() {
+                p.context_backoff = (p.context_backoff * 2).min(CONTEXT_BACKOFF_MAX);
+            }
+            p.context_check = now + p.context_backoff;
+        }
+        for pid in changed {
+            self.refresh(pid);
         }
     }
 
@@ -266,6 +347,7 @@ impl ProcessTracker {
                     mappings: p.mappings.iter().map(|m| (*m, self.files.get(m.file).clone())).collect(),
                     vdso: p.vdso,
                     anon_exec: p.anon_exec.clone(),
+                    context: p.info.context.clone(),
                 })
             })
             .collect()

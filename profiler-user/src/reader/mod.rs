@@ -8,9 +8,11 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
 use profiler_common::{
-    RecordHeader, RecordKind, SampleRecord, TaskRecord, UnknownPcRecord, MAX_STACK_DEPTH, TASK_COMM_LEN,
+    ctx_status, RecordHeader, RecordKind, SampleRecord, TaskRecord, UnknownPcRecord, MAX_STACK_DEPTH, TASK_COMM_LEN,
 };
 use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::context::ThreadLink;
 
 /// One sample, copied out of the ring buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +32,10 @@ pub struct Sample {
     pub user_err: i32,
     /// How the user stack was unwound (`profiler_common::unwind_status`).
     pub user_unwind: u32,
+    /// What the thread-context read found (`profiler_common::ctx_status`).
+    pub ctx_status: u32,
+    /// The thread's OTEP 4947 context, when BPF found a valid record.
+    pub link: Option<ThreadLink>,
 }
 
 /// What the kernel side reports.
@@ -92,6 +98,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 user: r.user_stack[..ulen].iter().copied().take_while(|&a| a != 0).collect(),
                 user_err: r.user_err,
                 user_unwind: r.user_unwind,
+                ctx_status: r.ctx_status,
+                link: (r.ctx_status == ctx_status::VALID).then(|| ThreadLink::from_record(&r.ctx)),
             }))
         }
         Some(RecordKind::Exec) => {
@@ -180,9 +188,10 @@ mod tests {
             kernel_err: 0,
             user_err: 0,
             user_unwind: 0,
-            _pad: 0,
+            ctx_status: 0,
             kernel_stack: [0; MAX_STACK_DEPTH],
             user_stack: [0; MAX_STACK_DEPTH],
+            ctx: profiler_common::ThreadCtx { header: [0; 28], attrs: [0; profiler_common::THREAD_CTX_MAX_ATTRS] },
         };
         r.kernel_stack[..2].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
         r.user_stack[..3].copy_from_slice(&[0x401000, 0x401100, 0x401200]);
@@ -191,6 +200,12 @@ mod tests {
         assert_eq!(s.comm, "work");
         assert_eq!(s.kernel, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
         assert_eq!(s.user, vec![0x401000, 0x401100, 0x401200]);
+        assert_eq!(s.link, None, "no context read");
+        r.ctx_status = ctx_status::VALID;
+        r.ctx.header[..16].copy_from_slice(&[1; 16]);
+        r.ctx.header[24] = 1;
+        let Event::Sample(s) = decode(&bytes_of(&r)).unwrap() else { panic!("not a sample") };
+        assert_eq!(s.link.map(|l| l.trace_id), Some([1; 16]));
     }
 
     #[test]

@@ -33,11 +33,12 @@ use crate::{
         send::{export_with_retry, Client, EndpointConfig, ExportStats, RetryConfig},
         Format, Meta, Report,
     },
+    kernel_view::KernelView,
     process::ProcessTracker,
     reader::{Event, Reader},
     symbolize,
     tracer::{Tracer, TracerConfig},
-    unwind::{own_shared_libraries, StoreStats, TableStore, IDLE_GRACE},
+    unwind::{own_shared_libraries, StoreStats},
 };
 
 /// Where the profile goes.
@@ -148,9 +149,8 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut tables =
-        (args.unwind != UnwindMode::Fp).then(|| TableStore::new(tracer.unwind_rows_capacity(), IDLE_GRACE));
-    if let Some(store) = tables.as_mut() {
+    let mut view = KernelView::new(&tracer, args.unwind != UnwindMode::Fp);
+    if let Some(store) = view.tables.as_mut() {
         // Tables the first samples will need, compiled before they are taken: the command's
         // executable and the system libraries (otelprof maps the same libc and ld.so).
         if let Target::Command { program, .. } = &target {
@@ -159,14 +159,14 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         for lib in own_shared_libraries() {
             store.preload(&lib, &mut tracer);
         }
-        // Running targets: their tables before the first sample.
-        if let Target::Pids(pids) = &target {
-            for &pid in pids {
-                tracker.observe(pid);
-            }
-        }
-        store.sync(&mut tracker, &mut tracer);
     }
+    // Running targets: their tables and context readers before the first sample.
+    if let Target::Pids(pids) = &target {
+        for &pid in pids {
+            tracker.observe(pid);
+        }
+    }
+    view.sync(&mut tracker, &mut tracer);
     let mut sigs = signals::listen().context("installing signal handlers")?;
 
     let mut child = match &target {
@@ -217,11 +217,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                 r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining, &mut exited)) => {
                     r.context("reading the ring buffer")?;
                     tracker.refresh_pending();
-                    if let Some(store) = tables.as_mut() {
-                        store.sync(&mut tracker, &mut tracer);
-                        for pid in exited.drain(..) {
-                            store.release_process(pid, &mut tracer);
-                        }
+                    view.sync(&mut tracker, &mut tracer);
+                    for pid in exited.drain(..) {
+                        view.exited(pid, &mut tracer);
                     }
                     if matches!(target, Target::Pids(_)) && remaining.is_empty() {
                         break End::TargetsExited;
@@ -243,6 +241,8 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                 }
                 _ = tick.tick() => {
                     progress.update(agg.total, tracer.counter(Counter::LostSamples), tracker.len());
+                    tracker.poll_contexts();
+                    view.sync(&mut tracker, &mut tracer);
                 }
             }
         }
@@ -296,7 +296,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         symbols.stats.percent(),
         symbols.stats.frames,
     );
-    if let Some(store) = &tables {
+    if agg.ctx_status.iter().skip(1).any(|&n| n > 0) {
+        eprintln!("otelprof: {}", link_summary(&agg));
+    }
+    if let Some(store) = &view.tables {
         eprintln!("otelprof: {}", unwind_summary(&agg.unwind_status, &store.stats, unknown_pcs));
     }
     for s in bpf_stats.iter().flatten() {
@@ -364,6 +367,21 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
 }
 
 /// "unwind: 99.2% of N stacks complete (...)"
+/// The trace-link line of the summary: how many samples carried a span.
+pub fn link_summary(agg: &Aggregator) -> String {
+    use profiler_common::ctx_status as c;
+    format!(
+        "trace links: {} of {} samples linked to a span ({} with a context record, {} without an active span, \
+         {} records being written, {} unreadable)",
+        agg.linked,
+        agg.total,
+        agg.ctx_status[c::VALID as usize],
+        agg.ctx_status[c::EMPTY as usize],
+        agg.ctx_status[c::INVALID as usize],
+        agg.ctx_status[c::FAULT as usize],
+    )
+}
+
 pub fn unwind_summary(status: &[u64; 8], store: &StoreStats, unknown_pcs: u64) -> String {
     use profiler_common::unwind_status as u;
     let total: u64 = status.iter().sum();

@@ -4,6 +4,7 @@
 //! The object is `profiler-ebpf/prebuilt/profiler.bpf.o`, built by `cargo xtask build-ebpf` and
 //! embedded at compile time, so building otelprof needs no BPF toolchain.
 
+pub mod btf;
 pub mod privileges;
 mod tracefs;
 
@@ -15,7 +16,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use profiler_common::{Config, Counter, ProcUnwind, UnwindRow};
+use profiler_common::{Config, Counter, ProcUnwind, TlsLocation, UnwindRow};
 use thiserror::Error;
 
 /// The committed, debug-stripped BPF object.
@@ -84,6 +85,7 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     unwind_rows: Array<MapData, UnwindRow>,
     proc_unwind: HashMap<MapData, u32, ProcUnwind>,
+    thread_ctx: HashMap<MapData, u32, TlsLocation>,
     cpus: usize,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Keeps the kernel's BPF run-time statistics on while held (`BPF_ENABLE_STATS`).
@@ -140,7 +142,11 @@ impl Tracer {
             fork_child_pid_offset: fork_offset,
             report_all_execs: cfg.report_all_execs as u32,
             dwarf_unwind: cfg.dwarf_unwind as u32,
-            _pad: 0,
+            // Without it samples carry no thread context; profiling goes on.
+            fsbase_offset: btf::fsbase_offset().unwrap_or_else(|e| {
+                tracing::warn!("thread contexts (trace links) off: {e}");
+                0
+            }),
         };
         // aya-log's level global: 0 silences every log statement in BPF (no ring-buffer traffic).
         let log_level: u8 = if cfg.bpf_log { 0xff } else { 0 };
@@ -197,7 +203,19 @@ impl Tracer {
             .map_err(|source| TracerError::Map { name: "UNWIND_ROWS", source })?;
         let proc_unwind = HashMap::try_from(take(&mut ebpf, "PROC_UNWIND")?)
             .map_err(|source| TracerError::Map { name: "PROC_UNWIND", source })?;
-        Ok(Self { ebpf, targets, counters, unwind_rows, proc_unwind, cpus: cpus.len(), _logger: logger, stats: None })
+        let thread_ctx = HashMap::try_from(take(&mut ebpf, "THREAD_CTX")?)
+            .map_err(|source| TracerError::Map { name: "THREAD_CTX", source })?;
+        Ok(Self {
+            ebpf,
+            targets,
+            counters,
+            unwind_rows,
+            proc_unwind,
+            thread_ctx,
+            cpus: cpus.len(),
+            _logger: logger,
+            stats: None,
+        })
     }
 
     /// Hands out the sample ring buffer (once).
@@ -233,6 +251,19 @@ impl Tracer {
     /// Forgets an exited process's mappings.
     pub fn remove_proc_unwind(&mut self, tgid: u32) {
         let _ = self.proc_unwind.remove(&tgid);
+    }
+
+    /// Tells BPF where a process keeps its thread-context pointer (`None`: it has none).
+    pub fn set_thread_ctx(&mut self, tgid: u32, loc: Option<&TlsLocation>) -> Result<(), TracerError> {
+        match loc {
+            Some(l) => {
+                self.thread_ctx.insert(tgid, l, 0).map_err(|source| TracerError::Map { name: "THREAD_CTX", source })
+            }
+            None => {
+                let _ = self.thread_ctx.remove(&tgid);
+                Ok(())
+            }
+        }
     }
 
     /// Sums one counter over all CPUs.

@@ -12,13 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use object::{Object, ObjectSegment};
 use profiler_common::{ProcUnwind, UnwindMapping, UnwindRow, MAX_UNWIND_MAPPINGS};
 use symbolizer::FileKey;
 
 use super::{alloc::RowAllocator, compile};
 use crate::{
-    process::{Mapping, ProcessTracker, Refreshed},
+    process::{layout, Mapping, Refreshed},
     tracer::{Tracer, TracerError},
 };
 
@@ -38,8 +37,7 @@ fn own_vdso() -> Option<Vec<u8>> {
 struct Placed {
     rows_start: u32,
     rows_len: u32,
-    /// (file offset, virtual address, size in file) of every PT_LOAD segment.
-    segments: Vec<(u64, u64, u64)>,
+    segments: layout::Segments,
 }
 
 /// What the tables cost and how many files have one.
@@ -279,14 +277,7 @@ impl TableStore {
             self.stats.failed += 1;
             return None;
         }
-        let segments = object::File::parse(data)
-            .map(|f| {
-                f.segments()
-                    .filter(|s| s.file_range().1 > 0)
-                    .map(|s| (s.file_range().0, s.address(), s.file_range().1))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let segments = object::File::parse(data).map(|f| layout::segments(&f)).unwrap_or_default();
         self.stats.files += 1;
         self.stats.rows += len as u64;
         self.stats.peak_rows = self.stats.peak_rows.max(self.stats.rows);
@@ -360,21 +351,19 @@ impl TableStore {
         self.stats.processes = self.procs.len() as u64;
     }
 
-    /// Releases processes that are gone without an exit event (lost in a full ring buffer).
-    pub fn reap(&mut self, maps: &mut dyn UnwindMaps) {
+    /// Releases processes that are gone without an exit event (lost in a full ring buffer);
+    /// returns them.
+    pub fn reap(&mut self, maps: &mut dyn UnwindMaps) -> Vec<u32> {
         let gone: Vec<u32> =
             self.procs.keys().copied().filter(|pid| !Path::new(&format!("/proc/{pid}")).exists()).collect();
-        for pid in gone {
+        for &pid in &gone {
             self.release_process(pid, maps);
         }
+        gone
     }
 
-    /// Installs tables for the processes the tracker (re-)read since the last call and releases
-    /// tables idle for longer than the grace period.
-    pub fn sync(&mut self, tracker: &mut ProcessTracker, maps: &mut dyn UnwindMaps) {
-        for refreshed in tracker.take_refreshed() {
-            self.install(&refreshed, maps);
-        }
+    /// Releases tables idle for longer than the grace period.
+    pub fn collect_idle(&mut self) {
         self.collect(false);
     }
 
@@ -386,21 +375,10 @@ impl TableStore {
 
 /// The BPF view of mapping `m` of a file with table `placed`: its load bias.
 fn table_mapping(placed: &Placed, m: &Mapping) -> Option<UnwindMapping> {
-    // The segment this mapping maps gives the file's virtual address at its start. The kernel
-    // maps from the page-aligned file offset, which can lie inside the previous segment's bytes
-    // (lld lays out `R` at 0..0x16954 and `R E` at file 0x16960 / vaddr 0x17960, mapped from
-    // 0x16000): take the last segment whose page-aligned start is at or below the offset.
-    let &(p_offset, p_vaddr, _) = placed
-        .segments
-        .iter()
-        .filter(|(off, _, size)| off & !0xfff <= m.offset && m.offset < off + size)
-        .max_by_key(|(off, _, _)| *off)?;
-    // p_vaddr + (m.offset - p_offset), where m.offset may be below p_offset (see above).
-    let vaddr_at_start = p_vaddr.wrapping_add(m.offset).wrapping_sub(p_offset);
     Some(UnwindMapping {
         start: m.start,
         end: m.end,
-        bias: m.start.wrapping_sub(vaddr_at_start),
+        bias: layout::bias(&placed.segments, m)?,
         rows_start: placed.rows_start,
         rows_len: placed.rows_len,
     })

@@ -55,6 +55,8 @@ pub struct Dictionary {
     locations: Interner<LocationKey>,
     functions: Interner<(i32, i32)>,
     stacks: Interner<Vec<i32>>,
+    /// (trace_id, span_id); index 0 is the zero link.
+    links: Interner<([u8; 16], [u8; 8])>,
 }
 
 impl Default for Dictionary {
@@ -66,6 +68,7 @@ impl Default for Dictionary {
             locations: Interner::default(),
             functions: Interner::default(),
             stacks: Interner::default(),
+            links: Interner::default(),
         };
         d.strings.intern(String::new());
         d.attributes.intern((0, Value::Str(String::new())));
@@ -73,6 +76,7 @@ impl Default for Dictionary {
         d.locations.intern(LocationKey::default());
         d.functions.intern((0, 0));
         d.stacks.intern(Vec::new());
+        d.links.intern(([0; 16], [0; 8]));
         d
     }
 }
@@ -102,6 +106,11 @@ impl Dictionary {
 
     pub fn location(&mut self, l: LocationKey) -> i32 {
         idx(self.locations.intern(l))
+    }
+
+    /// The link to a span (OTEP 4947 trace links).
+    pub fn link(&mut self, trace_id: [u8; 16], span_id: [u8; 8]) -> i32 {
+        idx(self.links.intern((trace_id, span_id)))
     }
 
     pub fn stack(&mut self, locations: Vec<i32>) -> i32 {
@@ -146,7 +155,19 @@ impl Dictionary {
                     start_line: 0,
                 })
                 .collect(),
-            link_table: vec![pb::Link::default()],
+            link_table: self
+                .links
+                .iter()
+                .map(
+                    |(i, (t, sp))| {
+                        if i == 0 {
+                            pb::Link::default()
+                        } else {
+                            pb::Link { trace_id: t.to_vec(), span_id: sp.to_vec() }
+                        }
+                    },
+                )
+                .collect(),
             string_table: self.strings.iter().map(|(_, s)| s.clone()).collect(),
             attribute_table: self
                 .attributes

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::{
 pub use validate::validate;
 
 use self::dictionary::{Dictionary, LocationKey, MappingKey, Value};
-use super::{Exporter, Report};
+use super::{hex, Exporter, Report};
 use crate::{
     aggregate::{Frame, FrameId, MappingId, SampleKey, SampleValue},
     process::metadata,
@@ -52,10 +52,6 @@ impl Default for OtlpOptions {
     fn default() -> Self {
         Self { symbolize: SymbolizeMode::Host, command_line: true }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
@@ -102,6 +98,10 @@ fn resource(report: &Report<'_>, pid: u32, opts: &OtlpOptions, host: &[KeyValue]
     };
     for (k, v) in env {
         set(&mut attrs, kv(k, Value::Str(v.clone())));
+    }
+    // What the process published itself (OTEP 4719) describes it better than its environment.
+    for a in info.and_then(|i| i.context.as_ref()).map(|c| c.attributes.as_slice()).unwrap_or_default() {
+        set(&mut attrs, a.clone());
     }
     for h in host {
         set(&mut attrs, h.clone());
@@ -223,15 +223,24 @@ impl Builder<'_, '_> {
     }
 
     fn sample(&mut self, key: &SampleKey, value: &SampleValue) -> pb::Sample {
-        let attribute_indices = vec![
+        let mut attribute_indices = vec![
             self.dict.attribute("thread.id", Value::Int(key.tid as i64)),
             self.dict.attribute("thread.name", Value::Str(self.report.thread_name(key.tid).to_string())),
             self.dict.attribute("cpu.logical_number", Value::Int(key.cpu as i64)),
         ];
+        let mut link_index = 0;
+        if let Some((link, attrs)) = self.report.link(key.pid, key.link) {
+            if link.has_span() {
+                link_index = self.dict.link(link.trace_id, link.span_id);
+            }
+            for (name, v) in attrs {
+                attribute_indices.push(self.dict.attribute(name, Value::Str(v.to_string())));
+            }
+        }
         pb::Sample {
             stack_index: self.stack(key.stack),
             attribute_indices,
-            link_index: 0,
+            link_index,
             values: vec![1; value.timestamps_ns.len()],
             timestamps_unix_nano: value.timestamps_ns.clone(),
         }

@@ -66,6 +66,12 @@ pub fn validate(req: &ExportProfilesServiceRequest) -> Vec<String> {
         e.0.push("string_table has duplicates".into());
     }
 
+    for (i, l) in d.link_table.iter().enumerate().skip(1) {
+        if l.trace_id.len() != 16 || l.span_id.len() != 8 || l.trace_id.iter().all(|&b| b == 0) {
+            e.0.push(format!("link_table[{i}] needs a 16-byte non-zero trace_id and an 8-byte span_id"));
+        }
+    }
+
     let (s, a) = (d.string_table.len(), d.attribute_table.len());
     for (i, m) in d.mapping_table.iter().enumerate() {
         e.index(|| format!("mapping_table[{i}].filename_strindex"), m.filename_strindex, s);
