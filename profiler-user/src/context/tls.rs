@@ -43,9 +43,9 @@ pub fn inspect(data: &[u8]) -> Result<Option<TlsSymbol>, object::Error> {
     let header = file.elf_header();
     let endian = file.endian();
     let e_type = header.e_type.get(endian);
-    let has_interp = file.segments().any(|s| {
+    let has_interp = file.elf_program_headers().iter().any(|p| {
         use object::read::elf::ProgramHeader;
-        s.elf_program_header().p_type(endian) == elf::PT_INTERP
+        p.p_type(endian) == elf::PT_INTERP
     });
     let tls = file.elf_program_headers().iter().find(|p| {
         use object::read::elf::ProgramHeader;

@@ -377,6 +377,11 @@ impl ProcessTracker {
         if p.info.exited || p.last_refresh.is_some_and(|t| t.elapsed() < MISS_REFRESH_INTERVAL) {
             return None;
         }
+        // Known code without a file (the vDSO, JIT memory): nothing new to read.
+        let inside = |&(s, e): &(u64, u64)| s <= addr && addr < e;
+        if p.vdso.iter().any(inside) || p.anon_exec.iter().any(inside) {
+            return None;
+        }
         self.refresh(pid);
         self.lookup(pid, addr)
     }
