@@ -35,6 +35,7 @@ impl KernelView {
             }
             self.contexts.update(r, tracer);
         }
+        self.contexts.retry_pending(tracer);
         if let Some(t) = self.tables.as_mut() {
             t.collect_idle();
         }

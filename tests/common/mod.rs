@@ -113,6 +113,15 @@ pub struct Stack {
     pub pid: i64,
     pub tid: i64,
     pub thread_name: String,
+    /// Every string label (key, value).
+    pub labels: Vec<(String, String)>,
+}
+
+impl Stack {
+    /// A string label's value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 pub fn stacks(p: &pprof::Profile) -> Vec<Stack> {
@@ -134,6 +143,7 @@ pub fn stacks(p: &pprof::Profile) -> Vec<Stack> {
                 pid: label("pid").map(|l| l.num).unwrap_or(-1),
                 tid: label("tid").map(|l| l.num).unwrap_or(-1),
                 thread_name: label("thread_name").map(|l| s(l.str)).unwrap_or_default(),
+                labels: sample.label.iter().filter(|l| l.str != 0).map(|l| (s(l.key), s(l.str))).collect(),
             }
         })
         .collect()

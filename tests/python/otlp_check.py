@@ -126,6 +126,10 @@ def main():
                         "timestamps": len(smp.timestamps_unix_nano),
                         "attributes": attrs(smp.attribute_indices),
                         "link_index": smp.link_index,
+                        "trace_id": d.link_table[smp.link_index].trace_id.hex()
+                        if idx("link_index", smp.link_index, d.link_table) else "",
+                        "span_id": d.link_table[smp.link_index].span_id.hex()
+                        if idx("link_index", smp.link_index, d.link_table) else "",
                     })
                 res["profiles"].append(prof)
         resources.append(res)

@@ -162,7 +162,11 @@ int main(int argc, char **argv) {
     } else {
         set_ctx = ctx_set;
     }
+    if (!set_ctx) { fprintf(stderr, "ctx_set is not linked in\n"); return 2; }
     publish_process_context();
+    // Requests start a little after SDK initialisation, as in a service: a profiler that sees
+    // the process start picks its context up meanwhile.
+    usleep(600000);
     deadline = now() + seconds;
     pthread_t th[3];
     for (int t = 0; t < 3; t++) pthread_create(&th[t], NULL, worker, (void *)(intptr_t)t);

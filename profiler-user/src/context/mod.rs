@@ -13,7 +13,11 @@ pub mod process;
 pub mod record;
 pub mod tls;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use profiler_common::TlsLocation;
 pub use record::ThreadLink;
@@ -35,7 +39,14 @@ type Inspected = Option<Arc<(tls::TlsSymbol, layout::Segments)>>;
 pub struct ThreadContexts {
     files: HashMap<FileKey, Inspected>,
     installed: HashMap<u32, TlsLocation>,
+    /// Processes that publish thread contexts but whose variable could not be located yet (the
+    /// dynamic linker had not relocated it when we looked): tried again with a back-off.
+    pending: HashMap<u32, (Refreshed, Instant, Duration)>,
 }
+
+/// First and longest wait before locating the variable again.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl ThreadContexts {
     /// Processes whose thread contexts BPF reads.
@@ -96,7 +107,26 @@ impl ThreadContexts {
 
     /// Installs or removes the reader of a process whose mappings or context changed.
     pub fn update(&mut self, refreshed: &Refreshed, tracer: &mut Tracer) {
+        self.pending.remove(&refreshed.pid);
+        self.apply(refreshed, tracer, RETRY_MIN);
+    }
+
+    /// Tries again to locate the variable in processes where it was not resolved yet.
+    pub fn retry_pending(&mut self, tracer: &mut Tracer) {
+        let due: Vec<u32> =
+            self.pending.iter().filter(|(_, (_, at, _))| *at <= Instant::now()).map(|(p, _)| *p).collect();
+        for pid in due {
+            if let Some((refreshed, _, wait)) = self.pending.remove(&pid) {
+                self.apply(&refreshed, tracer, (wait * 2).min(RETRY_MAX));
+            }
+        }
+    }
+
+    fn apply(&mut self, refreshed: &Refreshed, tracer: &mut Tracer, wait: Duration) {
         let loc = self.locate(refreshed);
+        if loc.is_none() && refreshed.context.as_ref().is_some_and(|c| c.has_thread_context()) {
+            self.pending.insert(refreshed.pid, (refreshed.clone(), Instant::now() + wait, wait));
+        }
         if self.installed.get(&refreshed.pid) == loc.as_ref() {
             return;
         }
@@ -117,6 +147,7 @@ impl ThreadContexts {
 
     /// Forgets a process that exited.
     pub fn release(&mut self, pid: u32, tracer: &mut Tracer) {
+        self.pending.remove(&pid);
         if self.installed.remove(&pid).is_some() {
             let _ = tracer.set_thread_ctx(pid, None);
         }

@@ -33,6 +33,7 @@ pub struct Normalized {
 }
 
 /// A process whose mappings were just (re-)read: what unwind tables are installed from.
+#[derive(Clone)]
 pub struct Refreshed {
     pub pid: u32,
     /// Executable file mappings, sorted by start.

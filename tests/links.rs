@@ -1,0 +1,211 @@
+//! Trace links: samples taken while a thread serves a span carry that span's IDs (OTEP 4947
+//! thread context), and the process's published resource (OTEP 4719) describes it.
+//!
+//! The writer (`tests/workloads/ctx_main.c`) runs three threads through spans; span k of thread t
+//! has trace_id `7e t k <pid LE> 0.. 01` and span_id `5b t k 0 0 0 0 01`, attributes
+//! `http.route=/r/k` and `worker=wt`. Even spans spin in `spin_even`, odd ones in `spin_odd`, the
+//! gaps between spans (no context) in `outside_span`: every sample's link can be checked against
+//! its stack.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::*;
+
+/// One sample as any output shows it.
+struct Observed {
+    functions: Vec<String>,
+    count: i64,
+    tid: i64,
+    trace_id: String,
+    span_id: String,
+    attrs: HashMap<String, String>,
+}
+
+fn bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect()
+}
+
+/// Checks every sample against the writer's scheme; returns (linked correctly, in spans).
+fn check(samples: &[Observed], pid: u32, err: &str) {
+    let (mut in_span, mut correct, mut wrong, mut outside_linked) = (0, 0, 0, 0);
+    let mut threads: HashMap<i64, HashSet<u8>> = HashMap::new();
+    let mut problems = Vec::new();
+    for s in samples {
+        let even = s.functions.iter().any(|f| f == "spin_even");
+        let odd = s.functions.iter().any(|f| f == "spin_odd");
+        let linked = !s.trace_id.is_empty();
+        if !even && !odd {
+            if s.functions.iter().any(|f| f == "outside_span") && linked {
+                outside_linked += s.count;
+            }
+            continue;
+        }
+        in_span += s.count;
+        if !linked {
+            continue;
+        }
+        let (t, sp) = (bytes(&s.trace_id), bytes(&s.span_id));
+        let ok = t.len() == 16
+            && sp.len() == 8
+            && t[0] == 0x7e
+            && t[3..7] == pid.to_le_bytes()
+            && t[15] == 1
+            && sp[0] == 0x5b
+            && sp[1] == t[1]
+            && sp[2] == t[2]
+            && sp[7] == 1
+            && (t[2] % 2 == 0) == even
+            && s.attrs.get("http.route").map(String::as_str) == Some(&format!("/r/{}", t[2]))
+            && s.attrs.get("worker").map(String::as_str) == Some(&format!("w{}", t[1]));
+        if ok {
+            correct += s.count;
+            threads.entry(s.tid).or_default().insert(t[1]);
+        } else {
+            wrong += s.count;
+            problems.push(format!(
+                "{} {} {:?} in {:?}",
+                s.trace_id,
+                s.span_id,
+                s.attrs,
+                &s.functions[..3.min(s.functions.len())]
+            ));
+        }
+    }
+    assert!(in_span > 300, "{in_span} samples in spans\n{err}");
+    assert_eq!(wrong, 0, "samples carrying a wrong span: {problems:?}");
+    assert_eq!(outside_linked, 0, "samples outside spans carry no link");
+    assert!(correct * 100 >= in_span * 99, "{correct} of {in_span} samples in spans linked\n{err}");
+    assert!(threads.len() == 3 && threads.values().all(|w| w.len() == 1), "each thread its own spans: {threads:?}");
+    assert!(err.contains("trace links: "), "the summary says how many samples were linked: {err}");
+}
+
+fn from_pprof(path: &std::path::Path) -> Vec<Observed> {
+    stacks(&read_pprof(path))
+        .into_iter()
+        .map(|s| Observed {
+            trace_id: s.label("trace_id").unwrap_or_default().to_string(),
+            span_id: s.label("span_id").unwrap_or_default().to_string(),
+            attrs: s.labels.iter().filter(|(k, _)| k == "http.route" || k == "worker").cloned().collect(),
+            functions: s.functions,
+            count: s.count,
+            tid: s.tid,
+        })
+        .collect()
+}
+
+fn from_otlp(summary: &serde_json::Value) -> Vec<Observed> {
+    otlp_samples(summary)
+        .into_iter()
+        .map(|(functions, count, s)| {
+            let a = &s["attributes"];
+            let text = |k: &str| a[k].as_str().map(str::to_string);
+            Observed {
+                functions,
+                count,
+                tid: a["thread.id"].as_i64().unwrap_or(-1),
+                trace_id: if s["link_index"].as_i64() == Some(0) {
+                    String::new()
+                } else {
+                    s["trace_id"].as_str().unwrap().into()
+                },
+                span_id: s["span_id"].as_str().unwrap_or_default().into(),
+                attrs: ["http.route", "worker"].iter().filter_map(|k| Some((k.to_string(), text(k)?))).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Records the writer; returns its PID (from the output) and stderr.
+fn record_writer(name: &str, out: &str, cmd: &[&std::ffi::OsStr]) -> (std::path::PathBuf, String) {
+    let dir = scratch(name);
+    let path = dir.join(out);
+    let o = run(otelprof()
+        .args(["record", "-F", "499", "-o"])
+        .arg(&path)
+        .arg("--")
+        .args(cmd)
+        // The published context wins over the environment.
+        .env("OTEL_SERVICE_NAME", "from-the-environment"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    (path, stderr(&o))
+}
+
+fn pid_of(err: &str) -> u32 {
+    let at = err.find("(PID ").unwrap_or_else(|| panic!("no PID in {err}")) + 5;
+    err[at..].split(')').next().and_then(|p| p.parse().ok()).unwrap()
+}
+
+fn pprof_case(name: &str, cmd: &[&std::ffi::OsStr]) {
+    let (path, err) = record_writer(name, "p.pb.gz", cmd);
+    check(&from_pprof(&path), pid_of(&err), &err);
+}
+
+fn otlp_case(name: &str, cmd: &[&std::ffi::OsStr]) {
+    let (path, err) = record_writer(name, "p.otlp.pb", cmd);
+    let Some(summary) = python_otlp("data", &path) else { return };
+    let pid = pid_of(&err);
+    check(&from_otlp(&summary), pid, &err);
+    let resources = summary["resources"].as_array().unwrap();
+    let r = resources.iter().find(|r| r["attributes"]["process.pid"].as_i64() == Some(pid as i64)).unwrap();
+    let a = &r["attributes"];
+    assert_eq!(a["service.name"], "ctx-writer", "from the process context, over OTEL_SERVICE_NAME");
+    assert_eq!(a["service.instance.id"], format!("instance-{pid}").as_str());
+    assert_eq!(a["deployment.environment.name"], "otep-test");
+    assert!(a.as_object().unwrap().keys().all(|k| !k.starts_with("threadlocal.")), "coordination keys stay out: {a}");
+}
+
+const WRITER_FLAGS: [&str; 2] = ["-O2", "-pthread"];
+
+#[test]
+fn executable_tls_links_samples_in_pprof_and_otlp() {
+    if !bpf_allowed("executable_tls_links_samples_in_pprof_and_otlp") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c(
+        "ctx_exe",
+        &["ctx_main.c", "ctx_tls.c"],
+        &[WRITER_FLAGS[0], WRITER_FLAGS[1], "-Wl,--export-dynamic-symbol=otel_thread_ctx_v1"],
+    );
+    pprof_case("links-exe-pprof", &[exe.as_os_str(), "3".as_ref()]);
+    otlp_case("links-exe-otlp", &[exe.as_os_str(), "3".as_ref()]);
+}
+
+fn library(name: &str, tlsdesc: bool) -> std::path::PathBuf {
+    let mut flags = vec!["-O2", "-fPIC", "-shared"];
+    if tlsdesc {
+        flags.push("-mtls-dialect=gnu2");
+    }
+    build_c(name, &["ctx_tls.c"], &flags)
+}
+
+#[test]
+fn tlsdesc_library_links_samples() {
+    if !bpf_allowed("tlsdesc_library_links_samples") {
+        return;
+    }
+    let _g = bpf_lock();
+    let lib = library("libctx_desc.so", true);
+    let lib = lib.to_str().unwrap();
+    // ctx_set is a weak reference in ctx_main.c: keep the library although nothing binds to it
+    // strongly.
+    let exe = build_c("ctx_lib_main", &["ctx_main.c"], &[WRITER_FLAGS[0], WRITER_FLAGS[1], "-Wl,--no-as-needed", lib]);
+    pprof_case("links-tlsdesc", &[exe.as_os_str(), "3".as_ref()]);
+}
+
+#[test]
+fn dlopened_libraries_link_samples() {
+    if !bpf_allowed("dlopened_libraries_link_samples") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c("ctx_dl_main", &["ctx_main.c"], &[WRITER_FLAGS[0], WRITER_FLAGS[1], "-ldl"]);
+    // TLSDESC in a library loaded after start: glibc gives it dynamic TLS, reached through the DTV.
+    let desc = library("libctx_desc.so", true);
+    otlp_case("links-dlopen-tlsdesc", &[exe.as_os_str(), "3".as_ref(), desc.as_os_str()]);
+    // The traditional general-dynamic model (DTPMOD64/DTPOFF64 in the GOT).
+    let gd = library("libctx_gd.so", false);
+    pprof_case("links-dlopen-gd", &[exe.as_os_str(), "3".as_ref(), gd.as_os_str()]);
+}
