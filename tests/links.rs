@@ -56,7 +56,7 @@ fn check(samples: &[Observed], pid: u32, err: &str) {
             && sp[1] == t[1]
             && sp[2] == t[2]
             && sp[7] == 1
-            && (t[2] % 2 == 0) == even
+            && t[2].is_multiple_of(2) == even
             && s.attrs.get("http.route").map(String::as_str) == Some(&format!("/r/{}", t[2]))
             && s.attrs.get("worker").map(String::as_str) == Some(&format!("w{}", t[1]));
         if ok {

@@ -52,7 +52,7 @@ fn worker(t: u8, deadline: Instant) {
         {
             let _span = record.attach();
             let end = Instant::now() + Duration::from_millis(20);
-            if k % 2 == 0 {
+            if k.is_multiple_of(2) {
                 spin_even(&end);
             } else {
                 spin_odd(&end);
