@@ -6,6 +6,7 @@
 //! [`Config::fsbase_offset`]), then the pointer, then the 28-byte header and, when `valid == 1`,
 //! the attribute bytes.
 
+use crate::unwind::read_user;
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user},
     macros::map,
@@ -16,14 +17,6 @@ use profiler_common::{ctx_status, tls_kind, Config, ThreadCtx, TlsLocation, THRE
 /// Where each process keeps its thread-context pointer (key: tgid).
 #[map]
 static THREAD_CTX: HashMap<u32, TlsLocation> = HashMap::with_max_entries(8192, 1);
-
-#[inline(always)]
-fn read_user_u64(addr: u64) -> Option<u64> {
-    let mut v: u64 = 0;
-    // SAFETY: the helper checks the user address; `v` is a valid 8-byte destination.
-    let r = unsafe { bpf_probe_read_user((&mut v as *mut u64).cast(), 8, addr as *const _) };
-    (r == 0).then_some(v)
-}
 
 /// The address of the thread's `otel_thread_ctx_v1` variable; `Err(status)` when it cannot be
 /// found (`EMPTY` for an unallocated dynamic TLS block).
@@ -42,8 +35,8 @@ fn tls_slot(loc: &TlsLocation, config: &Config) -> Result<u64, u32> {
     match loc.kind {
         tls_kind::STATIC => Ok(tp.wrapping_add(loc.offset as u64)),
         tls_kind::DTV => {
-            let dtv = read_user_u64(tp + 8).ok_or(ctx_status::FAULT)?;
-            let block = read_user_u64(dtv.wrapping_add(loc.module.wrapping_mul(16))).ok_or(ctx_status::FAULT)?;
+            let dtv = read_user(tp + 8).ok_or(ctx_status::FAULT)?;
+            let block = read_user(dtv.wrapping_add(loc.module.wrapping_mul(16))).ok_or(ctx_status::FAULT)?;
             // glibc marks a block not yet allocated for this thread with -1.
             if block == 0 || block == u64::MAX {
                 return Err(ctx_status::EMPTY);
@@ -68,7 +61,7 @@ pub fn read(tgid: u32, config: &Config, out: *mut ThreadCtx) -> u32 {
         Ok(s) => s,
         Err(status) => return status,
     };
-    let Some(record) = read_user_u64(slot) else { return ctx_status::FAULT };
+    let Some(record) = read_user(slot) else { return ctx_status::FAULT };
     if record == 0 {
         return ctx_status::EMPTY;
     }

@@ -52,7 +52,7 @@ const PT_REGS_SIZE: u32 = core::mem::size_of::<pt_regs>() as u32;
 
 /// Reads a u64 from user memory.
 #[inline(always)]
-fn read_user(addr: u64) -> Option<u64> {
+pub fn read_user(addr: u64) -> Option<u64> {
     let mut v: u64 = 0;
     // SAFETY: the helper checks the user address; `v` is a valid 8-byte destination.
     let r = unsafe { bpf_probe_read_user((&mut v as *mut u64).cast(), 8, addr as *const _) };
