@@ -28,6 +28,9 @@ impl KernelView {
     /// Installs what processes re-read since the last call need, and releases unwind tables
     /// idle past their grace period.
     pub fn sync(&mut self, tracker: &mut ProcessTracker, tracer: &mut Tracer) {
+        // Re-reads postponed by the tracker's rate limit are due now or later; either way they
+        // land in `take_refreshed`.
+        tracker.refresh_pending();
         let refreshed = tracker.take_refreshed();
         for r in &refreshed {
             if let Some(t) = self.tables.as_mut() {

@@ -175,7 +175,6 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         tokio::select! {
             r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited)) => {
                 r.context("reading the ring buffer")?;
-                tracker.refresh_pending();
                 view.sync(&mut tracker, &mut tracer);
                 for pid in exited.drain(..) {
                     view.exited(pid, &mut tracer);

@@ -29,6 +29,14 @@ impl<T: Hash + Eq + Clone> Interner<T> {
         id
     }
 
+    /// Like [`Self::intern`], cloning `value` only on first sight.
+    pub fn intern_ref(&mut self, value: &T) -> u32 {
+        match self.index.get(value) {
+            Some(&id) => id,
+            None => self.intern(value.clone()),
+        }
+    }
+
     pub fn get(&self, id: u32) -> &T {
         &self.items[id as usize]
     }

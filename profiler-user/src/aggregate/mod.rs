@@ -152,17 +152,14 @@ impl Aggregator {
         }
         let stack = self.stacks.intern(frames.as_slice().into());
         self.scratch = frames;
+        // Attribute names are resolved at export time from the latest process context: a key
+        // appended later is published with a new `published_at_ns`, which the tracker's context
+        // poll notices, so no per-sample check is needed here.
         let link = s.link.as_ref().map(|l| {
-            // A key index the process's key map does not have yet: it appended keys since we
-            // read it (OTEP 4947 says to refresh the map before ignoring the index).
-            let known = tracker.context(s.tgid).map_or(0, |c| c.key_map.len());
-            if l.attrs.iter().any(|(k, _)| *k as usize >= known) {
-                tracker.request_refresh(s.tgid);
-            }
             if l.has_span() {
                 self.linked += 1;
             }
-            self.links.intern(l.clone())
+            self.links.intern_ref(l)
         });
         let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack, link }).or_default();
         v.count += 1;

@@ -24,7 +24,7 @@ pub use record::ThreadLink;
 use symbolizer::FileKey;
 
 use crate::{
-    process::{layout, Refreshed},
+    process::{files, layout, Refreshed},
     tracer::Tracer,
 };
 
@@ -61,23 +61,17 @@ impl ThreadContexts {
         if self.files.len() >= MAX_FILES_REMEMBERED {
             self.files.clear();
         }
-        let found = std::fs::File::open(path)
-            .and_then(|f| {
-                // SAFETY: read-only private mapping of a file we opened; see unwind::store.
-                unsafe { memmap2::Mmap::map(&f) }
-            })
-            .ok()
-            .and_then(|data| match tls::inspect(&data) {
-                Ok(Some(sym)) => {
-                    let segments = object::File::parse(&*data).map(|f| layout::segments(&f)).unwrap_or_default();
-                    Some(Arc::new((sym, segments)))
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::debug!("{name}: not inspected for {}: {e}", tls::SYMBOL);
-                    None
-                }
-            });
+        let found = files::map_readonly(path).ok().and_then(|data| match tls::inspect(&data) {
+            Ok(Some(sym)) => {
+                let segments = object::File::parse(&*data).map(|f| layout::segments(&f)).unwrap_or_default();
+                Some(Arc::new((sym, segments)))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("{name}: not inspected for {}: {e}", tls::SYMBOL);
+                None
+            }
+        });
         self.files.insert(key.clone(), found.clone());
         found
     }

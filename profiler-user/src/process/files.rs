@@ -139,3 +139,12 @@ fn open(pid: u32, entry: &MapEntry) -> MappedFile {
     let htlhash = File::open(&open_path).and_then(|mut f| super::metadata::htlhash(&mut f)).ok();
     MappedFile { path: entry.path.clone(), open_path, key, htlhash, _handle: handle }
 }
+
+/// Maps a file read-only. Compilers and inspectors of binaries read only headers and a few
+/// sections, and binaries with debug info can be hundreds of megabytes: mapping beats reading.
+pub fn map_readonly(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
+    let f = std::fs::File::open(path)?;
+    // SAFETY: read-only private mapping; a file truncated underneath would fault, which is the
+    // same risk every symbolizer that maps binaries takes.
+    unsafe { memmap2::Mmap::map(&f) }
+}

@@ -165,11 +165,6 @@ impl ProcessTracker {
         }
     }
 
-    /// The context the process published, as last read.
-    pub fn context(&self, pid: u32) -> Option<&Arc<ProcessContext>> {
-        self.procs.get(&pid)?.info.context.as_ref()
-    }
-
     /// Whether the process has a snapshot.
     pub fn knows(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)

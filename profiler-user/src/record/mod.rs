@@ -216,7 +216,6 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             tokio::select! {
                 r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining, &mut exited)) => {
                     r.context("reading the ring buffer")?;
-                    tracker.refresh_pending();
                     view.sync(&mut tracker, &mut tracer);
                     for pid in exited.drain(..) {
                         view.exited(pid, &mut tracer);

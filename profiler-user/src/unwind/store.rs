@@ -17,7 +17,7 @@ use symbolizer::FileKey;
 
 use super::{alloc::RowAllocator, compile};
 use crate::{
-    process::{layout, Mapping, Refreshed},
+    process::{files, layout, Mapping, Refreshed},
     tracer::{Tracer, TracerError},
 };
 
@@ -234,14 +234,7 @@ impl TableStore {
     }
 
     fn place(&mut self, path: &Path, name: &str, maps: &mut dyn UnwindMaps) -> Option<Placed> {
-        // Mapped, not read: compiling touches only the headers and the CFI sections, and binaries
-        // with debug info can be hundreds of megabytes.
-        let map = std::fs::File::open(path).and_then(|f| {
-            // SAFETY: read-only private mapping; a file truncated underneath would fault, which
-            // is the same risk every symbolizer that maps binaries takes.
-            unsafe { memmap2::Mmap::map(&f) }
-        });
-        let data = match map {
+        let data = match files::map_readonly(path) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!("{name}: {e}; frame pointers there");
