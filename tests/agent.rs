@@ -64,6 +64,21 @@ impl Agent {
             .1
     }
 
+    /// Waits until `ok` holds for metric `name`, then returns the whole metrics page. The
+    /// backends' own state changes when a request arrives, before the agent has read the answer
+    /// and counted it, so the agent's counters are awaited, never read once after a server-side wait.
+    fn wait_metric(&self, name: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let m = self.metrics();
+            if metric(&m, name).is_some_and(&ok) {
+                return m;
+            }
+            assert!(t.elapsed() < timeout, "timed out waiting for {name}\n{m}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM, then the exit status and stderr.
     fn stop(mut self) -> (Option<i32>, String) {
         let child = self.child.take().unwrap();
@@ -122,8 +137,7 @@ fn agent_streams_targeted_profiles_to_grpc_and_http() {
         // chain shares 2 CPUs with the 3 spinning threads of the non-target for 2 of its 2.5 s.
         seen > 150.0
     });
-    let m = agent.metrics();
-    assert!(metric(&m, "otelprof_export_success_total{exporter=\"otlp\"}").unwrap() >= 2.0, "{m}");
+    let m = agent.wait_metric("otelprof_export_success_total{exporter=\"otlp\"}", Duration::from_secs(5), |v| v >= 2.0);
     assert_eq!(metric(&m, "otelprof_lost_samples_total"), Some(0.0), "{m}");
     assert_eq!(http_get(agent.metrics, "/healthz").unwrap().0, 200);
     let (code, log) = agent.stop();
@@ -194,8 +208,7 @@ fn backend_down_at_start_then_up_within_the_queue_bound() {
     let (_, state) = grpc_server_at(backend, vec![]);
     wait_for("data after the backend came up", Duration::from_secs(10), || !state.lock().unwrap().received.is_empty());
     w.wait().unwrap();
-    let m = agent.metrics();
-    assert!(metric(&m, "otelprof_export_success_total{exporter=\"otlp\"}").unwrap() >= 1.0, "{m}");
+    agent.wait_metric("otelprof_export_success_total{exporter=\"otlp\"}", Duration::from_secs(5), |v| v >= 1.0);
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
     let received = state.lock().unwrap();
@@ -229,7 +242,7 @@ fn invalid_argument_is_counted_not_retried() {
     let mut w = std::process::Command::new(workload("chain")).arg("2").spawn().unwrap();
     w.wait().unwrap();
     wait_for("three calls", Duration::from_secs(10), || gstate.lock().unwrap().calls >= 3);
-    let m = agent.metrics();
+    let m = agent.wait_metric("otelprof_export_success_total{exporter=\"otlp\"}", Duration::from_secs(5), |v| v >= 1.0);
     assert_eq!(
         metric(&m, "otelprof_export_failure_total{exporter=\"otlp\"}"),
         Some(1.0),
@@ -239,7 +252,6 @@ fn invalid_argument_is_counted_not_retried() {
         metric(&m, "otelprof_export_retries_total{exporter=\"otlp\"}").unwrap() >= 1.0,
         "UNAVAILABLE was retried\n{m}"
     );
-    assert!(metric(&m, "otelprof_export_success_total{exporter=\"otlp\"}").unwrap() >= 1.0, "{m}");
     let (code, _) = agent.stop();
     assert_eq!(code, Some(0));
 }
