@@ -152,13 +152,12 @@ fn agent_tls_config(dir: &std::path::Path, exporter: &str) -> std::path::PathBuf
 
 fn run_agent_briefly(config: &std::path::Path) -> String {
     let log = config.with_extension("log");
-    let mut agent = otelprof()
-        .args(["agent", "--config"])
-        .arg(config)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let mut agent = spawn_until_ready(
+        otelprof().args(["agent", "--config"]).arg(config),
+        &log,
+        "agent profiling",
+        Duration::from_secs(30),
+    );
     let _ = std::process::Command::new(workload("chain")).arg("1.2").status();
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: kill(2) on our own child.

@@ -353,18 +353,20 @@ fn signals_reach_the_command_once_and_its_status_is_ours() {
     let out = dir.join("sig.folded");
     // The command counts SIGTERMs; exits 40 + count on the first one after a grace period.
     let script = "n=0; trap 'n=$((n+1))' TERM; while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.3; exit $((40+n))";
-    let rec = otelprof()
-        .args(["record", "-o"])
-        .arg(&out)
-        .args(["--", "sh", "-c", script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let log = dir.join("record.log");
+    let rec = spawn_until_ready(
+        otelprof().args(["record", "-o"]).arg(&out).args(["--", "sh", "-c", script]),
+        &log,
+        "recording ",
+        std::time::Duration::from_secs(30),
+    );
+    // The shell installs its trap right after it starts.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
     let o = rec.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(41), "forwarded exactly once, command's status returned: {}", stderr(&o));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(o.status.code(), Some(41), "forwarded exactly once, command's status returned: {text}");
     assert!(out.exists());
 }
 
@@ -377,19 +379,20 @@ fn sigint_ends_a_pid_recording_and_writes_the_profile() {
     let dir = scratch("sigint");
     let out = dir.join("p.pb.gz");
     let mut w = Command::new(workload("chain")).arg("5").spawn().unwrap();
-    let rec = otelprof()
-        .args(["record", "-F", "199", "-p", &w.id().to_string(), "-o"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let log = dir.join("record.log");
+    let rec = spawn_until_ready(
+        otelprof().args(["record", "-F", "199", "-p", &w.id().to_string(), "-o"]).arg(&out),
+        &log,
+        "recording ",
+        std::time::Duration::from_secs(30),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     let o = rec.wait_with_output().unwrap();
     let _ = w.kill();
     let _ = w.wait();
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     let total: i64 = stacks(&read_pprof(&out)).iter().map(|s| s.count).sum();
     assert!(total > 50, "samples until SIGINT: {total}");
 }

@@ -213,3 +213,33 @@ pub fn otlp_samples(summary: &serde_json::Value) -> Vec<(Vec<String>, i64, serde
     }
     out
 }
+
+/// Starts `cmd` with its stderr going to `log` and returns once that log shows `ready` (the line
+/// `record` and `agent` print after attaching), so that a test's signal or workload never races
+/// BPF loading, which takes longer on a loaded CI machine. Fails the test with the log after
+/// `timeout`, or when the process exits first.
+pub fn spawn_until_ready(
+    cmd: &mut Command,
+    log: &Path,
+    ready: &str,
+    timeout: std::time::Duration,
+) -> std::process::Child {
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+    let mut child = cmd.stderr(file).spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let t = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(ready) {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{cmd:?} exited ({status}) before printing {ready:?}:\n{text}");
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not print {ready:?} within {timeout:?}:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
