@@ -4,98 +4,14 @@
 mod common;
 
 use std::{
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-use common::{servers::*, *};
+use common::{agent::*, servers::*, *};
 use tonic::Code;
 
 const CHAIN: [&str; 4] = ["hot_leaf", "middle", "outer", "main"];
-
-struct Agent {
-    child: Option<Child>,
-    metrics: std::net::SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Agent {
-    /// A failed assertion must not leave an agent running.
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Agent {
-    fn start(dir: &std::path::Path, config: &str) -> Self {
-        let metrics = free_addr();
-        let path = dir.join("agent.yaml");
-        std::fs::write(
-            &path,
-            format!("{config}\ntelemetry:\n  metrics_address: {metrics}\n  log_interval: 1s\n  shutdown_timeout: 3s\n"),
-        )
-        .unwrap();
-        let log = dir.join("agent.log");
-        let child = otelprof()
-            .args(["agent", "--config"])
-            .arg(&path)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let agent = Self { child: Some(child), metrics, log };
-        let t = Instant::now();
-        while http_get(agent.metrics, "/readyz").map(|r| r.0) != Some(200) {
-            assert!(t.elapsed() < Duration::from_secs(15), "agent did not become ready: {}", agent.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        agent
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metrics(&self) -> String {
-        http_get(self.metrics, "/metrics")
-            .unwrap_or_else(|| panic!("metrics endpoint did not answer; agent log:\n{}", self.log()))
-            .1
-    }
-
-    /// Waits until `ok` holds for metric `name`, then returns the whole metrics page. The
-    /// backends' own state changes when a request arrives, before the agent has read the answer
-    /// and counted it, so the agent's counters are awaited, never read once after a server-side wait.
-    fn wait_metric(&self, name: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> String {
-        let t = Instant::now();
-        loop {
-            let m = self.metrics();
-            if metric(&m, name).is_some_and(&ok) {
-                return m;
-            }
-            assert!(t.elapsed() < timeout, "timed out waiting for {name}\n{m}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, then the exit status and stderr.
-    fn stop(mut self) -> (Option<i32>, String) {
-        let child = self.child.take().unwrap();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let o = child.wait_with_output().unwrap();
-        (o.status.code(), self.log())
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn resource_attr<'a>(
     rp: &'a opentelemetry_proto::tonic::profiles::v1development::ResourceProfiles,

@@ -80,7 +80,11 @@ fn check(samples: &[Observed], pid: u32, err: &str) {
     assert_eq!(outside_linked, 0, "samples outside spans carry no link");
     assert!(correct * 100 >= in_span * 99, "{correct} of {in_span} samples in spans linked\n{err}");
     assert!(threads.len() == 3 && threads.values().all(|w| w.len() == 1), "each thread its own spans: {threads:?}");
-    assert!(err.contains("trace links: "), "the summary says how many samples were linked: {err}");
+}
+
+/// Samples in `samples` that carry a link.
+fn linked(samples: &[Observed]) -> i64 {
+    samples.iter().filter(|s| !s.trace_id.is_empty()).map(|s| s.count).sum()
 }
 
 fn from_pprof(path: &std::path::Path) -> Vec<Observed> {
@@ -141,7 +145,23 @@ fn pid_of(err: &str) -> u32 {
 
 fn pprof_case(name: &str, cmd: &[&std::ffi::OsStr]) {
     let (path, err) = record_writer(name, "p.pb.gz", cmd);
+    assert!(err.contains("trace links: "), "the summary says how many samples were linked: {err}");
     check(&from_pprof(&path), pid_of(&err), &err);
+}
+
+/// The writer's resource in a decoded OTLP summary carries the published process context.
+/// Returns false when the summary has no resource of `pid`.
+fn check_resource(summary: &serde_json::Value, pid: u32) -> bool {
+    let resources = summary["resources"].as_array().unwrap();
+    let Some(r) = resources.iter().find(|r| r["attributes"]["process.pid"].as_i64() == Some(pid as i64)) else {
+        return false;
+    };
+    let a = &r["attributes"];
+    assert_eq!(a["service.name"], "ctx-writer", "from the process context, over OTEL_SERVICE_NAME");
+    assert_eq!(a["service.instance.id"], format!("instance-{pid}").as_str());
+    assert_eq!(a["deployment.environment.name"], "otep-test");
+    assert!(a.as_object().unwrap().keys().all(|k| !k.starts_with("threadlocal.")), "coordination keys stay out: {a}");
+    true
 }
 
 fn otlp_case(name: &str, cmd: &[&std::ffi::OsStr]) {
@@ -149,16 +169,19 @@ fn otlp_case(name: &str, cmd: &[&std::ffi::OsStr]) {
     let Some(summary) = python_otlp("data", &path) else { return };
     let pid = pid_of(&err);
     check(&from_otlp(&summary), pid, &err);
-    let resources = summary["resources"].as_array().unwrap();
-    let r = resources.iter().find(|r| r["attributes"]["process.pid"].as_i64() == Some(pid as i64)).unwrap();
-    let a = &r["attributes"];
-    assert_eq!(a["service.name"], "ctx-writer", "from the process context, over OTEL_SERVICE_NAME");
-    assert_eq!(a["service.instance.id"], format!("instance-{pid}").as_str());
-    assert_eq!(a["deployment.environment.name"], "otep-test");
-    assert!(a.as_object().unwrap().keys().all(|k| !k.starts_with("threadlocal.")), "coordination keys stay out: {a}");
+    assert!(check_resource(&summary, pid), "no resource of the writer (PID {pid})");
 }
 
 const WRITER_FLAGS: [&str; 2] = ["-O2", "-pthread"];
+
+/// The C writer with `otel_thread_ctx_v1` in the executable.
+fn executable_writer() -> std::path::PathBuf {
+    build_c(
+        "ctx_exe",
+        &["ctx_main.c", "ctx_tls.c"],
+        &[WRITER_FLAGS[0], WRITER_FLAGS[1], "-Wl,--export-dynamic-symbol=otel_thread_ctx_v1"],
+    )
+}
 
 #[test]
 fn executable_tls_links_samples_in_pprof_and_otlp() {
@@ -166,11 +189,7 @@ fn executable_tls_links_samples_in_pprof_and_otlp() {
         return;
     }
     let _g = bpf_lock();
-    let exe = build_c(
-        "ctx_exe",
-        &["ctx_main.c", "ctx_tls.c"],
-        &[WRITER_FLAGS[0], WRITER_FLAGS[1], "-Wl,--export-dynamic-symbol=otel_thread_ctx_v1"],
-    );
+    let exe = executable_writer();
     pprof_case("links-exe-pprof", &[exe.as_os_str(), "3".as_ref()]);
     otlp_case("links-exe-otlp", &[exe.as_os_str(), "3".as_ref()]);
 }
@@ -229,4 +248,54 @@ fn rust_writer_crate_links_samples() {
     let _g = bpf_lock();
     pprof_case("links-rust-pprof", &[exe.as_os_str(), "3".as_ref()]);
     otlp_case("links-rust-otlp", &[exe.as_os_str(), "3".as_ref()]);
+}
+
+/// The agent links samples the same way: a writer started after the agent, found through its
+/// exec, streamed over OTLP/HTTP; every request decoded by the Python reader.
+#[test]
+fn agent_links_samples_in_its_otlp_stream() {
+    if !bpf_allowed("agent_links_samples_in_its_otlp_stream") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = executable_writer();
+    let dir = scratch("links-agent");
+    let (haddr, hstate) = servers::http_server(vec![]);
+    let agent = agent::Agent::start(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 499\n  interval: 1s\n  targets: {{ executables: [ctx_exe] }}\n\
+             exporters:\n  otlphttp:\n    endpoint: http://{haddr}\n"
+        ),
+    );
+    let mut w = std::process::Command::new(&exe)
+        .arg("3")
+        .env("OTEL_SERVICE_NAME", "from-the-environment")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = w.id();
+    assert!(w.wait().unwrap().success());
+    let m = agent.wait_metric("otelprof_samples_linked_total", std::time::Duration::from_secs(5), |v| v > 0.0);
+    let linked_metric = servers::metric(&m, "otelprof_samples_linked_total").unwrap() as i64;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let received = hstate.lock().unwrap().received.clone();
+    let mut samples = Vec::new();
+    let mut with_resource = 0;
+    for (i, r) in received.iter().enumerate() {
+        let file = dir.join(format!("request-{i}.bin"));
+        std::fs::write(&file, &r.raw).unwrap();
+        let Some(summary) = python_otlp("request", &file) else { return };
+        with_resource += check_resource(&summary, pid) as usize;
+        samples.extend(from_otlp(&summary));
+    }
+    assert!(with_resource >= 2, "the writer's resource in {with_resource} of {} requests", received.len());
+    check(&samples, pid, &log);
+    // Read before the final drain: at most what the requests carry, and most of it.
+    let exported = linked(&samples);
+    assert!(
+        linked_metric <= exported && linked_metric * 10 >= exported * 8,
+        "otelprof_samples_linked_total {linked_metric} vs {exported} linked samples exported"
+    );
 }

@@ -2,6 +2,7 @@
 //! the privilege policy for BPF tests, and independent readers of the outputs.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod servers;
 
 use std::{

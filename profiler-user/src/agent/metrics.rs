@@ -14,12 +14,50 @@ use std::{
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::export::send::ExportStats;
+use crate::{aggregate::Aggregator, export::send::ExportStats};
+
+/// How each user stack's unwind ended, by `profiler_common::unwind_status` value: the label of
+/// `otelprof_unwind_stacks_total`.
+const UNWIND_RESULTS: [&str; 7] =
+    ["frame_pointers", "complete", "truncated", "fp_fallback", "read_fault", "no_user_regs", "no_tables"];
+
+/// Per-sample tallies of the intervals already reported: each interval starts a fresh
+/// aggregator, and the counters must keep growing across them.
+#[derive(Default)]
+pub struct Tallies {
+    samples: u64,
+    linked: u64,
+    unwind: [u64; 8],
+}
+
+impl Tallies {
+    /// Adds an interval that is being closed.
+    pub fn close(&mut self, agg: &Aggregator) {
+        self.samples += agg.total;
+        self.linked += agg.linked;
+        for (t, n) in self.unwind.iter_mut().zip(agg.unwind_status) {
+            *t += n;
+        }
+    }
+
+    /// Publishes the closed intervals plus the open one.
+    pub fn publish(&self, open: &Aggregator, m: &AgentMetrics) {
+        m.samples.store(self.samples + open.total, Ordering::Relaxed);
+        m.linked_samples.store(self.linked + open.linked, Ordering::Relaxed);
+        for ((slot, closed), now) in m.unwind_stacks.iter().zip(self.unwind).zip(open.unwind_status) {
+            slot.store(closed + now, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Counters and gauges of one agent.
 #[derive(Default)]
 pub struct AgentMetrics {
     pub samples: AtomicU64,
+    /// Samples taken while their thread had an active span (OTEP 4947), so linked to a trace.
+    pub linked_samples: AtomicU64,
+    /// User stacks by how their unwind ended (`UNWIND_RESULTS`).
+    pub unwind_stacks: [AtomicU64; 8],
     pub lost_samples: AtomicU64,
     pub lost_events: AtomicU64,
     pub processes: AtomicU64,
@@ -65,6 +103,22 @@ impl AgentMetrics {
         };
         let one = |v: u64| vec![(String::new(), v)];
         metric("samples_total", "counter", "CPU samples received from the kernel.", one(g(&self.samples)));
+        metric(
+            "samples_linked_total",
+            "counter",
+            "Samples taken while their thread had an active span (OTEP 4947 thread context), linked to its trace.",
+            one(g(&self.linked_samples)),
+        );
+        metric(
+            "unwind_stacks_total",
+            "counter",
+            "User stacks by how their unwind ended.",
+            UNWIND_RESULTS
+                .iter()
+                .zip(&self.unwind_stacks)
+                .map(|(r, v)| (format!("{{result=\"{r}\"}}"), g(v)))
+                .collect(),
+        );
         metric(
             "lost_samples_total",
             "counter",
@@ -212,5 +266,29 @@ mod tests {
         assert!(!m.healthy(Duration::from_secs(5)), "no heartbeat yet");
         m.beat();
         assert!(m.healthy(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn tallies_keep_counting_across_intervals() {
+        use crate::aggregate::Clock;
+        let m = AgentMetrics::default();
+        let mut t = Tallies::default();
+        let mut agg = Aggregator::new(Clock::new());
+        agg.total = 10;
+        agg.linked = 4;
+        agg.unwind_status[profiler_common::unwind_status::COMPLETE as usize] = 9;
+        agg.unwind_status[profiler_common::unwind_status::READ_FAULT as usize] = 1;
+        t.close(&agg);
+        let mut open = Aggregator::new(Clock::new());
+        open.total = 5;
+        open.linked = 1;
+        open.unwind_status[profiler_common::unwind_status::COMPLETE as usize] = 5;
+        t.publish(&open, &m);
+        let text = m.render();
+        assert!(text.contains("otelprof_samples_total 15\n"), "{text}");
+        assert!(text.contains("otelprof_samples_linked_total 5\n"), "{text}");
+        assert!(text.contains("otelprof_unwind_stacks_total{result=\"complete\"} 14\n"), "{text}");
+        assert!(text.contains("otelprof_unwind_stacks_total{result=\"read_fault\"} 1\n"), "{text}");
+        assert!(text.contains("otelprof_unwind_stacks_total{result=\"no_tables\"} 0\n"), "{text}");
     }
 }

@@ -151,8 +151,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
 
     let mut new_execs: Vec<u32> = Vec::new();
     let mut exited: Vec<u32> = Vec::new();
-    // Samples of closed intervals; the metric adds the open interval's.
-    let mut reported = 0u64;
+    // Tallies of closed intervals; the metrics add the open interval's.
+    let mut tallies = metrics::Tallies::default();
     let handle = |ev: Event,
                   agg: &mut Aggregator,
                   tracker: &mut ProcessTracker,
@@ -185,7 +185,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                     metrics.unwind_processes.store(store.stats.processes, Ordering::Relaxed);
                     metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
                 }
-                metrics.samples.store(reported + agg.total, Ordering::Relaxed);
+                tallies.publish(&agg, &metrics);
                 if p.targets.needs_exec_events() {
                     for pid in new_execs.drain(..) {
                         if selector.matches(pid) {
@@ -197,7 +197,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 new_execs.clear();
             }
             _ = report_tick.tick() => {
-                reported += agg.total;
+                tallies.close(&agg);
                 if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
                     reporter.send(job);
                 }
@@ -226,7 +226,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     metrics.ready.store(false, Ordering::Relaxed);
     drop(reader);
     drop(tracer);
-    metrics.samples.store(reported + agg.total, Ordering::Relaxed);
+    tallies.publish(&agg, &metrics);
     let last = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency);
     tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
     let deadline = tokio::time::Instant::now() + cfg.telemetry.shutdown_timeout;
