@@ -163,6 +163,39 @@ fn signal_handler_frames_unwind_through_restore_rt() {
     );
 }
 
+/// Code in the vDSO has no file: it is unwound with the vDSO's own `.eh_frame` and named from the
+/// kernel's image (`__vdso_clock_gettime`, in a `[vdso]` mapping), not left as `[unknown]+0x7ff…`.
+#[test]
+fn vdso_frames_are_named_and_unwound_through() {
+    if !bpf_allowed("vdso_frames_are_named_and_unwound_through") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c("vdso_nofp", &["vdso.c"], &NOFP);
+    let (stacks, err) = record("unwind-vdso", &[], &[exe.as_os_str(), "2".as_ref()]);
+    let mine: Vec<&Stack> = stacks.iter().filter(|s| s.functions.iter().any(|f| f == "read_clocks")).collect();
+    let total: i64 = mine.iter().map(|s| s.count).sum();
+    let in_vdso: Vec<&&Stack> = mine.iter().filter(|s| s.modules.first().is_some_and(|m| m == "[vdso]")).collect();
+    let vdso_total: i64 = in_vdso.iter().map(|s| s.count).sum();
+    assert!(total > 500, "{total} samples of the workload\n{err}");
+    assert!(vdso_total * 10 >= total * 3, "{vdso_total} of {total} samples in the vDSO\n{err}");
+    let unnamed: Vec<&String> = in_vdso
+        .iter()
+        .flat_map(|s| s.functions.iter().zip(&s.modules).filter(|(_, m)| *m == "[vdso]").map(|(f, _)| f))
+        .filter(|f| !f.contains("clock_gettime"))
+        .collect();
+    assert!(unnamed.is_empty(), "vDSO frames named from the kernel's image: {unnamed:?}");
+    let through: i64 = in_vdso
+        .iter()
+        .filter(|s| {
+            let at = s.functions.iter().position(|f| f == "read_clocks");
+            at.is_some_and(|i| s.functions[i + 1..].iter().any(|f| f == "main"))
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(through * 100 >= vdso_total * 99, "vDSO stacks reach main: {through} of {vdso_total}\n{err}");
+}
+
 #[test]
 fn debian_python_unwinds_to_main() {
     let python = std::path::Path::new("/usr/bin/python3");

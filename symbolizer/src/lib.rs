@@ -1,11 +1,11 @@
 //! Address symbolization for otelprof.
 //!
-//! One [`Symbolizer`] answers "which function, file and line (with inlined frames) is this
-//! address" for two kinds of [`Source`]: an ELF file on disk (user code: addresses are file
-//! offsets, as the process tracker normalizes them) and the running kernel (kallsyms, plus
-//! vmlinux DWARF when the distribution ships it). Both go through blazesym; results are kept in an
-//! explicit, bounded [`SymbolCache`] keyed by the file's identity ([`FileKey`]: build ID when the
-//! ELF has one), so a library mapped by a thousand processes is symbolized once.
+//! One [`Symbolizer`] answers "which function, file and line (with inlined frames) is this address"
+//! for three kinds of [`Source`]: an ELF file on disk (user code: addresses are file offsets, as
+//! the process tracker normalizes them), the running kernel (kallsyms, plus vmlinux DWARF when the
+//! distribution ships it) and the kernel's vDSO (offsets into it). All go through blazesym; results
+//! are kept in an explicit, bounded [`SymbolCache`] keyed by the file's identity ([`FileKey`]:
+//! build ID when the ELF has one), so a library mapped by a thousand processes is symbolized once.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -26,6 +26,7 @@ mod cache;
 mod elf;
 mod kernel;
 mod types;
+pub mod vdso;
 
 pub use cache::SymbolCache;
 pub use elf::read_build_id;
@@ -109,7 +110,7 @@ impl Symbolizer {
     }
 
     /// Symbolizes `addrs` (file offsets for [`Source::Elf`], kernel addresses for
-    /// [`Source::Kernel`]). The answer has one [`Symbol`] per input, in input order; a symbol with
+    /// [`Source::Kernel`], offsets into the vDSO for [`Source::Vdso`]). The answer has one [`Symbol`] per input, in input order; a symbol with
     /// no frames means "unknown" and callers keep module + offset for it.
     ///
     /// Addresses are looked up once each, sorted, in one blazesym call per batch.
@@ -132,6 +133,7 @@ impl Symbolizer {
         let resolved = match source {
             Source::Elf { path, key } => elf::resolve(&self.blaze, path, key, &self.config.debug_dirs, &missing),
             Source::Kernel => kernel::resolve(&self.blaze, &missing),
+            Source::Vdso => vdso::resolve(&self.blaze, &missing),
         };
         let resolved: Vec<Arc<Symbol>> = match resolved {
             Ok(r) => r.into_iter().map(Arc::new).collect(),

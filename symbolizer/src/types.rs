@@ -16,6 +16,10 @@ pub enum Error {
     },
     #[error("cannot symbolize kernel addresses: {0}")]
     Kernel(#[source] blazesym::Error),
+    #[error("cannot symbolize vDSO addresses: {0}")]
+    Vdso(#[source] blazesym::Error),
+    #[error("cannot symbolize vDSO addresses: this kernel maps no vDSO")]
+    NoVdso,
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -36,6 +40,8 @@ pub enum FileKey {
     Inode { dev: u64, ino: u64, size: u64, mtime: i64 },
     /// The running kernel.
     Kernel,
+    /// The running kernel's vDSO (one image for every process).
+    Vdso,
 }
 
 impl FileKey {
@@ -65,14 +71,18 @@ pub enum Source<'a> {
     Elf { key: &'a FileKey, path: &'a Path },
     /// The running kernel; addresses are absolute kernel addresses.
     Kernel,
+    /// The kernel's vDSO; addresses are offsets from the start of a process's `[vdso]` mapping.
+    Vdso,
 }
 
 impl Source<'_> {
     pub(crate) fn key(&self) -> &FileKey {
         static KERNEL: FileKey = FileKey::Kernel;
+        static VDSO: FileKey = FileKey::Vdso;
         match self {
             Source::Elf { key, .. } => key,
             Source::Kernel => &KERNEL,
+            Source::Vdso => &VDSO,
         }
     }
 }

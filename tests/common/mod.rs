@@ -110,6 +110,9 @@ pub fn read_pprof(path: &Path) -> pprof::Profile {
 #[derive(Debug, Clone)]
 pub struct Stack {
     pub functions: Vec<String>,
+    /// Per entry of `functions`, the file name of its location's mapping (`[vdso]`,
+    /// `[kernel.kallsyms]`, a path; empty without a mapping).
+    pub modules: Vec<String>,
     pub count: i64,
     pub pid: i64,
     pub tid: i64,
@@ -129,17 +132,17 @@ pub fn stacks(p: &pprof::Profile) -> Vec<Stack> {
     let s = |i: i64| p.string_table[i as usize].clone();
     let funcs: HashMap<u64, String> = p.function.iter().map(|f| (f.id, s(f.name))).collect();
     let locs: HashMap<u64, &pprof::Location> = p.location.iter().map(|l| (l.id, l)).collect();
+    let maps: HashMap<u64, String> = p.mapping.iter().map(|m| (m.id, s(m.filename))).collect();
     p.sample
         .iter()
         .map(|sample| {
-            let functions = sample
-                .location_id
-                .iter()
-                .flat_map(|id| locs[id].line.iter().map(|l| funcs[&l.function_id].clone()))
-                .collect();
+            let lines = || sample.location_id.iter().flat_map(|id| locs[id].line.iter().map(move |l| (id, l)));
+            let functions = lines().map(|(_, l)| funcs[&l.function_id].clone()).collect();
+            let modules = lines().map(|(id, _)| maps.get(&locs[id].mapping_id).cloned().unwrap_or_default()).collect();
             let label = |k: &str| sample.label.iter().find(|l| s(l.key) == k);
             Stack {
                 functions,
+                modules,
                 count: sample.value[0],
                 pid: label("pid").map(|l| l.num).unwrap_or(-1),
                 tid: label("tid").map(|l| l.num).unwrap_or(-1),

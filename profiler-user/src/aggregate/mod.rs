@@ -14,7 +14,7 @@ pub use intern::Interner;
 
 use crate::{
     context::ThreadLink,
-    process::{Mapping, ProcessTracker},
+    process::{Mapping, Normalized, ProcessTracker},
     reader::Sample,
 };
 
@@ -30,7 +30,9 @@ pub enum Frame {
     Kernel { addr: u64 },
     /// A user address inside a file mapping.
     User { mapping: MappingId, addr: u64, file_offset: u64 },
-    /// A user address in no known file mapping (JIT code, vDSO, a process that vanished).
+    /// A user address in the vDSO, `offset` bytes into it (the same image in every process).
+    Vdso { offset: u64 },
+    /// A user address in no known file mapping (JIT code, a process that vanished).
     Unmapped { addr: u64 },
 }
 
@@ -141,11 +143,12 @@ impl Aggregator {
         for (i, &raw) in s.user.iter().enumerate() {
             let addr = if i == 0 && exact_user_leaf { raw } else { raw.saturating_sub(1) };
             let frame = match tracker.normalize(s.tgid, addr) {
-                Some(n) => Frame::User {
-                    mapping: self.mappings.intern(ProcMapping { pid: s.tgid, mapping: n.mapping }),
+                Some(Normalized::File { mapping, file_offset }) => Frame::User {
+                    mapping: self.mappings.intern(ProcMapping { pid: s.tgid, mapping }),
                     addr,
-                    file_offset: n.file_offset,
+                    file_offset,
                 },
+                Some(Normalized::Vdso { offset }) => Frame::Vdso { offset },
                 None => Frame::Unmapped { addr },
             };
             frames.push(self.frames.intern(frame));

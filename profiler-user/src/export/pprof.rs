@@ -17,7 +17,7 @@ use prost::Message;
 use super::{hex, Exporter, Report};
 use crate::{
     aggregate::{Frame, Interner},
-    symbolize::KERNEL_MODULE,
+    symbolize::{KERNEL_MODULE, VDSO_MODULE},
 };
 
 /// The pprof exporter.
@@ -73,6 +73,11 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
         filename: strings.id(KERNEL_MODULE),
         ..Default::default()
     });
+    // vDSO locations carry their offset into the image (the same in every process).
+    let vdso_mapping = mappings.len() as u64 + 1;
+    if agg.frames.iter().any(|(_, f)| matches!(f, Frame::Vdso { .. })) {
+        mappings.push(pb::Mapping { id: vdso_mapping, filename: strings.id(VDSO_MODULE), ..Default::default() });
+    }
 
     let mut functions: Interner<(i64, i64)> = Interner::default();
     let mut mapping_flags: HashMap<u64, (bool, bool)> = HashMap::new();
@@ -83,6 +88,7 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
             let (mapping_id, address) = match *frame {
                 Frame::Kernel { addr } => (kernel_mapping, addr),
                 Frame::User { mapping, addr, .. } => (mapping as u64 + 1, addr),
+                Frame::Vdso { offset } => (vdso_mapping, offset),
                 Frame::Unmapped { addr } => (0, addr),
             };
             let known = report.symbols.is_symbolized(id);

@@ -11,4 +11,4 @@ pub mod maps;
 pub mod metadata;
 mod tracker;
 
-pub use tracker::{Mapping, ProcessSnapshot, ProcessTracker, Refreshed};
+pub use tracker::{Mapping, Normalized, ProcessSnapshot, ProcessTracker, Refreshed};

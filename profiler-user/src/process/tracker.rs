@@ -26,10 +26,12 @@ pub struct Mapping {
 
 /// Where a user address lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Normalized {
-    pub mapping: Mapping,
-    /// Offset of the address in the file.
-    pub file_offset: u64,
+pub enum Normalized {
+    /// In a file mapping, at `file_offset` in the file.
+    File { mapping: Mapping, file_offset: u64 },
+    /// In the process's `[vdso]`, `offset` bytes from its start: the kernel's image, the same in
+    /// every process, so symbolized without the process.
+    Vdso { offset: u64 },
 }
 
 /// A process whose mappings were just (re-)read: what unwind tables are installed from.
@@ -360,7 +362,7 @@ impl ProcessTracker {
         let maps = &self.procs.get(&pid)?.mappings;
         let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
         let m = maps[i];
-        (addr < m.end).then_some(Normalized { mapping: m, file_offset: addr - m.start + m.offset })
+        (addr < m.end).then_some(Normalized::File { mapping: m, file_offset: addr - m.start + m.offset })
     }
 
     /// Finds the file and file offset of user address `addr` in process `pid`. An address no
@@ -370,12 +372,15 @@ impl ProcessTracker {
             return Some(n);
         }
         let p = self.procs.get(&pid)?;
+        let inside = |&(s, e): &(u64, u64)| s <= addr && addr < e;
+        if let Some((start, _)) = p.vdso.filter(inside) {
+            return Some(Normalized::Vdso { offset: addr - start });
+        }
         if p.info.exited || p.last_refresh.is_some_and(|t| t.elapsed() < MISS_REFRESH_INTERVAL) {
             return None;
         }
-        // Known code without a file (the vDSO, JIT memory): nothing new to read.
-        let inside = |&(s, e): &(u64, u64)| s <= addr && addr < e;
-        if p.vdso.iter().any(inside) || p.anon_exec.iter().any(inside) {
+        // Known code without a file (JIT memory): nothing new to read.
+        if p.anon_exec.iter().any(inside) {
             return None;
         }
         self.refresh(pid);
@@ -420,13 +425,17 @@ mod tests {
         let mut t = ProcessTracker::default();
         t.observe(pid);
         let f = normalizes_own_code_and_misses_anon_memory as *const () as u64;
-        let n = t.normalize(pid, f).expect("own code is mapped");
-        let file = t.files().get(n.mapping.file);
+        let Some(Normalized::File { mapping, file_offset }) = t.normalize(pid, f) else {
+            panic!("own code is in a file mapping")
+        };
+        let file = t.files().get(mapping.file);
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(file.path, exe.to_string_lossy());
-        assert!(n.file_offset < std::fs::metadata(&exe).unwrap().len());
+        assert!(file_offset < std::fs::metadata(&exe).unwrap().len());
         let heap = Box::new(0u8);
         assert_eq!(t.normalize(pid, &*heap as *const u8 as u64), None);
         assert!(!t.info(pid).unwrap().comm.is_empty());
+        let vdso = symbolizer::vdso::own_range().expect("this kernel maps a vDSO");
+        assert_eq!(t.normalize(pid, vdso.start + 0x10), Some(Normalized::Vdso { offset: 0x10 }));
     }
 }

@@ -16,6 +16,9 @@ use crate::{
 /// Module name used for kernel frames (perf's name for it).
 pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
 
+/// Module name used for vDSO frames (the name `/proc/PID/maps` and perf give it).
+pub const VDSO_MODULE: &str = "[vdso]";
+
 /// One function level of a frame (the symbolizer's frame, as exporters read it).
 pub use symbolizer::Frame as ResolvedFrame;
 
@@ -75,6 +78,7 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
     let mut out: Vec<Option<Arc<[ResolvedFrame]>>> = vec![None; n];
     let mut known = vec![false; n];
     let mut kernel: Vec<(FrameId, u64)> = Vec::new();
+    let mut vdso: Vec<(FrameId, u64)> = Vec::new();
     let mut by_file: HashMap<u32, Vec<(FrameId, u64)>> = HashMap::new();
     for (id, frame) in agg.frames.iter() {
         match *frame {
@@ -82,6 +86,7 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
             Frame::User { mapping, file_offset, .. } => {
                 by_file.entry(agg.mappings.get(mapping).mapping.file).or_default().push((id, file_offset))
             }
+            Frame::Vdso { offset } => vdso.push((id, offset)),
             Frame::Unmapped { addr } => out[id as usize] = Some(fallback("[unknown]", addr)),
         }
     }
@@ -107,10 +112,12 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
                 }
             }
         };
-    if !kernel.is_empty() {
-        let addrs: Vec<u64> = kernel.iter().map(|(_, a)| *a).collect();
-        let r = symbolizer.symbolize(&Source::Kernel, &addrs);
-        apply(&kernel, r, KERNEL_MODULE);
+    for (source, batch, module) in [(Source::Kernel, &kernel, KERNEL_MODULE), (Source::Vdso, &vdso, VDSO_MODULE)] {
+        if !batch.is_empty() {
+            let addrs: Vec<u64> = batch.iter().map(|(_, a)| *a).collect();
+            let r = symbolizer.symbolize(&source, &addrs);
+            apply(batch, r, module);
+        }
     }
     let mut files_sorted: Vec<_> = by_file.into_iter().collect();
     files_sorted.sort_by_key(|(f, _)| *f);

@@ -21,16 +21,6 @@ use crate::{
     tracer::{Tracer, TracerError},
 };
 
-/// A copy of this process's `[vdso]` image.
-fn own_vdso() -> Option<Vec<u8>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
-    let (s, e) = line.split_whitespace().next()?.split_once('-')?;
-    let (s, e) = (u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?);
-    // SAFETY: [vdso] is a readable mapping of this process for its whole life.
-    Some(unsafe { std::slice::from_raw_parts(s as *const u8, (e - s) as usize) }.to_vec())
-}
-
 /// A file's table in the rows array, and its load segments (to turn mapping offsets into the
 /// file's virtual addresses).
 #[derive(Clone, Debug)]
@@ -159,7 +149,7 @@ impl TableStore {
             let full_before = self.stats.full;
             let placed = match path {
                 Some(path) => self.place(path, name, maps),
-                None => own_vdso().and_then(|bytes| self.place_bytes(&bytes, name, maps)),
+                None => symbolizer::vdso::own_image().and_then(|bytes| self.place_bytes(bytes, name, maps)),
             };
             let refused_full = self.stats.full > full_before;
             if placed.is_none() && known.is_none() {

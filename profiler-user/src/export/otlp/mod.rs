@@ -25,7 +25,7 @@ use super::{hex, Exporter, Report};
 use crate::{
     aggregate::{Frame, FrameId, MappingId, SampleKey, SampleValue},
     process::metadata,
-    symbolize::KERNEL_MODULE,
+    symbolize::{KERNEL_MODULE, VDSO_MODULE},
 };
 
 /// Where symbols come from.
@@ -137,6 +137,7 @@ struct Builder<'r, 'a> {
     dict: Dictionary,
     mappings: HashMap<MappingId, i32>,
     kernel_mapping: Option<i32>,
+    vdso_mapping: Option<i32>,
     locations: HashMap<FrameId, i32>,
     stacks: HashMap<u32, i32>,
 }
@@ -183,6 +184,16 @@ impl Builder<'_, '_> {
         m
     }
 
+    fn vdso_mapping(&mut self) -> i32 {
+        if let Some(m) = self.vdso_mapping {
+            return m;
+        }
+        let filename = self.dict.string(VDSO_MODULE);
+        let m = self.dict.mapping(MappingKey { filename, ..Default::default() });
+        self.vdso_mapping = Some(m);
+        m
+    }
+
     fn location(&mut self, id: FrameId) -> i32 {
         if let Some(&l) = self.locations.get(&id) {
             return l;
@@ -194,6 +205,7 @@ impl Builder<'_, '_> {
                 let address = if self.opts.symbolize == SymbolizeMode::None { file_offset } else { addr };
                 (self.mapping(mapping), address, "native")
             }
+            Frame::Vdso { offset } => (self.vdso_mapping(), offset, "native"),
             Frame::Unmapped { addr } => (0, addr, "native"),
         };
         let lines = match self.opts.symbolize {
@@ -255,6 +267,7 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
         dict: Dictionary::default(),
         mappings: HashMap::new(),
         kernel_mapping: None,
+        vdso_mapping: None,
         locations: HashMap::new(),
         stacks: HashMap::new(),
     };
