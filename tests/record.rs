@@ -49,6 +49,7 @@ fn command_chain_pprof_full_stacks_and_exit_status() {
         .find(|m| p.string_table[m.filename as usize] == exe.to_string_lossy())
         .expect("mapping of the workload");
     assert_eq!(p.string_table[m.build_id as usize].len(), 40, "GNU build ID as hex");
+    assert_eq!(p.mapping[0].id, m.id, "the main binary is the first mapping (pprof's convention)");
     assert!(m.has_functions && m.has_line_numbers);
     let f = p.function.iter().find(|f| p.string_table[f.name as usize] == "hot_leaf").unwrap();
     assert!(p.string_table[f.filename as usize].ends_with("chain.c"));
@@ -57,6 +58,7 @@ fn command_chain_pprof_full_stacks_and_exit_status() {
     if let Some(top) = go_pprof(&["-top", "-nodecount=3"], &out) {
         let first = top.lines().skip_while(|l| !l.trim_start().starts_with("flat")).nth(1).unwrap_or("");
         assert!(first.ends_with("hot_leaf"), "top self function per go tool pprof: {top}");
+        assert!(top.starts_with("File: chain\n"), "go tool pprof names the command's binary: {top}");
     }
     if let Some(traces) = go_pprof(&["-traces"], &out) {
         let lines: Vec<String> =

@@ -42,6 +42,18 @@ impl Strings {
     }
 }
 
+/// Index in `report.agg.mappings` of the executable's mapping of the process with the most
+/// samples.
+fn main_binary(report: &Report<'_>) -> Option<usize> {
+    let mut per_pid: HashMap<u32, u64> = HashMap::new();
+    for (k, v) in &report.agg.samples {
+        *per_pid.entry(k.pid).or_default() += v.count;
+    }
+    let (&pid, _) = per_pid.iter().max_by_key(|(&pid, &n)| (n, std::cmp::Reverse(pid)))?;
+    let exe = report.processes.info(pid)?.exe.as_deref()?;
+    report.agg.mappings.iter().position(|(_, pm)| pm.pid == pid && report.processes.file(pm.mapping.file).path == exe)
+}
+
 /// Builds the (uncompressed) pprof message.
 pub fn build(report: &Report<'_>) -> pb::Profile {
     let mut strings = Strings::new();
@@ -65,6 +77,13 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
             }
         })
         .collect();
+    // pprof readers take the first mapping for the main binary (`go tool pprof`'s "File:", where
+    // it looks for symbols): the executable of the process with the most samples, not whichever
+    // file the first sample happened to hit (often ld.so for a command profiled from its start).
+    if let Some(i) = main_binary(report) {
+        let m = mappings.remove(i);
+        mappings.insert(0, m);
+    }
     let kernel_mapping = mappings.len() as u64 + 1;
     mappings.push(pb::Mapping {
         id: kernel_mapping,
@@ -196,5 +215,53 @@ impl Exporter for Pprof {
         gz.write_all(&bytes)?;
         gz.finish()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::{Aggregator, Clock},
+        export::Meta,
+        process::ProcessTracker,
+        reader::Sample,
+        symbolize,
+    };
+
+    /// The executable's mapping comes first even when another file's was seen first.
+    #[test]
+    fn main_binary_is_the_first_mapping() {
+        let me = std::process::id();
+        let mut tracker = ProcessTracker::default();
+        let mut agg = Aggregator::new(Clock::new());
+        let in_libc = libc::getpid as *const () as u64;
+        let own = main_binary_is_the_first_mapping as *const () as u64;
+        for addr in [in_libc, own, own] {
+            let s = Sample {
+                tgid: me,
+                tid: me,
+                cpu: 0,
+                ktime_ns: 1,
+                comm: "t".into(),
+                kernel: vec![],
+                user: vec![addr],
+                user_err: 0,
+                user_unwind: 0,
+                ctx_status: 0,
+                link: None,
+            };
+            agg.add(&s, &mut tracker);
+        }
+        assert_eq!(agg.mappings.len(), 2, "libc and the test binary");
+        let snap = tracker.snapshot(agg.pids(), agg.file_ids());
+        let mut sym = symbolizer::Symbolizer::new(symbolizer::Config { code_info: false, ..Default::default() });
+        let symbols = symbolize::symbolize(&agg, &snap, &mut sym);
+        let meta = Meta { frequency_hz: 99, start_unix_ns: 0, duration_ns: 1 };
+        let p = build(&Report { agg: &agg, processes: &snap, symbols: &symbols, meta });
+        let name = |m: &pb::Mapping| p.string_table[m.filename as usize].clone();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(name(&p.mapping[0]), exe.to_string_lossy());
+        assert!(name(&p.mapping[1]).contains("libc"), "{:?}", p.mapping.iter().map(name).collect::<Vec<_>>());
     }
 }
