@@ -206,22 +206,6 @@ impl Aggregator {
 mod tests {
     use super::*;
 
-    fn sample(pid: u32, tid: u32, kernel: Vec<u64>, user: Vec<u64>) -> Sample {
-        Sample {
-            tgid: pid,
-            tid,
-            cpu: 0,
-            ktime_ns: 1,
-            comm: "t".into(),
-            kernel,
-            user,
-            user_err: 0,
-            user_unwind: 0,
-            ctx_status: 0,
-            link: None,
-        }
-    }
-
     #[test]
     fn counts_identical_stacks_once_and_adjusts_return_addresses() {
         let me = std::process::id();
@@ -229,9 +213,12 @@ mod tests {
         let mut tracker = ProcessTracker::default();
         let mut agg = Aggregator::default();
         for _ in 0..3 {
-            agg.add(&sample(me, me, vec![], vec![code, code + 8]), &mut tracker);
+            agg.add(&Sample::with_stacks(me, me, vec![], vec![code, code + 8]), &mut tracker);
         }
-        agg.add(&sample(me, me + 1, vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100], vec![code]), &mut tracker);
+        agg.add(
+            &Sample::with_stacks(me, me + 1, vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100], vec![code]),
+            &mut tracker,
+        );
         assert_eq!(agg.total, 4);
         assert_eq!(agg.samples.len(), 2);
         let (k, v) = agg.samples.iter().find(|(k, _)| k.tid == me).unwrap();

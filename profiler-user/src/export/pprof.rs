@@ -238,20 +238,7 @@ mod tests {
         let in_libc = libc::getpid as *const () as u64;
         let own = main_binary_is_the_first_mapping as *const () as u64;
         for addr in [in_libc, own, own] {
-            let s = Sample {
-                tgid: me,
-                tid: me,
-                cpu: 0,
-                ktime_ns: 1,
-                comm: "t".into(),
-                kernel: vec![],
-                user: vec![addr],
-                user_err: 0,
-                user_unwind: 0,
-                ctx_status: 0,
-                link: None,
-            };
-            agg.add(&s, &mut tracker);
+            agg.add(&Sample::with_stacks(me, me, vec![], vec![addr]), &mut tracker);
         }
         assert_eq!(agg.mappings.len(), 2, "libc and the test binary");
         let snap = tracker.snapshot(agg.pids(), agg.file_ids());

@@ -38,6 +38,26 @@ pub struct Sample {
     pub link: Option<ThreadLink>,
 }
 
+#[cfg(test)]
+impl Sample {
+    /// A sample of thread `tid` of `tgid` with these stacks and nothing else, for unit tests.
+    pub fn with_stacks(tgid: u32, tid: u32, kernel: Vec<u64>, user: Vec<u64>) -> Self {
+        Self {
+            tgid,
+            tid,
+            cpu: 0,
+            ktime_ns: 1,
+            comm: "t".into(),
+            kernel,
+            user,
+            user_err: 0,
+            user_unwind: 0,
+            ctx_status: 0,
+            link: None,
+        }
+    }
+}
+
 /// What the kernel side reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
