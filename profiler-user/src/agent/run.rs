@@ -137,7 +137,9 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + p.interval, p.interval);
     let mut log_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.telemetry.log_interval, cfg.telemetry.log_interval);
-    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    // As often as `record` polls: a context a new process publishes is then read within about
+    // its 200 ms back-off floor, not up to a second later, after its samples were reported.
+    let mut beat = tokio::time::interval(Duration::from_millis(250));
     metrics.ready.store(true, Ordering::Relaxed);
     metrics.beat();
     tracing::info!(
@@ -161,7 +163,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         Event::Sample(s) => agg.add(&s, tracker),
         Event::Exec { tgid, .. } => {
             if tracker.knows(tgid) {
-                tracker.refresh(tgid);
+                tracker.exec(tgid);
             }
             new_execs.push(tgid);
         }
@@ -175,6 +177,18 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         tokio::select! {
             r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited)) => {
                 r.context("reading the ring buffer")?;
+                if p.targets.needs_exec_events() {
+                    for pid in new_execs.drain(..) {
+                        if selector.matches(pid) {
+                            tracing::debug!(pid, "new target");
+                            tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
+                            // Read at once, not at its first sample: its unwind tables are
+                            // installed and its context polled from the program's start.
+                            tracker.observe(pid);
+                        }
+                    }
+                }
+                new_execs.clear();
                 view.sync(&mut tracker, &mut tracer);
                 for pid in exited.drain(..) {
                     view.exited(pid, &mut tracer);
@@ -186,17 +200,11 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                     metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
                 }
                 tallies.publish(&agg, &metrics);
-                if p.targets.needs_exec_events() {
-                    for pid in new_execs.drain(..) {
-                        if selector.matches(pid) {
-                            tracing::debug!(pid, "new target");
-                            tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
-                        }
-                    }
-                }
-                new_execs.clear();
             }
             _ = report_tick.tick() => {
+                // The report's resources are the processes' latest contexts: read what is due.
+                tracker.poll_contexts();
+                view.sync(&mut tracker, &mut tracer);
                 tallies.close(&agg);
                 if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
                     reporter.send(job);
@@ -227,6 +235,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     drop(reader);
     drop(tracer);
     tallies.publish(&agg, &metrics);
+    tracker.poll_contexts();
     let last = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency);
     tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
     let deadline = tokio::time::Instant::now() + cfg.telemetry.shutdown_timeout;

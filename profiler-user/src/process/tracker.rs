@@ -172,6 +172,15 @@ impl ProcessTracker {
         self.procs.contains_key(&pid)
     }
 
+    /// The process called execve: a new program, read afresh, and one that may publish its
+    /// context soon, so its context back-off starts again from the shortest.
+    pub fn exec(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.context_backoff = CONTEXT_BACKOFF_MIN;
+        }
+        self.refresh(pid);
+    }
+
     /// Re-reads the process's mappings and metadata (after exec, or first sight).
     pub fn refresh(&mut self, pid: u32) {
         let now = Instant::now();

@@ -200,7 +200,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                   remaining: &mut BTreeSet<u32>,
                   exited: &mut Vec<u32>| match ev {
         Event::Sample(s) => agg.add(&s, tracker),
-        Event::Exec { tgid, .. } => tracker.refresh(tgid),
+        Event::Exec { tgid, .. } => tracker.exec(tgid),
         Event::Exit { tgid } => {
             tracker.exited(tgid);
             remaining.remove(&tgid);
