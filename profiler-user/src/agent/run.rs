@@ -203,7 +203,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
             }
             _ = report_tick.tick() => {
                 // The report's resources are the processes' latest contexts: read what is due.
-                tracker.poll_contexts();
+                tracker.poll_contexts_before_report();
                 view.sync(&mut tracker, &mut tracer);
                 tallies.close(&agg);
                 if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
@@ -235,7 +235,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     drop(reader);
     drop(tracer);
     tallies.publish(&agg, &metrics);
-    tracker.poll_contexts();
+    tracker.poll_contexts_before_report();
     let last = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency);
     tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
     let deadline = tokio::time::Instant::now() + cfg.telemetry.shutdown_timeout;

@@ -283,9 +283,26 @@ impl ProcessTracker {
     /// process whose context's `published_at_ns` changed, or that now has an `OTEL_CTX` mapping.
     /// Each process is looked at on its own back-off schedule.
     pub fn poll_contexts(&mut self) {
+        self.poll(false);
+    }
+
+    /// [`Self::poll_contexts`], and also, ahead of their schedule, the processes without a context
+    /// whose back-off has not grown past its first steps (programs that started well under a
+    /// second ago, which usually publish right at start): called before a report, so that a new
+    /// program's first report does not go out under its environment's service name when its
+    /// context was already there. Each such look still grows the back-off, so it stays bounded.
+    pub fn poll_contexts_before_report(&mut self) {
+        self.poll(true);
+    }
+
+    fn poll(&mut self, young_now: bool) {
         let now = Instant::now();
         let mut changed = Vec::new();
-        for (&pid, p) in self.procs.iter_mut().filter(|(_, p)| !p.info.exited && p.context_check <= now) {
+        let due = |p: &Process| {
+            p.context_check <= now
+                || (young_now && p.info.context.is_none() && p.context_backoff <= CONTEXT_BACKOFF_MIN * 2)
+        };
+        for (&pid, p) in self.procs.iter_mut().filter(|(_, p)| !p.info.exited && due(p)) {
             let moved = match &p.info.context {
                 Some(c) => context::process::open_memory(pid)
                     .and_then(|m| context::process::published_at(&m, c.header_addr))
