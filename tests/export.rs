@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{servers::*, *};
+use common::{agent::Agent, servers::*, *};
 use tonic::Code;
 
 fn record_export(name: &str, url: &str, extra: &[&str]) -> (std::process::Output, std::path::PathBuf) {
@@ -142,30 +142,20 @@ fn a_bad_export_url_fails_before_recording() {
     assert!(stderr(&o).contains("bad export URL"), "{}", stderr(&o));
 }
 
-/// Writes an agent-less export config: `record` takes URLs, so TLS settings are tested through
-/// the agent's exporter config.
-fn agent_tls_config(dir: &std::path::Path, exporter: &str) -> std::path::PathBuf {
-    let p = dir.join("tls.yaml");
-    std::fs::write(&p, format!("profiling:\n  frequency: 99\n  interval: 500ms\n  targets: {{ executables: [chain] }}\nexporters:\n{exporter}")).unwrap();
-    p
-}
-
-fn run_agent_briefly(config: &std::path::Path) -> String {
-    let log = config.with_extension("log");
-    let mut agent = spawn_until_ready(
-        otelprof().args(["agent", "--config"]).arg(config),
-        &log,
-        "agent profiling",
-        Duration::from_secs(30),
+/// Runs an agent targeting `chain` with one exporter section (`record` takes URLs, so TLS
+/// settings are tested through the agent's exporter config) while `chain` runs; returns its log.
+fn run_agent_briefly(dir: &std::path::Path, exporter: &str) -> String {
+    let agent = Agent::start(
+        dir,
+        &format!(
+            "profiling:\n  frequency: 99\n  interval: 500ms\n  targets: {{ executables: [chain] }}\nexporters:\n{exporter}"
+        ),
     );
     let _ = std::process::Command::new(workload("chain")).arg("1.2").status();
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let status = agent.wait().unwrap();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "{text}");
-    text
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    log
 }
 
 #[test]
@@ -177,7 +167,7 @@ fn grpc_export_over_mutual_tls() {
     let dir = scratch("export-mtls-grpc");
     let pki = make_pki(&dir);
     let (addr, state) = grpc_mtls_server(&pki);
-    let cfg = agent_tls_config(
+    let log = run_agent_briefly(
         &dir,
         &format!(
             "  otlp:\n    endpoint: localhost:{}\n    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
@@ -187,11 +177,10 @@ fn grpc_export_over_mutual_tls() {
             pki.client_key.display()
         ),
     );
-    let log = run_agent_briefly(&cfg);
     assert!(!state.lock().unwrap().received.is_empty(), "profiles arrived over mTLS: {log}");
     // Without the client certificate the server refuses the connection: nothing arrives.
     let (addr2, state2) = grpc_mtls_server(&pki);
-    let cfg2 = agent_tls_config(
+    let log2 = run_agent_briefly(
         &dir,
         &format!(
             "  otlp:\n    endpoint: localhost:{}\n    retry_on_failure: {{ enabled: false }}\n    tls:\n      ca_file: {}\n",
@@ -199,7 +188,6 @@ fn grpc_export_over_mutual_tls() {
             pki.ca.display()
         ),
     );
-    let log2 = run_agent_briefly(&cfg2);
     assert!(state2.lock().unwrap().received.is_empty(), "{log2}");
     assert!(log2.contains("export failed"), "the refusal is logged: {log2}");
 }
@@ -223,7 +211,7 @@ fn http_export_over_mutual_tls_to_an_independent_server() {
         .unwrap();
     let mut port = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut port).unwrap();
-    let cfg = agent_tls_config(
+    let log = run_agent_briefly(
         &dir,
         &format!(
             "  otlphttp:\n    endpoint: https://localhost:{}\n    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
@@ -233,7 +221,6 @@ fn http_export_over_mutual_tls_to_an_independent_server() {
             pki.client_key.display()
         ),
     );
-    let log = run_agent_briefly(&cfg);
     let _ = server.kill();
     let _ = server.wait();
     let peer = std::fs::read_to_string(out.join("0.peer")).unwrap_or_else(|_| panic!("nothing arrived: {log}"));
