@@ -2,12 +2,17 @@
 //! threads keep their trace context (`context`). Both follow the process tracker: whenever a
 //! process's mappings or published context were (re-)read, both are brought up to date, and both
 //! are dropped when it exits.
+//!
+//! Samples pass through here on their way to aggregation: those BPF sent with a stack copy wait
+//! until their process's tables are installed and are unwound with them (`unwind::deferred`).
 
 use crate::{
+    aggregate::Aggregator,
     context::ThreadContexts,
     process::ProcessTracker,
+    reader::Sample,
     tracer::Tracer,
-    unwind::{TableStore, IDLE_GRACE},
+    unwind::{deferred::Deferred, TableStore, IDLE_GRACE},
 };
 
 /// Per-process state installed in BPF maps.
@@ -15,6 +20,10 @@ pub struct KernelView {
     /// `None` with `--unwind fp`.
     pub tables: Option<TableStore>,
     pub contexts: ThreadContexts,
+    /// Samples waiting for their process's tables.
+    pub deferred: Deferred,
+    /// Samples settled, to be aggregated by the next [`Self::sample`] or [`Self::settle`].
+    ready: Vec<Sample>,
 }
 
 impl KernelView {
@@ -22,6 +31,38 @@ impl KernelView {
         Self {
             tables: tables.then(|| TableStore::new(tracer.unwind_rows_capacity(), IDLE_GRACE)),
             contexts: ThreadContexts::default(),
+            deferred: Deferred::default(),
+            ready: Vec::new(),
+        }
+    }
+
+    /// Aggregates a sample from the ring buffer, or keeps it until its stack copy can be
+    /// unwound.
+    pub fn sample(&mut self, s: Sample, agg: &mut Aggregator, tracker: &mut ProcessTracker) {
+        match &self.tables {
+            Some(t) if s.stack_copy.is_some() => {
+                // A process seen first through such a sample is read now, so it gets tables.
+                tracker.observe(s.tgid);
+                self.deferred.admit(s, t, &mut self.ready)
+            }
+            _ => agg.add(&s, tracker),
+        }
+        for s in self.ready.drain(..) {
+            agg.add(&s, tracker);
+        }
+    }
+
+    /// Aggregates the waiting samples that the tables installed since can unwind, and those that
+    /// waited long enough or whose process exited (`all`: every one, before a report or at the
+    /// end).
+    pub fn settle(&mut self, agg: &mut Aggregator, tracker: &mut ProcessTracker, all: bool) {
+        if let Some(t) = &self.tables {
+            if !self.deferred.is_empty() {
+                self.deferred.retry(t, &[], all, &mut self.ready);
+            }
+        }
+        for s in self.ready.drain(..) {
+            agg.add(&s, tracker);
         }
     }
 
@@ -44,9 +85,12 @@ impl KernelView {
         }
     }
 
-    /// Forgets a process that exited.
+    /// Forgets a process that exited. Its waiting samples are unwound with its tables first.
     pub fn exited(&mut self, pid: u32, tracer: &mut Tracer) {
         if let Some(t) = self.tables.as_mut() {
+            if !self.deferred.is_empty() {
+                self.deferred.retry(t, &[pid], false, &mut self.ready);
+            }
             t.release_process(pid, tracer);
         }
         self.contexts.release(pid, tracer);

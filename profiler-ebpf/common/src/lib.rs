@@ -36,6 +36,11 @@ pub enum RecordKind {
     /// An [`UnknownPcRecord`]: the unwinder met a pc outside every mapping user space described
     /// for the process (a `dlopen`ed library, new JIT code): its mappings should be re-read.
     UnknownPc = 4,
+    /// A [`StackCopyRecord`]: a sample whose user stack BPF could not unwind with tables (the
+    /// process's tables are not installed yet, or the walk met code user space has not
+    /// described), with the user registers and a copy of the top of the user stack, so user
+    /// space unwinds it once it knows the process's code.
+    SampleWithStack = 6,
 }
 
 impl RecordKind {
@@ -46,6 +51,7 @@ impl RecordKind {
             2 => Some(Self::Exec),
             3 => Some(Self::Exit),
             4 => Some(Self::UnknownPc),
+            6 => Some(Self::SampleWithStack),
             _ => None,
         }
     }
@@ -94,6 +100,30 @@ pub struct SampleRecord {
     pub user_stack: [u64; MAX_STACK_DEPTH],
     /// The sampled thread's OTEP 4947 context record, as read from its memory.
     pub ctx: ThreadCtx,
+}
+
+/// Bytes of user stack a [`StackCopyRecord`] holds: five pages starting at the page of the
+/// sampled stack pointer, so at least 16 KiB above it (`perf --call-graph dwarf` copies 8 KiB).
+pub const STACK_COPY_BYTES: usize = 5 * 4096;
+
+/// A sample (with its frame-pointer user stack as a fallback) plus what user space needs to
+/// unwind the user stack itself: the interrupted user registers and a copy of the stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackCopyRecord {
+    /// `sample.header.kind` is [`RecordKind::SampleWithStack`].
+    pub sample: SampleRecord,
+    /// User `rip`, `rsp`, `rbp` at the sample.
+    pub rip: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    /// User address of `stack[0]` (the start of `rsp`'s page).
+    pub stack_base: u64,
+    /// Bytes of `stack` that were read (whole pages; reading stops at the first page that
+    /// cannot be read, e.g. above the top of the stack).
+    pub stack_len: u32,
+    pub _pad: u32,
+    pub stack: [u8; STACK_COPY_BYTES],
 }
 
 /// Bytes of an OTEP 4947 thread-context record before its attributes: trace_id[16], span_id[8],
@@ -264,6 +294,9 @@ pub mod unwind_status {
     pub const NO_USER_REGS: u32 = 5;
     /// The process has no unwind tables (yet): frame pointers were used.
     pub const NO_TABLES: u32 = 6;
+    /// User space only: unwound by user space with the process's tables from a
+    /// [`StackCopyRecord`] down to the outermost frame.
+    pub const COPY_COMPLETE: u32 = 7;
 }
 
 /// Value flags of the `TARGETS` map (key: tgid).
@@ -292,12 +325,20 @@ pub enum Counter {
     TargetsFull = 3,
     /// Unknown-pc reports sent ([`UnknownPcRecord`]); lost ones count in `LostEvents`.
     UnknownPcs = 4,
+    /// Samples sent with a copy of their user stack ([`StackCopyRecord`]).
+    StackCopies = 5,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 5] =
-        [Counter::Samples, Counter::LostSamples, Counter::LostEvents, Counter::TargetsFull, Counter::UnknownPcs];
+    pub const ALL: [Counter; 6] = [
+        Counter::Samples,
+        Counter::LostSamples,
+        Counter::LostEvents,
+        Counter::TargetsFull,
+        Counter::UnknownPcs,
+        Counter::StackCopies,
+    ];
 }
 
 /// Number of entries of the `COUNTERS` array.

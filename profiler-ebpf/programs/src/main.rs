@@ -16,7 +16,7 @@ mod unwind;
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::generated::{bpf_get_stack, bpf_probe_read_kernel},
+    helpers::generated::{bpf_get_stack, bpf_probe_read_kernel, bpf_probe_read_user},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, perf_event, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -25,8 +25,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    target, unwind_status, Config, Counter, RecordHeader, RecordKind, SampleRecord, TaskRecord, UnknownPcRecord,
-    COUNTER_COUNT, DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS,
+    target, unwind_status, Config, Counter, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord,
+    UnknownPcRecord, COUNTER_COUNT, DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS, STACK_COPY_BYTES,
 };
 
 /// Load-time settings; the loader overrides the whole struct.
@@ -111,6 +111,37 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
             emit_unknown_pc(pid_tgid, pc);
         }
     }
+    // Without tables for this stack (none installed yet, or code user space has not described),
+    // send the registers and a copy of the stack along, so user space can unwind it with the
+    // tables it is installing (docs/design/0005-stack-copies.md). Frame pointers still fill
+    // the record's user stack, the fallback when user space cannot do better.
+    if config.dwarf_unwind != 0 {
+        // SAFETY: this CPU's scratch value, returned by `unwind`.
+        let incomplete = unwound.is_null() || unsafe { (*unwound).unknown_pc } != 0;
+        if incomplete {
+            if let Some(regs) = unwind::user_regs(&ctx) {
+                if let Some(mut entry) = EVENTS.reserve::<StackCopyRecord>(0) {
+                    let record = entry.as_mut_ptr();
+                    // SAFETY: an exclusively owned reserved slot; every field is written
+                    // before submit.
+                    unsafe {
+                        fill_sample(
+                            &ctx,
+                            &mut (*record).sample,
+                            RecordKind::SampleWithStack,
+                            pid_tgid,
+                            unwound,
+                            &config,
+                        );
+                        copy_stack(&mut *record, regs);
+                    }
+                    entry.submit(0);
+                    count(Counter::StackCopies);
+                    return 0;
+                }
+            }
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
         count(Counter::LostSamples);
         return 0;
@@ -118,34 +149,72 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points at a reserved, exclusively owned SampleRecord-sized slot; every field
     // is written below before submit.
-    unsafe {
-        fill_header(&mut (*record).header, RecordKind::Sample, pid_tgid);
-        let (klen, kerr) = read_stack(&ctx, &mut (*record).kernel_stack, 0);
-        (*record).kernel_len = klen;
-        (*record).kernel_err = kerr;
-        match unwound.is_null() {
-            false => {
-                let scratch = unwound;
-                // Copy the walked frames (map memory) into the record (ring-buffer memory).
-                let dst = (*record).user_stack.as_mut_ptr().cast();
-                let src = (*scratch).frames.as_ptr().cast();
-                let ok = bpf_probe_read_kernel(dst, (MAX_STACK_DEPTH * 8) as u32, src) == 0;
-                (*record).user_len = if ok { (*scratch).len.min(MAX_STACK_DEPTH as u32) } else { 0 };
-                (*record).user_err = 0;
-                (*record).user_unwind = (*scratch).status;
-            }
-            true => {
-                let (ulen, uerr) = read_stack(&ctx, &mut (*record).user_stack, BPF_F_USER_STACK as u64);
-                (*record).user_len = ulen;
-                (*record).user_err = uerr;
-                (*record).user_unwind =
-                    if config.dwarf_unwind != 0 { unwind_status::NO_TABLES } else { unwind_status::FRAME_POINTERS };
-            }
-        }
-        (*record).ctx_status = thread_ctx::read(tgid, &config, &mut (*record).ctx);
-    }
+    unsafe { fill_sample(&ctx, &mut *record, RecordKind::Sample, pid_tgid, unwound, &config) };
     entry.submit(0);
     0
+}
+
+/// Writes one sample: header, kernel stack, user stack (the table walk's frames when `unwound`
+/// is not null, else frame pointers) and the thread context.
+#[inline(always)]
+fn fill_sample(
+    ctx: &PerfEventContext,
+    record: &mut SampleRecord,
+    kind: RecordKind,
+    pid_tgid: u64,
+    unwound: *const unwind::Scratch,
+    config: &Config,
+) {
+    let tgid = (pid_tgid >> 32) as u32;
+    fill_header(&mut record.header, kind, pid_tgid);
+    let (klen, kerr) = read_stack(ctx, &mut record.kernel_stack, 0);
+    record.kernel_len = klen;
+    record.kernel_err = kerr;
+    if unwound.is_null() {
+        let (ulen, uerr) = read_stack(ctx, &mut record.user_stack, BPF_F_USER_STACK as u64);
+        record.user_len = ulen;
+        record.user_err = uerr;
+        record.user_unwind =
+            if config.dwarf_unwind != 0 { unwind_status::NO_TABLES } else { unwind_status::FRAME_POINTERS };
+    } else {
+        // SAFETY: this CPU's scratch value, returned by `unwind`; the copy goes from map memory
+        // into the record (ring-buffer memory).
+        unsafe {
+            let dst = record.user_stack.as_mut_ptr().cast();
+            let src = (*unwound).frames.as_ptr().cast();
+            let ok = bpf_probe_read_kernel(dst, (MAX_STACK_DEPTH * 8) as u32, src) == 0;
+            record.user_len = if ok { (*unwound).len.min(MAX_STACK_DEPTH as u32) } else { 0 };
+            record.user_err = 0;
+            record.user_unwind = (*unwound).status;
+        }
+    }
+    record.ctx_status = thread_ctx::read(tgid, config, &mut record.ctx);
+}
+
+/// Copies whole pages of the user stack from the page of `rsp` upwards into the record, stopping
+/// at the first page that cannot be read (the top of the stack).
+#[inline(always)]
+fn copy_stack(record: &mut StackCopyRecord, (rip, rsp, rbp): (u64, u64, u64)) {
+    const PAGE: usize = 4096;
+    record.rip = rip;
+    record.rsp = rsp;
+    record.rbp = rbp;
+    record._pad = 0;
+    let base = rsp & !(PAGE as u64 - 1);
+    record.stack_base = base;
+    let mut len = 0u32;
+    for i in 0..STACK_COPY_BYTES / PAGE {
+        // SAFETY: i * PAGE + PAGE <= STACK_COPY_BYTES.
+        let dst = unsafe { record.stack.as_mut_ptr().add(i * PAGE) };
+        // SAFETY: `dst` has PAGE writable bytes inside the reserved record; the helper checks
+        // the user address.
+        let r = unsafe { bpf_probe_read_user(dst.cast(), PAGE as u32, (base + (i * PAGE) as u64) as *const _) };
+        if r != 0 {
+            break;
+        }
+        len += PAGE as u32;
+    }
+    record.stack_len = len;
 }
 
 #[inline(always)]

@@ -62,7 +62,7 @@ pub fn read_user(addr: u64) -> Option<u64> {
 /// The user registers of the sampled task: from the sample when it interrupted user code, else
 /// from the task's saved user state (`bpf_task_pt_regs`, the sample hit kernel code).
 #[inline(always)]
-fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
+pub fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
     // SAFETY: the perf_event context starts with the interrupted registers.
     let regs = unsafe { &(*ctx.ctx).regs };
     if regs.cs & 3 == 3 {

@@ -18,8 +18,16 @@ use crate::{aggregate::Aggregator, export::send::ExportStats};
 
 /// How each user stack's unwind ended, by `profiler_common::unwind_status` value: the label of
 /// `otelprof_unwind_stacks_total`.
-const UNWIND_RESULTS: [&str; 7] =
-    ["frame_pointers", "complete", "truncated", "fp_fallback", "read_fault", "no_user_regs", "no_tables"];
+const UNWIND_RESULTS: [&str; 8] = [
+    "frame_pointers",
+    "complete",
+    "truncated",
+    "fp_fallback",
+    "read_fault",
+    "no_user_regs",
+    "no_tables",
+    "complete_from_stack_copy",
+];
 
 /// Per-sample tallies of the intervals already reported: each interval starts a fresh
 /// aggregator, and the counters must keep growing across them.

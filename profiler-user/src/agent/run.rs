@@ -158,9 +158,10 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let handle = |ev: Event,
                   agg: &mut Aggregator,
                   tracker: &mut ProcessTracker,
+                  view: &mut KernelView,
                   new_execs: &mut Vec<u32>,
                   exited: &mut Vec<u32>| match ev {
-        Event::Sample(s) => agg.add(&s, tracker),
+        Event::Sample(s) => view.sample(s, agg, tracker),
         Event::Exec { tgid, .. } => {
             if tracker.knows(tgid) {
                 tracker.exec(tgid);
@@ -175,7 +176,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     };
     loop {
         tokio::select! {
-            r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited)) => {
+            r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited)) => {
                 r.context("reading the ring buffer")?;
                 if p.targets.needs_exec_events() {
                     for pid in new_execs.drain(..) {
@@ -193,6 +194,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 for pid in exited.drain(..) {
                     view.exited(pid, &mut tracer);
                 }
+                view.settle(&mut agg, &mut tracker, false);
                 if let Some(store) = view.tables.as_ref() {
                     metrics.unwind_table_bytes.store(store.stats.bytes(), Ordering::Relaxed);
                     metrics.unwind_table_files.store(store.stats.files, Ordering::Relaxed);
@@ -205,6 +207,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 // The report's resources are the processes' latest contexts: read what is due.
                 tracker.poll_contexts_before_report();
                 view.sync(&mut tracker, &mut tracer);
+                view.settle(&mut agg, &mut tracker, true);
                 tallies.close(&agg);
                 if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
                     reporter.send(job);
@@ -220,6 +223,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 metrics.beat();
                 tracker.poll_contexts();
                 view.sync(&mut tracker, &mut tracer);
+                view.settle(&mut agg, &mut tracker, false);
                 metrics.lost_samples.store(tracer.counter(Counter::LostSamples), Ordering::Relaxed);
                 metrics.lost_events.store(tracer.counter(Counter::LostEvents), Ordering::Relaxed);
             }
@@ -230,7 +234,9 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     }
 
     tracing::info!("stopping: final report, then flushing exports for at most {:?}", cfg.telemetry.shutdown_timeout);
-    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut new_execs, &mut exited));
+    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited));
+    view.sync(&mut tracker, &mut tracer);
+    view.settle(&mut agg, &mut tracker, true);
     metrics.ready.store(false, Ordering::Relaxed);
     drop(reader);
     drop(tracer);

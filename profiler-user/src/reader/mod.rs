@@ -8,7 +8,8 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
 use profiler_common::{
-    ctx_status, RecordHeader, RecordKind, SampleRecord, TaskRecord, UnknownPcRecord, MAX_STACK_DEPTH, TASK_COMM_LEN,
+    ctx_status, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord, UnknownPcRecord, MAX_STACK_DEPTH,
+    STACK_COPY_BYTES, TASK_COMM_LEN,
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
@@ -36,6 +37,29 @@ pub struct Sample {
     pub ctx_status: u32,
     /// The thread's OTEP 4947 context, when BPF found a valid record.
     pub link: Option<ThreadLink>,
+    /// Registers and a copy of the user stack, when BPF could not unwind it with tables
+    /// (`RecordKind::SampleWithStack`): user space unwinds it (`unwind::deferred`).
+    pub stack_copy: Option<Box<StackCopy>>,
+}
+
+/// The user registers of a sample and a copy of its stack from the page of `rsp` upwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackCopy {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    /// User address of `bytes[0]`.
+    pub base: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl StackCopy {
+    /// The u64 at user address `addr`, if the copy holds it.
+    pub fn read_u64(&self, addr: u64) -> Option<u64> {
+        let at = usize::try_from(addr.checked_sub(self.base)?).ok()?;
+        let b = self.bytes.get(at..at.checked_add(8)?)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
 }
 
 #[cfg(test)]
@@ -54,6 +78,7 @@ impl Sample {
             user_unwind: 0,
             ctx_status: 0,
             link: None,
+            stack_copy: None,
         }
     }
 }
@@ -100,27 +125,42 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+fn sample(r: &SampleRecord) -> Sample {
+    let klen = (r.kernel_len as usize).min(MAX_STACK_DEPTH);
+    let ulen = (r.user_len as usize).min(MAX_STACK_DEPTH);
+    Sample {
+        tgid: r.header.tgid,
+        tid: r.header.tid,
+        cpu: r.header.cpu,
+        ktime_ns: r.header.ktime_ns,
+        comm: comm_string(&r.header.comm),
+        kernel: r.kernel_stack[..klen].iter().copied().take_while(|&a| a != 0).collect(),
+        user: r.user_stack[..ulen].iter().copied().take_while(|&a| a != 0).collect(),
+        user_err: r.user_err,
+        user_unwind: r.user_unwind,
+        ctx_status: r.ctx_status,
+        link: (r.ctx_status == ctx_status::VALID).then(|| ThreadLink::from_record(&r.ctx)),
+        stack_copy: None,
+    }
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: RecordHeader = read(bytes)?;
     match RecordKind::from_u32(header.kind) {
-        Some(RecordKind::Sample) => {
-            let r: SampleRecord = read(bytes)?;
-            let klen = (r.kernel_len as usize).min(MAX_STACK_DEPTH);
-            let ulen = (r.user_len as usize).min(MAX_STACK_DEPTH);
-            Ok(Event::Sample(Sample {
-                tgid: r.header.tgid,
-                tid: r.header.tid,
-                cpu: r.header.cpu,
-                ktime_ns: r.header.ktime_ns,
-                comm: comm_string(&r.header.comm),
-                kernel: r.kernel_stack[..klen].iter().copied().take_while(|&a| a != 0).collect(),
-                user: r.user_stack[..ulen].iter().copied().take_while(|&a| a != 0).collect(),
-                user_err: r.user_err,
-                user_unwind: r.user_unwind,
-                ctx_status: r.ctx_status,
-                link: (r.ctx_status == ctx_status::VALID).then(|| ThreadLink::from_record(&r.ctx)),
-            }))
+        Some(RecordKind::Sample) => Ok(Event::Sample(sample(&read::<SampleRecord>(bytes)?))),
+        Some(RecordKind::SampleWithStack) => {
+            let r: StackCopyRecord = read(bytes)?;
+            let len = (r.stack_len as usize).min(STACK_COPY_BYTES);
+            let mut s = sample(&r.sample);
+            s.stack_copy = Some(Box::new(StackCopy {
+                rip: r.rip,
+                rsp: r.rsp,
+                rbp: r.rbp,
+                base: r.stack_base,
+                bytes: r.stack[..len].to_vec(),
+            }));
+            Ok(Event::Sample(s))
         }
         Some(RecordKind::Exec) => {
             let r: TaskRecord = read(bytes)?;
@@ -226,6 +266,31 @@ mod tests {
         r.ctx.header[24] = 1;
         let Event::Sample(s) = decode(&bytes_of(&r)).unwrap() else { panic!("not a sample") };
         assert_eq!(s.link.map(|l| l.trace_id), Some([1; 16]));
+    }
+
+    #[test]
+    fn decodes_a_sample_with_its_stack_copy() {
+        let mut r: Box<StackCopyRecord> = Box::new(unsafe {
+            // SAFETY: plain integers and arrays; all-zero is a valid value.
+            std::mem::zeroed()
+        });
+        r.sample.header = header(RecordKind::SampleWithStack);
+        r.sample.user_len = 1;
+        r.sample.user_stack[0] = 0x401000;
+        (r.rip, r.rsp, r.rbp, r.stack_base, r.stack_len) = (0x401000, 0x7ffd_1010, 0, 0x7ffd_1000, 4096);
+        r.stack[16..24].copy_from_slice(&0x402000u64.to_le_bytes());
+        let Event::Sample(s) = decode(&bytes_of(&*r)).unwrap() else { panic!("not a sample") };
+        assert_eq!((s.tgid, s.user.as_slice()), (10, &[0x401000][..]));
+        let copy = s.stack_copy.expect("the copy comes along");
+        assert_eq!((copy.rip, copy.rsp, copy.base, copy.bytes.len()), (0x401000, 0x7ffd_1010, 0x7ffd_1000, 4096));
+        assert_eq!(copy.read_u64(0x7ffd_1010), Some(0x402000));
+        assert_eq!(copy.read_u64(0x7ffd_1000 + 4090), None, "past the copy");
+        assert_eq!(copy.read_u64(0x7ffd_0ff8), None, "below the copy");
+        // A stack length beyond the array is clamped, a short record is an error.
+        r.stack_len = u32::MAX;
+        let Event::Sample(s) = decode(&bytes_of(&*r)).unwrap() else { panic!("not a sample") };
+        assert_eq!(s.stack_copy.map(|c| c.bytes.len()), Some(STACK_COPY_BYTES));
+        assert!(matches!(decode(&bytes_of(&*r)[..4000]), Err(DecodeError::Short(_))));
     }
 
     #[test]

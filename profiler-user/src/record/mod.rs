@@ -38,7 +38,7 @@ use crate::{
     reader::{Event, Reader},
     symbolize,
     tracer::{Tracer, TracerConfig},
-    unwind::{own_shared_libraries, StoreStats},
+    unwind::{deferred::CopyStats, own_shared_libraries, StoreStats},
 };
 
 /// Where the profile goes.
@@ -197,9 +197,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     let handle = |ev: Event,
                   agg: &mut Aggregator,
                   tracker: &mut ProcessTracker,
+                  view: &mut KernelView,
                   remaining: &mut BTreeSet<u32>,
                   exited: &mut Vec<u32>| match ev {
-        Event::Sample(s) => agg.add(&s, tracker),
+        Event::Sample(s) => view.sample(s, agg, tracker),
         Event::Exec { tgid, .. } => tracker.exec(tgid),
         Event::Exit { tgid } => {
             tracker.exited(tgid);
@@ -214,12 +215,13 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     } else {
         loop {
             tokio::select! {
-                r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining, &mut exited)) => {
+                r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited)) => {
                     r.context("reading the ring buffer")?;
                     view.sync(&mut tracker, &mut tracer);
                     for pid in exited.drain(..) {
                         view.exited(pid, &mut tracer);
                     }
+                    view.settle(&mut agg, &mut tracker, false);
                     if matches!(target, Target::Pids(_)) && remaining.is_empty() {
                         break End::TargetsExited;
                     }
@@ -242,12 +244,17 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                     progress.update(agg.total, tracer.counter(Counter::LostSamples), tracker.len());
                     tracker.poll_contexts();
                     view.sync(&mut tracker, &mut tracer);
+                    view.settle(&mut agg, &mut tracker, false);
                 }
             }
         }
     };
     // Everything the kernel wrote before we stop belongs to the recording.
-    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut remaining, &mut exited));
+    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited));
+    // Processes read just now (first seen in the last records) get their tables, so their
+    // stack copies can still be unwound.
+    view.sync(&mut tracker, &mut tracer);
+    view.settle(&mut agg, &mut tracker, true);
     progress.finish();
     let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
     let (lost_samples, lost_events, targets_full, unknown_pcs) = (
@@ -299,7 +306,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         eprintln!("otelprof: {}", link_summary(&agg));
     }
     if let Some(store) = &view.tables {
-        eprintln!("otelprof: {}", unwind_summary(&agg.unwind_status, &store.stats, unknown_pcs));
+        eprintln!("otelprof: {}", unwind_summary(&agg.unwind_status, &store.stats, &view.deferred.stats, unknown_pcs));
     }
     for s in bpf_stats.iter().flatten() {
         eprintln!("otelprof: bpf {}: {} runs, {:.0} ns/run", s.name, s.runs, s.ns_per_run());
@@ -381,15 +388,18 @@ pub fn link_summary(agg: &Aggregator) -> String {
     )
 }
 
-pub fn unwind_summary(status: &[u64; 8], store: &StoreStats, unknown_pcs: u64) -> String {
+pub fn unwind_summary(status: &[u64; 8], store: &StoreStats, copies: &CopyStats, unknown_pcs: u64) -> String {
     use profiler_common::unwind_status as u;
     let total: u64 = status.iter().sum();
     let pct = |n: u64| if total == 0 { 0.0 } else { 100.0 * n as f64 / total as f64 };
     format!(
-        "unwind: {:.1}% of {total} user stacks complete with tables; {} fell back to frame pointers, {} truncated, \
+        "unwind: {:.1}% of {total} user stacks complete with tables ({} unwound here from {} stack copies); \
+         {} fell back to frame pointers, {} truncated, \
          {} read faults, {} without tables, {} without user registers; tables: {} files, {} rows, {} KiB, peak {} KiB, \
          {} released, {} files without; {} new-code reports",
-        pct(status[u::COMPLETE as usize]),
+        pct(status[u::COMPLETE as usize] + status[u::COPY_COMPLETE as usize]),
+        status[u::COPY_COMPLETE as usize],
+        copies.received,
         status[u::FP_FALLBACK as usize],
         status[u::TRUNCATED as usize],
         status[u::READ_FAULT as usize],

@@ -10,10 +10,12 @@
 //! - `compile`: CFI → rows, checked against binutils' `readelf --debug-dump=frames-interp`.
 //! - `store`: rows uploaded into the BPF maps once per file, per-process mapping lists,
 //!   reference counts that release tables no process uses (`alloc`: the free rows).
-//! - The walker is BPF (`profiler-ebpf/programs/src/unwind.rs`).
+//! - The walker is BPF (`profiler-ebpf/programs/src/unwind.rs`); `deferred` walks, by the same
+//!   rules, the stack copies BPF sends for samples it had no tables for yet.
 
 mod alloc;
 mod compile;
+pub mod deferred;
 mod store;
 
 pub use compile::{compile, UnwindError, UnwindTable};

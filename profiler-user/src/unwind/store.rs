@@ -9,6 +9,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -115,6 +116,11 @@ pub struct TableStore {
     /// The tables each process's installed mapping list uses.
     procs: HashMap<u32, Vec<TableKey>>,
     rows: RowAllocator,
+    /// What BPF has, mirrored for walking stack copies here (`deferred`): each table's rows by
+    /// their start in the rows array, and each process's installed mapping list. (Twice the
+    /// rows' memory until the rows array is mapped into user space.)
+    rows_mirror: HashMap<u32, Arc<[UnwindRow]>>,
+    lists: HashMap<u32, Vec<UnwindMapping>>,
     /// How long a table no process uses stays (a short-lived program started again soon, as
     /// a shell loop or cron does, then needs no recompiling).
     idle_grace: Duration,
@@ -128,6 +134,8 @@ impl TableStore {
             tables: HashMap::new(),
             procs: HashMap::new(),
             rows: RowAllocator::new(capacity),
+            rows_mirror: HashMap::new(),
+            lists: HashMap::new(),
             idle_grace,
             failed_remembered: 0,
             stats: StoreStats::default(),
@@ -178,6 +186,7 @@ impl TableStore {
     fn free(&mut self, key: &TableKey) {
         if let Some(Table { placed: Some(p), .. }) = self.tables.remove(key) {
             self.rows.free(p.rows_start, p.rows_len);
+            self.rows_mirror.remove(&p.rows_start);
             self.stats.files -= 1;
             self.stats.rows -= p.rows_len as u64;
             self.stats.released += 1;
@@ -261,6 +270,7 @@ impl TableStore {
             return None;
         }
         let segments = object::File::parse(data).map(|f| layout::segments(&f)).unwrap_or_default();
+        self.rows_mirror.insert(start, table.rows.into());
         self.stats.files += 1;
         self.stats.rows += len as u64;
         self.stats.peak_rows = self.stats.peak_rows.max(self.stats.rows);
@@ -311,11 +321,19 @@ impl TableStore {
         let old = self.procs.insert(refreshed.pid, keys).unwrap_or_default();
         if has_tables {
             let value = proc_value(&entries);
-            if let Err(e) = maps.set_proc(refreshed.pid, &value) {
-                tracing::warn!("PID {}: unwind tables not installed: {e}", refreshed.pid);
+            match maps.set_proc(refreshed.pid, &value) {
+                Ok(()) => {
+                    let n = (value.count as usize).min(MAX_UNWIND_MAPPINGS);
+                    self.lists.insert(refreshed.pid, value.mappings[..n].to_vec());
+                }
+                Err(e) => {
+                    tracing::warn!("PID {}: unwind tables not installed: {e}", refreshed.pid);
+                    self.lists.remove(&refreshed.pid);
+                }
             }
         } else {
             maps.remove_proc(refreshed.pid);
+            self.lists.remove(&refreshed.pid);
         }
         for key in &old {
             self.release_key(key);
@@ -326,6 +344,7 @@ impl TableStore {
     /// Forgets a process that exited: its mapping list goes, its tables lose a user.
     pub fn release_process(&mut self, pid: u32, maps: &mut dyn UnwindMaps) {
         maps.remove_proc(pid);
+        self.lists.remove(&pid);
         if let Some(keys) = self.procs.remove(&pid) {
             for key in &keys {
                 self.release_key(key);
@@ -353,6 +372,17 @@ impl TableStore {
     /// Releases every idle table now.
     pub fn release_idle(&mut self) {
         self.collect(true);
+    }
+}
+
+impl super::deferred::Tables for TableStore {
+    fn mappings(&self, pid: u32) -> Option<&[UnwindMapping]> {
+        self.lists.get(&pid).map(Vec::as_slice)
+    }
+
+    fn rows(&self, mapping: &UnwindMapping) -> Option<&[UnwindRow]> {
+        let rows = self.rows_mirror.get(&mapping.rows_start)?;
+        (rows.len() == mapping.rows_len as usize).then_some(&rows[..])
     }
 }
 
