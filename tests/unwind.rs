@@ -197,30 +197,6 @@ fn vdso_frames_are_named_and_unwound_through() {
 }
 
 #[test]
-fn debian_python_unwinds_to_main() {
-    let python = std::path::Path::new("/usr/bin/python3");
-    if !python.exists() {
-        eprintln!("SKIPPED debian_python_unwinds_to_main: no /usr/bin/python3");
-        return;
-    }
-    if !bpf_allowed("debian_python_unwinds_to_main") {
-        return;
-    }
-    let _g = bpf_lock();
-    let script = "import time\nend = time.time() + 3\nx = 0\nwhile time.time() < end:\n    x += 1\n";
-    let (stacks, err) = record("unwind-python", &[], &[python.as_os_str(), "-c".as_ref(), script.as_ref()]);
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
-    let to_main: i64 = stacks
-        .iter()
-        .filter(|s| s.functions.iter().any(|f| f == "Py_BytesMain" || f == "main"))
-        .filter(|s| s.functions.iter().any(|f| f.starts_with("_PyEval_EvalFrameDefault")))
-        .map(|s| s.count)
-        .sum();
-    assert!(total > 1000, "{total}");
-    assert!(to_main * 100 >= total * 95, "through libpython to main in {to_main} of {total}\n{err}");
-}
-
-#[test]
 fn rust_release_build_without_frame_pointers_unwinds_completely() {
     if !bpf_allowed("rust_release_build_without_frame_pointers_unwinds_completely") {
         return;

@@ -70,6 +70,7 @@ fn report_inputs() -> (Aggregator, ProcessTracker) {
             user_unwind: 0,
             ctx_status: 0,
             link: None,
+            stack_copy: None,
         };
         agg.add(&s, &mut tracker);
     }

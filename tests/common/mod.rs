@@ -38,7 +38,7 @@ pub fn workload(name: &str) -> PathBuf {
 }
 
 /// Builds `tests/workloads/SOURCES` into `out` with `flags` (a C executable, or a shared library
-/// with `-shared -fPIC`), once per test run.
+/// with `-shared -fPIC`; C++ when a source ends in `.cpp`), once per test run.
 pub fn build_c(out: &str, sources: &[&str], flags: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
@@ -53,6 +53,7 @@ pub fn build_c(out: &str, sources: &[&str], flags: &[&str]) -> PathBuf {
     let compiler = cc::Build::new()
         .target(&triple)
         .host(&triple)
+        .cpp(sources.iter().any(|s| s.ends_with(".cpp")))
         .opt_level(0)
         .debug(false)
         .cargo_metadata(false)
