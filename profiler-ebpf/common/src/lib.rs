@@ -327,17 +327,21 @@ pub enum Counter {
     UnknownPcs = 4,
     /// Samples sent with a copy of their user stack ([`StackCopyRecord`]).
     StackCopies = 5,
+    /// Samples that needed a stack copy but were sent without one: the ring buffer was half
+    /// full (copies never crowd out plain samples).
+    CopiesSkipped = 6,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 7] = [
         Counter::Samples,
         Counter::LostSamples,
         Counter::LostEvents,
         Counter::TargetsFull,
         Counter::UnknownPcs,
         Counter::StackCopies,
+        Counter::CopiesSkipped,
     ];
 }
 

@@ -15,7 +15,7 @@ mod thread_ctx;
 mod unwind;
 
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
     helpers::generated::{bpf_get_stack, bpf_probe_read_kernel, bpf_probe_read_user},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, perf_event, tracepoint},
@@ -118,7 +118,14 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
     if config.dwarf_unwind != 0 {
         // SAFETY: this CPU's scratch value, returned by `unwind`.
         let incomplete = unwound.is_null() || unsafe { (*unwound).unknown_pc } != 0;
-        if incomplete {
+        // Copies may fill half the ring buffer at most, so plain samples always find room
+        // while user space is busy (compiling a large table, say).
+        let room = EVENTS.query(BPF_RB_AVAIL_DATA as u64) + (size_of::<StackCopyRecord>() as u64)
+            <= EVENTS.query(BPF_RB_RING_SIZE as u64) / 2;
+        if incomplete && !room {
+            count(Counter::CopiesSkipped);
+        }
+        if incomplete && room {
             if let Some(regs) = unwind::user_regs(&ctx) {
                 if let Some(mut entry) = EVENTS.reserve::<StackCopyRecord>(0) {
                     let record = entry.as_mut_ptr();

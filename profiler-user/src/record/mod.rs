@@ -257,11 +257,12 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     view.settle(&mut agg, &mut tracker, true);
     progress.finish();
     let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
-    let (lost_samples, lost_events, targets_full, unknown_pcs) = (
+    let (lost_samples, lost_events, targets_full, unknown_pcs, copies_skipped) = (
         tracer.counter(Counter::LostSamples),
         tracer.counter(Counter::LostEvents),
         tracer.counter(Counter::TargetsFull),
         tracer.counter(Counter::UnknownPcs),
+        tracer.counter(Counter::CopiesSkipped),
     );
     let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
     let decode_errors = reader.decode_errors;
@@ -306,7 +307,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         eprintln!("otelprof: {}", link_summary(&agg));
     }
     if let Some(store) = &view.tables {
-        eprintln!("otelprof: {}", unwind_summary(&agg.unwind_status, &store.stats, &view.deferred.stats, unknown_pcs));
+        eprintln!(
+            "otelprof: {}",
+            unwind_summary(&agg.unwind_status, &store.stats, &view.deferred.stats, copies_skipped, unknown_pcs)
+        );
     }
     for s in bpf_stats.iter().flatten() {
         eprintln!("otelprof: bpf {}: {} runs, {:.0} ns/run", s.name, s.runs, s.ns_per_run());
@@ -388,18 +392,26 @@ pub fn link_summary(agg: &Aggregator) -> String {
     )
 }
 
-pub fn unwind_summary(status: &[u64; 8], store: &StoreStats, copies: &CopyStats, unknown_pcs: u64) -> String {
+pub fn unwind_summary(
+    status: &[u64; 8],
+    store: &StoreStats,
+    copies: &CopyStats,
+    copies_skipped: u64,
+    unknown_pcs: u64,
+) -> String {
     use profiler_common::unwind_status as u;
     let total: u64 = status.iter().sum();
     let pct = |n: u64| if total == 0 { 0.0 } else { 100.0 * n as f64 / total as f64 };
     format!(
-        "unwind: {:.1}% of {total} user stacks complete with tables ({} unwound here from {} stack copies); \
+        "unwind: {:.1}% of {total} user stacks complete with tables ({} unwound here from {} stack copies, \
+         {} not copied: ring buffer half full); \
          {} fell back to frame pointers, {} truncated, \
          {} read faults, {} without tables, {} without user registers; tables: {} files, {} rows, {} KiB, peak {} KiB, \
          {} released, {} files without; {} new-code reports",
         pct(status[u::COMPLETE as usize] + status[u::COPY_COMPLETE as usize]),
         status[u::COPY_COMPLETE as usize],
         copies.received,
+        copies_skipped,
         status[u::FP_FALLBACK as usize],
         status[u::TRUNCATED as usize],
         status[u::READ_FAULT as usize],
