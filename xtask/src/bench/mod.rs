@@ -8,6 +8,8 @@
 //!    500 running processes.
 //! 4. and 5. [`micro`]: criterion benches of symbolization (otelprof cold/warm, raw blazesym,
 //!    addr2line) and encoding (OTLP, pprof).
+//! 6. [`runtimes`]: complete stacks on real runtimes (CPython), otelprof next to
+//!    `perf --call-graph dwarf` on the same workload.
 //!
 //! `--smoke` runs every part briefly and writes to `target/bench-smoke.md`: it checks the harness,
 //! its numbers mean nothing.
@@ -16,6 +18,7 @@ mod agent_cost;
 mod machine;
 mod micro;
 mod report;
+mod runtimes;
 mod slowdown;
 
 use std::{
@@ -119,8 +122,10 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     let agent = agent_cost::run(&plan, &tools)?;
     eprintln!("xtask bench: 3/4 symbolization and encoding (criterion)");
     let micro = micro::run(&plan, &tools)?;
-    eprintln!("xtask bench: 4/4 writing {}", plan.out.display());
-    let text = report::render(&plan, &machine::describe(), started, &slow, &depth, &agent, &micro);
+    eprintln!("xtask bench: 4/4 stacks on real runtimes, otelprof and perf");
+    let runtimes = runtimes::run(&plan, &tools)?;
+    eprintln!("xtask bench: writing {}", plan.out.display());
+    let text = report::render(&plan, &machine::describe(), started, &slow, &depth, &agent, &micro, &runtimes);
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;
     }

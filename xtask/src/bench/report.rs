@@ -5,6 +5,7 @@ use std::{fmt::Write, time::SystemTime};
 use super::{
     agent_cost::AgentCost,
     micro::Micro,
+    runtimes::RuntimeResult,
     slowdown::{median, DepthCost, Slowdown},
     Plan,
 };
@@ -44,6 +45,7 @@ pub fn render(
     depth: &[DepthCost],
     agent: &[AgentCost],
     micro: &Micro,
+    runtimes: &[RuntimeResult],
 ) -> String {
     let mut o = String::new();
     let cmd = if plan.smoke { "cargo xtask bench --smoke" } else { "cargo xtask bench" };
@@ -225,6 +227,41 @@ pub fn render(
         "\nOTLP carries one timestamp per sample (8 bytes before compression) and per-sample thread/CPU attributes; \
          pprof has neither, which accounts for most of the difference.\n"
     );
+
+    let _ = writeln!(o, "\n## 6. Stacks on real runtimes\n");
+    let _ = writeln!(
+        o,
+        "Each workload runs once under `otelprof record -F 499` (default unwinding) and once under \
+         `perf record -F 499 --call-graph dwarf` (8 KiB stack copies unwound by perf). *Complete*: the stack \
+         reaches the program's entry (the function named in the table), or the dynamic linker's `_dl_start` for \
+         samples taken before `main`. The Python script is `tests/workloads/alloc_heavy.py` (integer arithmetic on \
+         growing values and short-lived containers: CPython's long-integer helpers and allocator all the time).\n"
+    );
+    let _ = writeln!(o, "| workload | root | otelprof: complete | perf dwarf: complete | JIT frames named: otelprof / perf |\n| --- | --- | --- | --- | --- |");
+    for r in runtimes {
+        let perf = r.perf.map(|p| format!("{:.1}% of {}", p.complete_pct(), p.total)).unwrap_or("not run".into());
+        let named = if r.is_jit() {
+            format!(
+                "{:.1}% / {}",
+                r.otelprof.named_pct(),
+                r.perf.map(|p| format!("{:.1}%", p.named_pct())).unwrap_or("n/a".into())
+            )
+        } else {
+            "–".into()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {:.1}% of {} | {perf} | {named} |",
+            r.runtime.label,
+            r.root(),
+            r.otelprof.complete_pct(),
+            r.otelprof.total
+        );
+    }
+    let _ = writeln!(o, "\notelprof's unwind lines of these runs (stack copies: samples taken before a process's tables were installed, unwound in user space; docs/design/0005-stack-copies.md):\n");
+    for r in runtimes {
+        let _ = writeln!(o, "- {}: `{}`", r.runtime.label, r.summary.trim_start_matches("otelprof: "));
+    }
     o
 }
 
