@@ -125,7 +125,8 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     eprintln!("xtask bench: 4/4 stacks on real runtimes, otelprof and perf");
     let runtimes = runtimes::run(&plan, &tools)?;
     eprintln!("xtask bench: writing {}", plan.out.display());
-    let text = report::render(&plan, &machine::describe(), started, &slow, &depth, &agent, &micro, &runtimes);
+    let measured = report::Measured { slow, depth, agent, micro, runtimes };
+    let text = report::render(&plan, &machine::describe(), started, &measured);
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;
     }

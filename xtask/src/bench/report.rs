@@ -37,16 +37,17 @@ fn rate(v: f64) -> String {
     }
 }
 
-pub fn render(
-    plan: &Plan,
-    machine: &str,
-    started: SystemTime,
-    slow: &Slowdown,
-    depth: &[DepthCost],
-    agent: &[AgentCost],
-    micro: &Micro,
-    runtimes: &[RuntimeResult],
-) -> String {
+/// Everything one run measured.
+pub struct Measured {
+    pub slow: Slowdown,
+    pub depth: Vec<DepthCost>,
+    pub agent: Vec<AgentCost>,
+    pub micro: Micro,
+    pub runtimes: Vec<RuntimeResult>,
+}
+
+pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> String {
+    let Measured { slow, depth, agent, micro, runtimes } = m;
     let mut o = String::new();
     let cmd = if plan.smoke { "cargo xtask bench --smoke" } else { "cargo xtask bench" };
     let _ = writeln!(o, "# otelprof benchmarks\n");
