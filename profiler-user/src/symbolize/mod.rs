@@ -19,6 +19,10 @@ pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
 /// Module name used for vDSO frames (the name `/proc/PID/maps` and perf give it).
 pub const VDSO_MODULE: &str = "[vdso]";
 
+/// Module name used for JIT code (frames named from perf maps, or in anonymous executable memory
+/// without a name).
+pub const JIT_MODULE: &str = "[jit]";
+
 /// One function level of a frame (the symbolizer's frame, as exporters read it).
 pub use symbolizer::Frame as ResolvedFrame;
 
@@ -80,6 +84,7 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
     let mut kernel: Vec<(FrameId, u64)> = Vec::new();
     let mut vdso: Vec<(FrameId, u64)> = Vec::new();
     let mut by_file: HashMap<u32, Vec<(FrameId, u64)>> = HashMap::new();
+    let mut stats = SymbolStats { frames: n as u64, ..Default::default() };
     for (id, frame) in agg.frames.iter() {
         match *frame {
             Frame::Kernel { addr } => kernel.push((id, addr)),
@@ -87,10 +92,25 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
                 by_file.entry(agg.mappings.get(mapping).mapping.file).or_default().push((id, file_offset))
             }
             Frame::Vdso { offset } => vdso.push((id, offset)),
+            Frame::Jit { addr, name } => {
+                out[id as usize] = Some(match name {
+                    Some(n) => {
+                        stats.symbolized += 1;
+                        known[id as usize] = true;
+                        Arc::new([ResolvedFrame {
+                            function: agg.jit_names.get(n).to_string(),
+                            file: None,
+                            line: None,
+                            inlined: false,
+                        }])
+                    }
+                    // Known to be JIT code, though nothing named it: say so rather than unknown.
+                    None => fallback(JIT_MODULE, addr),
+                })
+            }
             Frame::Unmapped { addr } => out[id as usize] = Some(fallback("[unknown]", addr)),
         }
     }
-    let mut stats = SymbolStats { frames: n as u64, ..Default::default() };
     let mut apply =
         |batch: &[(FrameId, u64)], result: Result<Vec<Arc<Symbol>>, symbolizer::Error>, module: &str| match result {
             Ok(syms) => {

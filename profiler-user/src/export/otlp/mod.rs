@@ -25,7 +25,7 @@ use super::{hex, Exporter, Report};
 use crate::{
     aggregate::{Frame, FrameId, MappingId, SampleKey, SampleValue},
     process::metadata,
-    symbolize::{KERNEL_MODULE, VDSO_MODULE},
+    symbolize::{JIT_MODULE, KERNEL_MODULE, VDSO_MODULE},
 };
 
 /// Where symbols come from.
@@ -138,6 +138,7 @@ struct Builder<'r, 'a> {
     mappings: HashMap<MappingId, i32>,
     kernel_mapping: Option<i32>,
     vdso_mapping: Option<i32>,
+    jit_mapping: Option<i32>,
     locations: HashMap<FrameId, i32>,
     stacks: HashMap<u32, i32>,
 }
@@ -194,6 +195,16 @@ impl Builder<'_, '_> {
         m
     }
 
+    fn jit_mapping(&mut self) -> i32 {
+        if let Some(m) = self.jit_mapping {
+            return m;
+        }
+        let filename = self.dict.string(JIT_MODULE);
+        let m = self.dict.mapping(MappingKey { filename, ..Default::default() });
+        self.jit_mapping = Some(m);
+        m
+    }
+
     fn location(&mut self, id: FrameId) -> i32 {
         if let Some(&l) = self.locations.get(&id) {
             return l;
@@ -206,11 +217,17 @@ impl Builder<'_, '_> {
                 (self.mapping(mapping), address, "native")
             }
             Frame::Vdso { offset } => (self.vdso_mapping(), offset, "native"),
+            // A perf map does not say which runtime wrote it, so no runtime-specific type
+            // (`v8js`, `jvm`) can be claimed; `jit` is a custom value, as semantic conventions
+            // allow when no well-known one is known to apply.
+            Frame::Jit { addr, .. } => (self.jit_mapping(), addr, "jit"),
             Frame::Unmapped { addr } => (0, addr, "native"),
         };
+        // JIT names exist only here (no backend can look them up by build ID): always sent.
+        let jit = matches!(frame, Frame::Jit { .. });
         let lines = match self.opts.symbolize {
-            SymbolizeMode::None => Vec::new(),
-            SymbolizeMode::Host => self
+            SymbolizeMode::None if !jit => Vec::new(),
+            _ => self
                 .report
                 .functions(id)
                 .iter()
@@ -268,6 +285,7 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
         mappings: HashMap::new(),
         kernel_mapping: None,
         vdso_mapping: None,
+        jit_mapping: None,
         locations: HashMap::new(),
         stacks: HashMap::new(),
     };
