@@ -481,6 +481,8 @@ impl ProcessTracker {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -508,6 +510,45 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert_eq!(t.files().len(), 0);
         assert!(dropped.len() >= 2, "file keys handed back for the symbol cache");
+    }
+
+    /// JIT code as a runtime makes it: anonymous executable memory, named in
+    /// `/tmp/perf-PID.map`, which grows after the first look.
+    #[test]
+    fn names_jit_code_from_the_perf_map() {
+        let pid = std::process::id();
+        let len = 0x2000;
+        // SAFETY: a fresh anonymous mapping, unmapped below; nothing else uses it.
+        let code = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(code, libc::MAP_FAILED);
+        let start = code as u64;
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        std::fs::write(&map, format!("{start:x} 100 JS:*first /app.js:1:1\nnot a line\n")).unwrap();
+        let mut t = ProcessTracker::default();
+        t.observe(pid);
+        let jit = |name: &str| Some(Normalized::Jit { name: Some(name.into()) });
+        assert_eq!(t.normalize(pid, start + 0x10), jit("JS:*first /app.js:1:1"));
+        assert_eq!(t.normalize(pid, start + 0x1000), Some(Normalized::Jit { name: None }), "JIT memory, no name");
+        // The runtime appends: new code, and new code over the first range (moved by its GC).
+        let more = format!("{:x} 80 JS:^second /app.js:2:1\n{start:x} 40 JS:*third /app.js:3:1\n", start + 0x1000);
+        std::fs::OpenOptions::new().append(true).open(&map).unwrap().write_all(more.as_bytes()).unwrap();
+        std::thread::sleep(PERF_MAP_POLL_ON_MISS);
+        assert_eq!(t.normalize(pid, start + 0x1000), jit("JS:^second /app.js:2:1"));
+        assert_eq!(t.normalize(pid, start + 0x10), jit("JS:*third /app.js:3:1"));
+        assert_eq!(t.normalize(pid, start + 0x50), jit("JS:*first /app.js:1:1"), "the rest keeps its name");
+        assert_eq!(t.perf_maps, PerfMapStats { entries: 3, malformed: 1, dropped: 0 });
+        std::fs::remove_file(&map).unwrap();
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(code, len) };
     }
 
     #[test]
