@@ -128,6 +128,11 @@ impl PerfMap {
         &self.path
     }
 
+    /// Whether the file was found at some poll.
+    pub fn found(&self) -> bool {
+        self.identity.is_some()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

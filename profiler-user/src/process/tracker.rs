@@ -98,8 +98,11 @@ struct JitNames {
 /// A perf map is read again at most this often while its names answer lookups…
 const PERF_MAP_POLL: Duration = Duration::from_millis(20);
 /// …and this often when a JIT address has no name yet (the runtime writes the line before the
-/// code first runs, so a miss usually means unread lines).
+/// code first runs, so a miss usually means unread lines)…
 const PERF_MAP_POLL_ON_MISS: Duration = Duration::from_millis(1);
+/// …and this often while the process has no perf map at all (most JIT runtimes write none unless
+/// asked; a runtime that does creates it at start).
+const PERF_MAP_POLL_ABSENT: Duration = Duration::from_millis(100);
 
 /// What exporters read of the process state: infos and files of one report, shared through
 /// `Arc`s so a report can be encoded on another thread while tracking goes on.
@@ -450,8 +453,8 @@ impl ProcessTracker {
     }
 
     /// The perf map's name for `addr` in process `pid`, reading what the runtime appended since
-    /// the last look (at most every [`PERF_MAP_POLL`], or [`PERF_MAP_POLL_ON_MISS`] when the
-    /// address has no name yet).
+    /// the last look (at most every [`PERF_MAP_POLL`], [`PERF_MAP_POLL_ON_MISS`] when the
+    /// address has no name yet, [`PERF_MAP_POLL_ABSENT`] while there is no file).
     fn jit_name(&mut self, pid: u32, addr: u64) -> Option<Arc<str>> {
         let p = self.procs.get_mut(&pid)?;
         let jit = p.perf_map.get_or_insert_with(|| JitNames {
@@ -459,7 +462,11 @@ impl ProcessTracker {
             polled: None,
         });
         let found = jit.map.lookup(addr).is_some();
-        let interval = if found { PERF_MAP_POLL } else { PERF_MAP_POLL_ON_MISS };
+        let interval = match (found, jit.map.found()) {
+            (true, _) => PERF_MAP_POLL,
+            (false, true) => PERF_MAP_POLL_ON_MISS,
+            (false, false) => PERF_MAP_POLL_ABSENT,
+        };
         if jit.polled.is_none_or(|t| t.elapsed() >= interval) {
             jit.polled = Some(Instant::now());
             let before = jit.map.stats;
