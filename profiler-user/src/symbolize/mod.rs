@@ -150,3 +150,48 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
     let frames = out.into_iter().map(|f| f.unwrap_or_else(|| fallback("[unknown]", 0))).collect();
     Symbols { frames, known, stats }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::{Aggregator, Clock},
+        process::ProcessTracker,
+        reader::Sample,
+    };
+
+    /// Anonymous executable memory without a perf-map entry is JIT code all the same: `[jit]+0x…`,
+    /// while an address in no mapping at all stays `[unknown]+0x…`.
+    #[test]
+    fn unnamed_jit_code_and_unknown_addresses_keep_their_kind() {
+        let me = std::process::id();
+        let len = 0x1000;
+        // SAFETY: a fresh anonymous mapping, unmapped below; nothing else uses it.
+        let code = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(code, libc::MAP_FAILED);
+        let jit = code as u64 + 0x10;
+        let heap = Box::new(0u64);
+        let data = &*heap as *const u64 as u64;
+        let mut tracker = ProcessTracker::default();
+        let mut agg = Aggregator::new(Clock::new());
+        agg.add(&Sample::with_stacks(me, me, vec![], vec![jit, data]), &mut tracker);
+        let snap = tracker.snapshot(agg.pids(), agg.file_ids());
+        let mut sym = Symbolizer::new(symbolizer::Config { code_info: false, ..Default::default() });
+        let symbols = symbolize(&agg, &snap, &mut sym);
+        let names: Vec<(String, bool)> =
+            agg.frames.iter().map(|(id, _)| (symbols.get(id)[0].function.clone(), symbols.is_symbolized(id))).collect();
+        // The caller's address is moved back into its call instruction.
+        assert_eq!(names, [(format!("[jit]+0x{jit:x}"), false), (format!("[unknown]+0x{:x}", data - 1), false)]);
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(code, len) };
+    }
+}
