@@ -29,9 +29,13 @@ fn is_workload_js(f: &str) -> bool {
     f.starts_with("JS:") && (f.contains("hotLeaf") || f.contains("jsCaller"))
 }
 
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/jit_hot.js")
+}
+
 /// Records `node --perf-basic-prof jit_hot.js` into `out`; returns otelprof's stderr.
 fn record_node(node: &Path, out: &Path) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/jit_hot.js");
+    let script = script();
     let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(out).arg("--").arg(node).args([
         OsStr::new("--perf-basic-prof"),
         script.as_os_str(),
@@ -39,6 +43,16 @@ fn record_node(node: &Path, out: &Path) -> String {
     ]));
     assert!(o.status.success(), "{}", stderr(&o));
     stderr(&o)
+}
+
+/// (samples, samples with the workload's JavaScript names, of those the ones reaching
+/// `node::Start`).
+fn shares(stacks: &[Stack]) -> (i64, i64, i64) {
+    let total = stacks.iter().map(|s| s.count).sum();
+    let named = stacks.iter().filter(|s| s.functions.iter().any(|f| is_workload_js(f)));
+    let named_total = named.clone().map(|s| s.count).sum();
+    let to_start = named.filter(|s| s.functions.iter().any(|f| f.starts_with("node::Start"))).map(|s| s.count).sum();
+    (total, named_total, to_start)
 }
 
 /// V8 leaves its perf map behind when node exits.
@@ -61,11 +75,8 @@ fn javascript_frames_are_named_from_the_perf_map_and_unwound_to_node_start() {
     let stacks = stacks(&read_pprof(&out));
     remove_perf_maps(stacks.iter().map(|s| s.pid));
 
-    let total: i64 = stacks.iter().map(|s| s.count).sum();
+    let (total, named_total, to_start) = shares(&stacks);
     let named: Vec<&Stack> = stacks.iter().filter(|s| s.functions.iter().any(|f| is_workload_js(f))).collect();
-    let named_total: i64 = named.iter().map(|s| s.count).sum();
-    let to_start: i64 =
-        named.iter().filter(|s| s.functions.iter().any(|f| f.starts_with("node::Start"))).map(|s| s.count).sum();
     eprintln!("JS named in {named_total} of {total} samples; {to_start} of those reach node::Start");
     assert!(total > 500, "{total} samples\n{err}");
     assert!(named_total * 100 >= total * 70, "JS names in {named_total} of {total} samples\n{err}");
@@ -118,4 +129,44 @@ fn otlp_marks_javascript_frames_as_jit() {
     assert!(named > 0, "no JavaScript frames in the OTLP output\n{err}");
     let mappings = summary["mappings"].as_array().unwrap();
     assert!(mappings.iter().any(|m| m["filename"] == "[jit]"), "{mappings:?}");
+}
+
+/// A runtime in a container writes its perf map into its own `/tmp`, named by the PID it sees:
+/// here node is PID 1 of a new PID namespace with a private tmpfs on `/tmp`, invisible from the
+/// host's `/tmp`, and its map is found under `/proc/PID/root/tmp/perf-1.map`.
+#[test]
+fn a_runtime_in_its_own_namespaces_is_named_from_its_own_tmp() {
+    if !bpf_allowed("a_runtime_in_its_own_namespaces_is_named_from_its_own_tmp") {
+        return;
+    }
+    let Some(node) = node() else { return };
+    if !Path::new("/usr/bin/unshare").exists() {
+        eprintln!("SKIPPED: no unshare (util-linux)");
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("jit-node-namespaces");
+    let out = dir.join("p.pb.gz");
+    let inner = format!(
+        "mount -t tmpfs otelprof-test /tmp && exec {} --perf-basic-prof {} 3000",
+        node.display(),
+        script().display()
+    );
+    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).args([
+        "--",
+        "/usr/bin/unshare",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &inner,
+    ]));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let (total, named, to_start) = shares(&stacks(&read_pprof(&out)));
+    eprintln!("JS named in {named} of {total} samples; {to_start} of those reach node::Start");
+    assert!(named * 100 >= total * 70, "JS names in {named} of {total} samples\n{err}");
+    assert!(to_start * 100 >= named * 90, "node::Start reached by {to_start} of {named}\n{err}");
 }
