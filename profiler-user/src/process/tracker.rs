@@ -93,6 +93,8 @@ struct JitNames {
     map: PerfMap,
     /// `None` until the first read.
     polled: Option<Instant>,
+    /// A read failed (logged once).
+    failed: bool,
 }
 
 /// A perf map is read again at most this often while its names answer lookups…
@@ -460,6 +462,7 @@ impl ProcessTracker {
         let jit = p.perf_map.get_or_insert_with(|| JitNames {
             map: PerfMap::new(PerfMap::path_for(pid), Default::default()),
             polled: None,
+            failed: false,
         });
         let found = jit.map.lookup(addr).is_some();
         let interval = match (found, jit.map.found()) {
@@ -472,7 +475,10 @@ impl ProcessTracker {
             let before = jit.map.stats;
             let was_empty = jit.map.is_empty();
             if let Err(e) = jit.map.poll() {
-                tracing::debug!(pid, "{e}");
+                // Once per process: an unreadable map stays unreadable.
+                if !std::mem::replace(&mut jit.failed, true) {
+                    tracing::debug!(pid, "{e}");
+                }
             }
             let after = jit.map.stats;
             self.perf_maps.entries += after.entries - before.entries;
