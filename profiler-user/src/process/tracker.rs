@@ -97,6 +97,10 @@ struct JitNames {
     failed: bool,
 }
 
+/// Where the kernel half of the x86_64 address space starts, with 4- or 5-level page tables
+/// (`[vsyscall]` lies there).
+const USER_SPACE_END: u64 = 0xffff_8000_0000_0000;
+
 /// A perf map is read again at most this often while its names answer lookups…
 const PERF_MAP_POLL: Duration = Duration::from_millis(20);
 /// …and this often when a JIT address has no name yet (the runtime writes the line before the
@@ -447,6 +451,10 @@ impl ProcessTracker {
                 return Some(n);
             }
             anon = self.procs.get(&pid).is_some_and(|p| p.anon_exec.iter().any(inside));
+        }
+        // `[vsyscall]`, the one executable mapping above user space, is the kernel's, not JIT.
+        if addr >= USER_SPACE_END {
+            return None;
         }
         // JIT code: anonymous executable memory, or a range the perf map names (JIT memory
         // mapped since the maps were read).
