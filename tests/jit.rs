@@ -33,10 +33,20 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/jit_hot.js")
 }
 
-/// Records `node --perf-basic-prof jit_hot.js` into `out`; returns otelprof's stderr.
+/// `otelprof record -F 499 -o OUT`, run in `dir`: with `--perf-basic-prof` V8 also writes an
+/// `isolate-…-v8.log` into its working directory.
+fn record_in(dir: &Path, out: &Path) -> std::process::Command {
+    let mut cmd = otelprof();
+    cmd.current_dir(dir).args(["record", "-F", "499", "-o"]).arg(out);
+    cmd
+}
+
+/// Records `node --perf-basic-prof jit_hot.js` into `out` (run in its directory); returns
+/// otelprof's stderr.
 fn record_node(node: &Path, out: &Path) -> String {
     let script = script();
-    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(out).arg("--").arg(node).args([
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let o = run(record_in(dir, out).arg("--").arg(node).args([
         OsStr::new("--perf-basic-prof"),
         script.as_os_str(),
         OsStr::new("3000"),
@@ -152,7 +162,7 @@ fn a_runtime_in_its_own_namespaces_is_named_from_its_own_tmp() {
         node.display(),
         script().display()
     );
-    let o = run(otelprof().args(["record", "-F", "499", "-o"]).arg(&out).args([
+    let o = run(record_in(&dir, &out).args([
         "--",
         "/usr/bin/unshare",
         "--mount",
