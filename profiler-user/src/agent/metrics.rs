@@ -79,6 +79,9 @@ pub struct AgentMetrics {
     pub unwind_processes: AtomicU64,
     /// Tables released because no process used them any more.
     pub unwind_tables_released: AtomicU64,
+    /// Perf map lines (JIT code names) by what became of them: entries kept, malformed lines
+    /// skipped, entries dropped over a map's bound.
+    pub perf_map_lines: [AtomicU64; 3],
     pub ready: AtomicBool,
     /// Unix seconds of the sampling loop's last turn.
     pub heartbeat: AtomicU64,
@@ -165,6 +168,16 @@ impl AgentMetrics {
             "counter",
             "Unwind tables released because no process used them.",
             one(g(&self.unwind_tables_released)),
+        );
+        metric(
+            "perf_map_lines_total",
+            "counter",
+            "Lines of JIT perf maps (/tmp/perf-PID.map) read: entries, malformed lines skipped, entries dropped over a map's bound.",
+            ["entry", "malformed", "dropped"]
+                .iter()
+                .zip(&self.perf_map_lines)
+                .map(|(r, v)| (format!("{{result=\"{r}\"}}"), g(v)))
+                .collect(),
         );
         let per = |f: fn(&ExportStats) -> &AtomicU64| {
             self.exporters.iter().map(|(n, s)| (format!("{{exporter=\"{n}\"}}"), g(f(s)))).collect::<Vec<_>>()
@@ -267,7 +280,9 @@ mod tests {
         stats.exported.store(3, Ordering::Relaxed);
         let m = AgentMetrics { exporters: vec![("otlp/a".into(), stats)], ..Default::default() };
         m.samples.store(42, Ordering::Relaxed);
+        m.perf_map_lines[1].store(2, Ordering::Relaxed);
         let text = m.render();
+        assert!(text.contains("otelprof_perf_map_lines_total{result=\"malformed\"} 2\n"), "{text}");
         assert!(text.contains("# TYPE otelprof_samples_total counter\notelprof_samples_total 42\n"), "{text}");
         assert!(text.contains("otelprof_export_success_total{exporter=\"otlp/a\"} 3\n"), "{text}");
         assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("otelprof_")));

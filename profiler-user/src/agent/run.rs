@@ -218,6 +218,10 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                     reporter.send(Job::Evict(evicted));
                 }
                 metrics.processes.store(tracker.len() as u64, Ordering::Relaxed);
+                let m = &tracker.perf_maps;
+                for (slot, v) in metrics.perf_map_lines.iter().zip([m.entries, m.malformed, m.dropped]) {
+                    slot.store(v, Ordering::Relaxed);
+                }
             }
             _ = beat.tick() => {
                 metrics.beat();

@@ -8,7 +8,7 @@
 
 mod intern;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 pub use intern::Interner;
 
@@ -22,6 +22,8 @@ pub type FrameId = u32;
 pub type StackId = u32;
 pub type MappingId = u32;
 pub type LinkId = u32;
+/// Index of a JIT code name in [`Aggregator::jit_names`].
+pub type JitNameId = u32;
 
 /// One stack frame, normalized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,7 +34,10 @@ pub enum Frame {
     User { mapping: MappingId, addr: u64, file_offset: u64 },
     /// A user address in the vDSO, `offset` bytes into it (the same image in every process).
     Vdso { offset: u64 },
-    /// A user address in no known file mapping (JIT code, a process that vanished).
+    /// JIT code (anonymous executable memory, or a range the process's perf map names), with
+    /// the perf map's name for the code there when the sample was taken.
+    Jit { addr: u64, name: Option<JitNameId> },
+    /// A user address in no known mapping (a process that vanished, a bad frame pointer).
     Unmapped { addr: u64 },
 }
 
@@ -105,6 +110,8 @@ pub struct Aggregator {
     pub mappings: Interner<ProcMapping>,
     /// Thread contexts of the samples.
     pub links: Interner<ThreadLink>,
+    /// Names of JIT code from perf maps (V8 writes the same name for every recompilation).
+    pub jit_names: Interner<Arc<str>>,
     pub samples: HashMap<SampleKey, SampleValue>,
     /// Latest name of every thread (tid -> comm).
     pub thread_names: HashMap<u32, String>,
@@ -149,6 +156,7 @@ impl Aggregator {
                     file_offset,
                 },
                 Some(Normalized::Vdso { offset }) => Frame::Vdso { offset },
+                Some(Normalized::Jit { name }) => Frame::Jit { addr, name: name.map(|n| self.jit_names.intern(n)) },
                 None => Frame::Unmapped { addr },
             };
             frames.push(self.frames.intern(frame));

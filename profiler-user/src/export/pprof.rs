@@ -17,7 +17,7 @@ use prost::Message;
 use super::{hex, Exporter, Report};
 use crate::{
     aggregate::{Frame, Interner},
-    symbolize::{KERNEL_MODULE, VDSO_MODULE},
+    symbolize::{JIT_MODULE, KERNEL_MODULE, VDSO_MODULE},
 };
 
 /// The pprof exporter.
@@ -97,6 +97,12 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
     if agg.frames.iter().any(|(_, f)| matches!(f, Frame::Vdso { .. })) {
         mappings.push(pb::Mapping { id: vdso_mapping, filename: strings.id(VDSO_MODULE), ..Default::default() });
     }
+    // JIT code has no file: one `[jit]` mapping holds its locations (absolute addresses), named
+    // from perf maps.
+    let jit_mapping = mappings.len() as u64 + 1;
+    if agg.frames.iter().any(|(_, f)| matches!(f, Frame::Jit { .. })) {
+        mappings.push(pb::Mapping { id: jit_mapping, filename: strings.id(JIT_MODULE), ..Default::default() });
+    }
 
     let mut functions: Interner<(i64, i64)> = Interner::default();
     let mut mapping_flags: HashMap<u64, (bool, bool)> = HashMap::new();
@@ -108,6 +114,7 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
                 Frame::Kernel { addr } => (kernel_mapping, addr),
                 Frame::User { mapping, addr, .. } => (mapping as u64 + 1, addr),
                 Frame::Vdso { offset } => (vdso_mapping, offset),
+                Frame::Jit { addr, .. } => (jit_mapping, addr),
                 Frame::Unmapped { addr } => (0, addr),
             };
             let known = report.symbols.is_symbolized(id);

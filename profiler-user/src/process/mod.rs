@@ -9,6 +9,7 @@ pub mod files;
 pub mod layout;
 pub mod maps;
 pub mod metadata;
+pub mod perf_map;
 mod tracker;
 
 pub use tracker::{Mapping, Normalized, ProcessSnapshot, ProcessTracker, Refreshed};

@@ -11,6 +11,7 @@ use symbolizer::FileKey;
 use super::{
     files::{FileId, FileTable, MappedFile},
     maps, metadata,
+    perf_map::{PerfMap, PerfMapStats},
 };
 use crate::context::{self, process::ProcessContext};
 
@@ -25,13 +26,17 @@ pub struct Mapping {
 }
 
 /// Where a user address lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Normalized {
     /// In a file mapping, at `file_offset` in the file.
     File { mapping: Mapping, file_offset: u64 },
     /// In the process's `[vdso]`, `offset` bytes from its start: the kernel's image, the same in
     /// every process, so symbolized without the process.
     Vdso { offset: u64 },
+    /// JIT code: in anonymous executable memory, or named by the process's perf map. `name` is
+    /// the perf map's name for the code there at the time of the sample (the range may hold other
+    /// code later).
+    Jit { name: Option<Arc<str>> },
 }
 
 /// A process whose mappings were just (re-)read: what unwind tables are installed from.
@@ -79,7 +84,31 @@ struct Process {
     /// Executable mappings sorted by start.
     mappings: Vec<Mapping>,
     last_refresh: Option<Instant>,
+    /// The process's perf map, from its first JIT frame on.
+    perf_map: Option<JitNames>,
 }
+
+/// A perf map and when it was last read.
+struct JitNames {
+    map: PerfMap,
+    /// `None` until the first read.
+    polled: Option<Instant>,
+    /// A read failed (logged once).
+    failed: bool,
+}
+
+/// Where the kernel half of the x86_64 address space starts, with 4- or 5-level page tables
+/// (`[vsyscall]` lies there).
+const USER_SPACE_END: u64 = 0xffff_8000_0000_0000;
+
+/// A perf map is read again at most this often while its names answer lookups…
+const PERF_MAP_POLL: Duration = Duration::from_millis(20);
+/// …and this often when a JIT address has no name yet (the runtime writes the line before the
+/// code first runs, so a miss usually means unread lines)…
+const PERF_MAP_POLL_ON_MISS: Duration = Duration::from_millis(1);
+/// …and this often while the process has no perf map at all (most JIT runtimes write none unless
+/// asked; a runtime that does creates it at start).
+const PERF_MAP_POLL_ABSENT: Duration = Duration::from_millis(100);
 
 /// What exporters read of the process state: infos and files of one report, shared through
 /// `Arc`s so a report can be encoded on another thread while tracking goes on.
@@ -129,6 +158,10 @@ pub struct ProcessTracker {
     files: FileTable,
     /// Snapshots that failed because the process was already gone.
     pub vanished: u64,
+    /// What the perf maps read so far held (JIT code names), over all processes.
+    pub perf_maps: PerfMapStats,
+    /// Processes whose perf map named at least one frame.
+    pub perf_map_processes: u64,
     /// Processes re-read since the last [`ProcessTracker::take_refreshed`].
     refreshed: Vec<u32>,
     /// Processes to re-read once their rate limit allows ([`ProcessTracker::request_refresh`]).
@@ -177,6 +210,8 @@ impl ProcessTracker {
     pub fn exec(&mut self, pid: u32) {
         if let Some(p) = self.procs.get_mut(&pid) {
             p.context_backoff = CONTEXT_BACKOFF_MIN;
+            // A new program: the old one's JIT names do not apply.
+            p.perf_map = None;
         }
         self.refresh(pid);
     }
@@ -195,6 +230,7 @@ impl ProcessTracker {
                 last_seen: now,
                 mappings: Vec::new(),
                 last_refresh: None,
+                perf_map: None,
             });
             p.last_refresh = Some(now);
             return;
@@ -230,6 +266,9 @@ impl ProcessTracker {
             Some(_) => CONTEXT_BACKOFF_MIN,
             None => self.procs.get(&pid).map_or(CONTEXT_BACKOFF_MIN, |p| p.context_backoff),
         };
+        // The perf map outlives a re-read of the maps (it describes the same process); an exec
+        // starts a new program, whose runtime starts the file anew (checked by its identity).
+        let perf_map = self.procs.get_mut(&pid).and_then(|p| p.perf_map.take());
         self.procs.insert(
             pid,
             Process {
@@ -241,6 +280,7 @@ impl ProcessTracker {
                 context_backoff,
                 last_seen: now,
                 last_refresh: Some(now),
+                perf_map,
             },
         );
         self.refreshed.push(pid);
@@ -402,20 +442,68 @@ impl ProcessTracker {
         if let Some((start, _)) = p.vdso.filter(inside) {
             return Some(Normalized::Vdso { offset: addr - start });
         }
-        if p.info.exited || p.last_refresh.is_some_and(|t| t.elapsed() < MISS_REFRESH_INTERVAL) {
+        let mut anon = p.anon_exec.iter().any(inside);
+        // Known code without a file (JIT memory) needs no re-read; an exited process cannot be
+        // re-read.
+        if !anon && !p.info.exited && p.last_refresh.is_none_or(|t| t.elapsed() >= MISS_REFRESH_INTERVAL) {
+            self.refresh(pid);
+            if let Some(n) = self.lookup(pid, addr) {
+                return Some(n);
+            }
+            anon = self.procs.get(&pid).is_some_and(|p| p.anon_exec.iter().any(inside));
+        }
+        // `[vsyscall]`, the one executable mapping above user space, is the kernel's, not JIT.
+        if addr >= USER_SPACE_END {
             return None;
         }
-        // Known code without a file (JIT memory): nothing new to read.
-        if p.anon_exec.iter().any(inside) {
-            return None;
+        // JIT code: anonymous executable memory, or a range the perf map names (JIT memory
+        // mapped since the maps were read).
+        let name = self.jit_name(pid, addr);
+        (anon || name.is_some()).then_some(Normalized::Jit { name })
+    }
+
+    /// The perf map's name for `addr` in process `pid`, reading what the runtime appended since
+    /// the last look (at most every [`PERF_MAP_POLL`], [`PERF_MAP_POLL_ON_MISS`] when the
+    /// address has no name yet, [`PERF_MAP_POLL_ABSENT`] while there is no file).
+    fn jit_name(&mut self, pid: u32, addr: u64) -> Option<Arc<str>> {
+        let p = self.procs.get_mut(&pid)?;
+        let jit = p.perf_map.get_or_insert_with(|| JitNames {
+            map: PerfMap::new(PerfMap::path_for(pid), Default::default()),
+            polled: None,
+            failed: false,
+        });
+        let found = jit.map.lookup(addr).is_some();
+        let interval = match (found, jit.map.found()) {
+            (true, _) => PERF_MAP_POLL,
+            (false, true) => PERF_MAP_POLL_ON_MISS,
+            (false, false) => PERF_MAP_POLL_ABSENT,
+        };
+        if jit.polled.is_none_or(|t| t.elapsed() >= interval) {
+            jit.polled = Some(Instant::now());
+            let before = jit.map.stats;
+            let was_empty = jit.map.is_empty();
+            if let Err(e) = jit.map.poll() {
+                // Once per process: an unreadable map stays unreadable.
+                if !std::mem::replace(&mut jit.failed, true) {
+                    tracing::debug!(pid, "{e}");
+                }
+            }
+            let after = jit.map.stats;
+            self.perf_maps.entries += after.entries - before.entries;
+            self.perf_maps.malformed += after.malformed - before.malformed;
+            self.perf_maps.dropped += after.dropped - before.dropped;
+            if was_empty && !jit.map.is_empty() {
+                self.perf_map_processes += 1;
+            }
         }
-        self.refresh(pid);
-        self.lookup(pid, addr)
+        jit.map.lookup(addr).cloned()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -443,6 +531,45 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert_eq!(t.files().len(), 0);
         assert!(dropped.len() >= 2, "file keys handed back for the symbol cache");
+    }
+
+    /// JIT code as a runtime makes it: anonymous executable memory, named in
+    /// `/tmp/perf-PID.map`, which grows after the first look.
+    #[test]
+    fn names_jit_code_from_the_perf_map() {
+        let pid = std::process::id();
+        let len = 0x2000;
+        // SAFETY: a fresh anonymous mapping, unmapped below; nothing else uses it.
+        let code = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(code, libc::MAP_FAILED);
+        let start = code as u64;
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        std::fs::write(&map, format!("{start:x} 100 JS:*first /app.js:1:1\nnot a line\n")).unwrap();
+        let mut t = ProcessTracker::default();
+        t.observe(pid);
+        let jit = |name: &str| Some(Normalized::Jit { name: Some(name.into()) });
+        assert_eq!(t.normalize(pid, start + 0x10), jit("JS:*first /app.js:1:1"));
+        assert_eq!(t.normalize(pid, start + 0x1000), Some(Normalized::Jit { name: None }), "JIT memory, no name");
+        // The runtime appends: new code, and new code over the first range (moved by its GC).
+        let more = format!("{:x} 80 JS:^second /app.js:2:1\n{start:x} 40 JS:*third /app.js:3:1\n", start + 0x1000);
+        std::fs::OpenOptions::new().append(true).open(&map).unwrap().write_all(more.as_bytes()).unwrap();
+        std::thread::sleep(PERF_MAP_POLL_ON_MISS);
+        assert_eq!(t.normalize(pid, start + 0x1000), jit("JS:^second /app.js:2:1"));
+        assert_eq!(t.normalize(pid, start + 0x10), jit("JS:*third /app.js:3:1"));
+        assert_eq!(t.normalize(pid, start + 0x50), jit("JS:*first /app.js:1:1"), "the rest keeps its name");
+        assert_eq!(t.perf_maps, PerfMapStats { entries: 3, malformed: 1, dropped: 0 });
+        std::fs::remove_file(&map).unwrap();
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(code, len) };
     }
 
     #[test]

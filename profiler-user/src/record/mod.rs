@@ -26,7 +26,7 @@ use symbolizer::Symbolizer;
 pub use target::Target;
 
 use crate::{
-    aggregate::{Aggregator, Clock},
+    aggregate::{Aggregator, Clock, Frame},
     cli::{RecordArgs, UnwindMode},
     export::{
         otlp::{self, OtlpOptions},
@@ -312,6 +312,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             unwind_summary(&agg.unwind_status, &store.stats, &view.deferred.stats, copies_skipped, unknown_pcs)
         );
     }
+    if let Some(line) = jit_summary(&agg, &tracker) {
+        eprintln!("otelprof: {line}");
+    }
     for s in bpf_stats.iter().flatten() {
         eprintln!("otelprof: bpf {}: {} runs, {:.0} ns/run", s.name, s.runs, s.ns_per_run());
     }
@@ -390,6 +393,25 @@ pub fn link_summary(agg: &Aggregator) -> String {
         agg.ctx_status[c::INVALID as usize],
         agg.ctx_status[c::FAULT as usize],
     )
+}
+
+/// How JIT frames were named: `None` when the recording had none.
+pub fn jit_summary(agg: &Aggregator, tracker: &ProcessTracker) -> Option<String> {
+    let (mut named, mut total) = (0u64, 0u64);
+    for (_, f) in agg.frames.iter() {
+        if let Frame::Jit { name, .. } = f {
+            total += 1;
+            named += name.is_some() as u64;
+        }
+    }
+    let m = &tracker.perf_maps;
+    (total > 0 || m.entries > 0).then(|| {
+        format!(
+            "JIT: {named} of {total} distinct JIT frames named from the perf maps of {} processes \
+             ({} entries read, {} malformed lines skipped, {} entries over the bound dropped)",
+            tracker.perf_map_processes, m.entries, m.malformed, m.dropped
+        )
+    })
 }
 
 pub fn unwind_summary(

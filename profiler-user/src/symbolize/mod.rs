@@ -19,6 +19,10 @@ pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
 /// Module name used for vDSO frames (the name `/proc/PID/maps` and perf give it).
 pub const VDSO_MODULE: &str = "[vdso]";
 
+/// Module name used for JIT code (frames named from perf maps, or in anonymous executable memory
+/// without a name).
+pub const JIT_MODULE: &str = "[jit]";
+
 /// One function level of a frame (the symbolizer's frame, as exporters read it).
 pub use symbolizer::Frame as ResolvedFrame;
 
@@ -80,6 +84,7 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
     let mut kernel: Vec<(FrameId, u64)> = Vec::new();
     let mut vdso: Vec<(FrameId, u64)> = Vec::new();
     let mut by_file: HashMap<u32, Vec<(FrameId, u64)>> = HashMap::new();
+    let mut stats = SymbolStats { frames: n as u64, ..Default::default() };
     for (id, frame) in agg.frames.iter() {
         match *frame {
             Frame::Kernel { addr } => kernel.push((id, addr)),
@@ -87,10 +92,25 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
                 by_file.entry(agg.mappings.get(mapping).mapping.file).or_default().push((id, file_offset))
             }
             Frame::Vdso { offset } => vdso.push((id, offset)),
+            Frame::Jit { addr, name } => {
+                out[id as usize] = Some(match name {
+                    Some(n) => {
+                        stats.symbolized += 1;
+                        known[id as usize] = true;
+                        Arc::new([ResolvedFrame {
+                            function: agg.jit_names.get(n).to_string(),
+                            file: None,
+                            line: None,
+                            inlined: false,
+                        }])
+                    }
+                    // Known to be JIT code, though nothing named it: say so rather than unknown.
+                    None => fallback(JIT_MODULE, addr),
+                })
+            }
             Frame::Unmapped { addr } => out[id as usize] = Some(fallback("[unknown]", addr)),
         }
     }
-    let mut stats = SymbolStats { frames: n as u64, ..Default::default() };
     let mut apply =
         |batch: &[(FrameId, u64)], result: Result<Vec<Arc<Symbol>>, symbolizer::Error>, module: &str| match result {
             Ok(syms) => {
@@ -129,4 +149,49 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
     }
     let frames = out.into_iter().map(|f| f.unwrap_or_else(|| fallback("[unknown]", 0))).collect();
     Symbols { frames, known, stats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::{Aggregator, Clock},
+        process::ProcessTracker,
+        reader::Sample,
+    };
+
+    /// Anonymous executable memory without a perf-map entry is JIT code all the same: `[jit]+0x…`,
+    /// while an address in no mapping at all stays `[unknown]+0x…`.
+    #[test]
+    fn unnamed_jit_code_and_unknown_addresses_keep_their_kind() {
+        let me = std::process::id();
+        let len = 0x1000;
+        // SAFETY: a fresh anonymous mapping, unmapped below; nothing else uses it.
+        let code = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(code, libc::MAP_FAILED);
+        let jit = code as u64 + 0x10;
+        let heap = Box::new(0u64);
+        let data = &*heap as *const u64 as u64;
+        let mut tracker = ProcessTracker::default();
+        let mut agg = Aggregator::new(Clock::new());
+        agg.add(&Sample::with_stacks(me, me, vec![], vec![jit, data]), &mut tracker);
+        let snap = tracker.snapshot(agg.pids(), agg.file_ids());
+        let mut sym = Symbolizer::new(symbolizer::Config { code_info: false, ..Default::default() });
+        let symbols = symbolize(&agg, &snap, &mut sym);
+        let names: Vec<(String, bool)> =
+            agg.frames.iter().map(|(id, _)| (symbols.get(id)[0].function.clone(), symbols.is_symbolized(id))).collect();
+        // The caller's address is moved back into its call instruction.
+        assert_eq!(names, [(format!("[jit]+0x{jit:x}"), false), (format!("[unknown]+0x{:x}", data - 1), false)]);
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(code, len) };
+    }
 }

@@ -25,7 +25,7 @@ use super::{hex, Exporter, Report};
 use crate::{
     aggregate::{Frame, FrameId, MappingId, SampleKey, SampleValue},
     process::metadata,
-    symbolize::{KERNEL_MODULE, VDSO_MODULE},
+    symbolize::{JIT_MODULE, KERNEL_MODULE, VDSO_MODULE},
 };
 
 /// Where symbols come from.
@@ -137,7 +137,6 @@ struct Builder<'r, 'a> {
     dict: Dictionary,
     mappings: HashMap<MappingId, i32>,
     kernel_mapping: Option<i32>,
-    vdso_mapping: Option<i32>,
     locations: HashMap<FrameId, i32>,
     stacks: HashMap<u32, i32>,
 }
@@ -184,14 +183,10 @@ impl Builder<'_, '_> {
         m
     }
 
-    fn vdso_mapping(&mut self) -> i32 {
-        if let Some(m) = self.vdso_mapping {
-            return m;
-        }
-        let filename = self.dict.string(VDSO_MODULE);
-        let m = self.dict.mapping(MappingKey { filename, ..Default::default() });
-        self.vdso_mapping = Some(m);
-        m
+    /// A mapping with a name and nothing else (`[vdso]`, `[jit]`); the dictionary keeps one.
+    fn named_mapping(&mut self, name: &str) -> i32 {
+        let filename = self.dict.string(name);
+        self.dict.mapping(MappingKey { filename, ..Default::default() })
     }
 
     fn location(&mut self, id: FrameId) -> i32 {
@@ -205,12 +200,18 @@ impl Builder<'_, '_> {
                 let address = if self.opts.symbolize == SymbolizeMode::None { file_offset } else { addr };
                 (self.mapping(mapping), address, "native")
             }
-            Frame::Vdso { offset } => (self.vdso_mapping(), offset, "native"),
+            Frame::Vdso { offset } => (self.named_mapping(VDSO_MODULE), offset, "native"),
+            // A perf map does not say which runtime wrote it, so no runtime-specific type
+            // (`v8js`, `jvm`) can be claimed; `jit` is a custom value, as semantic conventions
+            // allow when no well-known one is known to apply.
+            Frame::Jit { addr, .. } => (self.named_mapping(JIT_MODULE), addr, "jit"),
             Frame::Unmapped { addr } => (0, addr, "native"),
         };
+        // JIT names exist only here (no backend can look them up by build ID): always sent.
+        let jit = matches!(frame, Frame::Jit { .. });
         let lines = match self.opts.symbolize {
-            SymbolizeMode::None => Vec::new(),
-            SymbolizeMode::Host => self
+            SymbolizeMode::None if !jit => Vec::new(),
+            _ => self
                 .report
                 .functions(id)
                 .iter()
@@ -267,7 +268,6 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
         dict: Dictionary::default(),
         mappings: HashMap::new(),
         kernel_mapping: None,
-        vdso_mapping: None,
         locations: HashMap::new(),
         stacks: HashMap::new(),
     };
