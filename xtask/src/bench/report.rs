@@ -236,7 +236,9 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
          `perf record -F 499 --call-graph dwarf` (8 KiB stack copies unwound by perf). *Complete*: the stack \
          reaches the program's entry (the function named in the table), or the dynamic linker's `_dl_start` for \
          samples taken before `main`. The Python script is `tests/workloads/alloc_heavy.py` (integer arithmetic on \
-         growing values and short-lived containers: CPython's long-integer helpers and allocator all the time).\n"
+         growing values and short-lived containers: CPython's long-integer helpers and allocator all the time). \
+         For node, *JIT frames named*: samples with the hot JavaScript function's name (`hotLeaf`, from the \
+         `/tmp/perf-PID.map` node writes; perf reads the same file).\n"
     );
     let _ = writeln!(o, "| workload | root | otelprof: complete | perf dwarf: complete | JIT frames named: otelprof / perf |\n| --- | --- | --- | --- | --- |");
     for r in runtimes {

@@ -72,7 +72,10 @@ fn counts<'a>(stacks: impl Iterator<Item = (Vec<&'a str>, u64)>, rt: &Runtime) -
     let mut s = Share::default();
     for (frames, n) in stacks {
         s.total += n;
-        if frames.iter().any(|f| *f == rt.root || *f == LD_SO_ROOT) {
+        // perf prints C++ names with their parameters: `node::Start(int, char**)`.
+        let is_root =
+            |f: &str| f == rt.root || f == LD_SO_ROOT || f.strip_prefix(rt.root).is_some_and(|r| r.starts_with('('));
+        if frames.iter().any(|f| is_root(f)) {
             s.complete += n;
         }
         if let Some(name) = rt.named {
@@ -117,6 +120,21 @@ fn runtimes(plan: &Plan, tools: &Tools) -> Result<Vec<Runtime>> {
             env: vec![("SECONDS".into(), secs.into())],
             root: "main",
             named: None,
+        });
+    }
+    if Path::new("/usr/bin/node").exists() {
+        let ms = if plan.smoke { "1000" } else { "5000" };
+        out.push(Runtime {
+            label: "node --perf-basic-prof, a hot JS function called from another (`jit_hot.js`)".into(),
+            cmd: vec![
+                "/usr/bin/node".into(),
+                "--perf-basic-prof".into(),
+                workloads.join("jit_hot.js").into_os_string(),
+                ms.into(),
+            ],
+            env: Vec::new(),
+            root: "node::Start",
+            named: Some("hotLeaf"),
         });
     }
     if let Some(python) = newest_pyenv() {
