@@ -99,7 +99,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         report_all_execs: p.targets.needs_exec_events(),
         dwarf_unwind: p.unwind != UnwindMode::Fp,
     })?;
-    for pid in selector.initial() {
+    let initial = selector.initial();
+    for &pid in &initial {
         tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
     }
 
@@ -134,6 +135,13 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
 
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
+    // Targets running at start: their tables and context readers before their first sample,
+    // which is why the sampler is attached only now.
+    for &pid in &initial {
+        tracker.observe(pid);
+    }
+    view.sync(&mut tracker, &mut tracer);
+    tracer.start_sampling()?;
     let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + p.interval, p.interval);
     let mut log_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.telemetry.log_interval, cfg.telemetry.log_interval);

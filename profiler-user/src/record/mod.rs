@@ -160,13 +160,15 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             store.preload(&lib, &mut tracer);
         }
     }
-    // Running targets: their tables and context readers before the first sample.
+    // Running targets: their tables and context readers before the first sample, which is why
+    // the sampler is attached only now.
     if let Target::Pids(pids) = &target {
         for &pid in pids {
             tracker.observe(pid);
         }
     }
     view.sync(&mut tracker, &mut tracer);
+    tracer.start_sampling()?;
     let mut sigs = signals::listen().context("installing signal handlers")?;
 
     let mut child = match &target {
