@@ -259,7 +259,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         tracer.counter(Counter::UnknownPcs),
     );
     let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
-    let decode_errors = reader.decode_errors;
+    let bad_records = reader.bad_records();
     drop(reader);
     drop(tracer); // detaches the programs
                   // A duration bounds the whole run: a command still running then is stopped, and its status
@@ -287,11 +287,13 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         },
     };
     let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
-    let lost = lost_samples + decode_errors;
+    let lost = lost_samples;
+    // Bad records: the kernel wrote something this build cannot decode (counted, skipped).
     eprintln!(
-        "otelprof: {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
+        "otelprof: {} samples, {} lost, {} bad records, {} processes, {} threads, {:.1}% of {} frames symbolized",
         agg.total,
         lost,
+        bad_records,
         agg.pids().len(),
         agg.thread_names.len(),
         symbols.stats.percent(),
