@@ -327,3 +327,44 @@ fn a_running_writer_is_linked_from_the_first_sample() {
     assert!(o.status.success(), "{err}");
     check(&from_pprof(&out), pid, &err);
 }
+
+/// The agent's targets selected by PID get their tables and thread-context readers before the
+/// sampler starts, like `record -p`: a writer already in its spans is linked from the agent's
+/// first sample.
+#[test]
+fn agent_pid_target_is_linked_from_the_first_sample() {
+    if !bpf_allowed("agent_pid_target_is_linked_from_the_first_sample") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = executable_writer();
+    let dir = scratch("links-agent-pid");
+    let mut w = std::process::Command::new(&exe).arg("30").stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = w.id();
+    wait_until_running(&mut w, "the writer", std::time::Duration::from_secs(10), |pid| {
+        thread_count(pid) >= 4
+            && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("OTEL_CTX"))
+    });
+    let (haddr, hstate) = servers::http_server(vec![]);
+    let agent = agent::Agent::start(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 499\n  interval: 1s\n  targets: {{ pids: [{pid}] }}\n\
+             exporters:\n  otlphttp:\n    endpoint: http://{haddr}\n"
+        ),
+    );
+    agent.wait_metric("otelprof_samples_linked_total", std::time::Duration::from_secs(30), |v| v >= 600.0);
+    let (code, log) = agent.stop();
+    let _ = w.kill();
+    let _ = w.wait();
+    assert_eq!(code, Some(0), "{log}");
+    let received = hstate.lock().unwrap().received.clone();
+    let mut samples = Vec::new();
+    for (i, r) in received.iter().enumerate() {
+        let file = dir.join(format!("request-{i}.bin"));
+        std::fs::write(&file, &r.raw).unwrap();
+        let Some(summary) = python_otlp("request", &file) else { return };
+        samples.extend(from_otlp(&summary));
+    }
+    check(&samples, pid, &log);
+}
