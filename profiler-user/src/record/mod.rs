@@ -182,8 +182,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         _ => None,
     };
     let child_pid = child.as_ref().and_then(|c| c.id());
-    // Targets that exited between validation and attach would never send an exit event.
-    remaining.retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Targets that exited between validation and attach would never send an exit event (a
+    // zombie whose parent has not reaped it yet included: before this, recording it hung).
+    remaining.retain(|&pid| target::running(pid));
     tracing::info!(
         "recording {} at {} Hz on {} CPUs{}",
         describe(&target, child_pid),
