@@ -135,6 +135,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     if args.bpf_stats {
         tracer.enable_stats()?;
     }
+    // The whole system: nothing is named in advance, so nothing to prepare; sample at once.
+    if matches!(target, Target::All) {
+        tracer.start_sampling()?;
+    }
     let mut remaining: BTreeSet<u32> = BTreeSet::new();
     match &target {
         Target::Pids(pids) => {
@@ -168,7 +172,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         }
     }
     view.sync(&mut tracker, &mut tracer);
-    tracer.start_sampling()?;
+    tracer.start_sampling()?; // (already sampling with -a)
     let mut sigs = signals::listen().context("installing signal handlers")?;
 
     let mut child = match &target {
