@@ -172,6 +172,47 @@ fn invalid_argument_is_counted_not_retried() {
     assert_eq!(code, Some(0));
 }
 
+/// A panic on the reporting thread (made with the agent's fault-injection hook) is not
+/// invisible: `/healthz` and `/readyz` fail naming the reporter, the log says so once at ERROR,
+/// and the agent's exit status reports it. (Before, the sampling loop's heartbeat kept
+/// `/healthz` at 200 while nothing was exported.)
+#[test]
+fn a_dead_reporter_makes_the_agent_unhealthy() {
+    if !bpf_allowed("a_dead_reporter_makes_the_agent_unhealthy") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("agent-dead-reporter");
+    let (haddr, hstate) = http_server(vec![]);
+    let agent = Agent::start_with_env(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 49\n  interval: 2s\n  targets: {{ executables: [chain] }}\n\
+             exporters:\n  otlphttp:\n    endpoint: http://{haddr}\n"
+        ),
+        &[("OTELPROF_FAULT_INJECTION", "reporter_panic")],
+    );
+    // Its samples make a report after one interval, and that report kills the reporting thread.
+    let mut w = std::process::Command::new(workload("chain")).arg("30").spawn().unwrap();
+    wait_for("/healthz to fail", Duration::from_secs(30), || {
+        http_get(agent.metrics, "/healthz").is_some_and(|(code, _)| code != 200)
+    });
+    let _ = w.kill();
+    let _ = w.wait();
+    let (code, body) = http_get(agent.metrics, "/healthz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("reporter: panicked: "), "/healthz names the dead component: {body}");
+    let ready = http_get(agent.metrics, "/readyz").unwrap();
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(1), "the reporter's panic is the agent's error: {log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") && l.contains("reporter failed")).collect();
+    assert_eq!(errors.len(), 1, "logged once, at ERROR, naming the component: {log}");
+    assert!(errors[0].contains("OTELPROF_FAULT_INJECTION"), "with the panic's message: {}", errors[0]);
+    assert!(log.contains("the reporting thread panicked"), "shutdown surfaces the join error: {log}");
+    assert!(hstate.lock().unwrap().received.is_empty(), "nothing was reported");
+}
+
 #[test]
 fn bad_configs_exit_2_naming_the_key() {
     let dir = scratch("agent-bad-config");

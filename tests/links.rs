@@ -299,3 +299,72 @@ fn agent_links_samples_in_its_otlp_stream() {
         "otelprof_samples_linked_total {linked_metric} vs {exported} linked samples exported"
     );
 }
+
+/// A writer that publishes its contexts before otelprof attaches (`record -p`): its tables and
+/// thread-context reader are in place before the sampler starts, so the first in-span samples
+/// are linked too (before that was done first, the first ~15 samples of every recording at
+/// 99 Hz were not).
+#[test]
+fn a_running_writer_is_linked_from_the_first_sample() {
+    if !bpf_allowed("a_running_writer_is_linked_from_the_first_sample") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = executable_writer();
+    let dir = scratch("links-pid");
+    let out = dir.join("p.pb.gz");
+    let mut w = std::process::Command::new(&exe).arg("30").stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = w.id();
+    // Published its process context and started its three span threads.
+    wait_until_running(&mut w, "the writer", std::time::Duration::from_secs(10), |pid| {
+        thread_count(pid) >= 4
+            && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("OTEL_CTX"))
+    });
+    let o = run(otelprof().args(["record", "-F", "499", "-d", "3", "-p", &pid.to_string(), "-o"]).arg(&out));
+    let _ = w.kill();
+    let _ = w.wait();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    check(&from_pprof(&out), pid, &err);
+}
+
+/// The agent's targets selected by PID get their tables and thread-context readers before the
+/// sampler starts, like `record -p`: a writer already in its spans is linked from the agent's
+/// first sample.
+#[test]
+fn agent_pid_target_is_linked_from_the_first_sample() {
+    if !bpf_allowed("agent_pid_target_is_linked_from_the_first_sample") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = executable_writer();
+    let dir = scratch("links-agent-pid");
+    let mut w = std::process::Command::new(&exe).arg("30").stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = w.id();
+    wait_until_running(&mut w, "the writer", std::time::Duration::from_secs(10), |pid| {
+        thread_count(pid) >= 4
+            && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("OTEL_CTX"))
+    });
+    let (haddr, hstate) = servers::http_server(vec![]);
+    let agent = agent::Agent::start(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 499\n  interval: 1s\n  targets: {{ pids: [{pid}] }}\n\
+             exporters:\n  otlphttp:\n    endpoint: http://{haddr}\n"
+        ),
+    );
+    agent.wait_metric("otelprof_samples_linked_total", std::time::Duration::from_secs(30), |v| v >= 600.0);
+    let (code, log) = agent.stop();
+    let _ = w.kill();
+    let _ = w.wait();
+    assert_eq!(code, Some(0), "{log}");
+    let received = hstate.lock().unwrap().received.clone();
+    let mut samples = Vec::new();
+    for (i, r) in received.iter().enumerate() {
+        let file = dir.join(format!("request-{i}.bin"));
+        std::fs::write(&file, &r.raw).unwrap();
+        let Some(summary) = python_otlp("request", &file) else { return };
+        samples.extend(from_otlp(&summary));
+    }
+    check(&samples, pid, &log);
+}

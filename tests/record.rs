@@ -191,6 +191,7 @@ fn svg_and_folded_outputs() {
     assert!(text.contains("hot_leaf") && text.contains("middle"), "flame graph names the functions");
     let summary = stderr(&o);
     assert!(summary.contains("samples") && summary.contains("lost") && summary.contains("symbolized"), "{summary}");
+    assert!(summary.contains(" 0 bad records, "), "malformed ring-buffer records are counted: {summary}");
 }
 
 #[test]

@@ -294,3 +294,34 @@ fn the_same_chains_as_perf_with_dwarf_unwinding() {
         "same leaf-to-root chain ({perf_n} perf samples, {our_n} ours)"
     );
 }
+
+/// `record -p` on a program that runs without frame pointers: its tables are installed before
+/// the sampler starts, so no sample of the recording ends at the leaf for want of them (before,
+/// 9-17 of ~500 samples at the start of every recording did).
+#[test]
+fn a_running_program_unwinds_completely_from_the_first_sample() {
+    if !bpf_allowed("a_running_program_unwinds_completely_from_the_first_sample") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c("deep_nofp", &["deep_main.c", "deep_lib.c"], &NOFP);
+    let dir = scratch("unwind-pid");
+    let out = dir.join("p.pb.gz");
+    let mut w = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    let pid = w.id();
+    // Past its exec and spinning.
+    wait_until_running(&mut w, "deep_nofp", std::time::Duration::from_secs(10), |pid| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe) && cpu_ticks(pid) > 0
+    });
+    let o = run(otelprof()
+        .args(["record", "-F", "499", "-d", "3", "--unwind", "dwarf", "-p", &pid.to_string(), "-o"])
+        .arg(&out));
+    let _ = w.kill();
+    let _ = w.wait();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let (complete, total) = complete_share(&stacks(&read_pprof(&out)), "hot_leaf", &["b", "a"], "main", 40);
+    assert!(total > 500, "{total} samples in hot_leaf\n{err}");
+    assert!(complete * 100 >= total * 99, "complete chain in {complete} of {total}\n{err}");
+    assert_eq!(summary_count(&err, "without tables"), 0, "{err}");
+}

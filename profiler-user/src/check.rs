@@ -79,6 +79,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         report_all_execs: false,
         dwarf_unwind: false,
     });
+    let load = load.and_then(|mut t| t.start_sampling().map(|()| t));
     lines.push(match load {
         Ok(t) => Line { ok: true, what: format!("BPF programs load and attach on {} CPUs", t.cpus()), fix: None },
         Err(e) => Line { ok: false, what: "BPF programs load and attach".into(), fix: Some(e.to_string()) },

@@ -4,7 +4,8 @@
 //! The data path, one folder per stage: `tracer` (load/attach BPF) → `reader` (ring buffer) →
 //! `process` (maps, files, build IDs) → `aggregate` (stack counts) → `symbolize` → `export`
 //! (pprof, folded, SVG, OTLP files, OTLP senders). `record` and `agent` wire them together;
-//! `check` is the preflight.
+//! `check` is the preflight; `health` (component liveness) and `ratelimit` (logging on hot
+//! paths) are shared helpers.
 
 pub mod agent;
 pub mod aggregate;
@@ -12,8 +13,10 @@ pub mod check;
 pub mod cli;
 pub mod context;
 pub mod export;
+pub mod health;
 pub mod kernel_view;
 pub mod process;
+pub mod ratelimit;
 pub mod reader;
 pub mod record;
 pub mod symbolize;

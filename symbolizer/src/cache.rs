@@ -9,22 +9,29 @@ use crate::{FileKey, Symbol};
 /// Cached answers keyed by (file identity, address). Holds at most `capacity` addresses; the
 /// least recently used go first. File keys (build IDs can be 20+ bytes) are interned to small ids
 /// so a lookup hashes two integers.
+///
+/// Ids are never reused: an evicted file's entries may still sit in the LRU (eviction of a
+/// file only removes what it finds), and a new file given the same id would be answered with
+/// the old file's symbols. 64 bits do not wrap in practice.
 pub struct SymbolCache {
-    files: HashMap<FileKey, u32>,
-    entries: LruCache<(u32, u64), Arc<Symbol>>,
+    files: HashMap<FileKey, u64>,
+    /// The id the next new file gets.
+    next_id: u64,
+    entries: LruCache<(u64, u64), Arc<Symbol>>,
 }
 
 impl SymbolCache {
     pub fn new(capacity: usize) -> Self {
-        let cap = NonZeroUsize::new(capacity.max(1)).expect("max(1) is non-zero");
-        Self { files: HashMap::new(), entries: LruCache::new(cap) }
+        let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self { files: HashMap::new(), next_id: 0, entries: LruCache::new(cap) }
     }
 
-    fn file_id(&mut self, key: &FileKey) -> u32 {
+    fn file_id(&mut self, key: &FileKey) -> u64 {
         if let Some(&id) = self.files.get(key) {
             return id;
         }
-        let id = self.files.len() as u32;
+        let id = self.next_id;
+        self.next_id += 1;
         self.files.insert(key.clone(), id);
         id
     }
@@ -80,5 +87,26 @@ mod tests {
         c.evict_file(&b);
         assert_eq!(c.len(), 1);
         assert!(c.get(&b, 1).is_none() && c.get(&a, 1).is_some());
+    }
+
+    /// A file cached after another was evicted gets its own answers, not the evicted file's
+    /// or a surviving file's (ids were `files.len()`, so after an eviction the next new file
+    /// shared its id with one still cached).
+    #[test]
+    fn file_ids_are_not_reused_after_eviction() {
+        let named = |n: &str| {
+            Arc::new(Symbol::new(vec![crate::Frame { function: n.into(), file: None, line: None, inlined: false }]))
+        };
+        let (a, b, c) = (FileKey::BuildId(vec![1; 20]), FileKey::BuildId(vec![2; 20]), FileKey::BuildId(vec![3; 20]));
+        let mut cache = SymbolCache::new(16);
+        cache.insert(&a, 0x10, named("in_a"));
+        cache.insert(&b, 0x10, named("in_b"));
+        cache.evict_file(&a);
+        assert!(cache.get(&c, 0x10).is_none(), "nothing cached for a new file");
+        cache.insert(&c, 0x20, named("in_c"));
+        assert!(cache.get(&c, 0x10).is_none(), "c has no entry at 0x10 (b has)");
+        assert_eq!(cache.get(&c, 0x20).map(|s| s.frames()[0].function.clone()).as_deref(), Some("in_c"));
+        assert_eq!(cache.get(&b, 0x10).map(|s| s.frames()[0].function.clone()).as_deref(), Some("in_b"));
+        assert!(cache.get(&b, 0x20).is_none(), "b has no entry at 0x20 (c has)");
     }
 }

@@ -116,7 +116,7 @@ impl Symbolizer {
     /// Addresses are looked up once each, sorted, in one blazesym call per batch.
     pub fn symbolize(&mut self, source: &Source<'_>, addrs: &[u64]) -> Result<Vec<Arc<Symbol>>, Error> {
         let key = source.key();
-        let mut out: Vec<Option<Arc<Symbol>>> = addrs.iter().map(|&a| self.cache.get(key, a)).collect();
+        let out: Vec<Option<Arc<Symbol>>> = addrs.iter().map(|&a| self.cache.get(key, a)).collect();
         let mut missing: Vec<u64> = addrs.iter().zip(&out).filter(|(_, s)| s.is_none()).map(|(&a, _)| a).collect();
         self.stats.cache_hits += (addrs.len() - missing.len()) as u64;
         if missing.is_empty() {
@@ -156,14 +156,17 @@ impl Symbolizer {
             self.cache.insert(key, a, sym.clone());
         }
         // Answers come from the resolved batch, not the cache: a batch larger than the cache
-        // would otherwise lose its first entries to eviction before they are read.
-        for (slot, a) in out.iter_mut().zip(addrs) {
-            if slot.is_none() {
-                let i = missing.binary_search(a).expect("every missing address was resolved");
-                *slot = Some(resolved[i].clone());
-            }
-        }
-        Ok(out.into_iter().map(|s| s.expect("filled above")).collect())
+        // would otherwise lose its first entries to eviction before they are read. blazesym
+        // answers every input; should it not, the address is unknown rather than a panic.
+        let unknown = Arc::new(Symbol::unknown());
+        Ok(out
+            .into_iter()
+            .zip(addrs)
+            .map(|(slot, a)| {
+                slot.or_else(|| missing.binary_search(a).ok().and_then(|i| resolved.get(i).cloned()))
+                    .unwrap_or_else(|| unknown.clone())
+            })
+            .collect())
     }
 
     pub fn stats(&self) -> Stats {

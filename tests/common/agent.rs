@@ -28,6 +28,11 @@ impl Drop for Agent {
 impl Agent {
     /// Writes `config` plus a telemetry section, starts the agent and waits for `/readyz`.
     pub fn start(dir: &std::path::Path, config: &str) -> Self {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables for the agent (fault-injection hooks).
+    pub fn start_with_env(dir: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Self {
         let metrics = free_addr();
         let path = dir.join("agent.yaml");
         std::fs::write(
@@ -39,6 +44,7 @@ impl Agent {
         let child = otelprof()
             .args(["agent", "--config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

@@ -248,3 +248,38 @@ pub fn spawn_until_ready(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Waits until the workload `child` (just started) is doing its work, as `ready(pid)` tells from
+/// `/proc`, so that a test attaching to a running process attaches to one past its start. Polls
+/// every 10 ms; fails the test when the workload exits first or after `timeout`.
+pub fn wait_until_running(
+    child: &mut std::process::Child,
+    what: &str,
+    timeout: std::time::Duration,
+    ready: impl Fn(u32) -> bool,
+) {
+    let t = std::time::Instant::now();
+    while !ready(child.id()) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before it was running");
+        }
+        assert!(t.elapsed() < timeout, "{what} was not running within {timeout:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Threads of process `pid` (entries of `/proc/PID/task`; 0 when it is gone).
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// CPU time process `pid` has used so far, in clock ticks (utime + stime of `/proc/PID/stat`).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; the first field after the name is 3.
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    tick(11) + tick(12)
+}

@@ -1,6 +1,6 @@
 //! The agent's own counters: logged periodically and served as Prometheus text on `/metrics`,
-//! next to `/healthz` (the sampling loop is alive) and `/readyz` (programs attached) for
-//! Kubernetes probes.
+//! next to `/healthz` (every registered component is alive, see [`crate::health`]) and `/readyz`
+//! (programs attached, and healthy) for Kubernetes probes.
 
 use std::{
     fmt::Write as _,
@@ -9,12 +9,12 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{aggregate::Aggregator, export::send::ExportStats};
+use crate::{aggregate::Aggregator, export::send::ExportStats, health::Health, ratelimit::RateLimit};
 
 /// How each user stack's unwind ended, by `profiler_common::unwind_status` value: the label of
 /// `otelprof_unwind_stacks_total`.
@@ -82,26 +82,13 @@ pub struct AgentMetrics {
     /// Perf map lines (JIT code names) by what became of them: entries kept, malformed lines
     /// skipped, entries dropped over a map's bound.
     pub perf_map_lines: [AtomicU64; 3],
+    /// Ring-buffer records that could not be decoded (skipped).
+    pub bad_records: AtomicU64,
     pub ready: AtomicBool,
-    /// Unix seconds of the sampling loop's last turn.
-    pub heartbeat: AtomicU64,
     pub exporters: Vec<(String, Arc<ExportStats>)>,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl AgentMetrics {
-    pub fn beat(&self) {
-        self.heartbeat.store(now_secs(), Ordering::Relaxed);
-    }
-
-    /// Alive: the loop turned within `within`.
-    pub fn healthy(&self, within: Duration) -> bool {
-        now_secs().saturating_sub(self.heartbeat.load(Ordering::Relaxed)) <= within.as_secs().max(1)
-    }
-
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
@@ -141,6 +128,12 @@ impl AgentMetrics {
             "counter",
             "Process events dropped in BPF because the ring buffer was full.",
             one(g(&self.lost_events)),
+        );
+        metric(
+            "bad_records_total",
+            "counter",
+            "Ring-buffer records that could not be decoded and were skipped.",
+            one(g(&self.bad_records)),
         );
         metric("processes", "gauge", "Processes whose mappings are tracked.", one(g(&self.processes)));
         metric("reports_total", "counter", "Reporting intervals turned into OTLP requests.", one(g(&self.reports)));
@@ -229,11 +222,80 @@ impl AgentMetrics {
     }
 }
 
+/// How long the metrics server waits after a failed `accept` (10 ms, doubling up to 1 s, back
+/// to 10 ms after a success). A failing accept (EMFILE: out of file descriptors) fails again at
+/// once, and retrying at once would spin a CPU; the pending connection stays queued meanwhile.
+#[derive(Debug, Clone)]
+pub struct AcceptBackoff {
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    const MIN: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    pub fn new() -> Self {
+        Self { next: Self::MIN }
+    }
+
+    /// The wait after one more failure in a row.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+
+    /// An accept succeeded: the next failure waits the shortest again.
+    pub fn succeeded(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The answer to a probe: status line and body.
+fn probe(path: &str, metrics: &AgentMetrics, health: &Health) -> (&'static str, String) {
+    let unhealthy = |problems: Vec<crate::health::Problem>| {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        ("503 Service Unavailable", format!("unhealthy: {}\n", list.join("; ")))
+    };
+    match (path, health.check()) {
+        ("/healthz", Ok(())) => ("200 OK", "ok\n".into()),
+        ("/healthz", Err(problems)) => unhealthy(problems),
+        ("/readyz", Err(problems)) => unhealthy(problems),
+        ("/readyz", Ok(())) if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".into()),
+        _ => ("503 Service Unavailable", "not ready\n".into()),
+    }
+}
+
 /// Serves `/metrics`, `/healthz`, `/readyz` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>, health_window: Duration) {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>, health: Health) {
+    let mut backoff = AcceptBackoff::new();
+    let mut log_limit = RateLimit::new(Duration::from_secs(60));
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => {
+                backoff.succeeded();
+                conn
+            }
+            Err(e) => {
+                let wait = backoff.failed();
+                if let Some(held_back) = log_limit.allow() {
+                    tracing::warn!(
+                        "metrics endpoint: accepting a connection failed: {e}; retrying in {wait:?} \
+                         ({held_back} more failures since the last report)"
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             // Read the whole request head: closing a socket with unread bytes resets the
             // connection, and the client would lose the answer.
@@ -249,10 +311,10 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<AgentMetrics>
             let path = req.split_whitespace().nth(1).unwrap_or("");
             let (status, body, ctype) = match path {
                 "/metrics" => ("200 OK", metrics.render(), "text/plain; version=0.0.4"),
-                "/healthz" if metrics.healthy(health_window) => ("200 OK", "ok\n".into(), "text/plain"),
-                "/healthz" => ("503 Service Unavailable", "sampling loop stalled\n".into(), "text/plain"),
-                "/readyz" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".into(), "text/plain"),
-                "/readyz" => ("503 Service Unavailable", "not ready\n".into(), "text/plain"),
+                "/healthz" | "/readyz" => {
+                    let (status, body) = probe(path, &metrics, &health);
+                    (status, body, "text/plain")
+                }
                 _ => ("404 Not Found", "not found\n".into(), "text/plain"),
             };
             let head = format!(
@@ -286,9 +348,36 @@ mod tests {
         assert!(text.contains("# TYPE otelprof_samples_total counter\notelprof_samples_total 42\n"), "{text}");
         assert!(text.contains("otelprof_export_success_total{exporter=\"otlp/a\"} 3\n"), "{text}");
         assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("otelprof_")));
-        assert!(!m.healthy(Duration::from_secs(5)), "no heartbeat yet");
-        m.beat();
-        assert!(m.healthy(Duration::from_secs(5)));
+        m.bad_records.store(2, Ordering::Relaxed);
+        assert!(m.render().contains("otelprof_bad_records_total 2\n"));
+    }
+
+    #[test]
+    fn probes_follow_every_component() {
+        use crate::health::Liveness;
+        let m = AgentMetrics::default();
+        let health = Health::new();
+        let _sampling = health.register("sampling", Liveness::Heartbeat { within: Duration::from_secs(30) });
+        let reporter = health.register("reporter", Liveness::Running);
+        assert_eq!(probe("/healthz", &m, &health).0, "200 OK");
+        assert_eq!(probe("/readyz", &m, &health).0, "503 Service Unavailable", "not attached yet");
+        m.ready.store(true, Ordering::Relaxed);
+        assert_eq!(probe("/readyz", &m, &health).0, "200 OK");
+        reporter.fail("panicked: boom");
+        for path in ["/healthz", "/readyz"] {
+            let (status, body) = probe(path, &m, &health);
+            assert_eq!((status, body.as_str()), ("503 Service Unavailable", "unhealthy: reporter: panicked: boom\n"));
+        }
+    }
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_resets() {
+        let mut b = AcceptBackoff::new();
+        let waits: Vec<u64> = (0..9).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.succeeded();
+        assert_eq!(b.failed(), Duration::from_millis(10));
+        assert_eq!(b.failed(), Duration::from_millis(20));
     }
 
     #[test]

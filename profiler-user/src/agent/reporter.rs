@@ -5,6 +5,9 @@
 //! take long; the sampling loop only hands over finished intervals. The hand-over channel holds
 //! a few reports: when symbolization falls further behind, reports are dropped and counted
 //! instead of piling up in memory.
+//!
+//! The thread is a component of the agent's [`Health`](crate::health::Health): a panic here
+//! makes `/healthz` fail and is logged, and [`Reporter::finish`] returns it.
 
 use std::sync::{
     atomic::Ordering,
@@ -22,9 +25,25 @@ use crate::{
         send::queue::ExportQueue,
         Meta, Report,
     },
+    health::{panic_message, HealthHandle},
     process::ProcessSnapshot,
     symbolize,
 };
+
+/// Fault injection for tests, never for production: with this environment variable set to
+/// [`FAULT_REPORTER_PANIC`], the reporting thread panics on its first report, so tests can check
+/// that a dead reporter is seen (`/healthz`, the log, the exit status). Read once at start, and
+/// logged when set.
+pub const FAULT_INJECTION_ENV: &str = "OTELPROF_FAULT_INJECTION";
+/// The value of [`FAULT_INJECTION_ENV`] that makes the reporting thread panic.
+pub const FAULT_REPORTER_PANIC: &str = "reporter_panic";
+
+/// Why the reporting thread ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ReporterError {
+    #[error("the reporting thread panicked: {0}")]
+    Panicked(String),
+}
 
 /// Reports waiting for the reporting thread at most: enough to ride out the first, slow
 /// symbolization of large binaries, bounded so memory stays bounded.
@@ -51,17 +70,25 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// Starts the thread; `health` is its component in the agent's registry.
     pub fn spawn(
         opts: OtlpOptions,
         cache_entries: usize,
         queues: Vec<Arc<ExportQueue>>,
         metrics: Arc<AgentMetrics>,
+        health: HealthHandle,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(REPORTS_IN_FLIGHT);
         let m = metrics.clone();
+        let panic_on_report = std::env::var(FAULT_INJECTION_ENV).is_ok_and(|v| v == FAULT_REPORTER_PANIC);
+        if panic_on_report {
+            tracing::warn!(
+                "{FAULT_INJECTION_ENV}={FAULT_REPORTER_PANIC}: the reporting thread will panic (a test hook)"
+            );
+        }
         let thread = std::thread::Builder::new()
             .name("otelprof-report".into())
-            .spawn(move || work(rx, opts, cache_entries, queues, m))?;
+            .spawn(move || health.watch(|| work(rx, opts, cache_entries, queues, m, panic_on_report)))?;
         Ok(Self { tx, thread, metrics })
     }
 
@@ -74,17 +101,24 @@ impl Reporter {
                 tracing::warn!("symbolization is behind: dropped a report");
             }
             Err(TrySendError::Full(Job::Evict(_))) => {}
-            Err(TrySendError::Disconnected(_)) => tracing::error!("the reporting thread is gone"),
+            // The thread's end was logged once, loudly, by its health component.
+            Err(TrySendError::Disconnected(Job::Report(_))) => {
+                self.metrics.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("the reporting thread is gone: dropped a report");
+            }
+            Err(TrySendError::Disconnected(Job::Evict(_))) => {}
         }
     }
 
-    /// Hands over the last job, waiting for room, then waits for the thread to finish.
-    pub fn finish(self, last: Option<Job>) {
+    /// Hands over the last job, waiting for room, then waits for the thread to finish. A panic
+    /// of the thread (now or earlier) is the error.
+    pub fn finish(self, last: Option<Job>) -> Result<(), ReporterError> {
         if let Some(job) = last {
+            // Fails only when the thread is gone, which the join below reports.
             let _ = self.tx.send(job);
         }
         drop(self.tx);
-        let _ = self.thread.join();
+        self.thread.join().map_err(|payload| ReporterError::Panicked(panic_message(&*payload)))
     }
 }
 
@@ -94,11 +128,15 @@ fn work(
     cache_entries: usize,
     queues: Vec<Arc<ExportQueue>>,
     metrics: Arc<AgentMetrics>,
+    panic_on_report: bool,
 ) {
     let mut symbolizer = Symbolizer::new(symbolizer::Config { cache_entries, ..Default::default() });
     for job in rx {
         match job {
             Job::Report(job) => {
+                if panic_on_report {
+                    panic!("{FAULT_INJECTION_ENV}={FAULT_REPORTER_PANIC}: the reporting thread panics as asked");
+                }
                 let ReportJob { agg, processes, meta } = *job;
                 let symbols = symbolize::symbolize(&agg, &processes, &mut symbolizer);
                 let report = Report { agg: &agg, processes: &processes, symbols: &symbols, meta };

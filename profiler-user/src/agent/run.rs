@@ -28,6 +28,7 @@ use crate::{
         },
         Meta,
     },
+    health::{Health, Liveness},
     kernel_view::KernelView,
     process::ProcessTracker,
     reader::{Event, Reader},
@@ -99,10 +100,13 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         report_all_execs: p.targets.needs_exec_events(),
         dwarf_unwind: p.unwind != UnwindMode::Fp,
     })?;
-    for pid in selector.initial() {
+    let initial = selector.initial();
+    for &pid in &initial {
         tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
     }
 
+    // Every component that works on its own reports here; /healthz and /readyz follow them all.
+    let health = Health::new();
     let mut queues = Vec::new();
     let mut senders = Vec::new();
     let mut stats = Vec::new();
@@ -110,23 +114,30 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         let s = Arc::new(ExportStats::default());
         let client = Client::new(&e.endpoint).with_context(|| format!("exporter {}", e.name))?;
         let q = ExportQueue::new(e.endpoint.sending_queue.queue_size as usize, s.clone());
-        senders.push(tokio::spawn(queue::run_sender(
+        let alive = health.register(format!("exporter/{}", e.name), Liveness::Running);
+        senders.push(tokio::spawn(alive.watch_task(queue::run_sender(
             q.clone(),
             client,
             e.endpoint.retry_on_failure.clone(),
             s.clone(),
-        )));
+        ))));
         queues.push(q);
         stats.push((e.name.clone(), s));
     }
     let metrics = Arc::new(AgentMetrics { exporters: stats, ..Default::default() });
     if let Some(addr) = cfg.telemetry.metrics_address {
         let listener = metrics::bind(addr).await.with_context(|| format!("serving metrics on {addr}"))?;
-        tokio::spawn(metrics::serve(listener, metrics.clone(), p.interval.max(Duration::from_secs(10)) * 3));
+        tokio::spawn(metrics::serve(listener, metrics.clone(), health.clone()));
     }
     let otlp = OtlpOptions { symbolize: p.symbolize, command_line: p.command_line };
-    let reporter = Reporter::spawn(otlp, p.symbol_cache_entries, queues.clone(), metrics.clone())
-        .context("starting the reporter")?;
+    let reporter = Reporter::spawn(
+        otlp,
+        p.symbol_cache_entries,
+        queues.clone(),
+        metrics.clone(),
+        health.register("reporter", Liveness::Running),
+    )
+    .context("starting the reporter")?;
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
     let mut view = KernelView::new(&tracer, p.unwind != UnwindMode::Fp);
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -134,14 +145,24 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
 
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
+    // Targets running at start: their tables and context readers before their first sample,
+    // which is why the sampler is attached only now.
+    for &pid in &initial {
+        tracker.observe(pid);
+    }
+    view.sync(&mut tracker, &mut tracer);
+    tracer.start_sampling()?;
     let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + p.interval, p.interval);
     let mut log_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.telemetry.log_interval, cfg.telemetry.log_interval);
     // As often as `record` polls: a context a new process publishes is then read within about
     // its 200 ms back-off floor, not up to a second later, after its samples were reported.
     let mut beat = tokio::time::interval(Duration::from_millis(250));
+    // The loop turns at least every 250 ms (`beat`); silence for several report intervals
+    // means it is stuck.
+    let sampling =
+        health.register("sampling", Liveness::Heartbeat { within: p.interval.max(Duration::from_secs(10)) * 3 });
     metrics.ready.store(true, Ordering::Relaxed);
-    metrics.beat();
     tracing::info!(
         "agent profiling {} at {} Hz on {} CPUs, reporting every {:?} to {}",
         describe(&p.targets),
@@ -202,6 +223,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                     metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
                 }
                 tallies.publish(&agg, &metrics);
+                metrics.bad_records.store(reader.bad_records(), Ordering::Relaxed);
             }
             _ = report_tick.tick() => {
                 // The report's resources are the processes' latest contexts: read what is due.
@@ -224,7 +246,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 }
             }
             _ = beat.tick() => {
-                metrics.beat();
+                sampling.beat();
                 tracker.poll_contexts();
                 view.sync(&mut tracker, &mut tracer);
                 view.settle(&mut agg, &mut tracker, false);
@@ -238,20 +260,26 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     }
 
     tracing::info!("stopping: final report, then flushing exports for at most {:?}", cfg.telemetry.shutdown_timeout);
+    // From here components end because they are asked to.
+    health.shutting_down();
+    sampling.stop();
     reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited));
     view.sync(&mut tracker, &mut tracer);
     view.settle(&mut agg, &mut tracker, true);
     metrics.ready.store(false, Ordering::Relaxed);
+    metrics.bad_records.store(reader.bad_records(), Ordering::Relaxed);
     drop(reader);
     drop(tracer);
     tallies.publish(&agg, &metrics);
     tracker.poll_contexts_before_report();
     let last = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency);
-    tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
+    let reported = tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
+    // What was queued before a reporter failure still goes out.
     let deadline = tokio::time::Instant::now() + cfg.telemetry.shutdown_timeout;
     for (q, sender) in queues.iter().zip(senders) {
         queue::shutdown(q, sender, deadline.saturating_duration_since(tokio::time::Instant::now())).await;
     }
     tracing::info!("stopped: {}", metrics.log_line());
+    reported?;
     Ok(ExitCode::SUCCESS)
 }

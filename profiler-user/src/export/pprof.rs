@@ -23,6 +23,9 @@ use crate::{
 /// The pprof exporter.
 pub struct Pprof;
 
+/// The file name of a mapping whose file the report's snapshot does not hold.
+pub(crate) const UNKNOWN_FILE: &str = "[unknown]";
+
 /// The string table: index 0 is "" as pprof requires.
 struct Strings(Interner<String>);
 
@@ -51,7 +54,11 @@ fn main_binary(report: &Report<'_>) -> Option<usize> {
     }
     let (&pid, _) = per_pid.iter().max_by_key(|(&pid, &n)| (n, std::cmp::Reverse(pid)))?;
     let exe = report.processes.info(pid)?.exe.as_deref()?;
-    report.agg.mappings.iter().position(|(_, pm)| pm.pid == pid && report.processes.file(pm.mapping.file).path == exe)
+    report
+        .agg
+        .mappings
+        .iter()
+        .position(|(_, pm)| pm.pid == pid && report.processes.file(pm.mapping.file).is_some_and(|f| f.path == exe))
 }
 
 /// Builds the (uncompressed) pprof message.
@@ -65,14 +72,15 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
         .mappings
         .iter()
         .map(|(id, pm)| {
+            // A file the snapshot lacks (counted by symbolization) keeps its mapping, unnamed.
             let file = files.file(pm.mapping.file);
             pb::Mapping {
                 id: id as u64 + 1,
                 memory_start: pm.mapping.start,
                 memory_limit: pm.mapping.end,
                 file_offset: pm.mapping.offset,
-                filename: strings.id(&file.path),
-                build_id: strings.id(&file.build_id().map(hex).unwrap_or_default()),
+                filename: strings.id(file.map_or(UNKNOWN_FILE, |f| &f.path)),
+                build_id: strings.id(&file.and_then(|f| f.build_id()).map(hex).unwrap_or_default()),
                 ..Default::default()
             }
         })

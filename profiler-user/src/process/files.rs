@@ -58,9 +58,11 @@ pub struct FileTable {
 }
 
 impl FileTable {
-    /// The file in slot `id`. Panics on a freed slot: ids come from live mappings.
-    pub fn get(&self, id: FileId) -> &Arc<MappedFile> {
-        self.files[id as usize].as_ref().expect("file id of a live mapping")
+    /// The file in slot `id`; `None` for a slot that was freed or never used (ids come from
+    /// live mappings, but a caller holding one across an eviction must not bring the thread
+    /// down).
+    pub fn get(&self, id: FileId) -> Option<&Arc<MappedFile>> {
+        self.files.get(id as usize)?.as_ref()
     }
 
     /// Files in the table.

@@ -123,9 +123,17 @@ impl ProcessSnapshot {
         self.infos.get(&pid)
     }
 
-    /// A file of the report. Panics for ids not taken into the snapshot.
-    pub fn file(&self, id: FileId) -> &MappedFile {
-        &self.files[&id]
+    /// A file of the report; `None` for an id the snapshot does not hold (the tracker had
+    /// already dropped it). Exporters then name the frames `[unknown]` and count them: the
+    /// reporting thread must not die over one file.
+    pub fn file(&self, id: FileId) -> Option<&MappedFile> {
+        self.files.get(&id).map(|f| &**f)
+    }
+
+    /// A snapshot holding these files only, for tests of what readers do with missing ones.
+    #[cfg(test)]
+    pub fn with_files(files: impl IntoIterator<Item = (FileId, Arc<MappedFile>)>) -> Self {
+        Self { infos: HashMap::new(), files: files.into_iter().collect() }
     }
 }
 
@@ -371,7 +379,7 @@ impl ProcessTracker {
     ) -> ProcessSnapshot {
         ProcessSnapshot {
             infos: pids.into_iter().filter_map(|p| Some((p, self.procs.get(&p)?.info.clone()))).collect(),
-            files: files.into_iter().map(|f| (f, self.files.get(f).clone())).collect(),
+            files: files.into_iter().filter_map(|f| Some((f, self.files.get(f)?.clone()))).collect(),
         }
     }
 
@@ -408,7 +416,7 @@ impl ProcessTracker {
                 let p = self.procs.get(&pid)?;
                 Some(Refreshed {
                     pid,
-                    mappings: p.mappings.iter().map(|m| (*m, self.files.get(m.file).clone())).collect(),
+                    mappings: p.mappings.iter().filter_map(|m| Some((*m, self.files.get(m.file)?.clone()))).collect(),
                     vdso: p.vdso,
                     anon_exec: p.anon_exec.clone(),
                     context: p.info.context.clone(),
@@ -581,7 +589,7 @@ mod tests {
         let Some(Normalized::File { mapping, file_offset }) = t.normalize(pid, f) else {
             panic!("own code is in a file mapping")
         };
-        let file = t.files().get(mapping.file);
+        let file = t.files().get(mapping.file).unwrap();
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(file.path, exe.to_string_lossy());
         assert!(file_offset < std::fs::metadata(&exe).unwrap().len());

@@ -13,7 +13,7 @@ use profiler_common::{
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::context::ThreadLink;
+use crate::{context::ThreadLink, ratelimit::RateLimit};
 
 /// One sample, copied out of the ring buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,11 +178,46 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
+/// Records that failed to decode: every one counted (never silently dropped), logged at most
+/// once per [`BAD_RECORD_LOG_INTERVAL`], since a broken producer would write one per sample.
+#[derive(Debug)]
+pub struct BadRecords {
+    pub count: u64,
+    log: RateLimit,
+}
+
+/// How often a malformed record is logged at most.
+pub const BAD_RECORD_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Default for BadRecords {
+    fn default() -> Self {
+        Self { count: 0, log: RateLimit::new(BAD_RECORD_LOG_INTERVAL) }
+    }
+}
+
+impl BadRecords {
+    /// Decodes one record for `f`; a malformed one is counted and skipped.
+    pub fn deliver(&mut self, bytes: &[u8], f: &mut impl FnMut(Event)) {
+        match decode(bytes) {
+            Ok(ev) => f(ev),
+            Err(e) => {
+                self.count += 1;
+                if let Some(held_back) = self.log.allow() {
+                    tracing::warn!(
+                        "skipping a malformed ring-buffer record: {e} ({held_back} more skipped since the last \
+                         report, {} in all)",
+                        self.count
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Async reader over the `EVENTS` ring buffer.
 pub struct Reader {
     fd: AsyncFd<RingBuf<MapData>>,
-    /// Records that failed to decode (never silently dropped).
-    pub decode_errors: u64,
+    bad: BadRecords,
 }
 
 impl Reader {
@@ -192,34 +227,33 @@ impl Reader {
         // the AsyncFd (which owns the ring buffer) lives.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self { fd, decode_errors: 0 })
+        Ok(Self { fd, bad: BadRecords::default() })
+    }
+
+    /// Records skipped because they could not be decoded, so far.
+    pub fn bad_records(&self) -> u64 {
+        self.bad.count
     }
 
     /// Waits until records are available, then hands every available record to `f`.
     pub async fn read_batch(&mut self, mut f: impl FnMut(Event)) -> std::io::Result<usize> {
         let mut guard = self.fd.readable_mut().await?;
-        let n = drain(guard.get_inner_mut(), &mut self.decode_errors, &mut f);
+        let n = drain(guard.get_inner_mut(), &mut self.bad, &mut f);
         guard.clear_ready();
         Ok(n)
     }
 
     /// Hands every record available right now to `f` without waiting (used at shutdown).
     pub fn drain_now(&mut self, mut f: impl FnMut(Event)) -> usize {
-        drain(self.fd.get_mut(), &mut self.decode_errors, &mut f)
+        drain(self.fd.get_mut(), &mut self.bad, &mut f)
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, errors: &mut u64, f: &mut impl FnMut(Event)) -> usize {
+fn drain(ring: &mut RingBuf<MapData>, bad: &mut BadRecords, f: &mut impl FnMut(Event)) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
         n += 1;
-        match decode(&item) {
-            Ok(ev) => f(ev),
-            Err(e) => {
-                *errors += 1;
-                tracing::warn!("skipping ring-buffer record: {e}");
-            }
-        }
+        bad.deliver(&item, f);
     }
     n
 }
@@ -308,5 +342,46 @@ mod tests {
         // A sample header on a record too short for the stacks.
         let short = TaskRecord { header: header(RecordKind::Sample) };
         assert!(matches!(decode(&bytes_of(&short)), Err(DecodeError::Short(_))));
+    }
+
+    /// Writes what `tracing` logs while the test body runs into a buffer.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_all_counted_and_logged_boundedly() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let mut bad = BadRecords::default();
+        let mut events = Vec::new();
+        let started = std::time::Instant::now();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut unknown = header(RecordKind::Exit);
+            unknown.kind = 77;
+            let unknown = bytes_of(&TaskRecord { header: unknown });
+            for i in 0..10_000 {
+                let record: &[u8] = if i % 2 == 0 { &[1, 2, 3] } else { &unknown };
+                bad.deliver(record, &mut |e| events.push(e));
+            }
+            bad.deliver(&bytes_of(&TaskRecord { header: header(RecordKind::Exit) }), &mut |e| events.push(e));
+        });
+        assert_eq!(bad.count, 10_000, "every malformed record counted");
+        assert_eq!(events, [Event::Exit { tgid: 10 }], "good records still delivered");
+        let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines = log.lines().filter(|l| l.contains("malformed ring-buffer record")).count();
+        // One line per interval: the first, plus one per interval the loop may have taken.
+        let bound = 1 + (started.elapsed().as_secs() / BAD_RECORD_LOG_INTERVAL.as_secs()) as usize;
+        assert!((1..=bound).contains(&lines), "{lines} log lines for 10000 bad records:\n{log}");
     }
 }

@@ -135,6 +135,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     if args.bpf_stats {
         tracer.enable_stats()?;
     }
+    // The whole system: nothing is named in advance, so nothing to prepare; sample at once.
+    if matches!(target, Target::All) {
+        tracer.start_sampling()?;
+    }
     let mut remaining: BTreeSet<u32> = BTreeSet::new();
     match &target {
         Target::Pids(pids) => {
@@ -160,13 +164,15 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             store.preload(&lib, &mut tracer);
         }
     }
-    // Running targets: their tables and context readers before the first sample.
+    // Running targets: their tables and context readers before the first sample, which is why
+    // the sampler is attached only now.
     if let Target::Pids(pids) = &target {
         for &pid in pids {
             tracker.observe(pid);
         }
     }
     view.sync(&mut tracker, &mut tracer);
+    tracer.start_sampling()?; // (already sampling with -a)
     let mut sigs = signals::listen().context("installing signal handlers")?;
 
     let mut child = match &target {
@@ -180,8 +186,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         _ => None,
     };
     let child_pid = child.as_ref().and_then(|c| c.id());
-    // Targets that exited between validation and attach would never send an exit event.
-    remaining.retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Targets that exited between validation and attach would never send an exit event (a
+    // zombie whose parent has not reaped it yet included: before this, recording it hung).
+    remaining.retain(|&pid| target::running(pid));
     tracing::info!(
         "recording {} at {} Hz on {} CPUs{}",
         describe(&target, child_pid),
@@ -265,7 +272,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         tracer.counter(Counter::CopiesSkipped),
     );
     let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
-    let decode_errors = reader.decode_errors;
+    let bad_records = reader.bad_records();
     drop(reader);
     drop(tracer); // detaches the programs
                   // A duration bounds the whole run: a command still running then is stopped, and its status
@@ -293,11 +300,13 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         },
     };
     let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
-    let lost = lost_samples + decode_errors;
+    let lost = lost_samples;
+    // Bad records: the kernel wrote something this build cannot decode (counted, skipped).
     eprintln!(
-        "otelprof: {} samples, {} lost, {} processes, {} threads, {:.1}% of {} frames symbolized",
+        "otelprof: {} samples, {} lost, {} bad records, {} processes, {} threads, {:.1}% of {} frames symbolized",
         agg.total,
         lost,
+        bad_records,
         agg.pids().len(),
         agg.thread_names.len(),
         symbols.stats.percent(),

@@ -32,6 +32,15 @@ pub fn tgid_of(pid: u32) -> Result<u32> {
     Ok(tgid)
 }
 
+/// Whether process `pid` still runs: it has a `/proc` entry and has not exited. A zombie (exited,
+/// not yet reaped by its parent) keeps its `/proc` entry but will never send an exit event again.
+pub fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may contain anything.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X" | "x") | None)
+}
+
 /// Finds `name` the way execvp would: as a path when it has a slash, else along `$PATH`.
 pub fn resolve_program(name: &OsString) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -85,6 +94,22 @@ mod tests {
         let e = resolve_program(&"otelprof-no-such-command".into()).unwrap_err();
         assert_eq!(e.to_string(), "command not found: otelprof-no-such-command");
         assert!(resolve_program(&"/nonexistent/x".into()).is_err());
+    }
+
+    #[test]
+    fn zombies_and_missing_processes_are_not_running() {
+        assert!(running(std::process::id()));
+        assert!(!running(u32::MAX - 1));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie until `wait` below.
+        let t = std::time::Instant::now();
+        while running(pid) {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "`true` did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "a zombie keeps its /proc entry");
+        child.wait().unwrap();
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct SymbolStats {
     pub symbolized: u64,
     /// Files that could not be read.
     pub file_errors: u64,
+    /// Files the report's mappings name but its process snapshot does not hold (their frames
+    /// stay `[unknown]+0x…`): a bookkeeping slip, counted instead of a panic.
+    pub missing_files: u64,
 }
 
 impl SymbolStats {
@@ -111,6 +114,14 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
             Frame::Unmapped { addr } => out[id as usize] = Some(fallback("[unknown]", addr)),
         }
     }
+    for (file_id, batch) in &by_file {
+        if processes.file(*file_id).is_none() {
+            stats.missing_files += 1;
+            for (id, off) in batch {
+                out[*id as usize] = Some(fallback("[unknown]", *off));
+            }
+        }
+    }
     let mut apply =
         |batch: &[(FrameId, u64)], result: Result<Vec<Arc<Symbol>>, symbolizer::Error>, module: &str| match result {
             Ok(syms) => {
@@ -142,10 +153,17 @@ pub fn symbolize(agg: &Aggregator, processes: &ProcessSnapshot, symbolizer: &mut
     let mut files_sorted: Vec<_> = by_file.into_iter().collect();
     files_sorted.sort_by_key(|(f, _)| *f);
     for (file_id, batch) in files_sorted {
-        let file = processes.file(file_id);
+        let Some(file) = processes.file(file_id) else { continue };
         let offsets: Vec<u64> = batch.iter().map(|(_, o)| *o).collect();
         let r = symbolizer.symbolize(&Source::Elf { key: &file.key, path: &file.open_path }, &offsets);
         apply(&batch, r, file.basename());
+    }
+    if stats.missing_files > 0 {
+        // At most once per report.
+        tracing::warn!(
+            "{} files of this report were no longer tracked; their frames stay unnamed",
+            stats.missing_files
+        );
     }
     let frames = out.into_iter().map(|f| f.unwrap_or_else(|| fallback("[unknown]", 0))).collect();
     Symbols { frames, known, stats }
@@ -156,6 +174,7 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::{Aggregator, Clock},
+        export::{otlp, pprof, Meta, Report},
         process::ProcessTracker,
         reader::Sample,
     };
@@ -193,5 +212,32 @@ mod tests {
         assert_eq!(names, [(format!("[jit]+0x{jit:x}"), false), (format!("[unknown]+0x{:x}", data - 1), false)]);
         // SAFETY: the mapping made above.
         unsafe { libc::munmap(code, len) };
+    }
+
+    /// A report whose mappings name a file its snapshot does not hold (an id out of range of
+    /// the tracker's file table): frames stay unnamed and counted, every exporter still writes
+    /// (this panicked on the reporting thread, killing it).
+    #[test]
+    fn a_file_missing_from_the_snapshot_is_counted_not_a_panic() {
+        let me = std::process::id();
+        let code = a_file_missing_from_the_snapshot_is_counted_not_a_panic as *const () as u64;
+        let mut tracker = ProcessTracker::default();
+        let mut agg = Aggregator::default();
+        agg.add(&Sample::with_stacks(me, me, vec![], vec![code]), &mut tracker);
+        assert_eq!(agg.file_ids().len(), 1, "own code is in a file mapping");
+        let out_of_range = 1_000_000;
+        let processes = tracker.snapshot(agg.pids(), [out_of_range]);
+        assert!(processes.file(out_of_range).is_none());
+        let symbols = symbolize(&agg, &processes, &mut Symbolizer::new(Default::default()));
+        assert_eq!(symbols.stats.missing_files, 1);
+        let names: Vec<&str> = agg.frames.iter().map(|(id, _)| symbols.get(id)[0].function.as_str()).collect();
+        assert!(names.iter().all(|n| n.starts_with("[unknown]+0x")), "{names:?}");
+        let (start_unix_ns, duration_ns) = agg.window(agg.first_ns, agg.last_ns);
+        let meta = Meta { frequency_hz: 99, start_unix_ns, duration_ns };
+        let report = Report { agg: &agg, processes: &processes, symbols: &symbols, meta };
+        let profile = pprof::build(&report);
+        assert!(profile.string_table.iter().any(|s| s == pprof::UNKNOWN_FILE), "the mapping stays, unnamed");
+        let req = otlp::build_valid(&report, &otlp::OtlpOptions::default()).expect("a valid request");
+        assert_eq!(req.resource_profiles.len(), 1);
     }
 }

@@ -1,5 +1,6 @@
-//! Kernel side, seen from user space: loads the committed BPF object, attaches the sampler to
-//! every online CPU and the process-lifecycle tracepoints, and owns the maps that steer them.
+//! Kernel side, seen from user space: loads the committed BPF object, attaches the
+//! process-lifecycle tracepoints and then (once known targets are prepared) the sampler to every
+//! online CPU, and owns the maps that steer them.
 //!
 //! The object is `profiler-ebpf/prebuilt/profiler.bpf.o`, built by `cargo xtask build-ebpf` and
 //! embedded at compile time, so building otelprof needs no BPF toolchain.
@@ -86,7 +87,11 @@ pub struct Tracer {
     unwind_rows: Array<MapData, UnwindRow>,
     proc_unwind: HashMap<MapData, u32, ProcUnwind>,
     thread_ctx: HashMap<MapData, u32, TlsLocation>,
-    cpus: usize,
+    /// Online CPUs, each gets one sampling perf event.
+    cpus: Vec<u32>,
+    frequency_hz: u64,
+    /// Whether [`Tracer::start_sampling`] attached the sampler.
+    sampling: bool,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Keeps the kernel's BPF run-time statistics on while held (`BPF_ENABLE_STATS`).
     stats: Option<std::os::fd::OwnedFd>,
@@ -122,7 +127,8 @@ pub fn max_sample_rate() -> Option<u64> {
 }
 
 impl Tracer {
-    /// Loads the object, attaches the sampler on every online CPU and the sched tracepoints.
+    /// Loads the object and the sampler, and attaches the sched tracepoints (process events flow
+    /// from here on). The sampler starts with [`Self::start_sampling`].
     pub fn load(cfg: &TracerConfig) -> Result<Self, TracerError> {
         if let Some(max) = max_sample_rate() {
             if cfg.frequency_hz > max {
@@ -175,17 +181,9 @@ impl Tracer {
 
         let cpus = aya::util::online_cpus().map_err(|(what, e)| TracerError::Cpus(format!("{what}: {e}")))?;
         {
+            // Loaded (verified) now, attached by `start_sampling`.
             let prog: &mut PerfEvent = program(&mut ebpf, "sample")?;
             prog.load().map_err(|source| prog_err("sample", source))?;
-            for &cpu in &cpus {
-                prog.attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(cfg.frequency_hz),
-                    false,
-                )
-                .map_err(|source| prog_err("sample", source))?;
-            }
         }
         for (name, event) in
             [("on_fork", "sched_process_fork"), ("on_exec", "sched_process_exec"), ("on_exit", "sched_process_exit")]
@@ -212,10 +210,36 @@ impl Tracer {
             unwind_rows,
             proc_unwind,
             thread_ctx,
-            cpus: cpus.len(),
+            cpus,
+            frequency_hz: cfg.frequency_hz,
+            sampling: false,
             _logger: logger,
             stats: None,
         })
+    }
+
+    /// Attaches the sampler to every online CPU: samples flow from here on.
+    ///
+    /// Separate from [`Self::load`] so that callers first install what the samples of known
+    /// targets need (their unwind tables and thread-context readers, which take the maps loaded
+    /// above): a target sampled before that has stacks ending at the leaf and no trace links.
+    /// Calling it again does nothing.
+    pub fn start_sampling(&mut self) -> Result<(), TracerError> {
+        if self.sampling {
+            return Ok(());
+        }
+        let prog: &mut PerfEvent = program(&mut self.ebpf, "sample")?;
+        for &cpu in &self.cpus {
+            prog.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(self.frequency_hz),
+                false,
+            )
+            .map_err(|source| prog_err("sample", source))?;
+        }
+        self.sampling = true;
+        Ok(())
     }
 
     /// Hands out the sample ring buffer (once).
@@ -292,9 +316,9 @@ impl Tracer {
         out
     }
 
-    /// Number of CPUs the sampler is attached to.
+    /// Number of CPUs the sampler is (or will be) attached to.
     pub fn cpus(&self) -> usize {
-        self.cpus
+        self.cpus.len()
     }
 }
 

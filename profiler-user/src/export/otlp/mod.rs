@@ -158,9 +158,10 @@ impl Builder<'_, '_> {
             return m;
         }
         let pm = *self.report.agg.mappings.get(id);
+        // A file the snapshot lacks (counted by symbolization) keeps its mapping, unnamed.
         let file = self.report.processes.file(pm.mapping.file);
-        let attributes = self.build_id_attrs(file.build_id(), file.htlhash.as_ref());
-        let filename = self.dict.string(&file.path);
+        let attributes = self.build_id_attrs(file.and_then(|f| f.build_id()), file.and_then(|f| f.htlhash.as_ref()));
+        let filename = self.dict.string(file.map_or(crate::export::pprof::UNKNOWN_FILE, |f| &f.path));
         let m = self.dict.mapping(MappingKey {
             memory_start: pm.mapping.start,
             memory_limit: pm.mapping.end,

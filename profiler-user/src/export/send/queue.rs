@@ -140,7 +140,14 @@ pub async fn shutdown(queue: &ExportQueue, sender: tokio::task::JoinHandle<()>, 
     queue.close();
     let abort = sender.abort_handle();
     match tokio::time::timeout(deadline, sender).await {
-        Ok(_) => 0,
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            // A panic was logged (and made the agent unhealthy) when it happened; what it left
+            // in the queue is lost.
+            let n = queue.discard();
+            tracing::error!("the export sender ended badly ({e}); dropped {n} queued requests");
+            n
+        }
         Err(_) => {
             abort.abort();
             let n = queue.discard();
