@@ -68,6 +68,9 @@ pub struct AgentMetrics {
     pub unwind_stacks: [AtomicU64; 8],
     pub lost_samples: AtomicU64,
     pub lost_events: AtomicU64,
+    /// Samples BPF sent with a copy of their user stack (no tables for it yet), and those it
+    /// sent without one because the ring buffer was half full (docs/design/0005).
+    pub stack_copies: [AtomicU64; 2],
     pub processes: AtomicU64,
     pub reports: AtomicU64,
     pub reports_dropped: AtomicU64,
@@ -128,6 +131,17 @@ impl AgentMetrics {
             "counter",
             "Process events dropped in BPF because the ring buffer was full.",
             one(g(&self.lost_events)),
+        );
+        metric(
+            "stack_copies_total",
+            "counter",
+            "Samples whose user stack BPF could not unwind with tables: sent with a stack copy for user space \
+             to unwind, or skipped (ring buffer half full; frame pointers only).",
+            ["sent", "skipped"]
+                .iter()
+                .zip(&self.stack_copies)
+                .map(|(r, v)| (format!("{{result=\"{r}\"}}"), g(v)))
+                .collect(),
         );
         metric(
             "bad_records_total",
@@ -395,12 +409,17 @@ mod tests {
         open.total = 5;
         open.linked = 1;
         open.unwind_status[profiler_common::unwind_status::COMPLETE as usize] = 5;
+        open.unwind_status[profiler_common::unwind_status::COPY_COMPLETE as usize] = 2;
         t.publish(&open, &m);
+        m.stack_copies[0].store(3, Ordering::Relaxed);
         let text = m.render();
         assert!(text.contains("otelprof_samples_total 15\n"), "{text}");
         assert!(text.contains("otelprof_samples_linked_total 5\n"), "{text}");
         assert!(text.contains("otelprof_unwind_stacks_total{result=\"complete\"} 14\n"), "{text}");
         assert!(text.contains("otelprof_unwind_stacks_total{result=\"read_fault\"} 1\n"), "{text}");
         assert!(text.contains("otelprof_unwind_stacks_total{result=\"no_tables\"} 0\n"), "{text}");
+        assert!(text.contains("otelprof_unwind_stacks_total{result=\"complete_from_stack_copy\"} 2\n"), "{text}");
+        assert!(text.contains("otelprof_stack_copies_total{result=\"sent\"} 3\n"), "{text}");
+        assert!(text.contains("otelprof_stack_copies_total{result=\"skipped\"} 0\n"), "{text}");
     }
 }

@@ -252,6 +252,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 view.settle(&mut agg, &mut tracker, false);
                 metrics.lost_samples.store(tracer.counter(Counter::LostSamples), Ordering::Relaxed);
                 metrics.lost_events.store(tracer.counter(Counter::LostEvents), Ordering::Relaxed);
+                metrics.stack_copies[0].store(tracer.counter(Counter::StackCopies), Ordering::Relaxed);
+                metrics.stack_copies[1].store(tracer.counter(Counter::CopiesSkipped), Ordering::Relaxed);
             }
             _ = log_tick.tick() => tracing::info!("{}", metrics.log_line()),
             _ = sigterm.recv() => break,
