@@ -78,6 +78,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         bpf_log: false,
         report_all_execs: false,
         dwarf_unwind: false,
+        off_cpu_threshold: None,
     });
     lines.push(match load {
         Ok(t) => Line { ok: true, what: format!("BPF programs load and attach on {} CPUs", t.cpus()), fix: None },

@@ -23,6 +23,11 @@ pub const DEFAULT_RINGBUF_BYTES: u32 = 8 * 1024 * 1024;
 /// Upper bound of the target map; also bounds processes followed through fork.
 pub const MAX_TARGETS: u32 = 16384;
 
+/// Threads that can be off CPU at the same time with a pending [`OffCpuRecord`] (the
+/// `OFFCPU_WAITS` map, allocated on demand: about 2 KiB per waiting thread). A switch-out that
+/// finds the map full is counted in [`Counter::OffCpuMapFull`].
+pub const MAX_OFFCPU_WAITS: u32 = 16384;
+
 /// Kind of the record that follows a [`RecordHeader`] in the ring buffer.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +41,9 @@ pub enum RecordKind {
     /// An [`UnknownPcRecord`]: the unwinder met a pc outside every mapping user space described
     /// for the process (a `dlopen`ed library, new JIT code): its mappings should be re-read.
     UnknownPc = 4,
+    /// An [`OffCpuRecord`]: a target thread was off CPU (blocked, sleeping or preempted) for
+    /// `off_cpu_ns`, with its stacks as it was switched out.
+    OffCpu = 5,
 }
 
 impl RecordKind {
@@ -46,6 +54,7 @@ impl RecordKind {
             2 => Some(Self::Exec),
             3 => Some(Self::Exit),
             4 => Some(Self::UnknownPc),
+            5 => Some(Self::OffCpu),
             _ => None,
         }
     }
@@ -166,6 +175,30 @@ pub struct TaskRecord {
 pub struct UnknownPcRecord {
     pub header: RecordHeader,
     pub pc: u64,
+}
+
+/// One off-CPU period of a thread (`sched_switch`, see docs/design/0004-off-cpu.md).
+///
+/// Filled when the thread is switched out (its header, CPU and `ktime_ns` are those of the
+/// switch-out; its stacks are where it stopped running) and kept in the `OFFCPU_WAITS` map (key:
+/// the thread's `task_struct` address) until the thread is switched back in; only then is it
+/// copied to the ring buffer with `off_cpu_ns` set. Stacks are leaf first; the fields mean what
+/// they mean in [`SampleRecord`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OffCpuRecord {
+    pub header: RecordHeader,
+    /// Nanoseconds between the switch-out and the switch-in (`bpf_ktime_get_ns`).
+    pub off_cpu_ns: u64,
+    pub kernel_len: u32,
+    pub user_len: u32,
+    pub kernel_err: i32,
+    pub user_err: i32,
+    /// An `unwind_status::*` value.
+    pub user_unwind: u32,
+    pub _pad: u32,
+    pub kernel_stack: [u64; MAX_STACK_DEPTH],
+    pub user_stack: [u64; MAX_STACK_DEPTH],
 }
 
 /// One row of a compiled unwind table (x86_64): how to find the caller's frame for every pc from
@@ -292,12 +325,28 @@ pub enum Counter {
     TargetsFull = 3,
     /// Unknown-pc reports sent ([`UnknownPcRecord`]); lost ones count in `LostEvents`.
     UnknownPcs = 4,
+    /// Switch-outs of target threads whose stacks were stored (after the threshold draw): each
+    /// becomes an [`OffCpuRecord`] at the thread's switch-in, or is lost (the next two), or is
+    /// still pending when profiling stops.
+    OffCpuWaits = 5,
+    /// Off-CPU records dropped at switch-in because the ring buffer was full.
+    OffCpuLost = 6,
+    /// Switch-outs not recorded because `OFFCPU_WAITS` was full.
+    OffCpuMapFull = 7,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 5] =
-        [Counter::Samples, Counter::LostSamples, Counter::LostEvents, Counter::TargetsFull, Counter::UnknownPcs];
+    pub const ALL: [Counter; 8] = [
+        Counter::Samples,
+        Counter::LostSamples,
+        Counter::LostEvents,
+        Counter::TargetsFull,
+        Counter::UnknownPcs,
+        Counter::OffCpuWaits,
+        Counter::OffCpuLost,
+        Counter::OffCpuMapFull,
+    ];
 }
 
 /// Number of entries of the `COUNTERS` array.
@@ -325,6 +374,10 @@ pub struct Config {
     /// Byte offset of `thread.fsbase` in the kernel's `task_struct` (from its BTF); 0: unknown,
     /// thread contexts are not read.
     pub fsbase_offset: u32,
+    /// Off-CPU profiling: a switch-out of a target thread is recorded when
+    /// `bpf_get_prandom_u32() <= off_cpu_threshold` (`u32::MAX`: every one; the probability is
+    /// `threshold / u32::MAX`). 0: off (the `sched_switch` program is not attached either).
+    pub off_cpu_threshold: u32,
 }
 
 #[cfg(feature = "user")]

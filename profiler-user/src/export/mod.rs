@@ -13,7 +13,7 @@ pub mod send;
 use std::{io::Write, path::Path};
 
 use crate::{
-    aggregate::{Aggregator, Frame, FrameId, LinkId},
+    aggregate::{Aggregator, Frame, FrameId, LinkId, ProfileType, SampleKey, SampleValue},
     context::ThreadLink,
     process::ProcessSnapshot,
     symbolize::{ResolvedFrame, Symbols},
@@ -47,9 +47,22 @@ pub struct Report<'a> {
     pub processes: &'a ProcessSnapshot,
     pub symbols: &'a Symbols,
     pub meta: Meta,
+    /// The profile type written by formats that hold one (pprof, folded, SVG); OTLP writes
+    /// every type the aggregator has.
+    pub profile: ProfileType,
 }
 
-impl Report<'_> {
+impl<'a> Report<'a> {
+    /// The same report, for another profile type.
+    pub fn with_profile(&self, profile: ProfileType) -> Report<'a> {
+        Report { agg: self.agg, processes: self.processes, symbols: self.symbols, meta: self.meta, profile }
+    }
+
+    /// The samples of [`Report::profile`].
+    pub fn samples(&self) -> &'a std::collections::HashMap<SampleKey, SampleValue> {
+        self.agg.profile(self.profile)
+    }
+
     /// The functions of a frame, innermost first (see [`Symbols::get`]).
     pub fn functions(&self, frame: FrameId) -> &[ResolvedFrame] {
         self.symbols.get(frame)
@@ -153,9 +166,39 @@ impl Format {
     }
 }
 
+/// Where the off-CPU profile goes when the CPU profile goes to `path`: `.offcpu` before the
+/// format's extension (`x.pb.gz` → `x.offcpu.pb.gz`, `run.svg` → `run.offcpu.svg`), or after the
+/// whole name when it has no known extension. pprof holds one profile per file, as Go's
+/// `cpu.pprof` / `block.pprof` are separate, so the two types become two files.
+pub fn off_cpu_path(path: &Path) -> std::path::PathBuf {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return path.with_extension("offcpu");
+    };
+    let lower = name.to_ascii_lowercase();
+    let ext = [".otlp.binpb", ".otlp.json", ".otlp.pb", ".pb.gz", ".pprof", ".pb", ".folded", ".txt", ".svg"]
+        .into_iter()
+        .find(|e| lower.ends_with(e) && lower.len() > e.len());
+    let new = match ext {
+        Some(e) => format!("{}.offcpu{}", &name[..name.len() - e.len()], &name[name.len() - e.len()..]),
+        None => format!("{name}.offcpu"),
+    };
+    path.with_file_name(new)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Format;
+    use super::{off_cpu_path, Format};
+
+    #[test]
+    fn off_cpu_file_names() {
+        let p = |s: &str| off_cpu_path(Path::new(s)).to_string_lossy().into_owned();
+        assert_eq!(p("dir/x.pb.gz"), "dir/x.offcpu.pb.gz");
+        assert_eq!(p("run.SVG"), "run.offcpu.SVG");
+        assert_eq!(p("a.folded"), "a.offcpu.folded");
+        assert_eq!(p("profile"), "profile.offcpu");
+        assert_eq!(p(".pb.gz"), ".pb.gz.offcpu");
+    }
+
     use std::path::Path;
 
     #[test]
