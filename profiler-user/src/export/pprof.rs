@@ -160,8 +160,9 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
     let (k_pid, k_tid, k_thread) = (strings.id("pid"), strings.id("tid"), strings.id("thread_name"));
     let (k_trace, k_span) = (strings.id("trace_id"), strings.id("span_id"));
     // pprof has no per-CPU dimension here: samples that differ only by CPU are merged.
-    let mut merged: std::collections::BTreeMap<(u32, u32, u32, Option<u32>), (i64, i64)> =
-        std::collections::BTreeMap::new();
+    // (pid, tid, stack, link) -> (count, weight)
+    type Merged = std::collections::BTreeMap<(u32, u32, u32, Option<u32>), (i64, i64)>;
+    let mut merged = Merged::new();
     for (key, value) in report.samples() {
         let m = merged.entry((key.pid, key.tid, key.stack, key.link)).or_default();
         m.0 += value.count as i64;
