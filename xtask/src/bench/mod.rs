@@ -8,6 +8,8 @@
 //!    500 running processes.
 //! 4. and 5. [`micro`]: criterion benches of symbolization (otelprof cold/warm, raw blazesym,
 //!    addr2line) and encoding (OTLP, pprof).
+//! 6. [`off_cpu`]: the `sched_switch` hook of off-CPU profiling, ns per switch, and switches per
+//!    second at idle and under a ping-pong load.
 //!
 //! `--smoke` runs every part briefly and writes to `target/bench-smoke.md`: it checks the harness,
 //! its numbers mean nothing.
@@ -15,6 +17,7 @@
 mod agent_cost;
 mod machine;
 mod micro;
+mod off_cpu;
 mod report;
 mod slowdown;
 
@@ -115,12 +118,14 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     let slow = slowdown::run(&plan, &tools)?;
     eprintln!("xtask bench: BPF cost by stack depth");
     let depth = slowdown::bpf_cost_by_depth(&plan, &tools)?;
+    eprintln!("xtask bench: off-CPU hook cost (sched_switch)");
+    let switch = off_cpu::run(&plan, &tools)?;
     eprintln!("xtask bench: 2/4 agent cost");
     let agent = agent_cost::run(&plan, &tools)?;
     eprintln!("xtask bench: 3/4 symbolization and encoding (criterion)");
     let micro = micro::run(&plan, &tools)?;
     eprintln!("xtask bench: 4/4 writing {}", plan.out.display());
-    let text = report::render(&plan, &machine::describe(), started, &slow, &depth, &agent, &micro);
+    let text = report::render(&plan, &machine::describe(), started, &slow, &depth, &agent, &micro, &switch);
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -5,6 +5,7 @@ use std::{fmt::Write, time::SystemTime};
 use super::{
     agent_cost::AgentCost,
     micro::Micro,
+    off_cpu::SwitchCost,
     slowdown::{median, DepthCost, Slowdown},
     Plan,
 };
@@ -36,6 +37,7 @@ fn rate(v: f64) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     plan: &Plan,
     machine: &str,
@@ -44,6 +46,7 @@ pub fn render(
     depth: &[DepthCost],
     agent: &[AgentCost],
     micro: &Micro,
+    switch: &[SwitchCost],
 ) -> String {
     let mut o = String::new();
     let cmd = if plan.smoke { "cargo xtask bench --smoke" } else { "cargo xtask bench" };
@@ -225,6 +228,36 @@ pub fn render(
         "\nOTLP carries one timestamp per sample (8 bytes before compression) and per-sample thread/CPU attributes; \
          pprof has neither, which accounts for most of the difference.\n"
     );
+
+    let _ = writeln!(o, "## 6. Off-CPU profiling: the sched_switch hook\n");
+    let _ = writeln!(
+        o,
+        "`otelprof record --off-cpu --bpf-stats` (threshold 1: every switch-out of a target is recorded, with its \
+         kernel stack and its user stack unwound with tables) for {:.0} s each: at idle, and while \
+         `reference pingpong` passes a byte between two threads through pipes (two switches per round trip). \
+         `on_switch` runs at every context switch of every CPU whatever the targets; its cost per run is what a \
+         switch pays. *-p PID* profiles only an unrelated sleeping process: the cost of a switch of a thread that \
+         is not a target (a map lookup and the target check).\n",
+        if plan.smoke { 1.0 } else { 5.0 }
+    );
+    let _ = writeln!(
+        o,
+        "| load | otelprof | switches per second | on_switch runs | ns per switch | waits recorded |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    );
+    for c in switch {
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {:.0} | {} | {:.0} | {} |",
+            c.load,
+            c.mode.label(),
+            c.switches_per_second(),
+            c.switches,
+            c.ns_per_switch,
+            c.waits
+        );
+    }
+    let _ = writeln!(o);
     o
 }
 
