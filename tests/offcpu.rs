@@ -157,3 +157,66 @@ fn otlp_carries_both_profiles_with_their_sample_types() {
         .sum();
     assert!(spin > 0, "CPU samples of spin_phase in the CPU profile");
 }
+
+#[test]
+fn agent_exports_off_cpu_profiles_when_configured() {
+    if !bpf_allowed("agent_exports_off_cpu_profiles_when_configured") {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("offcpu-agent");
+    let (addr, state) = common::servers::grpc_server(vec![]);
+    let agent = common::agent::Agent::start(
+        &dir,
+        &format!(
+            "profiling:\n  frequency: 99\n  interval: 1s\n  off_cpu: {{ enabled: true, threshold: 1.0 }}\n\
+             \x20 targets: {{ executables: [offcpu] }}\n\
+             exporters:\n  otlp:\n    endpoint: {addr}\n    tls: {{ insecure: true }}\n"
+        ),
+    );
+    let w = std::process::Command::new(workload("offcpu"))
+        .arg("2")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the workload");
+    let o = w.wait_with_output().expect("waiting for the workload");
+    let m = measured(&o.stdout);
+    agent.wait_metric("otelprof_off_cpu_waits_total", std::time::Duration::from_secs(5), |v| v >= m.sleeps as f64);
+    let metrics = agent.metrics();
+    let lost = |reason: &str| {
+        common::servers::metric(&metrics, &format!("otelprof_off_cpu_lost_total{{reason=\"{reason}\"}}"))
+    };
+    assert_eq!((lost("ring_buffer_full"), lost("wait_map_full")), (Some(0.0), Some(0.0)), "{metrics}");
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("and off CPU (threshold 1)"), "{log}");
+
+    let mut sleeping = 0i64;
+    for (i, r) in state.lock().unwrap().received.iter().enumerate() {
+        let file = dir.join(format!("request-{i}.pb"));
+        std::fs::write(&file, &r.raw).unwrap();
+        let Some(summary) = python_otlp("request", &file) else { return };
+        for res in summary["resources"].as_array().unwrap() {
+            for p in res["profiles"].as_array().unwrap() {
+                if p["sample_type"] != serde_json::json!(["off_cpu", "nanoseconds"]) {
+                    continue;
+                }
+                for s in p["samples"].as_array().unwrap() {
+                    let f: Vec<String> =
+                        s["functions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                    // Through nanosleep, not necessarily sleep_phase: the agent selects the
+                    // workload at its exec and installs its unwind tables a moment later (a
+                    // debug build on a busy machine: up to ~0.5 s); until then libc's frames are
+                    // unwound by frame pointers, which skip its caller.
+                    if s["attributes"]["thread.id"].as_i64() == Some(m.tid) && f.iter().any(|f| f.contains("nanosleep"))
+                    {
+                        sleeping += s["count"].as_i64().unwrap();
+                    }
+                }
+            }
+        }
+    }
+    let ratio = sleeping as f64 / m.slept_ns as f64;
+    eprintln!("agent: {sleeping} ns off CPU through nanosleep of {} ns slept ({ratio:.3})", m.slept_ns);
+    assert!((0.9..=1.1).contains(&ratio), "agent: {sleeping} ns off CPU through nanosleep of {} ns slept", m.slept_ns);
+}

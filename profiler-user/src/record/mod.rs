@@ -197,9 +197,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     // Targets that exited between validation and attach would never send an exit event.
     remaining.retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
     tracing::info!(
-        "recording {} at {} Hz on {} CPUs{}",
+        "recording {} at {} Hz{} on {} CPUs{}",
         describe(&target, child_pid),
         args.frequency,
+        if args.off_cpu { format!(" and off CPU (threshold {})", args.off_cpu_threshold) } else { String::new() },
         tracer.cpus(),
         args.duration.map(|d| format!(" for {d}s")).unwrap_or_default()
     );
