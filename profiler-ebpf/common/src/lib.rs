@@ -329,7 +329,8 @@ pub enum Counter {
     /// becomes an [`OffCpuRecord`] at the thread's switch-in, or is lost (the next two), or is
     /// still pending when profiling stops.
     OffCpuWaits = 5,
-    /// Off-CPU records dropped at switch-in because the ring buffer was full.
+    /// Off-CPU records dropped at switch-in because the ring buffer was half full (off-CPU records
+    /// leave the other half to CPU samples and process events).
     OffCpuLost = 6,
     /// Switch-outs not recorded because `OFFCPU_WAITS` was full.
     OffCpuMapFull = 7,

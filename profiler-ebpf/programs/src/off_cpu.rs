@@ -54,12 +54,18 @@ pub fn on_switch(ctx: BtfTracePointContext) -> u32 {
 }
 
 /// `next` runs again: emit its pending record, if it has one.
+///
+/// Off-CPU records use at most half of the ring buffer: beyond that they are counted as lost,
+/// so that a burst of context switches never takes the room of CPU samples and process events.
 #[inline(always)]
 fn switch_in(next: u64) {
     let Some(pending) = OFFCPU_WAITS.get_ptr_mut(&next) else { return };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    match crate::EVENTS.reserve::<OffCpuRecord>(0) {
+    let used = crate::EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = crate::EVENTS.query(BPF_RB_RING_SIZE as u64);
+    let reserved = if used < size / 2 { crate::EVENTS.reserve::<OffCpuRecord>(0) } else { None };
+    match reserved {
         Some(mut entry) => {
             let record = entry.as_mut_ptr();
             // SAFETY: `record` is an exclusively owned reserved slot of exactly this size, and
@@ -73,8 +79,6 @@ fn switch_in(next: u64) {
                 // No wakeup per record: waking the reader makes it run, which switches a thread
                 // out, whose record would wake the reader again. The reader wakes with CPU
                 // samples, on its own timer, or here once an eighth of the ring is in use.
-                let used = crate::EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-                let size = crate::EVENTS.query(BPF_RB_RING_SIZE as u64);
                 let flags = if used >= size / 8 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
                 entry.submit(flags as u64);
             } else {

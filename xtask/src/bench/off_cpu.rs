@@ -25,8 +25,10 @@ pub struct SwitchCost {
     /// Runs of `on_switch`: every context switch of every CPU.
     pub switches: u64,
     pub ns_per_switch: f64,
-    /// Off-CPU waits otelprof received (from its summary line).
+    /// Off-CPU waits otelprof received, and those lost because the ring buffer was full (from
+    /// its summary line).
     pub waits: u64,
+    pub lost: u64,
 }
 
 impl SwitchCost {
@@ -35,9 +37,16 @@ impl SwitchCost {
     }
 }
 
-/// `off-CPU: N waits, ...` from otelprof's summary.
-fn waits(lines: &[String]) -> u64 {
-    lines.iter().find_map(|l| l.strip_prefix("otelprof: off-CPU: ")?.split(' ').next()?.parse().ok()).unwrap_or(0)
+/// (waits received, waits lost to a full ring buffer) from otelprof's summary line
+/// `off-CPU: N waits, ...; L lost (ring buffer full), ...`.
+fn waits(lines: &[String]) -> (u64, u64) {
+    let Some(line) = lines.iter().find_map(|l| l.strip_prefix("otelprof: off-CPU: ")) else { return (0, 0) };
+    let waits = line.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let lost = line
+        .split_once(" lost (ring buffer full)")
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    (waits, lost)
 }
 
 fn measure(mode: Mode, load: &'static str, plan: &Plan, tools: &Tools) -> Result<SwitchCost> {
@@ -59,13 +68,15 @@ fn measure(mode: Mode, load: &'static str, plan: &Plan, tools: &Tools) -> Result
     let lines = stop(running)?;
     let (costs, _) = parse_bpf(&lines);
     let hook = costs.iter().find(|c| c.program == "on_switch");
+    let (waits, lost) = waits(&lines);
     Ok(SwitchCost {
         load,
         mode,
         seconds,
         switches: hook.map(|c| c.runs).unwrap_or(0),
         ns_per_switch: hook.map(|c| c.ns_per_run).unwrap_or(f64::NAN),
-        waits: waits(&lines),
+        waits,
+        lost,
     })
 }
 
@@ -92,8 +103,10 @@ mod tests {
     fn reads_the_wait_count() {
         let lines = vec![
             "otelprof: bpf on_switch: 1000 runs, 250 ns/run".to_string(),
-            "otelprof: off-CPU: 387 waits, 5.228 s off CPU (threshold 1, ...)".to_string(),
+            "otelprof: off-CPU: 387 waits, 5.228 s off CPU (threshold 1, values weighted by 1/threshold); 12 lost \
+             (ring buffer full), 0 not recorded (wait map full), 2 still waiting at the end"
+                .to_string(),
         ];
-        assert_eq!(super::waits(&lines), 387);
+        assert_eq!(super::waits(&lines), (387, 12));
     }
 }

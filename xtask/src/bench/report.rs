@@ -242,22 +242,28 @@ pub fn render(
     );
     let _ = writeln!(
         o,
-        "| load | otelprof | switches per second | on_switch runs | ns per switch | waits recorded |\n\
-         | --- | --- | --- | --- | --- | --- |"
+        "| load | otelprof | switches per second | on_switch runs | ns per switch | waits received | lost (ring buffer full) |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
     );
     for c in switch {
         let _ = writeln!(
             o,
-            "| {} | `{}` | {:.0} | {} | {:.0} | {} |",
+            "| {} | `{}` | {:.0} | {} | {:.0} | {} | {} |",
             c.load,
             c.mode.label(),
             c.switches_per_second(),
             c.switches,
             c.ns_per_switch,
-            c.waits
+            c.waits,
+            c.lost
         );
     }
-    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "\nA recorded wait is a 2,104-byte record (both stacks): at threshold 1 a system-wide switch storm fills the \
+         ring buffer faster than the reader drains it, and the excess is counted as lost. `--off-cpu-threshold` (or \
+         the agent's `profiling.off_cpu.threshold`) is the knob for such machines.\n"
+    );
     o
 }
 
