@@ -82,6 +82,19 @@ pub(crate) fn fill_header(header: &mut RecordHeader, kind: RecordKind, pid_tgid:
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
+/// Submit flags of every record but off-CPU ones. The kernel wakes the reader on a default
+/// submit only when the reader has consumed everything before the record; an off-CPU record
+/// left unread (they are submitted without a wakeup, see `off_cpu`) would then silence every
+/// later wakeup. With off-CPU profiling on, samples and process events therefore force one.
+#[inline(always)]
+fn wakeup() -> u64 {
+    if CONFIG.load().off_cpu_threshold != 0 {
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        0
+    }
+}
+
 /// Fills one stack array with `bpf_get_stack`; returns (frames, error).
 #[inline(always)]
 pub(crate) fn read_stack<C: EbpfContext>(ctx: &C, buf: &mut [u64; MAX_STACK_DEPTH], flags: u64) -> (u32, i32) {
@@ -148,7 +161,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
         }
         (*record).ctx_status = thread_ctx::read(tgid, &config, &mut (*record).ctx);
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     0
 }
 
@@ -163,7 +176,7 @@ fn emit_task(kind: RecordKind, pid_tgid: u64) {
     unsafe {
         fill_header(&mut (*record).header, kind, pid_tgid);
     }
-    entry.submit(0);
+    entry.submit(wakeup());
 }
 
 /// Tells user space that `pc` lies outside every mapping it described for the process.
@@ -179,7 +192,7 @@ pub(crate) fn emit_unknown_pc(pid_tgid: u64, pc: u64) {
         fill_header(&mut (*record).header, RecordKind::UnknownPc, pid_tgid);
         (*record).pc = pc;
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     count(Counter::UnknownPcs);
 }
 
