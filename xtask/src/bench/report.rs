@@ -260,9 +260,12 @@ pub fn render(
     }
     let _ = writeln!(
         o,
-        "\nA recorded wait is a 2,104-byte record (both stacks): at threshold 1 a system-wide switch storm fills the \
-         ring buffer faster than the reader drains it, and the excess is counted as lost. `--off-cpu-threshold` (or \
-         the agent's `profiling.off_cpu.threshold`) is the knob for such machines.\n"
+        "\nA recorded wait is a 2,104-byte record (both stacks) and off-CPU records may fill half of the ring buffer \
+         (about 2,000 of them in the default 8 MiB): at threshold 1 under a system-wide switch storm, any pause of \
+         the reader longer than the load takes to produce them (tens of milliseconds here; with `-a` otelprof \
+         compiles the unwind tables of every process it meets during its first seconds) loses the excess, counted \
+         in the last column. `--off-cpu-threshold` (or the agent's `profiling.off_cpu.threshold`) and \
+         `--ringbuf-size` are the knobs for such machines.\n"
     );
     o
 }
