@@ -204,12 +204,13 @@ fn missing_pid_fails_cleanly() {
 #[test]
 fn user_errors_get_one_clear_line() {
     let dir = scratch("user-errors");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["record", "-F", "0", "-a"], "bad frequency 0"),
         (&["record", "-a", "-o", "/nonexistent-dir/x.pb.gz"], "cannot write /nonexistent-dir/x.pb.gz"),
         (&["record", "-a", "-o", "x.weird"], "cannot tell the output format"),
         (&["record", "--", "otelprof-no-such-command"], "command not found: otelprof-no-such-command"),
         (&["record", "-a", "-d", "0"], "bad duration 0"),
+        (&["record", "-a", "--off-cpu", "--off-cpu-threshold", "0"], "bad --off-cpu-threshold 0"),
     ];
     for (args, expected) in cases {
         let o = run(otelprof().args(args).current_dir(&dir));

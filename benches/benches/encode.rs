@@ -94,6 +94,7 @@ fn benches(c: &mut Criterion) {
         processes: &processes,
         symbols: &symbols,
         meta: Meta { frequency_hz: 99, start_unix_ns: start, duration_ns: duration },
+        profile: Default::default(),
     };
     let opts = OtlpOptions::default();
     let otlp_bytes = gzip(&otlp::to_profiles_data(otlp::build_valid(&report, &opts).unwrap()).encode_to_vec());

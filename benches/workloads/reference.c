@@ -6,6 +6,9 @@
 //                                         4 KiB; prints "elapsed SECONDS" (wall time of the run)
 //   reference light SECONDS [DUTY]        a DUTY share of a CPU (default 0.1) in 20 ms periods,
 //                                         for SECONDS
+//   reference pingpong SECONDS            two threads passing one byte back and forth through
+//                                         two pipes for SECONDS: two context switches per
+//                                         round trip; prints "round_trips N"
 //
 // Built with frame pointers so that perf -g and otelprof's frame-pointer unwinding see the chain.
 #include <pthread.h>
@@ -45,7 +48,37 @@ static void *worker(void *arg) {
     return (void *)(uintptr_t)h;
 }
 
+static int ping[2], pong[2];
+
+static void *ponger(void *arg) {
+    (void)arg;
+    char c;
+    while (read(ping[0], &c, 1) == 1) {
+        if (write(pong[1], &c, 1) != 1) break;
+    }
+    return NULL;
+}
+
+static int pingpong(double seconds) {
+    if (pipe(ping) != 0 || pipe(pong) != 0) return 1;
+    pthread_t t;
+    pthread_create(&t, NULL, ponger, NULL);
+    double end = now() + seconds;
+    long rounds = 0;
+    char c = 'x';
+    while (now() < end) {
+        for (int i = 0; i < 100; i++, rounds++) {
+            if (write(ping[1], &c, 1) != 1 || read(pong[0], &c, 1) != 1) return 1;
+        }
+    }
+    close(ping[1]);
+    pthread_join(t, NULL);
+    printf("round_trips %ld\n", rounds);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 3 && strcmp(argv[1], "pingpong") == 0) return pingpong(atof(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "light") == 0) {
         double end = now() + atof(argv[2]);
         double duty = argc > 3 ? atof(argv[3]) : 0.1;
@@ -59,7 +92,7 @@ int main(int argc, char **argv) {
         return (int)(h & 0);
     }
     if (argc < 3 || strcmp(argv[1], "work") != 0) {
-        fprintf(stderr, "usage: reference work ITERATIONS [THREADS] | reference light SECONDS\n");
+        fprintf(stderr, "usage: reference work ITERATIONS [THREADS] | reference light SECONDS | reference pingpong SECONDS\n");
         return 2;
     }
     iterations = atol(argv[2]);

@@ -78,6 +78,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         bpf_log: false,
         report_all_execs: false,
         dwarf_unwind: false,
+        off_cpu_threshold: None,
     });
     let load = load.and_then(|mut t| t.start_sampling().map(|()| t));
     lines.push(match load {

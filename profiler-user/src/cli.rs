@@ -85,6 +85,16 @@ pub struct RecordArgs {
     /// pointers only).
     #[arg(long, value_enum, default_value = "auto")]
     pub unwind: UnwindMode,
+    /// Also record where threads wait: an off-CPU profile (`off_cpu/nanoseconds`, from
+    /// `sched_switch`) next to the CPU profile. pprof, folded and SVG outputs get a second file
+    /// with `.offcpu` before the extension (`x.pb.gz` → `x.offcpu.pb.gz`); OTLP outputs carry
+    /// both profiles in one request.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Probability (0 < P <= 1) that a switch-out is recorded; values are weighted by 1/P so
+    /// totals stay estimates of the real time off CPU.
+    #[arg(long, value_name = "P", default_value_t = 1.0, requires = "off_cpu")]
+    pub off_cpu_threshold: f64,
     /// Measure the BPF programs' cost (kernel BPF statistics) and print ns per run at the end.
     #[arg(long)]
     pub bpf_stats: bool,

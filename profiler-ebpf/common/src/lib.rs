@@ -23,6 +23,11 @@ pub const DEFAULT_RINGBUF_BYTES: u32 = 8 * 1024 * 1024;
 /// Upper bound of the target map; also bounds processes followed through fork.
 pub const MAX_TARGETS: u32 = 16384;
 
+/// Threads that can be off CPU at the same time with a pending [`OffCpuRecord`] (the
+/// `OFFCPU_WAITS` map, allocated on demand: about 2 KiB per waiting thread). A switch-out that
+/// finds the map full is counted in [`Counter::OffCpuMapFull`].
+pub const MAX_OFFCPU_WAITS: u32 = 16384;
+
 /// Kind of the record that follows a [`RecordHeader`] in the ring buffer.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +41,9 @@ pub enum RecordKind {
     /// An [`UnknownPcRecord`]: the unwinder met a pc outside every mapping user space described
     /// for the process (a `dlopen`ed library, new JIT code): its mappings should be re-read.
     UnknownPc = 4,
+    /// An [`OffCpuRecord`]: a target thread was off CPU (blocked, sleeping or preempted) for
+    /// `off_cpu_ns`, with its stacks as it was switched out.
+    OffCpu = 5,
     /// A [`StackCopyRecord`]: a sample whose user stack BPF could not unwind with tables (the
     /// process's tables are not installed yet, or the walk met code user space has not
     /// described), with the user registers and a copy of the top of the user stack, so user
@@ -51,6 +59,7 @@ impl RecordKind {
             2 => Some(Self::Exec),
             3 => Some(Self::Exit),
             4 => Some(Self::UnknownPc),
+            5 => Some(Self::OffCpu),
             6 => Some(Self::SampleWithStack),
             _ => None,
         }
@@ -198,6 +207,30 @@ pub struct UnknownPcRecord {
     pub pc: u64,
 }
 
+/// One off-CPU period of a thread (`sched_switch`, see docs/design/0004-off-cpu.md).
+///
+/// Filled when the thread is switched out (its header, CPU and `ktime_ns` are those of the
+/// switch-out; its stacks are where it stopped running) and kept in the `OFFCPU_WAITS` map (key:
+/// the thread's `task_struct` address) until the thread is switched back in; only then is it
+/// copied to the ring buffer with `off_cpu_ns` set. Stacks are leaf first; the fields mean what
+/// they mean in [`SampleRecord`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OffCpuRecord {
+    pub header: RecordHeader,
+    /// Nanoseconds between the switch-out and the switch-in (`bpf_ktime_get_ns`).
+    pub off_cpu_ns: u64,
+    pub kernel_len: u32,
+    pub user_len: u32,
+    pub kernel_err: i32,
+    pub user_err: i32,
+    /// An `unwind_status::*` value.
+    pub user_unwind: u32,
+    pub _pad: u32,
+    pub kernel_stack: [u64; MAX_STACK_DEPTH],
+    pub user_stack: [u64; MAX_STACK_DEPTH],
+}
+
 /// One row of a compiled unwind table (x86_64): how to find the caller's frame for every pc from
 /// `pc` up to the next row's `pc`. Built in user space from `.eh_frame` / `.debug_frame`
 /// (`profiler-user/src/unwind`), read by the BPF unwinder. `pc` is a file-relative virtual
@@ -325,21 +358,33 @@ pub enum Counter {
     TargetsFull = 3,
     /// Unknown-pc reports sent ([`UnknownPcRecord`]); lost ones count in `LostEvents`.
     UnknownPcs = 4,
+    /// Switch-outs of target threads whose stacks were stored (after the threshold draw): each
+    /// becomes an [`OffCpuRecord`] at the thread's switch-in, or is lost (the next two), or is
+    /// still pending when profiling stops.
+    OffCpuWaits = 5,
+    /// Off-CPU records dropped at switch-in because the ring buffer was half full (off-CPU records
+    /// leave the other half to CPU samples and process events).
+    OffCpuLost = 6,
+    /// Switch-outs not recorded because `OFFCPU_WAITS` was full.
+    OffCpuMapFull = 7,
     /// Samples sent with a copy of their user stack ([`StackCopyRecord`]).
-    StackCopies = 5,
+    StackCopies = 8,
     /// Samples that needed a stack copy but were sent without one: the ring buffer was half
     /// full (copies never crowd out plain samples).
-    CopiesSkipped = 6,
+    CopiesSkipped = 9,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 10] = [
         Counter::Samples,
         Counter::LostSamples,
         Counter::LostEvents,
         Counter::TargetsFull,
         Counter::UnknownPcs,
+        Counter::OffCpuWaits,
+        Counter::OffCpuLost,
+        Counter::OffCpuMapFull,
         Counter::StackCopies,
         Counter::CopiesSkipped,
     ];
@@ -370,6 +415,10 @@ pub struct Config {
     /// Byte offset of `thread.fsbase` in the kernel's `task_struct` (from its BTF); 0: unknown,
     /// thread contexts are not read.
     pub fsbase_offset: u32,
+    /// Off-CPU profiling: a switch-out of a target thread is recorded when
+    /// `bpf_get_prandom_u32() <= off_cpu_threshold` (`u32::MAX`: every one; the probability is
+    /// `threshold / u32::MAX`). 0: off (the `sched_switch` program is not attached either).
+    pub off_cpu_threshold: u32,
 }
 
 #[cfg(feature = "user")]

@@ -4,6 +4,8 @@
 //!   writes one [`SampleRecord`] (kernel and user stacks, leaf first) to the `EVENTS` ring buffer.
 //! - `on_fork` / `on_exec` / `on_exit` (sched tracepoints): keep `TARGETS` in step with the
 //!   processes being followed and tell user space when a target's mappings change or it exits.
+//! - `on_switch` (`tp_btf/sched_switch`, attached only for off-CPU profiling): one
+//!   [`profiler_common::OffCpuRecord`] per wait of a target thread, see [`off_cpu`].
 //!
 //! Every record type and map key lives in `profiler-common`, the one place for the BPF <-> user
 //! ABI. Nothing here assumes a kernel struct layout: the only layout-dependent value (the
@@ -11,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod off_cpu;
 mod thread_ctx;
 mod unwind;
 
@@ -31,13 +34,14 @@ use profiler_common::{
 
 /// Load-time settings; the loader overrides the whole struct.
 #[unsafe(no_mangle)]
-static CONFIG: Global<Config> = Global::new(Config {
+pub(crate) static CONFIG: Global<Config> = Global::new(Config {
     filter_targets: 0,
     sample_idle: 0,
     fork_child_pid_offset: 0,
     report_all_execs: 0,
     dwarf_unwind: 0,
     fsbase_offset: 0,
+    off_cpu_threshold: 0,
 });
 
 /// Selected processes (key: tgid, value: `target::*` flags).
@@ -46,14 +50,14 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
 /// Samples and process events for user space. The loader may resize it.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
 
 /// Per-CPU counters indexed by [`Counter`]; user space sums the CPUs.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 #[inline(always)]
-fn count(counter: Counter) {
+pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, programs do not preempt each other on one CPU for this map.
         unsafe { *slot += 1 };
@@ -61,13 +65,13 @@ fn count(counter: Counter) {
 }
 
 #[inline(always)]
-fn target_flags(tgid: u32) -> u8 {
+pub(crate) fn target_flags(tgid: u32) -> u8 {
     // SAFETY: the value is a plain u8 copied out immediately.
     unsafe { TARGETS.get(&tgid) }.copied().unwrap_or(0)
 }
 
 #[inline(always)]
-fn fill_header(header: &mut RecordHeader, kind: RecordKind, pid_tgid: u64) {
+pub(crate) fn fill_header(header: &mut RecordHeader, kind: RecordKind, pid_tgid: u64) {
     header.kind = kind as u32;
     header.tgid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
@@ -78,9 +82,22 @@ fn fill_header(header: &mut RecordHeader, kind: RecordKind, pid_tgid: u64) {
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
+/// Submit flags of every record but off-CPU ones. The kernel wakes the reader on a default
+/// submit only when the reader has consumed everything before the record; an off-CPU record
+/// left unread (they are submitted without a wakeup, see `off_cpu`) would then silence every
+/// later wakeup. With off-CPU profiling on, samples and process events therefore force one.
+#[inline(always)]
+fn wakeup() -> u64 {
+    if CONFIG.load().off_cpu_threshold != 0 {
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        0
+    }
+}
+
 /// Fills one stack array with `bpf_get_stack`; returns (frames, error).
 #[inline(always)]
-fn read_stack(ctx: &PerfEventContext, buf: &mut [u64; MAX_STACK_DEPTH], flags: u64) -> (u32, i32) {
+pub(crate) fn read_stack<C: EbpfContext>(ctx: &C, buf: &mut [u64; MAX_STACK_DEPTH], flags: u64) -> (u32, i32) {
     const BYTES: u32 = (MAX_STACK_DEPTH * 8) as u32;
     // SAFETY: `buf` is writable memory of exactly BYTES bytes inside the reserved record.
     let ret = unsafe { bpf_get_stack(ctx.as_ptr(), buf.as_mut_ptr().cast(), BYTES, flags) };
@@ -142,7 +159,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
                         );
                         copy_stack(&mut *record, regs);
                     }
-                    entry.submit(0);
+                    entry.submit(wakeup());
                     count(Counter::StackCopies);
                     return 0;
                 }
@@ -157,7 +174,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
     // SAFETY: `record` points at a reserved, exclusively owned SampleRecord-sized slot; every field
     // is written below before submit.
     unsafe { fill_sample(&ctx, &mut *record, RecordKind::Sample, pid_tgid, unwound, &config) };
-    entry.submit(0);
+    entry.submit(wakeup());
     0
 }
 
@@ -235,12 +252,12 @@ fn emit_task(kind: RecordKind, pid_tgid: u64) {
     unsafe {
         fill_header(&mut (*record).header, kind, pid_tgid);
     }
-    entry.submit(0);
+    entry.submit(wakeup());
 }
 
 /// Tells user space that `pc` lies outside every mapping it described for the process.
 #[inline(always)]
-fn emit_unknown_pc(pid_tgid: u64, pc: u64) {
+pub(crate) fn emit_unknown_pc(pid_tgid: u64, pc: u64) {
     let Some(mut entry) = EVENTS.reserve::<UnknownPcRecord>(0) else {
         count(Counter::LostEvents);
         return;
@@ -251,7 +268,7 @@ fn emit_unknown_pc(pid_tgid: u64, pc: u64) {
         fill_header(&mut (*record).header, RecordKind::UnknownPc, pid_tgid);
         (*record).pc = pc;
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     count(Counter::UnknownPcs);
 }
 

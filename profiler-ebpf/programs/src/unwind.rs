@@ -68,6 +68,13 @@ pub fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
     if regs.cs & 3 == 3 {
         return Some((regs.rip, regs.rsp, regs.rbp));
     }
+    saved_user_regs()
+}
+
+/// The current task's user registers as saved when it entered the kernel; `None` for a kernel
+/// thread. The only source in `sched_switch`, where the task is always in the kernel.
+#[inline(always)]
+fn saved_user_regs() -> Option<(u64, u64, u64)> {
     // SAFETY: helpers without preconditions beyond a valid task pointer, which they return.
     let saved = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
     // SAFETY: pt_regs is plain integers; all-zero is a valid value.
@@ -235,6 +242,24 @@ pub fn unwind(ctx: &PerfEventContext, tgid: u32) -> *const Scratch {
     if unsafe { PROC_UNWIND.get(&tgid) }.is_none() {
         return core::ptr::null();
     }
+    walk(user_regs(ctx), tgid)
+}
+
+/// [`unwind`] for a task that is in the kernel (`sched_switch`): from its saved user registers.
+///
+/// Shares the per-CPU scratch with [`unwind`]: `sched_switch` runs with interrupts off, so the
+/// perf_event sampler (a timer interrupt) never runs in the middle of it on the same CPU.
+#[inline(always)]
+pub fn unwind_saved(tgid: u32) -> *const Scratch {
+    // SAFETY: presence check only.
+    if unsafe { PROC_UNWIND.get(&tgid) }.is_none() {
+        return core::ptr::null();
+    }
+    walk(saved_user_regs(), tgid)
+}
+
+#[inline(always)]
+fn walk(regs: Option<(u64, u64, u64)>, tgid: u32) -> *const Scratch {
     let Some(s) = SCRATCH.get_ptr_mut(0) else { return core::ptr::null() };
     // SAFETY: this CPU's scratch value.
     let sr = unsafe { &mut *s };
@@ -242,7 +267,7 @@ pub fn unwind(ctx: &PerfEventContext, tgid: u32) -> *const Scratch {
     sr.tgid = tgid;
     sr.fell_back = 0;
     sr.unknown_pc = 0;
-    match user_regs(ctx) {
+    match regs {
         Some((rip, rsp, rbp)) => {
             sr.rip = rip;
             sr.rsp = rsp;

@@ -5,6 +5,7 @@
 //!   frequency: 19          # Hz per CPU
 //!   interval: 10s          # one OTLP request per interval
 //!   symbolize: host        # or none (backend symbolizes by build ID)
+//!   off_cpu: { enabled: true, threshold: 0.1 }   # where threads wait (default off)
 //!   targets:               # all empty (the default): the whole node
 //!     pids: [1234]
 //!     executables: ["python3*", "nginx"]
@@ -69,6 +70,23 @@ impl Targets {
     }
 }
 
+/// Off-CPU profiling (`profiling.off_cpu`): a second profile type, `off_cpu/nanoseconds`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffCpu {
+    pub enabled: bool,
+    /// Probability (0 < p <= 1) that a switch-out is recorded; values are weighted by 1/p. On a
+    /// busy node a small one (0.01–0.1) bounds the cost, as with the OpenTelemetry eBPF
+    /// profiler's `off_cpu_threshold`.
+    pub threshold: f64,
+}
+
+impl Default for OffCpu {
+    fn default() -> Self {
+        Self { enabled: false, threshold: 1.0 }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Profiling {
@@ -81,6 +99,8 @@ pub struct Profiling {
     /// Include `process.command_line` in resources.
     pub command_line: bool,
     pub targets: Targets,
+    /// Where threads wait, next to where they run.
+    pub off_cpu: OffCpu,
     /// BPF ring buffer bytes (power of two).
     pub ringbuf_size: u32,
     /// Processes whose mappings are kept at most; the least recently sampled go first.
@@ -98,6 +118,7 @@ impl Default for Profiling {
             unwind: crate::cli::UnwindMode::Auto,
             command_line: true,
             targets: Targets::default(),
+            off_cpu: OffCpu::default(),
             ringbuf_size: profiler_common::DEFAULT_RINGBUF_BYTES,
             max_processes: 4096,
             symbol_cache_entries: 1 << 18,
@@ -204,6 +225,12 @@ pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
     if !p.ringbuf_size.is_power_of_two() || p.ringbuf_size < 4096 {
         return Err(err("profiling.ringbuf_size", "must be a power of two of at least 4096"));
     }
+    if !(p.off_cpu.threshold > 0.0 && p.off_cpu.threshold <= 1.0) {
+        return Err(err(
+            "profiling.off_cpu.threshold",
+            format!("{} is not a probability (more than 0, at most 1)", p.off_cpu.threshold),
+        ));
+    }
     if p.max_processes == 0 {
         return Err(err("profiling.max_processes", "must be at least 1"));
     }
@@ -236,6 +263,7 @@ profiling:
   frequency: 49
   interval: 2s
   symbolize: none
+  off_cpu: { enabled: true, threshold: 0.25 }
   targets: { executables: ["python3*"], containers: ["3f9b5c0e4a2d"] }
 exporters:
   otlp:
@@ -256,6 +284,8 @@ telemetry:
         assert_eq!(c.profiling.frequency, 49);
         assert_eq!(c.profiling.interval, Duration::from_secs(2));
         assert_eq!(c.profiling.symbolize, SymbolizeMode::None);
+        assert!(c.profiling.off_cpu.enabled);
+        assert_eq!(c.profiling.off_cpu.threshold, 0.25);
         assert!(c.profiling.targets.needs_exec_events());
         assert_eq!(c.exporters.len(), 2);
         let grpc = &c.exporters[0];
@@ -322,6 +352,14 @@ telemetry:
                 "exporters.otlp.tls: reading /nonexistent/ca.pem",
             ),
             ("exporters: {}", "exporters: at least one exporter"),
+            (
+                "profiling: { off_cpu: { enabled: true, treshold: 0.1 } }\nexporters: { otlp: { endpoint: 'x:1' } }",
+                "profiling.off_cpu.treshold: unknown field `treshold`",
+            ),
+            (
+                "profiling: { off_cpu: { enabled: true, threshold: 0 } }\nexporters: { otlp: { endpoint: 'x:1' } }",
+                "profiling.off_cpu.threshold: 0 is not a probability",
+            ),
             ("profiling: { interval: 10s }", "config: missing field `exporters`"),
             (
                 "profiling: { targets: { containers: [abc] } }\nexporters: { otlp: { endpoint: 'x:1' } }",

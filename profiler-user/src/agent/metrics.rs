@@ -34,6 +34,7 @@ const UNWIND_RESULTS: [&str; 8] = [
 #[derive(Default)]
 pub struct Tallies {
     samples: u64,
+    off_cpu_waits: u64,
     linked: u64,
     unwind: [u64; 8],
 }
@@ -42,6 +43,7 @@ impl Tallies {
     /// Adds an interval that is being closed.
     pub fn close(&mut self, agg: &Aggregator) {
         self.samples += agg.total;
+        self.off_cpu_waits += agg.off_cpu_waits;
         self.linked += agg.linked;
         for (t, n) in self.unwind.iter_mut().zip(agg.unwind_status) {
             *t += n;
@@ -51,6 +53,7 @@ impl Tallies {
     /// Publishes the closed intervals plus the open one.
     pub fn publish(&self, open: &Aggregator, m: &AgentMetrics) {
         m.samples.store(self.samples + open.total, Ordering::Relaxed);
+        m.off_cpu_waits.store(self.off_cpu_waits + open.off_cpu_waits, Ordering::Relaxed);
         m.linked_samples.store(self.linked + open.linked, Ordering::Relaxed);
         for ((slot, closed), now) in m.unwind_stacks.iter().zip(self.unwind).zip(open.unwind_status) {
             slot.store(closed + now, Ordering::Relaxed);
@@ -71,6 +74,11 @@ pub struct AgentMetrics {
     /// Samples BPF sent with a copy of their user stack (no tables for it yet), and those it
     /// sent without one because the ring buffer was half full (docs/design/0005).
     pub stack_copies: [AtomicU64; 2],
+    /// Off-CPU waits received (profiling.off_cpu), and those lost in BPF: ring buffer full at
+    /// the switch-in, wait map full at the switch-out.
+    pub off_cpu_waits: AtomicU64,
+    pub off_cpu_lost: AtomicU64,
+    pub off_cpu_map_full: AtomicU64,
     pub processes: AtomicU64,
     pub reports: AtomicU64,
     pub reports_dropped: AtomicU64,
@@ -148,6 +156,21 @@ impl AgentMetrics {
             "counter",
             "Ring-buffer records that could not be decoded and were skipped.",
             one(g(&self.bad_records)),
+        );
+        metric(
+            "off_cpu_waits_total",
+            "counter",
+            "Off-CPU waits received from the kernel (profiling.off_cpu).",
+            one(g(&self.off_cpu_waits)),
+        );
+        metric(
+            "off_cpu_lost_total",
+            "counter",
+            "Off-CPU waits lost in BPF: the ring buffer was full, or the map of pending waits was.",
+            vec![
+                ("{reason=\"ring_buffer_full\"}".to_string(), g(&self.off_cpu_lost)),
+                ("{reason=\"wait_map_full\"}".to_string(), g(&self.off_cpu_map_full)),
+            ],
         );
         metric("processes", "gauge", "Processes whose mappings are tracked.", one(g(&self.processes)));
         metric("reports_total", "counter", "Reporting intervals turned into OTLP requests.", one(g(&self.reports)));
@@ -401,6 +424,7 @@ mod tests {
         let mut t = Tallies::default();
         let mut agg = Aggregator::new(Clock::new());
         agg.total = 10;
+        agg.off_cpu_waits = 3;
         agg.linked = 4;
         agg.unwind_status[profiler_common::unwind_status::COMPLETE as usize] = 9;
         agg.unwind_status[profiler_common::unwind_status::READ_FAULT as usize] = 1;
@@ -415,6 +439,8 @@ mod tests {
         let text = m.render();
         assert!(text.contains("otelprof_samples_total 15\n"), "{text}");
         assert!(text.contains("otelprof_samples_linked_total 5\n"), "{text}");
+        assert!(text.contains("otelprof_off_cpu_waits_total 3\n"), "{text}");
+        assert!(text.contains("otelprof_off_cpu_lost_total{reason=\"wait_map_full\"} 0\n"), "{text}");
         assert!(text.contains("otelprof_unwind_stacks_total{result=\"complete\"} 14\n"), "{text}");
         assert!(text.contains("otelprof_unwind_stacks_total{result=\"read_fault\"} 1\n"), "{text}");
         assert!(text.contains("otelprof_unwind_stacks_total{result=\"no_tables\"} 0\n"), "{text}");

@@ -139,12 +139,15 @@ fn work(
                 }
                 let ReportJob { agg, processes, meta } = *job;
                 let symbols = symbolize::symbolize(&agg, &processes, &mut symbolizer);
-                let report = Report { agg: &agg, processes: &processes, symbols: &symbols, meta };
+                // OTLP carries every profile type of the interval; `profile` is for one-type formats.
+                let report =
+                    Report { agg: &agg, processes: &processes, symbols: &symbols, meta, profile: Default::default() };
                 match otlp::build_valid(&report, &opts) {
                     Ok(req) => {
                         metrics.reports.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(
                             samples = agg.total,
+                            off_cpu_waits = agg.off_cpu_waits,
                             processes = req.resource_profiles.len(),
                             symbolized = format!("{:.1}%", symbols.stats.percent()),
                             "report ready"

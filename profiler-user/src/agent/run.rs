@@ -61,7 +61,7 @@ fn close_interval(
     let now = clock.now_unix_ns();
     let (start_unix_ns, duration_ns) = done.window(*window_start, now);
     *window_start = now;
-    (done.total > 0).then(|| {
+    (!done.is_empty()).then(|| {
         Job::Report(Box::new(ReportJob {
             processes: tracker.snapshot(done.pids(), done.file_ids()),
             meta: Meta { frequency_hz, start_unix_ns, duration_ns },
@@ -99,7 +99,9 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         bpf_log: false,
         report_all_execs: p.targets.needs_exec_events(),
         dwarf_unwind: p.unwind != UnwindMode::Fp,
+        off_cpu_threshold: p.off_cpu.enabled.then_some(p.off_cpu.threshold),
     })?;
+    let off_cpu_threshold = p.off_cpu.threshold;
     let initial = selector.initial();
     for &pid in &initial {
         tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
@@ -164,9 +166,10 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         health.register("sampling", Liveness::Heartbeat { within: p.interval.max(Duration::from_secs(10)) * 3 });
     metrics.ready.store(true, Ordering::Relaxed);
     tracing::info!(
-        "agent profiling {} at {} Hz on {} CPUs, reporting every {:?} to {}",
+        "agent profiling {} at {} Hz{} on {} CPUs, reporting every {:?} to {}",
         describe(&p.targets),
         p.frequency,
+        if p.off_cpu.enabled { format!(" and off CPU (threshold {})", p.off_cpu.threshold) } else { String::new() },
         tracer.cpus(),
         p.interval,
         cfg.exporters.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -194,6 +197,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
             exited.push(tgid);
         }
         Event::UnknownPc { tgid, .. } => tracker.request_refresh(tgid),
+        Event::OffCpu { sample, off_cpu_ns } => agg.add_off_cpu(&sample, off_cpu_ns, off_cpu_threshold, tracker),
     };
     loop {
         tokio::select! {
@@ -247,6 +251,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
             }
             _ = beat.tick() => {
                 sampling.beat();
+                // Off-CPU records do not wake the reader each (see the BPF side).
+                reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited));
                 tracker.poll_contexts();
                 view.sync(&mut tracker, &mut tracer);
                 view.settle(&mut agg, &mut tracker, false);
@@ -254,6 +260,8 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                 metrics.lost_events.store(tracer.counter(Counter::LostEvents), Ordering::Relaxed);
                 metrics.stack_copies[0].store(tracer.counter(Counter::StackCopies), Ordering::Relaxed);
                 metrics.stack_copies[1].store(tracer.counter(Counter::CopiesSkipped), Ordering::Relaxed);
+                metrics.off_cpu_lost.store(tracer.counter(Counter::OffCpuLost), Ordering::Relaxed);
+                metrics.off_cpu_map_full.store(tracer.counter(Counter::OffCpuMapFull), Ordering::Relaxed);
             }
             _ = log_tick.tick() => tracing::info!("{}", metrics.log_line()),
             _ = sigterm.recv() => break,

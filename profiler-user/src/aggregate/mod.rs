@@ -1,6 +1,10 @@
 //! Aggregation: identical stacks of one thread are counted once, with every sample's timestamp
 //! kept (OTLP carries them per sample).
 //!
+//! Two profile types share the frames, stacks and mappings (so they are symbolized once and an
+//! OTLP request has one dictionary): CPU samples ([`Aggregator::samples`]) and off-CPU waits
+//! ([`Aggregator::off_cpu`], whose values are nanoseconds off CPU; see [`ProfileType`]).
+//!
 //! Addresses are normalized here, while the process still exists: a user address becomes a
 //! [`Frame::User`] (mapping + file offset) through the [`ProcessTracker`]. Return addresses (every
 //! frame but the leaf) are moved back by one byte so that they point into the call instruction;
@@ -60,12 +64,38 @@ pub struct SampleKey {
     pub link: Option<LinkId>,
 }
 
+/// The profile types otelprof records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProfileType {
+    /// CPU samples (`samples/count`, period `cpu/nanoseconds`).
+    #[default]
+    Cpu,
+    /// Off-CPU waits (`off_cpu/nanoseconds`): each value is the time a thread spent off CPU,
+    /// divided by the off-CPU threshold (the probability a wait was recorded), so totals
+    /// estimate the real time off CPU when only a share of the switches is recorded.
+    OffCpu,
+}
+
 /// Count and timestamps of one [`SampleKey`].
 #[derive(Clone, Debug, Default)]
 pub struct SampleValue {
     pub count: u64,
-    /// Unix nanoseconds of every sample, in arrival order.
+    /// Unix nanoseconds of every sample, in arrival order (off-CPU: when the wait began).
     pub timestamps_ns: Vec<u64>,
+    /// The value of each timestamp's event: empty for CPU samples (1 each), weighted
+    /// nanoseconds off CPU for off-CPU waits.
+    pub values: Vec<u64>,
+}
+
+impl SampleValue {
+    /// Sum of the values: the sample count for CPU samples, nanoseconds for off-CPU waits.
+    pub fn total(&self) -> u64 {
+        if self.values.is_empty() {
+            self.count
+        } else {
+            self.values.iter().sum()
+        }
+    }
 }
 
 /// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to Unix time.
@@ -113,6 +143,11 @@ pub struct Aggregator {
     /// Names of JIT code from perf maps (V8 writes the same name for every recompilation).
     pub jit_names: Interner<Arc<str>>,
     pub samples: HashMap<SampleKey, SampleValue>,
+    /// Off-CPU waits (profile type [`ProfileType::OffCpu`]).
+    pub off_cpu: HashMap<SampleKey, SampleValue>,
+    /// Off-CPU waits added, and their weighted nanoseconds.
+    pub off_cpu_waits: u64,
+    pub off_cpu_ns: u64,
     /// Latest name of every thread (tid -> comm).
     pub thread_names: HashMap<u32, String>,
     /// Total samples added.
@@ -138,6 +173,65 @@ impl Aggregator {
 
     /// Adds one sample, normalizing its user frames against `tracker`.
     pub fn add(&mut self, s: &Sample, tracker: &mut ProcessTracker) {
+        let stack = self.stack(s, tracker);
+        // Attribute names are resolved at export time from the latest process context: a key
+        // appended later is published with a new `published_at_ns`, which the tracker's context
+        // poll notices, so no per-sample check is needed here.
+        let link = s.link.as_ref().map(|l| {
+            if l.has_span() {
+                self.linked += 1;
+            }
+            self.links.intern_ref(l)
+        });
+        let ts = self.clock.to_unix_ns(s.ktime_ns);
+        self.note_time(ts);
+        let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack, link }).or_default();
+        v.count += 1;
+        v.timestamps_ns.push(ts);
+        if s.user_err != 0 {
+            self.user_stack_errors += 1;
+        }
+        self.unwind_status[(s.user_unwind as usize).min(7)] += 1;
+        self.ctx_status[(s.ctx_status as usize).min(7)] += 1;
+        self.total += 1;
+    }
+
+    /// Adds one off-CPU wait of `off_cpu_ns`, recorded with probability `threshold` (0 < t <= 1):
+    /// its value is `off_cpu_ns / threshold`. `s` holds the thread's stacks and the time it was
+    /// switched out.
+    pub fn add_off_cpu(&mut self, s: &Sample, off_cpu_ns: u64, threshold: f64, tracker: &mut ProcessTracker) {
+        let stack = self.stack(s, tracker);
+        let ts = self.clock.to_unix_ns(s.ktime_ns);
+        self.note_time(ts);
+        let value = if threshold > 0.0 && threshold < 1.0 {
+            (off_cpu_ns as f64 / threshold).round() as u64
+        } else {
+            off_cpu_ns
+        };
+        let v = self.off_cpu.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack, link: None }).or_default();
+        v.count += 1;
+        v.timestamps_ns.push(ts);
+        v.values.push(value);
+        self.off_cpu_waits += 1;
+        self.off_cpu_ns += value;
+    }
+
+    /// The samples of one profile type.
+    pub fn profile(&self, profile: ProfileType) -> &HashMap<SampleKey, SampleValue> {
+        match profile {
+            ProfileType::Cpu => &self.samples,
+            ProfileType::OffCpu => &self.off_cpu,
+        }
+    }
+
+    /// True when neither CPU samples nor off-CPU waits were added.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0 && self.off_cpu_waits == 0
+    }
+
+    /// Interns the sample's stack (kernel frames, then user frames, leaf first) and notes its
+    /// thread's name.
+    fn stack(&mut self, s: &Sample, tracker: &mut ProcessTracker) -> StackId {
         tracker.observe(s.tgid);
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
@@ -163,30 +257,15 @@ impl Aggregator {
         }
         let stack = self.stacks.intern(frames.as_slice().into());
         self.scratch = frames;
-        // Attribute names are resolved at export time from the latest process context: a key
-        // appended later is published with a new `published_at_ns`, which the tracker's context
-        // poll notices, so no per-sample check is needed here.
-        let link = s.link.as_ref().map(|l| {
-            if l.has_span() {
-                self.linked += 1;
-            }
-            self.links.intern_ref(l)
-        });
-        let v = self.samples.entry(SampleKey { pid: s.tgid, tid: s.tid, cpu: s.cpu, stack, link }).or_default();
-        v.count += 1;
-        let ts = self.clock.to_unix_ns(s.ktime_ns);
-        v.timestamps_ns.push(ts);
-        self.first_ns = if self.total == 0 { ts } else { self.first_ns.min(ts) };
-        self.last_ns = self.last_ns.max(ts);
-        if s.user_err != 0 {
-            self.user_stack_errors += 1;
-        }
-        self.unwind_status[(s.user_unwind as usize).min(7)] += 1;
-        self.ctx_status[(s.ctx_status as usize).min(7)] += 1;
         if self.thread_names.get(&s.tid).map(String::as_str) != Some(s.comm.as_str()) {
             self.thread_names.insert(s.tid, s.comm.clone());
         }
-        self.total += 1;
+        stack
+    }
+
+    fn note_time(&mut self, ts: u64) {
+        self.first_ns = if self.is_empty() { ts } else { self.first_ns.min(ts) };
+        self.last_ns = self.last_ns.max(ts);
     }
 
     /// Files the report's mappings refer to.
@@ -196,7 +275,7 @@ impl Aggregator {
 
     /// The time window `[start, end)` widened to cover every sample: (start, duration).
     pub fn window(&self, start_ns: u64, end_ns: u64) -> (u64, u64) {
-        let (start, end) = if self.total == 0 {
+        let (start, end) = if self.is_empty() {
             (start_ns, end_ns)
         } else {
             (start_ns.min(self.first_ns), end_ns.max(self.last_ns + 1))
@@ -204,9 +283,9 @@ impl Aggregator {
         (start, end.saturating_sub(start))
     }
 
-    /// Distinct processes with samples.
+    /// Distinct processes with samples or off-CPU waits.
     pub fn pids(&self) -> std::collections::BTreeSet<u32> {
-        self.samples.keys().map(|k| k.pid).collect()
+        self.samples.keys().chain(self.off_cpu.keys()).map(|k| k.pid).collect()
     }
 }
 

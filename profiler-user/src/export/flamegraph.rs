@@ -6,6 +6,7 @@ use anyhow::Context;
 use inferno::flamegraph::{self, Options};
 
 use super::{folded, Exporter, Report};
+use crate::aggregate::ProfileType;
 
 /// The flame-graph exporter.
 pub struct FlameGraph;
@@ -14,9 +15,22 @@ impl Exporter for FlameGraph {
     fn write(&self, report: &Report<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
         let lines = folded::lines(report);
         let mut opts = Options::default();
-        opts.title = "otelprof".to_string();
-        opts.count_name = "samples".to_string();
-        opts.subtitle = Some(format!("{} Hz, {} samples", report.meta.frequency_hz, report.agg.total));
+        match report.profile {
+            ProfileType::Cpu => {
+                opts.title = "otelprof".to_string();
+                opts.count_name = "samples".to_string();
+                opts.subtitle = Some(format!("{} Hz, {} samples", report.meta.frequency_hz, report.agg.total));
+            }
+            ProfileType::OffCpu => {
+                opts.title = "otelprof off-CPU".to_string();
+                opts.count_name = "us".to_string();
+                opts.subtitle = Some(format!(
+                    "{} waits, {:.3} s off CPU",
+                    report.agg.off_cpu_waits,
+                    report.agg.off_cpu_ns as f64 / 1e9
+                ));
+            }
+        }
         if lines.is_empty() {
             // inferno refuses empty input; an empty profile is still a valid (blank) graph.
             write!(

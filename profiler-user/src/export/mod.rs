@@ -13,7 +13,7 @@ pub mod send;
 use std::{io::Write, path::Path};
 
 use crate::{
-    aggregate::{Aggregator, Frame, FrameId, LinkId},
+    aggregate::{Aggregator, Frame, FrameId, LinkId, ProfileType, SampleKey, SampleValue},
     context::ThreadLink,
     process::ProcessSnapshot,
     symbolize::{ResolvedFrame, Symbols},
@@ -47,9 +47,22 @@ pub struct Report<'a> {
     pub processes: &'a ProcessSnapshot,
     pub symbols: &'a Symbols,
     pub meta: Meta,
+    /// The profile type written by formats that hold one (pprof, folded, SVG); OTLP writes
+    /// every type the aggregator has.
+    pub profile: ProfileType,
 }
 
-impl Report<'_> {
+impl<'a> Report<'a> {
+    /// The same report, for another profile type.
+    pub fn with_profile(&self, profile: ProfileType) -> Report<'a> {
+        Report { agg: self.agg, processes: self.processes, symbols: self.symbols, meta: self.meta, profile }
+    }
+
+    /// The samples of [`Report::profile`].
+    pub fn samples(&self) -> &'a std::collections::HashMap<SampleKey, SampleValue> {
+        self.agg.profile(self.profile)
+    }
+
     /// The functions of a frame, innermost first (see [`Symbols::get`]).
     pub fn functions(&self, frame: FrameId) -> &[ResolvedFrame] {
         self.symbols.get(frame)
@@ -153,9 +166,109 @@ impl Format {
     }
 }
 
+/// Where the off-CPU profile goes when the CPU profile goes to `path`: `.offcpu` before the
+/// format's extension (`x.pb.gz` → `x.offcpu.pb.gz`, `run.svg` → `run.offcpu.svg`), or after the
+/// whole name when it has no known extension. pprof holds one profile per file, as Go's
+/// `cpu.pprof` / `block.pprof` are separate, so the two types become two files.
+pub fn off_cpu_path(path: &Path) -> std::path::PathBuf {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return path.with_extension("offcpu");
+    };
+    let lower = name.to_ascii_lowercase();
+    let ext = [".otlp.binpb", ".otlp.json", ".otlp.pb", ".pb.gz", ".pprof", ".pb", ".folded", ".txt", ".svg"]
+        .into_iter()
+        .find(|e| lower.ends_with(e) && lower.len() > e.len());
+    let new = match ext {
+        Some(e) => format!("{}.offcpu{}", &name[..name.len() - e.len()], &name[name.len() - e.len()..]),
+        None => format!("{name}.offcpu"),
+    };
+    path.with_file_name(new)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Format;
+    use super::{off_cpu_path, Format, Meta, Report};
+
+    /// Off-CPU waits aggregate as their own profile type, weighted by 1/threshold, and every
+    /// format encodes them with their own sample types next to the CPU samples.
+    #[test]
+    fn off_cpu_waits_aggregate_and_encode_as_their_own_profile() {
+        use crate::{
+            aggregate::{Aggregator, Clock, ProfileType},
+            process::ProcessTracker,
+            reader::Sample,
+            symbolize,
+        };
+        let me = std::process::id();
+        let code = off_cpu_waits_aggregate_and_encode_as_their_own_profile as *const () as u64;
+        let mut tracker = ProcessTracker::default();
+        let mut agg = Aggregator::new(Clock::new());
+        let cpu = Sample::with_stacks(me, me, vec![], vec![code]);
+        agg.add(&cpu, &mut tracker);
+        let wait = Sample::with_stacks(me, me, vec![], vec![code + 16, code + 32]);
+        // Recorded with probability 0.5: each wait stands for twice its time.
+        agg.add_off_cpu(&wait, 3_000, 0.5, &mut tracker);
+        agg.add_off_cpu(&wait, 1_000, 0.5, &mut tracker);
+        assert_eq!((agg.total, agg.off_cpu_waits, agg.off_cpu_ns), (1, 2, 8_000));
+        assert_eq!(agg.samples.len(), 1);
+        let (_, v) = agg.off_cpu.iter().next().expect("one off-CPU stack");
+        assert_eq!((v.count, v.values.as_slice(), v.total()), (2, &[6_000, 2_000][..], 8_000));
+
+        let snap = tracker.snapshot(agg.pids(), agg.file_ids());
+        let mut sym = symbolizer::Symbolizer::new(symbolizer::Config { code_info: false, ..Default::default() });
+        let symbols = symbolize::symbolize(&agg, &snap, &mut sym);
+        let meta = Meta { frequency_hz: 100, start_unix_ns: 0, duration_ns: 1 };
+        let (start, duration) = agg.window(agg.first_ns, agg.last_ns + 1);
+        let meta = Meta { start_unix_ns: start, duration_ns: duration, ..meta };
+        let cpu_report = Report { agg: &agg, processes: &snap, symbols: &symbols, meta, profile: ProfileType::Cpu };
+        let off_report = cpu_report.with_profile(ProfileType::OffCpu);
+
+        // pprof: one profile type per file.
+        let names = |p: &otelprof_proto::pprof::Profile| -> Vec<(String, String)> {
+            let s = |i: i64| p.string_table[i as usize].clone();
+            p.sample_type.iter().map(|t| (s(t.ty), s(t.unit))).collect()
+        };
+        let p = super::pprof::build(&cpu_report);
+        assert_eq!(names(&p), [("samples".into(), "count".into()), ("cpu".into(), "nanoseconds".into())]);
+        assert_eq!(p.sample.iter().map(|s| s.value.clone()).collect::<Vec<_>>(), [vec![1, 10_000_000]]);
+        let p = super::pprof::build(&off_report);
+        assert_eq!(names(&p), [("switches".into(), "count".into()), ("off_cpu".into(), "nanoseconds".into())]);
+        assert_eq!(p.sample.iter().map(|s| s.value.clone()).collect::<Vec<_>>(), [vec![2, 8_000]]);
+
+        // Folded: samples, and microseconds off CPU.
+        let line = super::folded::lines(&off_report);
+        assert_eq!(line.len(), 1);
+        assert!(line[0].ends_with(" 8"), "{line:?}");
+        assert!(super::folded::lines(&cpu_report)[0].ends_with(" 1"));
+
+        // OTLP: one resource, two profiles sharing the dictionary.
+        let req = super::otlp::build_valid(&cpu_report, &Default::default()).expect("valid request");
+        let dict = req.dictionary.as_ref().expect("dictionary");
+        let st = |v: &Option<opentelemetry_proto::tonic::profiles::v1development::ValueType>| {
+            let v = v.expect("set");
+            (dict.string_table[v.type_strindex as usize].clone(), dict.string_table[v.unit_strindex as usize].clone())
+        };
+        assert_eq!(req.resource_profiles.len(), 1);
+        let profiles = &req.resource_profiles[0].scope_profiles[0].profiles;
+        let types: Vec<_> = profiles.iter().map(|p| st(&p.sample_type)).collect();
+        assert_eq!(types, [("samples".into(), "count".into()), ("off_cpu".into(), "nanoseconds".into())]);
+        assert_eq!(st(&profiles[1].period_type), ("off_cpu".into(), "nanoseconds".into()));
+        assert_eq!(profiles[1].samples.len(), 1);
+        assert_eq!(profiles[1].samples[0].values, [6_000, 2_000]);
+        assert_eq!(profiles[1].samples[0].timestamps_unix_nano.len(), 2);
+        assert_eq!(profiles[0].samples[0].values, [1]);
+    }
+
+    #[test]
+    fn off_cpu_file_names() {
+        let p = |s: &str| off_cpu_path(Path::new(s)).to_string_lossy().into_owned();
+        assert_eq!(p("dir/x.pb.gz"), "dir/x.offcpu.pb.gz");
+        assert_eq!(p("run.SVG"), "run.offcpu.SVG");
+        assert_eq!(p("a.folded"), "a.offcpu.folded");
+        assert_eq!(p("profile"), "profile.offcpu");
+        assert_eq!(p(".pb.gz"), ".pb.gz.offcpu");
+    }
+
     use std::path::Path;
 
     #[test]

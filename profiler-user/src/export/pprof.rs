@@ -1,6 +1,9 @@
 //! pprof: gzipped `perftools.profiles.Profile`.
 //!
-//! Sample types `samples/count` and `cpu/nanoseconds` (count × period), period `cpu/nanoseconds`.
+//! CPU profiles: sample types `samples/count` and `cpu/nanoseconds` (count × period), period
+//! `cpu/nanoseconds`. Off-CPU profiles: `switches/count` (recorded switch-outs) and
+//! `off_cpu/nanoseconds` (time off CPU, weighted by 1/threshold), the default type being the last
+//! one as for Go's block profile (`contentions/count`, `delay/nanoseconds`).
 //! One mapping per (process, file mapping) with the file's build ID, one for the kernel; one
 //! location per distinct frame whose lines are the frame's functions, inlined ones first, as
 //! pprof wants ("the last entry represents the caller into which the preceding entries were
@@ -16,7 +19,7 @@ use prost::Message;
 
 use super::{hex, Exporter, Report};
 use crate::{
-    aggregate::{Frame, Interner},
+    aggregate::{Frame, Interner, ProfileType},
     symbolize::{JIT_MODULE, KERNEL_MODULE, VDSO_MODULE},
 };
 
@@ -49,7 +52,7 @@ impl Strings {
 /// samples.
 fn main_binary(report: &Report<'_>) -> Option<usize> {
     let mut per_pid: HashMap<u32, u64> = HashMap::new();
-    for (k, v) in &report.agg.samples {
+    for (k, v) in report.samples() {
         *per_pid.entry(k.pid).or_default() += v.count;
     }
     let (&pid, _) = per_pid.iter().max_by_key(|(&pid, &n)| (n, std::cmp::Reverse(pid)))?;
@@ -165,17 +168,27 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
         })
         .collect();
 
-    let period = report.meta.period_ns() as i64;
+    let period = match report.profile {
+        ProfileType::Cpu => report.meta.period_ns() as i64,
+        ProfileType::OffCpu => 1,
+    };
     let (k_pid, k_tid, k_thread) = (strings.id("pid"), strings.id("tid"), strings.id("thread_name"));
     let (k_trace, k_span) = (strings.id("trace_id"), strings.id("span_id"));
     // pprof has no per-CPU dimension here: samples that differ only by CPU are merged.
-    let mut merged: std::collections::BTreeMap<(u32, u32, u32, Option<u32>), i64> = std::collections::BTreeMap::new();
-    for (key, value) in &agg.samples {
-        *merged.entry((key.pid, key.tid, key.stack, key.link)).or_default() += value.count as i64;
+    // (pid, tid, stack, link) -> (count, weight)
+    type Merged = std::collections::BTreeMap<(u32, u32, u32, Option<u32>), (i64, i64)>;
+    let mut merged = Merged::new();
+    for (key, value) in report.samples() {
+        let m = merged.entry((key.pid, key.tid, key.stack, key.link)).or_default();
+        m.0 += value.count as i64;
+        m.1 += match report.profile {
+            ProfileType::Cpu => value.count as i64 * period,
+            ProfileType::OffCpu => value.total() as i64,
+        };
     }
     let sample = merged
         .into_iter()
-        .map(|((pid, tid, stack, link), count)| {
+        .map(|((pid, tid, stack, link), (count, weight))| {
             let mut label = vec![
                 pb::Label { key: k_pid, num: pid as i64, ..Default::default() },
                 pb::Label { key: k_tid, num: tid as i64, ..Default::default() },
@@ -194,19 +207,25 @@ pub fn build(report: &Report<'_>) -> pb::Profile {
             }
             pb::Sample {
                 location_id: agg.stacks.get(stack).iter().map(|&f| f as u64 + 1).collect(),
-                value: vec![count, count * period],
+                value: vec![count, weight],
                 label,
             }
         })
         .collect();
 
+    let (count_type, value_type, what) = match report.profile {
+        ProfileType::Cpu => ("samples", "cpu", format!("at {} Hz", report.meta.frequency_hz)),
+        ProfileType::OffCpu => ("switches", "off_cpu", "off-CPU".to_string()),
+    };
     let sample_type = vec![
-        pb::ValueType { ty: strings.id("samples"), unit: strings.id("count") },
-        pb::ValueType { ty: strings.id("cpu"), unit: strings.id("nanoseconds") },
+        pb::ValueType { ty: strings.id(count_type), unit: strings.id("count") },
+        pb::ValueType { ty: strings.id(value_type), unit: strings.id("nanoseconds") },
     ];
-    let period_type = Some(pb::ValueType { ty: strings.id("cpu"), unit: strings.id("nanoseconds") });
-    let comment =
-        vec![strings.id(&format!("otelprof {} at {} Hz", env!("CARGO_PKG_VERSION"), report.meta.frequency_hz))];
+    let period_type = Some(match report.profile {
+        ProfileType::Cpu => pb::ValueType { ty: strings.id("cpu"), unit: strings.id("nanoseconds") },
+        ProfileType::OffCpu => pb::ValueType { ty: strings.id("switches"), unit: strings.id("count") },
+    });
+    let comment = vec![strings.id(&format!("otelprof {} {what}", env!("CARGO_PKG_VERSION")))];
     pb::Profile {
         sample_type,
         sample,
@@ -260,7 +279,7 @@ mod tests {
         let mut sym = symbolizer::Symbolizer::new(symbolizer::Config { code_info: false, ..Default::default() });
         let symbols = symbolize::symbolize(&agg, &snap, &mut sym);
         let meta = Meta { frequency_hz: 99, start_unix_ns: 0, duration_ns: 1 };
-        let p = build(&Report { agg: &agg, processes: &snap, symbols: &symbols, meta });
+        let p = build(&Report { agg: &agg, processes: &snap, symbols: &symbols, meta, profile: Default::default() });
         let name = |m: &pb::Mapping| p.string_table[m.filename as usize].clone();
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(name(&p.mapping[0]), exe.to_string_lossy());

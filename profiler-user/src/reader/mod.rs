@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
 use profiler_common::{
-    ctx_status, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord, UnknownPcRecord, MAX_STACK_DEPTH,
-    STACK_COPY_BYTES, TASK_COMM_LEN,
+    ctx_status, OffCpuRecord, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord, UnknownPcRecord,
+    MAX_STACK_DEPTH, STACK_COPY_BYTES, TASK_COMM_LEN,
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
@@ -101,6 +101,12 @@ pub enum Event {
         tgid: u32,
         pc: u64,
     },
+    /// A thread was off CPU for `off_cpu_ns`; `sample` holds its stacks, CPU and time at the
+    /// switch-out (no thread context).
+    OffCpu {
+        sample: Sample,
+        off_cpu_ns: u64,
+    },
 }
 
 /// Errors decoding a record; the record is skipped and counted, the reader goes on.
@@ -117,6 +123,11 @@ fn comm_string(raw: &[u8; TASK_COMM_LEN]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
+/// Frames of a `bpf_get_stack`-style array: the first `len` (at most the array), up to a zero.
+fn frames(stack: &[u64; MAX_STACK_DEPTH], len: u32) -> Vec<u64> {
+    stack[..(len as usize).min(MAX_STACK_DEPTH)].iter().copied().take_while(|&a| a != 0).collect()
+}
+
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
         return Err(DecodeError::Short(bytes.len()));
@@ -126,16 +137,14 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 fn sample(r: &SampleRecord) -> Sample {
-    let klen = (r.kernel_len as usize).min(MAX_STACK_DEPTH);
-    let ulen = (r.user_len as usize).min(MAX_STACK_DEPTH);
     Sample {
         tgid: r.header.tgid,
         tid: r.header.tid,
         cpu: r.header.cpu,
         ktime_ns: r.header.ktime_ns,
         comm: comm_string(&r.header.comm),
-        kernel: r.kernel_stack[..klen].iter().copied().take_while(|&a| a != 0).collect(),
-        user: r.user_stack[..ulen].iter().copied().take_while(|&a| a != 0).collect(),
+        kernel: frames(&r.kernel_stack, r.kernel_len),
+        user: frames(&r.user_stack, r.user_len),
         user_err: r.user_err,
         user_unwind: r.user_unwind,
         ctx_status: r.ctx_status,
@@ -161,6 +170,26 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 bytes: r.stack[..len].to_vec(),
             }));
             Ok(Event::Sample(s))
+        }
+        Some(RecordKind::OffCpu) => {
+            let r: OffCpuRecord = read(bytes)?;
+            Ok(Event::OffCpu {
+                sample: Sample {
+                    tgid: r.header.tgid,
+                    tid: r.header.tid,
+                    cpu: r.header.cpu,
+                    ktime_ns: r.header.ktime_ns,
+                    comm: comm_string(&r.header.comm),
+                    kernel: frames(&r.kernel_stack, r.kernel_len),
+                    user: frames(&r.user_stack, r.user_len),
+                    user_err: r.user_err,
+                    user_unwind: r.user_unwind,
+                    ctx_status: ctx_status::NONE,
+                    link: None,
+                    stack_copy: None,
+                },
+                off_cpu_ns: r.off_cpu_ns,
+            })
         }
         Some(RecordKind::Exec) => {
             let r: TaskRecord = read(bytes)?;
@@ -336,6 +365,27 @@ mod tests {
         let unknown = UnknownPcRecord { header: header(RecordKind::UnknownPc), pc: 0x7f00_1234 };
         assert_eq!(decode(&bytes_of(&unknown)), Ok(Event::UnknownPc { tgid: 10, pc: 0x7f00_1234 }));
         assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
+        // An off-CPU wait: the header and stacks of the switch-out, the time off CPU.
+        let mut off = OffCpuRecord {
+            header: header(RecordKind::OffCpu),
+            off_cpu_ns: 7_000_000,
+            kernel_len: 1,
+            user_len: 2,
+            kernel_err: 0,
+            user_err: 0,
+            user_unwind: profiler_common::unwind_status::COMPLETE,
+            _pad: 0,
+            kernel_stack: [0; MAX_STACK_DEPTH],
+            user_stack: [0; MAX_STACK_DEPTH],
+        };
+        off.kernel_stack[0] = 0xffff_ffff_8100_0010;
+        off.user_stack[..2].copy_from_slice(&[0x401000, 0x401100]);
+        let Event::OffCpu { sample, off_cpu_ns } = decode(&bytes_of(&off)).unwrap() else { panic!("not off-CPU") };
+        assert_eq!(off_cpu_ns, 7_000_000);
+        assert_eq!((sample.tgid, sample.tid, sample.comm.as_str()), (10, 11, "work"));
+        assert_eq!((sample.kernel.len(), sample.user), (1, vec![0x401000, 0x401100]));
+        let short = TaskRecord { header: header(RecordKind::OffCpu) };
+        assert!(matches!(decode(&bytes_of(&short)), Err(DecodeError::Short(_))));
         let mut bad = header(RecordKind::Exit);
         bad.kind = 77;
         assert_eq!(decode(&bytes_of(&TaskRecord { header: bad })), Err(DecodeError::UnknownKind(77)));

@@ -26,7 +26,7 @@ use symbolizer::Symbolizer;
 pub use target::Target;
 
 use crate::{
-    aggregate::{Aggregator, Clock, Frame},
+    aggregate::{Aggregator, Clock, Frame, ProfileType},
     cli::{RecordArgs, UnwindMode},
     export::{
         otlp::{self, OtlpOptions},
@@ -45,6 +45,8 @@ use crate::{
 struct Outputs {
     /// The file, its format and the handle created up front.
     file: Option<(PathBuf, Format, File)>,
+    /// With `--off-cpu` and a one-profile format (pprof, folded, SVG): the off-CPU profile's file.
+    off_cpu_file: Option<(PathBuf, File)>,
     export: Option<EndpointConfig>,
 }
 
@@ -63,6 +65,9 @@ fn validate(args: &RecordArgs) -> Result<Outputs> {
     }
     if args.include_idle && !args.all {
         bail!("--include-idle only makes sense with -a");
+    }
+    if !(args.off_cpu_threshold > 0.0 && args.off_cpu_threshold <= 1.0) {
+        bail!("bad --off-cpu-threshold {}: a probability, more than 0 and at most 1", args.off_cpu_threshold);
     }
     let export = match &args.export {
         Some(url) => {
@@ -96,7 +101,15 @@ fn validate(args: &RecordArgs) -> Result<Outputs> {
         }
         None => None,
     };
-    Ok(Outputs { file, export })
+    let off_cpu_file = match &file {
+        Some((path, format, _)) if args.off_cpu && !matches!(format, Format::OtlpProto | Format::OtlpJson) => {
+            let p = crate::export::off_cpu_path(path);
+            let f = File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
+            Some((p, f))
+        }
+        _ => None,
+    };
+    Ok(Outputs { file, off_cpu_file, export })
 }
 
 /// Runs a recording; the exit code is the command's for `-- CMD`, else 0.
@@ -131,6 +144,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         bpf_log: args.bpf_log,
         report_all_execs: false,
         dwarf_unwind: args.unwind != UnwindMode::Fp,
+        off_cpu_threshold: args.off_cpu.then_some(args.off_cpu_threshold),
     })?;
     if args.bpf_stats {
         tracer.enable_stats()?;
@@ -190,9 +204,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     // zombie whose parent has not reaped it yet included: before this, recording it hung).
     remaining.retain(|&pid| target::running(pid));
     tracing::info!(
-        "recording {} at {} Hz on {} CPUs{}",
+        "recording {} at {} Hz{} on {} CPUs{}",
         describe(&target, child_pid),
         args.frequency,
+        if args.off_cpu { format!(" and off CPU (threshold {})", args.off_cpu_threshold) } else { String::new() },
         tracer.cpus(),
         args.duration.map(|d| format!(" for {d}s")).unwrap_or_default()
     );
@@ -215,6 +230,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             exited.push(tgid);
         }
         Event::UnknownPc { tgid, .. } => tracker.request_refresh(tgid),
+        Event::OffCpu { sample, off_cpu_ns } => agg.add_off_cpu(&sample, off_cpu_ns, args.off_cpu_threshold, tracker),
     };
 
     let end = if matches!(target, Target::Pids(_)) && remaining.is_empty() {
@@ -248,6 +264,12 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                     break End::Duration;
                 }
                 _ = tick.tick() => {
+                    // Off-CPU records do not wake the reader each (see the BPF side): collect
+                    // them here when no CPU sample did.
+                    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited));
+                    for pid in exited.drain(..) {
+                        view.exited(pid, &mut tracer);
+                    }
                     progress.update(agg.total, tracer.counter(Counter::LostSamples), tracker.len());
                     tracker.poll_contexts();
                     view.sync(&mut tracker, &mut tracer);
@@ -271,6 +293,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         tracer.counter(Counter::UnknownPcs),
         tracer.counter(Counter::CopiesSkipped),
     );
+    let off_cpu_counts = OffCpuCounts::read(&tracer);
     let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
     let bad_records = reader.bad_records();
     drop(reader);
@@ -298,6 +321,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             let (start_unix_ns, duration_ns) = agg.window(start_unix_ns, start_unix_ns + duration_ns);
             Meta { frequency_hz: args.frequency, start_unix_ns, duration_ns }
         },
+        profile: ProfileType::Cpu,
     };
     let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
     let lost = lost_samples;
@@ -324,6 +348,9 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     if let Some(line) = jit_summary(&agg, &tracker) {
         eprintln!("otelprof: {line}");
     }
+    if args.off_cpu {
+        eprintln!("otelprof: {}", off_cpu_summary(&agg, &off_cpu_counts, args.off_cpu_threshold));
+    }
     for s in bpf_stats.iter().flatten() {
         eprintln!("otelprof: bpf {}: {} runs, {:.0} ns/run", s.name, s.runs, s.ns_per_run());
     }
@@ -333,6 +360,13 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         w.flush().with_context(|| format!("writing {}", path.display()))?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         eprintln!("otelprof: wrote {} ({}, {size} bytes)", path.display(), format.name());
+        if let Some((off_path, off_file)) = outputs.off_cpu_file {
+            let mut w = BufWriter::new(off_file);
+            format.exporter(&otlp).write(&report.with_profile(ProfileType::OffCpu), &mut w)?;
+            w.flush().with_context(|| format!("writing {}", off_path.display()))?;
+            let size = std::fs::metadata(&off_path).map(|m| m.len()).unwrap_or(0);
+            eprintln!("otelprof: wrote {} ({} off-CPU, {size} bytes)", off_path.display(), format.name());
+        }
     }
     let mut export_failed = false;
     if let Some(cfg) = outputs.export {
@@ -372,6 +406,13 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             lost_events, targets_full
         );
     }
+    if off_cpu_counts.lost + off_cpu_counts.map_full > 0 {
+        eprintln!(
+            "otelprof: off-CPU waits were lost ({} ring buffer full, {} wait map full); try a larger --ringbuf-size \
+             or a lower --off-cpu-threshold",
+            off_cpu_counts.lost, off_cpu_counts.map_full
+        );
+    }
     if lost > 0 {
         eprintln!(
             "otelprof: samples were lost because the ring buffer was full; try a larger --ringbuf-size or a lower -F"
@@ -386,6 +427,42 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         }
         End::Duration | End::TargetsExited => ExitCode::SUCCESS,
     })
+}
+
+/// What the kernel side counted about off-CPU waits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuCounts {
+    /// Switch-outs recorded (their stacks stored).
+    pub waits: u64,
+    /// Lost at switch-in: the ring buffer was full.
+    pub lost: u64,
+    /// Not recorded at switch-out: the wait map was full.
+    pub map_full: u64,
+}
+
+impl OffCpuCounts {
+    pub fn read(tracer: &Tracer) -> Self {
+        Self {
+            waits: tracer.counter(Counter::OffCpuWaits),
+            lost: tracer.counter(Counter::OffCpuLost),
+            map_full: tracer.counter(Counter::OffCpuMapFull),
+        }
+    }
+}
+
+/// The off-CPU line of the summary. Waits recorded but neither received nor lost were still
+/// going on when profiling stopped (a wait is reported when it ends).
+pub fn off_cpu_summary(agg: &Aggregator, c: &OffCpuCounts, threshold: f64) -> String {
+    let pending = c.waits.saturating_sub(agg.off_cpu_waits + c.lost);
+    format!(
+        "off-CPU: {} waits, {:.3} s off CPU (threshold {threshold}, values weighted by 1/threshold); {} lost (ring \
+         buffer full), {} not recorded (wait map full), {} still waiting at the end",
+        agg.off_cpu_waits,
+        agg.off_cpu_ns as f64 / 1e9,
+        c.lost,
+        c.map_full,
+        pending,
+    )
 }
 
 /// "unwind: 99.2% of N stacks complete (...)"

@@ -234,7 +234,7 @@ mod tests {
         assert!(names.iter().all(|n| n.starts_with("[unknown]+0x")), "{names:?}");
         let (start_unix_ns, duration_ns) = agg.window(agg.first_ns, agg.last_ns);
         let meta = Meta { frequency_hz: 99, start_unix_ns, duration_ns };
-        let report = Report { agg: &agg, processes: &processes, symbols: &symbols, meta };
+        let report = Report { agg: &agg, processes: &processes, symbols: &symbols, meta, profile: Default::default() };
         let profile = pprof::build(&report);
         assert!(profile.string_table.iter().any(|s| s == pprof::UNKNOWN_FILE), "the mapping stays, unnamed");
         let req = otlp::build_valid(&report, &otlp::OtlpOptions::default()).expect("a valid request");

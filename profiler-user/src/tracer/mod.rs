@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        PerfEvent, TracePoint,
+        BtfTracePoint, PerfEvent, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -54,6 +54,8 @@ pub enum TracerError {
     Tracefs(String),
     #[error("cannot enable BPF run-time statistics: {0}")]
     Stats(String),
+    #[error("off-CPU profiling needs the kernel's BTF (/sys/kernel/btf/vmlinux): {0}")]
+    OffCpuBtf(#[source] aya::BtfError),
     #[error("sampling frequency {hz} Hz is above the kernel's limit (kernel.perf_event_max_sample_rate = {max})")]
     FrequencyTooHigh { hz: u64, max: u64 },
 }
@@ -75,6 +77,20 @@ pub struct TracerConfig {
     pub report_all_execs: bool,
     /// Unwind user stacks with compiled tables where processes have them.
     pub dwarf_unwind: bool,
+    /// Off-CPU profiling: the probability (0 < p <= 1) that a target thread's switch-out is
+    /// recorded; `None` leaves the `sched_switch` program unattached.
+    pub off_cpu_threshold: Option<f64>,
+}
+
+/// The BPF side's threshold for a probability `p`: a switch is recorded when
+/// `bpf_get_prandom_u32() <= threshold`, as the OpenTelemetry eBPF profiler's `off_cpu_threshold`
+/// does. Never 0 (which means off): the smallest probability records 1 in 2^32 switches.
+pub fn off_cpu_threshold_u32(p: f64) -> u32 {
+    if p >= 1.0 {
+        u32::MAX
+    } else {
+        ((p.max(0.0) * u32::MAX as f64).round() as u32).max(1)
+    }
 }
 
 /// Loaded and attached programs plus the maps user space uses.
@@ -153,6 +169,7 @@ impl Tracer {
                 tracing::warn!("thread contexts (trace links) off: {e}");
                 0
             }),
+            off_cpu_threshold: cfg.off_cpu_threshold.map(off_cpu_threshold_u32).unwrap_or(0),
         };
         // aya-log's level global: 0 silences every log statement in BPF (no ring-buffer traffic).
         let log_level: u8 = if cfg.bpf_log { 0xff } else { 0 };
@@ -191,6 +208,14 @@ impl Tracer {
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
             prog.load().map_err(|source| prog_err(name, source))?;
             prog.attach("sched", event).map_err(|source| prog_err(name, source))?;
+        }
+        if cfg.off_cpu_threshold.is_some() {
+            // tp_btf: the tracepoint's typed arguments (prev, next, prev_state) without a raw
+            // tracepoint's format parsing.
+            let btf = aya::Btf::from_sys_fs().map_err(TracerError::OffCpuBtf)?;
+            let prog: &mut BtfTracePoint = program(&mut ebpf, "on_switch")?;
+            prog.load("sched_switch", &btf).map_err(|source| prog_err("on_switch", source))?;
+            prog.attach().map_err(|source| prog_err("on_switch", source))?;
         }
 
         let targets = HashMap::try_from(take(&mut ebpf, "TARGETS")?)

@@ -10,6 +10,8 @@
 //!    addr2line) and encoding (OTLP, pprof).
 //! 6. [`runtimes`]: complete stacks on real runtimes (CPython), otelprof next to
 //!    `perf --call-graph dwarf` on the same workload.
+//! 7. [`off_cpu`]: the `sched_switch` hook of off-CPU profiling, ns per switch, and switches per
+//!    second at idle and under a ping-pong load.
 //!
 //! `--smoke` runs every part briefly and writes to `target/bench-smoke.md`: it checks the harness,
 //! its numbers mean nothing.
@@ -17,6 +19,7 @@
 mod agent_cost;
 mod machine;
 mod micro;
+mod off_cpu;
 mod report;
 mod runtimes;
 mod slowdown;
@@ -118,6 +121,8 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     let slow = slowdown::run(&plan, &tools)?;
     eprintln!("xtask bench: BPF cost by stack depth");
     let depth = slowdown::bpf_cost_by_depth(&plan, &tools)?;
+    eprintln!("xtask bench: off-CPU hook cost (sched_switch)");
+    let switch = off_cpu::run(&plan, &tools)?;
     eprintln!("xtask bench: 2/4 agent cost");
     let agent = agent_cost::run(&plan, &tools)?;
     eprintln!("xtask bench: 3/4 symbolization and encoding (criterion)");
@@ -125,7 +130,7 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     eprintln!("xtask bench: 4/4 stacks on real runtimes, otelprof and perf");
     let runtimes = runtimes::run(&plan, &tools)?;
     eprintln!("xtask bench: writing {}", plan.out.display());
-    let measured = report::Measured { slow, depth, agent, micro, runtimes };
+    let measured = report::Measured { slow, depth, agent, micro, runtimes, switch };
     let text = report::render(&plan, &machine::describe(), started, &measured);
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;

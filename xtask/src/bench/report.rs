@@ -5,6 +5,7 @@ use std::{fmt::Write, time::SystemTime};
 use super::{
     agent_cost::AgentCost,
     micro::Micro,
+    off_cpu::SwitchCost,
     runtimes::RuntimeResult,
     slowdown::{median, DepthCost, Slowdown},
     Plan,
@@ -44,10 +45,11 @@ pub struct Measured {
     pub agent: Vec<AgentCost>,
     pub micro: Micro,
     pub runtimes: Vec<RuntimeResult>,
+    pub switch: Vec<SwitchCost>,
 }
 
 pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> String {
-    let Measured { slow, depth, agent, micro, runtimes } = m;
+    let Measured { slow, depth, agent, micro, runtimes, switch } = m;
     let mut o = String::new();
     let cmd = if plan.smoke { "cargo xtask bench --smoke" } else { "cargo xtask bench" };
     let _ = writeln!(o, "# otelprof benchmarks\n");
@@ -229,7 +231,46 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
          pprof has neither, which accounts for most of the difference.\n"
     );
 
-    let _ = writeln!(o, "\n## 6. Stacks on real runtimes\n");
+    let _ = writeln!(o, "## 6. Off-CPU profiling: the sched_switch hook\n");
+    let _ = writeln!(
+        o,
+        "`otelprof record --off-cpu --bpf-stats` (threshold 1: every switch-out of a target is recorded, with its \
+         kernel stack and its user stack unwound with tables) for {:.0} s each: at idle, and while \
+         `reference pingpong` passes a byte between two threads through pipes (two switches per round trip). \
+         `on_switch` runs at every context switch of every CPU whatever the targets; its cost per run is what a \
+         switch pays. *-p PID* profiles only an unrelated sleeping process: the cost of a switch of a thread that \
+         is not a target (a map lookup and the target check).\n",
+        if plan.smoke { 1.0 } else { 5.0 }
+    );
+    let _ = writeln!(
+        o,
+        "| load | otelprof | switches per second | on_switch runs | ns per switch | waits received | lost (ring buffer full) |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for c in switch {
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {:.0} | {} | {:.0} | {} | {} |",
+            c.load,
+            c.mode.label(),
+            c.switches_per_second(),
+            c.switches,
+            c.ns_per_switch,
+            c.waits,
+            c.lost
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nA recorded wait is a 2,104-byte record (both stacks) and off-CPU records may fill half of the ring buffer \
+         (about 2,000 of them in the default 8 MiB): at threshold 1 under a system-wide switch storm, any pause of \
+         the reader longer than the load takes to produce them (tens of milliseconds here; with `-a` otelprof \
+         compiles the unwind tables of every process it meets during its first seconds) loses the excess, counted \
+         in the last column. `--off-cpu-threshold` (or the agent's `profiling.off_cpu.threshold`) and \
+         `--ringbuf-size` are the knobs for such machines.\n"
+    );
+
+    let _ = writeln!(o, "\n## 7. Stacks on real runtimes\n");
     let _ = writeln!(
         o,
         "Each workload runs once under `otelprof record -F 499` (default unwinding) and once under \

@@ -17,6 +17,9 @@ pub enum Mode {
     Otelprof(u64, bool),
     PerfFp,
     PerfDwarf,
+    /// otelprof record --off-cpu (threshold 1, tables) at 99 Hz: system-wide (`None`) or with one
+    /// target process, so that most switches are of threads that are not targets.
+    OffCpu(Option<u32>),
 }
 
 impl Mode {
@@ -26,6 +29,8 @@ impl Mode {
             Mode::Otelprof(hz, true) => format!("otelprof record -a -F {hz} --unwind auto (.eh_frame tables)"),
             Mode::PerfFp => "perf record -F 99 -g -a".into(),
             Mode::PerfDwarf => "perf record -F 99 --call-graph dwarf -a".into(),
+            Mode::OffCpu(None) => "otelprof record -a --off-cpu".into(),
+            Mode::OffCpu(Some(_)) => "otelprof record -p PID --off-cpu (another process)".into(),
         }
     }
 }
@@ -111,7 +116,7 @@ fn workload(tools: &Tools, iterations: u64) -> Result<f64> {
     workload_args(tools, iterations, 32)
 }
 
-struct Running {
+pub struct Running {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -121,7 +126,7 @@ fn interrupt(child: &Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
 }
 
-fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
+pub fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
     let tmp = tools.root.join("target/bench");
     let mut cmd = match mode {
         Mode::Otelprof(hz, tables) => {
@@ -137,6 +142,16 @@ fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
             ])
             .arg("-o")
             .arg(tmp.join("otelprof.pb.gz"));
+            c
+        }
+        Mode::OffCpu(target) => {
+            let mut c = Command::new(&tools.otelprof);
+            c.args(["record", "-F", "99", "--bpf-stats", "--off-cpu"]);
+            match target {
+                Some(pid) => c.args(["-p", &pid.to_string()]),
+                None => c.arg("-a"),
+            };
+            c.arg("-o").arg(tmp.join("otelprof-offcpu.pb.gz"));
             c
         }
         Mode::PerfFp | Mode::PerfDwarf => {
@@ -170,7 +185,7 @@ fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
     });
     match mode {
         // otelprof says when its programs are attached.
-        Mode::Otelprof(..) => {
+        Mode::Otelprof(..) | Mode::OffCpu(_) => {
             if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
                 let _ = child.kill();
                 bail!("otelprof did not start: {:?}", lines.lock().unwrap_or_else(|e| e.into_inner()));
@@ -182,7 +197,7 @@ fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
     Ok(Some(Running { child, stderr: lines }))
 }
 
-fn stop(r: Running) -> Result<Vec<String>> {
+pub fn stop(r: Running) -> Result<Vec<String>> {
     interrupt(&r.child);
     let out = r.child.wait_with_output()?;
     // perf re-raises SIGINT once its data is written, as shell tools do: a normal stop.
@@ -195,7 +210,7 @@ fn stop(r: Running) -> Result<Vec<String>> {
     Ok(std::mem::take(&mut *r.stderr.lock().unwrap_or_else(|e| e.into_inner())))
 }
 
-fn parse_bpf(lines: &[String]) -> (Vec<BpfCost>, u64) {
+pub fn parse_bpf(lines: &[String]) -> (Vec<BpfCost>, u64) {
     let mut costs = Vec::new();
     let mut samples = 0;
     for l in lines {

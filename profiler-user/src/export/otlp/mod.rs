@@ -5,7 +5,10 @@
 //! resource says which process, host and container it is and which service (from the process's
 //! own `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`). Samples are keyed by stack and
 //! attributes (`thread.id`, `thread.name`, `cpu.logical_number`) and carry every sample's
-//! timestamp with a value of 1 each. [`validate`] checks the invariants consumers rely on.
+//! timestamp with a value of 1 each. With off-CPU profiling a process has a second `Profile`
+//! (sample and period type `off_cpu/nanoseconds`) whose values are each wait's nanoseconds off
+//! CPU (weighted by 1/threshold), timestamped when the wait began; both share the dictionary.
+//! [`validate`] checks the invariants consumers rely on.
 
 mod dictionary;
 mod validate;
@@ -23,7 +26,7 @@ pub use validate::validate;
 use self::dictionary::{Dictionary, LocationKey, MappingKey, Value};
 use super::{hex, Exporter, Report};
 use crate::{
-    aggregate::{Frame, FrameId, MappingId, SampleKey, SampleValue},
+    aggregate::{Frame, FrameId, MappingId, ProfileType, SampleKey, SampleValue},
     process::metadata,
     symbolize::{JIT_MODULE, KERNEL_MODULE, VDSO_MODULE},
 };
@@ -255,7 +258,11 @@ impl Builder<'_, '_> {
             stack_index: self.stack(key.stack),
             attribute_indices,
             link_index,
-            values: vec![1; value.timestamps_ns.len()],
+            values: if value.values.is_empty() {
+                vec![1; value.timestamps_ns.len()]
+            } else {
+                value.values.iter().map(|&v| i64::try_from(v).unwrap_or(i64::MAX)).collect()
+            },
             timestamps_unix_nano: value.timestamps_ns.clone(),
         }
     }
@@ -277,13 +284,22 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
         kv("host.arch", Value::Str(host_arch().into())),
         kv("os.type", Value::Str("linux".into())),
     ];
-    let mut by_pid: BTreeMap<u32, Vec<(&SampleKey, &SampleValue)>> = BTreeMap::new();
-    for (k, v) in &report.agg.samples {
-        by_pid.entry(k.pid).or_default().push((k, v));
+    type Samples<'s> = Vec<(&'s SampleKey, &'s SampleValue)>;
+    let mut by_pid: BTreeMap<u32, [Samples<'_>; 2]> = BTreeMap::new();
+    for (i, profile) in [ProfileType::Cpu, ProfileType::OffCpu].into_iter().enumerate() {
+        for (k, v) in report.agg.profile(profile) {
+            by_pid.entry(k.pid).or_default()[i].push((k, v));
+        }
     }
-    let sample_type = pb::ValueType { type_strindex: b.dict.string("samples"), unit_strindex: b.dict.string("count") };
-    let period_type =
-        pb::ValueType { type_strindex: b.dict.string("cpu"), unit_strindex: b.dict.string("nanoseconds") };
+    let cpu_types = (
+        pb::ValueType { type_strindex: b.dict.string("samples"), unit_strindex: b.dict.string("count") },
+        pb::ValueType { type_strindex: b.dict.string("cpu"), unit_strindex: b.dict.string("nanoseconds") },
+        report.meta.period_ns() as i64,
+    );
+    // Every value is a measured duration: the period type is the sample type, period 1 ns.
+    let off_cpu =
+        pb::ValueType { type_strindex: b.dict.string("off_cpu"), unit_strindex: b.dict.string("nanoseconds") };
+    let off_cpu_types = (off_cpu, off_cpu, 1);
     let scope = InstrumentationScope {
         name: "otelprof".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -291,26 +307,28 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
         dropped_attributes_count: 0,
     };
     let mut resource_profiles = Vec::new();
-    for (pid, mut samples) in by_pid {
-        samples.sort_by_key(|(k, _)| **k);
-        let samples = samples.into_iter().map(|(k, v)| b.sample(k, v)).collect();
-        let profile = pb::Profile {
-            sample_type: Some(sample_type),
-            samples,
-            time_unix_nano: report.meta.start_unix_ns,
-            duration_nano: report.meta.duration_ns,
-            period_type: Some(period_type),
-            period: report.meta.period_ns() as i64,
-            profile_id: random_id(),
-            ..Default::default()
-        };
+    for (pid, kinds) in by_pid {
+        let mut profiles = Vec::new();
+        for (mut samples, (sample_type, period_type, period)) in kinds.into_iter().zip([cpu_types, off_cpu_types]) {
+            if samples.is_empty() {
+                continue;
+            }
+            samples.sort_by_key(|(k, _)| **k);
+            let samples = samples.into_iter().map(|(k, v)| b.sample(k, v)).collect();
+            profiles.push(pb::Profile {
+                sample_type: Some(sample_type),
+                samples,
+                time_unix_nano: report.meta.start_unix_ns,
+                duration_nano: report.meta.duration_ns,
+                period_type: Some(period_type),
+                period,
+                profile_id: random_id(),
+                ..Default::default()
+            });
+        }
         resource_profiles.push(pb::ResourceProfiles {
             resource: Some(resource(report, pid, opts, &host)),
-            scope_profiles: vec![pb::ScopeProfiles {
-                scope: Some(scope.clone()),
-                profiles: vec![profile],
-                schema_url: String::new(),
-            }],
+            scope_profiles: vec![pb::ScopeProfiles { scope: Some(scope.clone()), profiles, schema_url: String::new() }],
             schema_url: String::new(),
         });
     }
