@@ -85,6 +85,16 @@ impl KernelView {
         }
     }
 
+    /// The process called execve: its waiting samples were taken in the old program and are
+    /// unwound with the old program's tables, before the new ones replace them.
+    pub fn exec(&mut self, pid: u32) {
+        if let Some(t) = self.tables.as_ref() {
+            if !self.deferred.is_empty() {
+                self.deferred.retry(t, &[pid], false, &mut self.ready);
+            }
+        }
+    }
+
     /// Forgets a process that exited. Its waiting samples are unwound with its tables first.
     pub fn exited(&mut self, pid: u32, tracer: &mut Tracer) {
         if let Some(t) = self.tables.as_mut() {

@@ -307,6 +307,11 @@ pub struct ProcUnwind {
     /// sets this to 0. User space writes 1 with every fresh value, 0 when the list is known to be
     /// incomplete (more than [`MAX_UNWIND_MAPPINGS`] mappings), so a report never repeats in a loop.
     pub armed: u32,
+    /// 1: the list holds every executable mapping of the process, so a pc outside all of them
+    /// is code user space has not seen yet and a stack copy of the sample is worth sending
+    /// (docs/design/0005); 0: mappings were left out (more than [`MAX_UNWIND_MAPPINGS`]).
+    pub complete: u32,
+    pub _pad: u32,
     pub mappings: [UnwindMapping; MAX_UNWIND_MAPPINGS],
 }
 
@@ -370,7 +375,7 @@ pub enum Counter {
     /// Samples sent with a copy of their user stack ([`StackCopyRecord`]).
     StackCopies = 8,
     /// Samples that needed a stack copy but were sent without one: the ring buffer was half
-    /// full (copies never crowd out plain samples).
+    /// full (copies never crowd out plain samples), or had no room for the copy.
     CopiesSkipped = 9,
 }
 

@@ -134,7 +134,9 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
     // the record's user stack, the fallback when user space cannot do better.
     if config.dwarf_unwind != 0 {
         // SAFETY: this CPU's scratch value, returned by `unwind`.
-        let incomplete = unwound.is_null() || unsafe { (*unwound).unknown_pc } != 0;
+        // (New code only where the process's list is complete: elsewhere a pc outside it is
+        // expected and tables will not come.)
+        let incomplete = unwound.is_null() || unsafe { (*unwound).unknown_pc != 0 && (*unwound).list_complete != 0 };
         // Copies may fill half the ring buffer at most, so plain samples always find room
         // while user space is busy (compiling a large table, say).
         let room = EVENTS.query(BPF_RB_AVAIL_DATA as u64) + (size_of::<StackCopyRecord>() as u64)
@@ -144,24 +146,32 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
         }
         if incomplete && room {
             if let Some(regs) = unwind::user_regs(&ctx) {
-                if let Some(mut entry) = EVENTS.reserve::<StackCopyRecord>(0) {
-                    let record = entry.as_mut_ptr();
-                    // SAFETY: an exclusively owned reserved slot; every field is written
-                    // before submit.
-                    unsafe {
-                        fill_sample(
-                            &ctx,
-                            &mut (*record).sample,
-                            RecordKind::SampleWithStack,
-                            pid_tgid,
-                            unwound,
-                            &config,
-                        );
-                        copy_stack(&mut *record, regs);
+                match EVENTS.reserve::<StackCopyRecord>(0) {
+                    Some(mut entry) => {
+                        let record = entry.as_mut_ptr();
+                        // SAFETY: an exclusively owned reserved slot; every field is written
+                        // before submit.
+                        let copied = unsafe { copy_stack(&mut *record, regs) };
+                        if copied {
+                            // SAFETY: as above.
+                            unsafe {
+                                fill_sample(
+                                    &ctx,
+                                    &mut (*record).sample,
+                                    RecordKind::SampleWithStack,
+                                    pid_tgid,
+                                    unwound,
+                                    &config,
+                                );
+                            }
+                            entry.submit(wakeup());
+                            count(Counter::StackCopies);
+                            return 0;
+                        }
+                        // Not even rsp's page could be read: a plain sample says as much.
+                        entry.discard(0);
                     }
-                    entry.submit(wakeup());
-                    count(Counter::StackCopies);
-                    return 0;
+                    None => count(Counter::CopiesSkipped),
                 }
             }
         }
@@ -216,9 +226,9 @@ fn fill_sample(
 }
 
 /// Copies whole pages of the user stack from the page of `rsp` upwards into the record, stopping
-/// at the first page that cannot be read (the top of the stack).
+/// at the first page that cannot be read (the top of the stack). False when none could be.
 #[inline(always)]
-fn copy_stack(record: &mut StackCopyRecord, (rip, rsp, rbp): (u64, u64, u64)) {
+fn copy_stack(record: &mut StackCopyRecord, (rip, rsp, rbp): (u64, u64, u64)) -> bool {
     const PAGE: usize = 4096;
     record.rip = rip;
     record.rsp = rsp;
@@ -239,6 +249,7 @@ fn copy_stack(record: &mut StackCopyRecord, (rip, rsp, rbp): (u64, u64, u64)) {
         len += PAGE as u32;
     }
     record.stack_len = len;
+    len != 0
 }
 
 #[inline(always)]

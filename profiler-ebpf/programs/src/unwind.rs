@@ -43,6 +43,11 @@ pub struct Scratch {
     pub fell_back: u32,
     /// The first pc outside every known mapping (0: none), for an `UnknownPcRecord`.
     pub unknown_pc: u64,
+    /// The process's `ProcUnwind::complete`.
+    pub list_complete: u32,
+    /// 1 when the current pc came from a signal frame: the interrupted pc itself, not a return
+    /// address, so it is looked up as it is.
+    after_signal: u32,
 }
 
 #[map]
@@ -163,8 +168,10 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     }
     s.frames[n] = s.rip;
     s.len += 1;
-    // Callers' pcs are return addresses: look up the call instruction.
-    let lookup = if n == 0 { s.rip } else { s.rip - 1 };
+    // Callers' pcs are return addresses: look up the call instruction. The leaf's pc, and a pc
+    // a signal interrupted, are looked up as they are.
+    let lookup = if n == 0 || s.after_signal != 0 { s.rip } else { s.rip - 1 };
+    s.after_signal = 0;
     // SAFETY: the value is read, not kept.
     let mapping = unsafe { PROC_UNWIND.get(&s.tgid) }.and_then(|p| find_mapping(p, lookup));
     // A pc no mapping covers is new code (dlopen, JIT); report the first one, unless it came
@@ -190,6 +197,7 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
             s.rip = rip;
             s.rsp = rsp;
             s.rbp = rbp;
+            s.after_signal = 1;
             return 0;
         }
         Some(r) if r.cfa == cfa::RSP || r.cfa == cfa::RBP || r.cfa == cfa::PLT => {
@@ -267,6 +275,9 @@ fn walk(regs: Option<(u64, u64, u64)>, tgid: u32) -> *const Scratch {
     sr.tgid = tgid;
     sr.fell_back = 0;
     sr.unknown_pc = 0;
+    sr.after_signal = 0;
+    // SAFETY: the value is read, not kept.
+    sr.list_complete = unsafe { PROC_UNWIND.get(&tgid) }.map_or(0, |p| p.complete);
     match regs {
         Some((rip, rsp, rbp)) => {
             sr.rip = rip;

@@ -187,6 +187,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                   exited: &mut Vec<u32>| match ev {
         Event::Sample(s) => view.sample(s, agg, tracker),
         Event::Exec { tgid, .. } => {
+            view.exec(tgid);
             if tracker.knows(tgid) {
                 tracker.exec(tgid);
             }

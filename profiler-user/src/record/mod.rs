@@ -223,7 +223,10 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                   remaining: &mut BTreeSet<u32>,
                   exited: &mut Vec<u32>| match ev {
         Event::Sample(s) => view.sample(s, agg, tracker),
-        Event::Exec { tgid, .. } => tracker.exec(tgid),
+        Event::Exec { tgid, .. } => {
+            view.exec(tgid);
+            tracker.exec(tgid)
+        }
         Event::Exit { tgid } => {
             tracker.exited(tgid);
             remaining.remove(&tgid);
@@ -267,12 +270,14 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                     // Off-CPU records do not wake the reader each (see the BPF side): collect
                     // them here when no CPU sample did.
                     reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited));
+                    progress.update(agg.total, tracer.counter(Counter::LostSamples), tracker.len());
+                    tracker.poll_contexts();
+                    // Install before forgetting the exited: their stack copies are unwound with
+                    // what they had (and nothing is installed for a process already gone).
+                    view.sync(&mut tracker, &mut tracer);
                     for pid in exited.drain(..) {
                         view.exited(pid, &mut tracer);
                     }
-                    progress.update(agg.total, tracer.counter(Counter::LostSamples), tracker.len());
-                    tracker.poll_contexts();
-                    view.sync(&mut tracker, &mut tracer);
                     view.settle(&mut agg, &mut tracker, false);
                 }
             }

@@ -52,6 +52,7 @@ pub fn walk<'a>(
     let (mut rip, mut rsp, mut rbp_v) = (copy.rip, copy.rsp, copy.rbp);
     let mut frames = Vec::new();
     let mut fell_back = false;
+    let mut after_signal = false;
     let status = loop {
         if frames.len() >= MAX_STACK_DEPTH {
             break unwind_status::TRUNCATED;
@@ -61,8 +62,10 @@ pub fn walk<'a>(
         }
         let n = frames.len();
         frames.push(rip);
-        // Callers' pcs are return addresses: look up the call instruction.
-        let lookup = if n == 0 { rip } else { rip - 1 };
+        // Callers' pcs are return addresses: look up the call instruction. The leaf's pc, and a
+        // pc a signal interrupted, are looked up as they are.
+        let lookup = if n == 0 || after_signal { rip } else { rip - 1 };
+        after_signal = false;
         let row = find_mapping(mappings, lookup)
             .filter(|m| m.rows_len > 0)
             .and_then(|m| Some((m, rows(m)?)))
@@ -71,29 +74,33 @@ pub fn walk<'a>(
             Some(r) if r.cfa == cfa::END => break unwind_status::COMPLETE,
             Some(r) if r.cfa == cfa::SIGNAL => {
                 // The ucontext's mcontext: REG_RBP, REG_RSP, REG_RIP.
-                let (Some(ip), Some(sp), Some(bp)) =
-                    (copy.read_u64(rsp + 168), copy.read_u64(rsp + 160), copy.read_u64(rsp + 120))
-                else {
+                let (Some(ip), Some(sp), Some(bp)) = (
+                    copy.read_u64(rsp.wrapping_add(168)),
+                    copy.read_u64(rsp.wrapping_add(160)),
+                    copy.read_u64(rsp.wrapping_add(120)),
+                ) else {
                     break unwind_status::READ_FAULT;
                 };
                 (rip, rsp, rbp_v) = (ip, sp, bp);
+                after_signal = true;
                 continue;
             }
             Some(r) if r.cfa == cfa::RSP || r.cfa == cfa::RBP || r.cfa == cfa::PLT => {
                 let cfa_addr = match r.cfa {
                     cfa::RSP => rsp.wrapping_add(r.cfa_offset as i64 as u64),
                     cfa::RBP => rbp_v.wrapping_add(r.cfa_offset as i64 as u64),
-                    _ => rsp + 8 + if (rip & 15) >= r.cfa_offset as u64 { 8 } else { 0 },
+                    _ => rsp.wrapping_add(if (rip & 15) >= r.cfa_offset as u64 { 16 } else { 8 }),
                 };
                 let saved = (r.rbp == rbp::AT_CFA).then(|| cfa_addr.wrapping_add(r.rbp_offset as i64 as u64));
                 (cfa_addr, saved)
             }
-            // No table, or a rule we cannot evaluate: frame pointers for this frame.
+            // No table, or a rule we cannot evaluate: frame pointers for this frame. (Ending here
+            // on rbp 0 is BPF's rule too, but it is not a walk the tables completed.)
             _ => {
+                fell_back = true;
                 if rbp_v == 0 {
                     break unwind_status::COMPLETE;
                 }
-                fell_back = true;
                 (rbp_v.wrapping_add(16), Some(rbp_v))
             }
         };
@@ -206,6 +213,9 @@ impl Deferred {
     fn resolve(&mut self, sample: &mut Sample, tables: &dyn Tables, last: bool) -> bool {
         let Some(copy) = sample.stack_copy.as_deref() else { return true };
         let walked = tables.mappings(sample.tgid).map(|m| walk(copy, m, |m| tables.rows(m)));
+        // A walk that ran out of copy (or depth) with tables all the way will not do better
+        // with later tables: settle it now rather than walking it again at every retry.
+        let last = last || walked.as_ref().is_some_and(|w| !w.fell_back && w.status != unwind_status::COMPLETE);
         match walked {
             Some(w) if w.status == unwind_status::COMPLETE && !w.fell_back => {
                 sample.user = w.frames;
@@ -274,9 +284,10 @@ mod tests {
         copy.bytes.truncate(0x100 + 24 + 32);
         let w = walk(&copy, &maps, |_| Some(&rows[..]));
         assert_eq!((w.frames.len(), w.status), (2, unwind_status::READ_FAULT));
-        // No mapping for the leaf and rbp 0: frame pointers end the walk at once.
+        // No mapping for the leaf and rbp 0: frame pointers end the walk at once, not a walk
+        // completed by tables.
         let w = walk(&copy, &[], |_| Some(&rows[..]));
-        assert_eq!((w.frames, w.status, w.fell_back), (vec![0x401010], unwind_status::COMPLETE, false));
+        assert_eq!((w.frames, w.status, w.fell_back), (vec![0x401010], unwind_status::COMPLETE, true));
     }
 
     struct Fixed(Vec<UnwindMapping>, Vec<UnwindRow>, bool);

@@ -401,7 +401,13 @@ fn table_mapping(placed: &Placed, m: &Mapping) -> Option<UnwindMapping> {
 /// listed, those without a table with no rows, so the unwinder reports only pcs user space has
 /// not seen. When they do not all fit, mappings without tables go first and reports are off.
 fn proc_value(entries: &[(u64, u64, Option<UnwindMapping>)]) -> ProcUnwind {
-    let mut value = ProcUnwind { count: 0, armed: 1, mappings: [UnwindMapping::default(); MAX_UNWIND_MAPPINGS] };
+    let mut value = ProcUnwind {
+        count: 0,
+        armed: 1,
+        complete: 1,
+        _pad: 0,
+        mappings: [UnwindMapping::default(); MAX_UNWIND_MAPPINGS],
+    };
     let complete = entries.len() <= MAX_UNWIND_MAPPINGS;
     let kept = entries.iter().filter(|e| complete || e.2.is_some()).take(MAX_UNWIND_MAPPINGS);
     for (i, &(start, end, table)) in kept.enumerate() {
@@ -410,6 +416,7 @@ fn proc_value(entries: &[(u64, u64, Option<UnwindMapping>)]) -> ProcUnwind {
     }
     if !complete {
         value.armed = 0;
+        value.complete = 0;
     }
     value
 }
