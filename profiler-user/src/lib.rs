@@ -1,9 +1,12 @@
 //! otelprof's user side as a library; the `otelprof` binary (`main.rs`) is a thin shell over it,
 //! and benchmarks use the stages directly.
 //!
-//! The data path, one folder per stage: `tracer` (load/attach BPF) → `reader` (ring buffer) →
-//! `process` (maps, files, build IDs) → `aggregate` (stack counts) → `symbolize` → `export`
-//! (pprof, folded, SVG, OTLP files, OTLP senders). `record` and `agent` wire them together;
+//! The data path, one folder per stage: `tracer` (load/attach BPF: CPU samples, and off-CPU
+//! waits when asked) → `reader` (ring buffer) → `kernel_view` (what BPF knows per process:
+//! `unwind` tables, `context` readers; samples with stack copies wait there for their tables) →
+//! `process` (maps, files, build IDs, perf maps of JIT code) → `aggregate` (stack counts per
+//! profile type) → `symbolize` → `export` (pprof, folded, SVG, OTLP files, OTLP senders).
+//! `record` and `agent` wire them together;
 //! `check` is the preflight; `health` (component liveness) and `ratelimit` (logging on hot
 //! paths) are shared helpers.
 
