@@ -136,20 +136,41 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// The fields every record with stacks has (CPU samples, off-CPU waits), without a context.
+fn stacks_sample(
+    h: &RecordHeader,
+    (kernel, kernel_len): (&[u64; MAX_STACK_DEPTH], u32),
+    (user, user_len): (&[u64; MAX_STACK_DEPTH], u32),
+    user_err: i32,
+    user_unwind: u32,
+) -> Sample {
+    Sample {
+        tgid: h.tgid,
+        tid: h.tid,
+        cpu: h.cpu,
+        ktime_ns: h.ktime_ns,
+        comm: comm_string(&h.comm),
+        kernel: frames(kernel, kernel_len),
+        user: frames(user, user_len),
+        user_err,
+        user_unwind,
+        ctx_status: ctx_status::NONE,
+        link: None,
+        stack_copy: None,
+    }
+}
+
 fn sample(r: &SampleRecord) -> Sample {
     Sample {
-        tgid: r.header.tgid,
-        tid: r.header.tid,
-        cpu: r.header.cpu,
-        ktime_ns: r.header.ktime_ns,
-        comm: comm_string(&r.header.comm),
-        kernel: frames(&r.kernel_stack, r.kernel_len),
-        user: frames(&r.user_stack, r.user_len),
-        user_err: r.user_err,
-        user_unwind: r.user_unwind,
         ctx_status: r.ctx_status,
         link: (r.ctx_status == ctx_status::VALID).then(|| ThreadLink::from_record(&r.ctx)),
-        stack_copy: None,
+        ..stacks_sample(
+            &r.header,
+            (&r.kernel_stack, r.kernel_len),
+            (&r.user_stack, r.user_len),
+            r.user_err,
+            r.user_unwind,
+        )
     }
 }
 
@@ -174,20 +195,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Some(RecordKind::OffCpu) => {
             let r: OffCpuRecord = read(bytes)?;
             Ok(Event::OffCpu {
-                sample: Sample {
-                    tgid: r.header.tgid,
-                    tid: r.header.tid,
-                    cpu: r.header.cpu,
-                    ktime_ns: r.header.ktime_ns,
-                    comm: comm_string(&r.header.comm),
-                    kernel: frames(&r.kernel_stack, r.kernel_len),
-                    user: frames(&r.user_stack, r.user_len),
-                    user_err: r.user_err,
-                    user_unwind: r.user_unwind,
-                    ctx_status: ctx_status::NONE,
-                    link: None,
-                    stack_copy: None,
-                },
+                sample: stacks_sample(
+                    &r.header,
+                    (&r.kernel_stack, r.kernel_len),
+                    (&r.user_stack, r.user_len),
+                    r.user_err,
+                    r.user_unwind,
+                ),
                 off_cpu_ns: r.off_cpu_ns,
             })
         }

@@ -302,6 +302,11 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
             r.otelprof.total
         );
     }
+    let _ = writeln!(
+        o,
+        "\nperf's DWARF unwinding needs CFI for every frame and V8's generated code has none, so its node stacks \
+         stop in the JIT code; otelprof walks JIT frames by frame pointers and returns to tables in node's own code.\n"
+    );
     let _ = writeln!(o, "\notelprof's unwind lines of these runs (stack copies: samples taken before a process's tables were installed, unwound in user space; docs/design/0005-stack-copies.md):\n");
     for r in runtimes {
         let _ = writeln!(o, "- {}: `{}`", r.runtime.label, r.summary.trim_start_matches("otelprof: "));
