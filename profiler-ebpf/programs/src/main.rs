@@ -138,9 +138,11 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
         // expected and tables will not come.)
         let incomplete = unwound.is_null() || unsafe { (*unwound).unknown_pc != 0 && (*unwound).list_complete != 0 };
         // Copies may fill half the ring buffer at most, so plain samples always find room
-        // while user space is busy (compiling a large table, say).
-        let room = EVENTS.query(BPF_RB_AVAIL_DATA as u64) + (size_of::<StackCopyRecord>() as u64)
-            <= EVENTS.query(BPF_RB_RING_SIZE as u64) / 2;
+        // while user space is busy (compiling a large table, say). Asked only when a copy is
+        // wanted: most samples walk with tables and need none.
+        let room = incomplete
+            && EVENTS.query(BPF_RB_AVAIL_DATA as u64) + (size_of::<StackCopyRecord>() as u64)
+                <= EVENTS.query(BPF_RB_RING_SIZE as u64) / 2;
         if incomplete && !room {
             count(Counter::CopiesSkipped);
         }
