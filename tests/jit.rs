@@ -157,10 +157,13 @@ fn a_runtime_in_its_own_namespaces_is_named_from_its_own_tmp() {
     let _g = bpf_lock();
     let dir = scratch("jit-node-namespaces");
     let out = dir.join("p.pb.gz");
+    // The script goes into the private /tmp too: the checkout itself may be under the host's
+    // /tmp (CI clones there), which the new tmpfs hides.
     let inner = format!(
-        "mount -t tmpfs otelprof-test /tmp && exec {} --perf-basic-prof {} 3000",
-        node.display(),
-        script().display()
+        "s=\"$(cat '{}')\" && mount -t tmpfs otelprof-test /tmp && printf '%s\\n' \"$s\" > /tmp/jit_hot.js && \
+         exec {} --perf-basic-prof /tmp/jit_hot.js 3000",
+        script().display(),
+        node.display()
     );
     let o = run(record_in(&dir, &out).args([
         "--",
