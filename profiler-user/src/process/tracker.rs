@@ -546,20 +546,8 @@ mod tests {
     #[test]
     fn names_jit_code_from_the_perf_map() {
         let pid = std::process::id();
-        let len = 0x2000;
-        // SAFETY: a fresh anonymous mapping, unmapped below; nothing else uses it.
-        let code = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(code, libc::MAP_FAILED);
-        let start = code as u64;
+        let code = crate::process::AnonCode::new(0x2000);
+        let start = code.start;
         let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
         std::fs::write(&map, format!("{start:x} 100 JS:*first /app.js:1:1\nnot a line\n")).unwrap();
         let mut t = ProcessTracker::default();
@@ -576,8 +564,6 @@ mod tests {
         assert_eq!(t.normalize(pid, start + 0x50), jit("JS:*first /app.js:1:1"), "the rest keeps its name");
         assert_eq!(t.perf_maps, PerfMapStats { entries: 3, malformed: 1, dropped: 0 });
         std::fs::remove_file(&map).unwrap();
-        // SAFETY: the mapping made above.
-        unsafe { libc::munmap(code, len) };
     }
 
     #[test]

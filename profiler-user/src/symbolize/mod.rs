@@ -184,20 +184,8 @@ mod tests {
     #[test]
     fn unnamed_jit_code_and_unknown_addresses_keep_their_kind() {
         let me = std::process::id();
-        let len = 0x1000;
-        // SAFETY: a fresh anonymous mapping, unmapped below; nothing else uses it.
-        let code = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(code, libc::MAP_FAILED);
-        let jit = code as u64 + 0x10;
+        let code = crate::process::AnonCode::new(0x1000);
+        let jit = code.start + 0x10;
         let heap = Box::new(0u64);
         let data = &*heap as *const u64 as u64;
         let mut tracker = ProcessTracker::default();
@@ -210,8 +198,6 @@ mod tests {
             agg.frames.iter().map(|(id, _)| (symbols.get(id)[0].function.clone(), symbols.is_symbolized(id))).collect();
         // The caller's address is moved back into its call instruction.
         assert_eq!(names, [(format!("[jit]+0x{jit:x}"), false), (format!("[unknown]+0x{:x}", data - 1), false)]);
-        // SAFETY: the mapping made above.
-        unsafe { libc::munmap(code, len) };
     }
 
     /// A report whose mappings name a file its snapshot does not hold (an id out of range of
