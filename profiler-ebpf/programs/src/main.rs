@@ -121,13 +121,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
     }
     count(Counter::Samples);
     let unwound = if config.dwarf_unwind != 0 { unwind::unwind(&ctx, tgid) } else { core::ptr::null() };
-    if !unwound.is_null() {
-        // SAFETY: this CPU's scratch value, returned by `unwind`.
-        let pc = unsafe { (*unwound).unknown_pc };
-        if pc != 0 && unwind::disarm(tgid) {
-            emit_unknown_pc(pid_tgid, pc);
-        }
-    }
+    report_unknown_pc(unwound, pid_tgid);
     // Without tables for this stack (none installed yet, or code user space has not described),
     // send the registers and a copy of the stack along, so user space can unwind it with the
     // tables it is installing (docs/design/0005-stack-copies.md). Frame pointers still fill
@@ -206,25 +200,50 @@ fn fill_sample(
     let (klen, kerr) = read_stack(ctx, &mut record.kernel_stack, 0);
     record.kernel_len = klen;
     record.kernel_err = kerr;
-    if unwound.is_null() {
-        let (ulen, uerr) = read_stack(ctx, &mut record.user_stack, BPF_F_USER_STACK as u64);
-        record.user_len = ulen;
-        record.user_err = uerr;
-        record.user_unwind =
-            if config.dwarf_unwind != 0 { unwind_status::NO_TABLES } else { unwind_status::FRAME_POINTERS };
-    } else {
-        // SAFETY: this CPU's scratch value, returned by `unwind`; the copy goes from map memory
-        // into the record (ring-buffer memory).
-        unsafe {
-            let dst = record.user_stack.as_mut_ptr().cast();
-            let src = (*unwound).frames.as_ptr().cast();
-            let ok = bpf_probe_read_kernel(dst, (MAX_STACK_DEPTH * 8) as u32, src) == 0;
-            record.user_len = if ok { (*unwound).len.min(MAX_STACK_DEPTH as u32) } else { 0 };
-            record.user_err = 0;
-            record.user_unwind = (*unwound).status;
-        }
-    }
+    (record.user_len, record.user_err, record.user_unwind) = user_stack(ctx, &mut record.user_stack, unwound, config);
     record.ctx_status = thread_ctx::read(tgid, config, &mut record.ctx);
+}
+
+/// A record's user stack: the table walk's frames when `unwound` is not null (reporting the
+/// first unknown pc it met, once per installed list), else frame pointers. Returns (frames,
+/// `bpf_get_stack` error, `unwind_status`). CPU samples and off-CPU waits both use it.
+#[inline(always)]
+pub(crate) fn user_stack<C: EbpfContext>(
+    ctx: &C,
+    stack: &mut [u64; MAX_STACK_DEPTH],
+    unwound: *const unwind::Scratch,
+    config: &Config,
+) -> (u32, i32, u32) {
+    if unwound.is_null() {
+        let (len, err) = read_stack(ctx, stack, BPF_F_USER_STACK as u64);
+        let status = if config.dwarf_unwind != 0 { unwind_status::NO_TABLES } else { unwind_status::FRAME_POINTERS };
+        return (len, err, status);
+    }
+    // SAFETY: this CPU's scratch value, returned by `unwind`; the copy goes from map memory into
+    // the record.
+    unsafe {
+        let ok = bpf_probe_read_kernel(
+            stack.as_mut_ptr().cast(),
+            (MAX_STACK_DEPTH * 8) as u32,
+            (*unwound).frames.as_ptr().cast(),
+        ) == 0;
+        let len = if ok { (*unwound).len.min(MAX_STACK_DEPTH as u32) } else { 0 };
+        (len, 0, (*unwound).status)
+    }
+}
+
+/// Tells user space about the first pc outside every known mapping that the walk met, once per
+/// installed list (`unwind::disarm`).
+#[inline(always)]
+pub(crate) fn report_unknown_pc(unwound: *const unwind::Scratch, pid_tgid: u64) {
+    if unwound.is_null() {
+        return;
+    }
+    // SAFETY: this CPU's scratch value, returned by `unwind`.
+    let pc = unsafe { (*unwound).unknown_pc };
+    if pc != 0 && unwind::disarm((pid_tgid >> 32) as u32) {
+        emit_unknown_pc(pid_tgid, pc);
+    }
 }
 
 /// Copies whole pages of the user stack from the page of `rsp` upwards into the record, stopping
@@ -270,7 +289,7 @@ fn emit_task(kind: RecordKind, pid_tgid: u64) {
 
 /// Tells user space that `pc` lies outside every mapping it described for the process.
 #[inline(always)]
-pub(crate) fn emit_unknown_pc(pid_tgid: u64, pc: u64) {
+fn emit_unknown_pc(pid_tgid: u64, pc: u64) {
     let Some(mut entry) = EVENTS.reserve::<UnknownPcRecord>(0) else {
         count(Counter::LostEvents);
         return;

@@ -13,15 +13,15 @@
 //! a record at both ends, or stack IDs), see docs/design/0004-off-cpu.md.
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
-use profiler_common::{target, unwind_status, Counter, OffCpuRecord, RecordKind, MAX_OFFCPU_WAITS, MAX_STACK_DEPTH};
+use profiler_common::{target, Counter, OffCpuRecord, RecordKind, MAX_OFFCPU_WAITS};
 
-use crate::{count, emit_unknown_pc, fill_header, read_stack, target_flags, unwind, CONFIG};
+use crate::{count, fill_header, read_stack, report_unknown_pc, target_flags, unwind, user_stack, CONFIG};
 
 /// `TASK_DEAD` in `task_struct::__state`: the thread's last switch-out; it never comes back.
 const TASK_DEAD: u64 = 0x80;
@@ -123,24 +123,9 @@ fn switch_out(ctx: &BtfTracePointContext, prev: u64, prev_state: u64) {
         let (klen, kerr) = read_stack(ctx, &mut (*record).kernel_stack, SKIP_KERNEL_FRAMES);
         (*record).kernel_len = klen;
         (*record).kernel_err = kerr;
-        if unwound.is_null() {
-            let (ulen, uerr) = read_stack(ctx, &mut (*record).user_stack, BPF_F_USER_STACK as u64);
-            (*record).user_len = ulen;
-            (*record).user_err = uerr;
-            (*record).user_unwind =
-                if config.dwarf_unwind != 0 { unwind_status::NO_TABLES } else { unwind_status::FRAME_POINTERS };
-        } else {
-            let dst = (*record).user_stack.as_mut_ptr().cast();
-            let src = (*unwound).frames.as_ptr().cast();
-            let ok = bpf_probe_read_kernel(dst, (MAX_STACK_DEPTH * 8) as u32, src) == 0;
-            (*record).user_len = if ok { (*unwound).len.min(MAX_STACK_DEPTH as u32) } else { 0 };
-            (*record).user_err = 0;
-            (*record).user_unwind = (*unwound).status;
-            let pc = (*unwound).unknown_pc;
-            if pc != 0 && unwind::disarm(tgid) {
-                emit_unknown_pc(pid_tgid, pc);
-            }
-        }
+        ((*record).user_len, (*record).user_err, (*record).user_unwind) =
+            user_stack(ctx, &mut (*record).user_stack, unwound, &config);
+        report_unknown_pc(unwound, pid_tgid);
         if OFFCPU_WAITS.insert(&prev, &*record, 0).is_err() {
             count(Counter::OffCpuMapFull);
             return;
