@@ -7,7 +7,7 @@
 //! program copies the frames into its ring-buffer record afterwards.
 
 use aya_ebpf::{
-    bindings::pt_regs,
+    bindings::{pt_regs, BPF_F_MMAPABLE},
     helpers::generated::{
         bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
@@ -21,8 +21,10 @@ use profiler_common::{
 };
 
 /// Every compiled table, back to back; `PROC_UNWIND` says which slice belongs to which mapping.
+/// Mappable (`BPF_F_MMAPABLE`): user space writes tables into it in place, no system call per
+/// row, and walks stack copies with the same memory (docs/design/0006-agent-cost.md).
 #[map]
-static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(DEFAULT_UNWIND_ROWS, 0);
+static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(DEFAULT_UNWIND_ROWS, BPF_F_MMAPABLE);
 
 /// Per-process mappings with tables (key: tgid). Allocated on demand (BPF_F_NO_PREALLOC).
 #[map]
