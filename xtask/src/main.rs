@@ -43,6 +43,14 @@ enum Cmd {
         /// Seconds of one workload run alone (default 10; 1 with --smoke).
         #[arg(long)]
         seconds: Option<f64>,
+        /// Run one part alone and print it instead of writing the report: `depth` (the BPF
+        /// cost of `sample` by stack depth, `--rounds` rounds, medians).
+        #[arg(long)]
+        only: Option<String>,
+        /// With `--only depth`: another otelprof binary (a build of an earlier commit) measured in
+        /// the same rounds, for a before/after comparison.
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
     },
 }
 
@@ -61,9 +69,14 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf => ebpf::build(),
         Cmd::CheckEbpf => ebpf::check(),
-        Cmd::Bench { smoke, rounds, seconds } => {
+        Cmd::Bench { smoke, rounds, seconds, only, baseline } => {
             let root = ebpf::root();
-            bench::run(bench::Plan::new(smoke, rounds, seconds, &root), &root)
+            let plan = bench::Plan::new(smoke, rounds, seconds, &root);
+            match only.as_deref() {
+                None => bench::run(plan, &root),
+                Some("depth") => bench::run_depth(plan, &root, baseline),
+                Some(other) => anyhow::bail!("--only {other}: known parts: depth"),
+            }
         }
         Cmd::HasToolchain => {
             let missing = setup::missing();

@@ -139,3 +139,13 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     eprintln!("xtask bench: done: {}", plan.out.display());
     Ok(())
 }
+
+/// `--only depth`: the BPF cost by stack depth alone, printed; `baseline` (another otelprof
+/// binary) is measured in the same rounds.
+pub fn run_depth(plan: Plan, root: &Path, baseline: Option<PathBuf>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads BPF: run it as root");
+    }
+    slowdown::depth_only(&plan, &build(root)?, baseline)
+}

@@ -61,6 +61,10 @@ pub struct DepthCost {
     pub depth: u32,
     pub sample_ns_per_run: f64,
     pub runs: u64,
+    /// The program's whole run time divided by the samples that reached user space (runs on
+    /// other processes' ticks, which return at once, included).
+    pub ns_per_sample: f64,
+    pub samples: u64,
 }
 
 /// Short runs of the workload at stack depth 10 and 100, under each unwinding mode.
@@ -68,24 +72,102 @@ pub fn bpf_cost_by_depth(plan: &Plan, tools: &Tools) -> Result<Vec<DepthCost>> {
     let mut out = Vec::new();
     let secs = if plan.smoke { 1.0 } else { 4.0 };
     for depth in [10u32, 100] {
-        // Calibrate: iterations for `secs` at this depth.
-        let probe = 20_000u64;
-        let t = workload_args(tools, probe, depth)?;
-        let iterations = ((probe as f64 * secs / t.max(1e-3)) as u64).max(probe);
+        let iterations = depth_iterations(tools, depth, secs)?;
         for tables in [false, true] {
-            let running = start(Mode::Otelprof(99, tables), tools)?.expect("otelprof always runs");
-            workload_args(tools, iterations, depth)?;
-            let lines = stop(running)?;
-            let (costs, _) = parse_bpf(&lines);
-            let s = costs.iter().find(|c| c.program == "sample").cloned().unwrap_or(BpfCost {
-                program: "sample".into(),
-                runs: 0,
-                ns_per_run: f64::NAN,
-            });
-            out.push(DepthCost { tables, depth, sample_ns_per_run: s.ns_per_run, runs: s.runs });
+            out.push(depth_cost(tools, tables, depth, iterations)?);
         }
     }
     Ok(out)
+}
+
+/// Workload iterations that take about `secs` at this depth.
+fn depth_iterations(tools: &Tools, depth: u32, secs: f64) -> Result<u64> {
+    let probe = 20_000u64;
+    let t = workload_args(tools, probe, depth)?;
+    Ok(((probe as f64 * secs / t.max(1e-3)) as u64).max(probe))
+}
+
+/// `sample`'s cost during one workload run at `depth`, the workload alone sampled
+/// (`otelprof record -F 99 -- reference work …`): what else runs on the machine (other builds,
+/// with deeper stacks and no frame pointers) is not in the figure.
+fn depth_cost(tools: &Tools, tables: bool, depth: u32, iterations: u64) -> Result<DepthCost> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let out = Command::new(&tools.otelprof)
+        .args(["record", "-F", "99", "--bpf-stats", "--unwind", if tables { "auto" } else { "fp" }, "-o"])
+        .arg(tools.root.join("target/bench/otelprof-depth.pb.gz"))
+        .arg("--")
+        .arg(&tools.reference)
+        .args(["work", &iterations.to_string(), &threads, &depth.to_string()])
+        .stdout(Stdio::null())
+        .output()
+        .context("running otelprof record -- reference work")?;
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stderr).lines().map(String::from).collect();
+    if !out.status.success() {
+        bail!("otelprof record exited with {}: {lines:?}", out.status);
+    }
+    let (costs, samples) = parse_bpf(&lines);
+    let s = costs.iter().find(|c| c.program == "sample").cloned().unwrap_or(BpfCost {
+        program: "sample".into(),
+        runs: 0,
+        ns_per_run: f64::NAN,
+    });
+    let ns_per_sample = s.ns_per_run * s.runs as f64 / samples as f64;
+    Ok(DepthCost { tables, depth, sample_ns_per_run: s.ns_per_run, runs: s.runs, ns_per_sample, samples })
+}
+
+/// `cargo xtask bench --only depth [--baseline OTELPROF]`: [`bpf_cost_by_depth`] at more depths,
+/// `plan.rounds` times (the order of the binaries alternating), printed as medians.
+pub fn depth_only(plan: &Plan, tools: &Tools, baseline: Option<std::path::PathBuf>) -> Result<()> {
+    const DEPTHS: [u32; 4] = [1, 10, 30, 100];
+    let secs = if plan.smoke { 1.0 } else { 4.0 };
+    let base = baseline.map(|otelprof| Tools {
+        root: tools.root.clone(),
+        otelprof,
+        reference: tools.reference.clone(),
+        perf: None,
+    });
+    let mut bins: Vec<(&str, &Tools)> = vec![("this build", tools)];
+    if let Some(b) = &base {
+        bins.push(("baseline", b));
+    }
+    // (binary, tables, depth) -> ns per run of each round
+    let mut ns: std::collections::BTreeMap<(usize, bool, u32), Vec<f64>> = Default::default();
+    for round in 0..plan.rounds {
+        for depth in DEPTHS {
+            let iterations = depth_iterations(tools, depth, secs)?;
+            for tables in [false, true] {
+                for k in 0..bins.len() {
+                    let b = (k + round) % bins.len();
+                    let c = depth_cost(bins[b].1, tables, depth, iterations)?;
+                    eprintln!(
+                        "xtask bench: round {}: {} {} depth {depth}: {:.0} ns/run ({} runs), {:.0} ns per sample \
+                         ({} samples)",
+                        round + 1,
+                        bins[b].0,
+                        if tables { "tables" } else { "fp" },
+                        c.sample_ns_per_run,
+                        c.runs,
+                        c.ns_per_sample,
+                        c.samples
+                    );
+                    ns.entry((b, tables, depth)).or_default().push(c.ns_per_sample);
+                }
+            }
+        }
+    }
+    println!(
+        "BPF `sample` ns per recorded sample, median of {} rounds (otelprof record -F 99 -- reference work)",
+        plan.rounds
+    );
+    println!("| binary | unwinding | {} |", DEPTHS.map(|d| format!("depth {d}")).join(" | "));
+    println!("| --- | --- |{}", " --- |".repeat(DEPTHS.len()));
+    for (b, (name, _)) in bins.iter().enumerate() {
+        for tables in [false, true] {
+            let cells = DEPTHS.map(|d| format!("{:.0}", median(ns.get(&(b, tables, d)).map_or(&[][..], |v| v))));
+            println!("| {name} | {} | {} |", if tables { "tables" } else { "fp" }, cells.join(" | "));
+        }
+    }
+    Ok(())
 }
 
 fn workload_args(tools: &Tools, iterations: u64, depth: u32) -> Result<f64> {
