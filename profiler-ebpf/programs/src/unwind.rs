@@ -40,7 +40,6 @@ pub struct Scratch {
     pub len: u32,
     /// How the walk ended (`unwind_status::*`).
     pub status: u32,
-    tgid: u32,
     /// 1 when some frame had to use frame pointers.
     pub fell_back: u32,
     /// The first pc outside every known mapping (0: none), for an `UnknownPcRecord`.
@@ -155,10 +154,12 @@ fn find_row(m: &UnwindMapping, pc: u64) -> Option<UnwindRow> {
 ///
 /// Must stay a local (mangled) function: the verifier accepts only static `bpf_loop` callbacks.
 /// `cargo xtask build-ebpf` replaces the path-derived crate hash in its symbol name.
-extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(s) = SCRATCH.get_ptr_mut(0) else { return 1 };
-    // SAFETY: this CPU's scratch value; nothing else runs on it during the walk.
-    let s = unsafe { &mut *s };
+extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `walk` passes a `Walk` on its stack; both pointers were checked there.
+    let (s, proc) = unsafe {
+        let w = &*ctx.cast::<Walk>();
+        (&mut *w.scratch, &*w.proc)
+    };
     let n = s.len as usize;
     if n >= MAX_STACK_DEPTH {
         s.status = unwind_status::TRUNCATED;
@@ -174,8 +175,7 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     // a signal interrupted, are looked up as they are.
     let lookup = if n == 0 || s.after_signal != 0 { s.rip } else { s.rip - 1 };
     s.after_signal = 0;
-    // SAFETY: the value is read, not kept.
-    let mapping = unsafe { PROC_UNWIND.get(&s.tgid) }.and_then(|p| find_mapping(p, lookup));
+    let mapping = find_mapping(proc, lookup);
     // A pc no mapping covers is new code (dlopen, JIT); report the first one, unless it came
     // from a frame-pointer step, whose return addresses may be garbage.
     if mapping.is_none() && s.unknown_pc == 0 && s.fell_back == 0 {
@@ -248,11 +248,8 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// register.
 #[inline(always)]
 pub fn unwind(ctx: &PerfEventContext, tgid: u32) -> *const Scratch {
-    // SAFETY: presence check only.
-    if unsafe { PROC_UNWIND.get(&tgid) }.is_none() {
-        return core::ptr::null();
-    }
-    walk(user_regs(ctx), tgid)
+    let Some(proc) = PROC_UNWIND.get_ptr(&tgid) else { return core::ptr::null() };
+    walk(user_regs(ctx), proc)
 }
 
 /// [`unwind`] for a task that is in the kernel (`sched_switch`): from its saved user registers.
@@ -261,25 +258,31 @@ pub fn unwind(ctx: &PerfEventContext, tgid: u32) -> *const Scratch {
 /// perf_event sampler (a timer interrupt) never runs in the middle of it on the same CPU.
 #[inline(always)]
 pub fn unwind_saved(tgid: u32) -> *const Scratch {
-    // SAFETY: presence check only.
-    if unsafe { PROC_UNWIND.get(&tgid) }.is_none() {
-        return core::ptr::null();
-    }
-    walk(saved_user_regs(), tgid)
+    let Some(proc) = PROC_UNWIND.get_ptr(&tgid) else { return core::ptr::null() };
+    walk(saved_user_regs(), proc)
+}
+
+/// What every `step` of one walk needs, looked up once per walk: `bpf_loop`'s context (stack
+/// memory, whose pointers the verifier follows into the callback).
+#[repr(C)]
+struct Walk {
+    scratch: *mut Scratch,
+    /// The process's mappings (`PROC_UNWIND`), one hash lookup per sample rather than per frame.
+    proc: *const ProcUnwind,
 }
 
 #[inline(always)]
-fn walk(regs: Option<(u64, u64, u64)>, tgid: u32) -> *const Scratch {
+fn walk(regs: Option<(u64, u64, u64)>, proc: *const ProcUnwind) -> *const Scratch {
     let Some(s) = SCRATCH.get_ptr_mut(0) else { return core::ptr::null() };
     // SAFETY: this CPU's scratch value.
     let sr = unsafe { &mut *s };
     sr.len = 0;
-    sr.tgid = tgid;
     sr.fell_back = 0;
     sr.unknown_pc = 0;
     sr.after_signal = 0;
-    // SAFETY: the value is read, not kept.
-    sr.list_complete = unsafe { PROC_UNWIND.get(&tgid) }.map_or(0, |p| p.complete);
+    // SAFETY: a live map value; an update from user space replaces the element, and the old one
+    // stays valid until this program returns (RCU), so the whole walk sees one list.
+    sr.list_complete = unsafe { (*proc).complete };
     match regs {
         Some((rip, rsp, rbp)) => {
             sr.rip = rip;
@@ -292,8 +295,11 @@ fn walk(regs: Option<(u64, u64, u64)>, tgid: u32) -> *const Scratch {
             return s;
         }
     }
-    // SAFETY: `step` is a valid callback; it keeps its state in the scratch map, not in ctx.
-    unsafe { bpf_loop(MAX_STACK_DEPTH as u32 + 1, step as *mut _, core::ptr::null_mut(), 0) };
+    let mut w = Walk { scratch: s, proc };
+    // SAFETY: `step` is a valid callback; `w` outlives the loop.
+    unsafe {
+        bpf_loop(MAX_STACK_DEPTH as u32 + 1, step as *mut _, (&mut w as *mut Walk).cast(), 0);
+    }
     if sr.status == unwind_status::COMPLETE && sr.fell_back != 0 {
         sr.status = unwind_status::FP_FALLBACK;
     }
