@@ -84,17 +84,25 @@ pub struct RecordHeader {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-/// One CPU sample: who was running and both of its stacks.
+/// One CPU sample: who was running, both of its stacks and its thread context, sized to what it
+/// carries.
 ///
-/// Stacks are leaf first, as `bpf_get_stack` writes them. `kernel_len`/`user_len` are frame counts;
-/// a negative `*_err` is the errno `bpf_get_stack` returned (the stack is then empty).
+/// `data` holds, back to back: `kernel_len` kernel frames, then `user_len` user frames (both leaf
+/// first, as `bpf_get_stack` writes them), then, only when `ctx_status` is `ctx_status::VALID`,
+/// the [`ThreadCtx`] (its bytes, [`THREAD_CTX_BYTES`]). A [`RecordKind::Sample`] record ends there
+/// ([`SampleRecord::bytes`]): BPF builds it in a per-CPU buffer and sends only that much, so a
+/// shallow sample without a context is 64 bytes plus 8 per frame instead of the whole struct.
+/// Inside a [`StackCopyRecord`] the struct is whole, with the same layout of `data`.
+///
+/// A negative `*_err` is the errno `bpf_get_stack` returned (the stack is then empty). A sample
+/// that interrupted user code has no kernel frames and does not ask for them (`kernel_len` 0).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SampleRecord {
     pub header: RecordHeader,
-    /// Number of valid frames in `kernel_stack`.
+    /// Number of kernel frames at the start of `data`.
     pub kernel_len: u32,
-    /// Number of valid frames in `user_stack`.
+    /// Number of user frames in `data`, after the kernel frames.
     pub user_len: u32,
     /// Error from `bpf_get_stack` for the kernel stack, 0 when fine.
     pub kernel_err: i32,
@@ -102,13 +110,32 @@ pub struct SampleRecord {
     pub user_err: i32,
     /// How the user stack was unwound and how that ended: an `unwind_status::*` value.
     pub user_unwind: u32,
-    /// What the thread-context read found: a `ctx_status::*` value. `ctx` is meaningful only for
-    /// `ctx_status::VALID`.
+    /// What the thread-context read found: a `ctx_status::*` value. The context follows the
+    /// frames only for `ctx_status::VALID`.
     pub ctx_status: u32,
-    pub kernel_stack: [u64; MAX_STACK_DEPTH],
-    pub user_stack: [u64; MAX_STACK_DEPTH],
-    /// The sampled thread's OTEP 4947 context record, as read from its memory.
-    pub ctx: ThreadCtx,
+    /// Kernel frames, user frames, then the thread context (see above).
+    pub data: [u64; SAMPLE_DATA_WORDS],
+}
+
+/// Bytes of a [`ThreadCtx`] (the OTEP recommends records of at most 640 bytes).
+pub const THREAD_CTX_BYTES: usize = THREAD_CTX_HEADER + THREAD_CTX_MAX_ATTRS;
+
+/// Words of [`SampleRecord::data`]: two full stacks and a thread context.
+pub const SAMPLE_DATA_WORDS: usize = 2 * MAX_STACK_DEPTH + THREAD_CTX_BYTES / 8;
+
+/// Bytes of a [`SampleRecord`] before `data`.
+pub const SAMPLE_FIXED_BYTES: usize = size_of::<SampleRecord>() - SAMPLE_DATA_WORDS * 8;
+
+const _: () = assert!(THREAD_CTX_BYTES % 8 == 0 && size_of::<ThreadCtx>() == THREAD_CTX_BYTES);
+const _: () = assert!(SAMPLE_FIXED_BYTES == 64);
+
+impl SampleRecord {
+    /// Bytes of a [`RecordKind::Sample`] record with `frames` frames (kernel and user together)
+    /// and, when `ctx`, a thread context.
+    #[inline(always)]
+    pub const fn bytes(frames: usize, ctx: bool) -> usize {
+        SAMPLE_FIXED_BYTES + frames * 8 + if ctx { THREAD_CTX_BYTES } else { 0 }
+    }
 }
 
 /// Bytes of user stack a [`StackCopyRecord`] holds: five pages starting at the page of the
@@ -139,7 +166,7 @@ pub struct StackCopyRecord {
 /// valid u8, trace_flags u8, attrs_size u16.
 pub const THREAD_CTX_HEADER: usize = 28;
 
-/// Attribute bytes a sample carries at most (the OTEP recommends records of at most 640 bytes).
+/// Attribute bytes a sample carries at most ([`THREAD_CTX_BYTES`] with the header).
 pub const THREAD_CTX_MAX_ATTRS: usize = 612;
 
 /// A thread-context record as BPF copied it: the header verbatim, then the first

@@ -1,7 +1,8 @@
 //! otelprof kernel-side programs.
 //!
 //! - `sample` (perf_event, software `cpu-clock`, one per CPU): filters by process in BPF, then
-//!   writes one [`SampleRecord`] (kernel and user stacks, leaf first) to the `EVENTS` ring buffer.
+//!   writes one [`SampleRecord`] (kernel and user stacks, leaf first, and the thread context),
+//!   sized to what it carries, to the `EVENTS` ring buffer.
 //! - `on_fork` / `on_exec` / `on_exit` (sched tracepoints): keep `TARGETS` in step with the
 //!   processes being followed and tell user space when a target's mappings change or it exits.
 //! - `on_switch` (`tp_btf/sched_switch`, attached only for off-CPU profiling): one
@@ -28,8 +29,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    target, unwind_status, Config, Counter, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord,
-    UnknownPcRecord, COUNTER_COUNT, DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS, STACK_COPY_BYTES,
+    ctx_status, target, unwind_status, Config, Counter, RecordHeader, RecordKind, SampleRecord, StackCopyRecord,
+    TaskRecord, ThreadCtx, UnknownPcRecord, COUNTER_COUNT, DEFAULT_RINGBUF_BYTES, MAX_STACK_DEPTH, MAX_TARGETS,
+    STACK_COPY_BYTES,
 };
 
 /// Load-time settings; the loader overrides the whole struct.
@@ -172,20 +174,27 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
             }
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
+    // Built here, then only the used part goes to the ring buffer.
+    let Some(record) = SAMPLE_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch record; a perf_event program does not nest with itself.
+    let len = unsafe { fill_sample(&ctx, &mut *record, RecordKind::Sample, pid_tgid, unwound, &config) };
+    let len = len.min(size_of::<SampleRecord>());
+    // SAFETY: the first `len` bytes of the scratch record, all written by `fill_sample`.
+    let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, wakeup()).is_err() {
         count(Counter::LostSamples);
-        return 0;
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points at a reserved, exclusively owned SampleRecord-sized slot; every field
-    // is written below before submit.
-    unsafe { fill_sample(&ctx, &mut *record, RecordKind::Sample, pid_tgid, unwound, &config) };
-    entry.submit(wakeup());
+    }
     0
 }
 
-/// Writes one sample: header, kernel stack, user stack (the table walk's frames when `unwound`
-/// is not null, else frame pointers) and the thread context.
+/// Where a sample is built before its used part is copied to the ring buffer.
+#[map]
+static SAMPLE_SCRATCH: PerCpuArray<SampleRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Writes one sample: header, kernel stack (only when the sample interrupted the kernel: a
+/// sample in user code has no kernel frames), user stack (the table walk's frames when `unwound`
+/// is not null, else frame pointers) and the thread context, packed (see [`SampleRecord`]).
+/// Returns the bytes written.
 #[inline(always)]
 fn fill_sample(
     ctx: &PerfEventContext,
@@ -194,14 +203,32 @@ fn fill_sample(
     pid_tgid: u64,
     unwound: *const unwind::Scratch,
     config: &Config,
-) {
+) -> usize {
     let tgid = (pid_tgid >> 32) as u32;
     fill_header(&mut record.header, kind, pid_tgid);
-    let (klen, kerr) = read_stack(ctx, &mut record.kernel_stack, 0);
-    record.kernel_len = klen;
+    // SAFETY: the perf_event context starts with the interrupted registers.
+    let in_kernel = unsafe { (*ctx.ctx).regs.cs } & 3 != 3;
+    let data = record.data.as_mut_ptr();
+    let (klen, kerr) = if in_kernel {
+        // SAFETY: the first MAX_STACK_DEPTH words of `data`.
+        read_stack(ctx, unsafe { &mut *data.cast::<[u64; MAX_STACK_DEPTH]>() }, 0)
+    } else {
+        (0, 0)
+    };
+    let klen = (klen as usize).min(MAX_STACK_DEPTH);
+    record.kernel_len = klen as u32;
     record.kernel_err = kerr;
-    (record.user_len, record.user_err, record.user_unwind) = user_stack(ctx, &mut record.user_stack, unwound, config);
-    record.ctx_status = thread_ctx::read(tgid, config, &mut record.ctx);
+    // SAFETY: klen <= MAX_STACK_DEPTH, so MAX_STACK_DEPTH words from `klen` lie inside `data`.
+    let user = unsafe { &mut *data.add(klen).cast::<[u64; MAX_STACK_DEPTH]>() };
+    let (ulen, uerr, status) = user_stack(ctx, user, unwound, config);
+    let frames = klen + (ulen as usize).min(MAX_STACK_DEPTH);
+    record.user_len = (frames - klen) as u32;
+    record.user_err = uerr;
+    record.user_unwind = status;
+    // SAFETY: frames <= 2 * MAX_STACK_DEPTH, so a ThreadCtx after them lies inside `data`.
+    let ctx_out = unsafe { data.add(frames).cast::<ThreadCtx>() };
+    record.ctx_status = thread_ctx::read(tgid, config, ctx_out);
+    SampleRecord::bytes(frames, record.ctx_status == ctx_status::VALID)
 }
 
 /// A record's user stack: the table walk's frames when `unwound` is not null (reporting the
@@ -222,13 +249,9 @@ pub(crate) fn user_stack<C: EbpfContext>(
     // SAFETY: this CPU's scratch value, returned by `unwind`; the copy goes from map memory into
     // the record.
     unsafe {
-        let ok = bpf_probe_read_kernel(
-            stack.as_mut_ptr().cast(),
-            (MAX_STACK_DEPTH * 8) as u32,
-            (*unwound).frames.as_ptr().cast(),
-        ) == 0;
-        let len = if ok { (*unwound).len.min(MAX_STACK_DEPTH as u32) } else { 0 };
-        (len, 0, (*unwound).status)
+        let len = (*unwound).len.min(MAX_STACK_DEPTH as u32);
+        let ok = bpf_probe_read_kernel(stack.as_mut_ptr().cast(), len * 8, (*unwound).frames.as_ptr().cast()) == 0;
+        (if ok { len } else { 0 }, 0, (*unwound).status)
     }
 }
 

@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
 use profiler_common::{
-    ctx_status, OffCpuRecord, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord, UnknownPcRecord,
-    MAX_STACK_DEPTH, STACK_COPY_BYTES, TASK_COMM_LEN,
+    ctx_status, OffCpuRecord, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord, ThreadCtx,
+    UnknownPcRecord, MAX_STACK_DEPTH, SAMPLE_FIXED_BYTES, STACK_COPY_BYTES, TASK_COMM_LEN, THREAD_CTX_BYTES,
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
@@ -136,7 +136,7 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// The fields every record with stacks has (CPU samples, off-CPU waits), without a context.
+/// An off-CPU wait's fields (two fixed-size stacks, no context).
 fn stacks_sample(
     h: &RecordHeader,
     (kernel, kernel_len): (&[u64; MAX_STACK_DEPTH], u32),
@@ -160,29 +160,69 @@ fn stacks_sample(
     }
 }
 
-fn sample(r: &SampleRecord) -> Sample {
-    Sample {
-        ctx_status: r.ctx_status,
-        link: (r.ctx_status == ctx_status::VALID).then(|| ThreadLink::from_record(&r.ctx)),
-        ..stacks_sample(
-            &r.header,
-            (&r.kernel_stack, r.kernel_len),
-            (&r.user_stack, r.user_len),
-            r.user_err,
-            r.user_unwind,
-        )
+/// A [`SampleRecord`]: its fixed fields, then `data` (kernel frames, user frames, the thread
+/// context when valid) as far as `bytes` holds it. `bytes` is the whole record, or the start of
+/// a [`StackCopyRecord`] (which holds the whole struct).
+fn sample(bytes: &[u8]) -> Result<Sample, DecodeError> {
+    // The fixed part, then the rest as it was sent (a sample is only as long as it needs).
+    let r: SampleHead = read(bytes)?;
+    let klen = (r.kernel_len as usize).min(MAX_STACK_DEPTH);
+    let ulen = (r.user_len as usize).min(MAX_STACK_DEPTH);
+    let valid = r.ctx_status == ctx_status::VALID;
+    let need = SampleRecord::bytes(klen + ulen, valid);
+    if bytes.len() < need {
+        return Err(DecodeError::Short(bytes.len()));
     }
+    let word = |i: usize| {
+        let at = SAMPLE_FIXED_BYTES + i * 8;
+        u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let frames = |from: usize, n: usize| (from..from + n).map(word).take_while(|&a| a != 0).collect();
+    let link = valid.then(|| {
+        let at = SAMPLE_FIXED_BYTES + (klen + ulen) * 8;
+        let ctx: ThreadCtx = read(&bytes[at..at + THREAD_CTX_BYTES]).expect("length checked");
+        ThreadLink::from_record(&ctx)
+    });
+    Ok(Sample {
+        tgid: r.header.tgid,
+        tid: r.header.tid,
+        cpu: r.header.cpu,
+        ktime_ns: r.header.ktime_ns,
+        comm: comm_string(&r.header.comm),
+        kernel: frames(0, klen),
+        user: frames(klen, ulen),
+        user_err: r.user_err,
+        user_unwind: r.user_unwind,
+        ctx_status: r.ctx_status,
+        link,
+        stack_copy: None,
+    })
 }
+
+/// The fields of a [`SampleRecord`] before `data` (same order, so the same offsets).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct SampleHead {
+    header: RecordHeader,
+    kernel_len: u32,
+    user_len: u32,
+    kernel_err: i32,
+    user_err: i32,
+    user_unwind: u32,
+    ctx_status: u32,
+}
+
+const _: () = assert!(size_of::<SampleHead>() == SAMPLE_FIXED_BYTES);
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: RecordHeader = read(bytes)?;
     match RecordKind::from_u32(header.kind) {
-        Some(RecordKind::Sample) => Ok(Event::Sample(sample(&read::<SampleRecord>(bytes)?))),
+        Some(RecordKind::Sample) => Ok(Event::Sample(sample(bytes)?)),
         Some(RecordKind::SampleWithStack) => {
             let r: StackCopyRecord = read(bytes)?;
             let len = (r.stack_len as usize).min(STACK_COPY_BYTES);
-            let mut s = sample(&r.sample);
+            let mut s = sample(bytes)?;
             s.stack_copy = Some(Box::new(StackCopy {
                 rip: r.rip,
                 rsp: r.rsp,
@@ -317,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn decodes_sample_with_both_stacks() {
+    fn decodes_samples_sized_to_what_they_carry() {
         let mut r = SampleRecord {
             header: header(RecordKind::Sample),
             kernel_len: 2,
@@ -326,23 +366,32 @@ mod tests {
             user_err: 0,
             user_unwind: 0,
             ctx_status: 0,
-            kernel_stack: [0; MAX_STACK_DEPTH],
-            user_stack: [0; MAX_STACK_DEPTH],
-            ctx: profiler_common::ThreadCtx { header: [0; 28], attrs: [0; profiler_common::THREAD_CTX_MAX_ATTRS] },
+            data: [0; profiler_common::SAMPLE_DATA_WORDS],
         };
-        r.kernel_stack[..2].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
-        r.user_stack[..3].copy_from_slice(&[0x401000, 0x401100, 0x401200]);
-        let Event::Sample(s) = decode(&bytes_of(&r)).unwrap() else { panic!("not a sample") };
+        r.data[..5].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020, 0x401000, 0x401100, 0x401200]);
+        // Only what the sample carries is sent: 64 bytes and its five frames.
+        let sent = &bytes_of(&r)[..SampleRecord::bytes(5, false)];
+        assert_eq!(sent.len(), 64 + 5 * 8);
+        let Event::Sample(s) = decode(sent).unwrap() else { panic!("not a sample") };
         assert_eq!((s.tgid, s.tid, s.cpu, s.ktime_ns), (10, 11, 1, 99));
         assert_eq!(s.comm, "work");
         assert_eq!(s.kernel, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020]);
         assert_eq!(s.user, vec![0x401000, 0x401100, 0x401200]);
         assert_eq!(s.link, None, "no context read");
+        assert!(matches!(decode(&sent[..sent.len() - 1]), Err(DecodeError::Short(_))), "a frame cut off");
+        // A user-mode sample: no kernel frames, the user frames start the data.
+        r.kernel_len = 0;
+        r.data[..3].copy_from_slice(&[0x401000, 0x401100, 0x401200]);
+        let Event::Sample(s) = decode(&bytes_of(&r)[..SampleRecord::bytes(3, false)]).unwrap() else { panic!() };
+        assert_eq!((s.kernel.len(), s.user), (0, vec![0x401000, 0x401100, 0x401200]));
+        // A valid context follows the frames.
         r.ctx_status = ctx_status::VALID;
-        r.ctx.header[..16].copy_from_slice(&[1; 16]);
-        r.ctx.header[24] = 1;
-        let Event::Sample(s) = decode(&bytes_of(&r)).unwrap() else { panic!("not a sample") };
+        let ctx = &mut bytes_of(&r)[..SampleRecord::bytes(3, true)];
+        ctx[64 + 24..64 + 24 + 16].copy_from_slice(&[1; 16]);
+        ctx[64 + 24 + 24] = 1;
+        let Event::Sample(s) = decode(ctx).unwrap() else { panic!("not a sample") };
         assert_eq!(s.link.map(|l| l.trace_id), Some([1; 16]));
+        assert!(matches!(decode(&ctx[..ctx.len() - 1]), Err(DecodeError::Short(_))), "the context cut off");
     }
 
     #[test]
@@ -353,7 +402,7 @@ mod tests {
         });
         r.sample.header = header(RecordKind::SampleWithStack);
         r.sample.user_len = 1;
-        r.sample.user_stack[0] = 0x401000;
+        r.sample.data[0] = 0x401000;
         (r.rip, r.rsp, r.rbp, r.stack_base, r.stack_len) = (0x401000, 0x7ffd_1010, 0, 0x7ffd_1000, 4096);
         r.stack[16..24].copy_from_slice(&0x402000u64.to_le_bytes());
         let Event::Sample(s) = decode(&bytes_of(&*r)).unwrap() else { panic!("not a sample") };
