@@ -113,9 +113,11 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
     let _ = writeln!(
         o,
         "\nBy unwinding mode and stack depth: the workload at call depth 10 and 100 (plus the frames below \
-         `main`), alone sampled (`otelprof record -F 99 --bpf-stats -- reference work …`) for a few seconds \
-         each; `sample`'s run time per recorded sample (`cargo xtask bench --only depth` runs only this, \
-         at more depths, and `--baseline OTELPROF` beside another build).\n"
+         `main`) at the highest priority (`nice -n -20`), alone sampled (`otelprof record -F 99 -p PID`); \
+         `sample` ns per run over 4 s of the workload, from the program's run-time statistics \
+         (`/proc/PID/fdinfo`), so that neither otelprof's start nor other processes' ticks are in it. \
+         `cargo xtask bench --only depth` runs only this, at more depths, and `--baseline OTELPROF` beside \
+         another build.\n"
     );
     let _ = writeln!(o, "| unwinding | depth 10 | depth 100 |\n| --- | --- | --- |");
     for tables in [false, true] {
@@ -123,7 +125,7 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
             depth
                 .iter()
                 .find(|c| c.tables == tables && c.depth == d)
-                .map(|c| format!("{:.0} ns ({} samples)", c.ns_per_sample, c.samples))
+                .map(|c| format!("{:.0} ns ({} runs)", c.sample_ns_per_run, c.runs))
                 .unwrap_or("n/a".into())
         };
         let label =
