@@ -19,7 +19,7 @@ mod thread_ctx;
 mod unwind;
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE},
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::generated::{bpf_get_stack, bpf_probe_read_kernel, bpf_probe_read_user},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, perf_event, tracepoint},
@@ -84,17 +84,29 @@ pub(crate) fn fill_header(header: &mut RecordHeader, kind: RecordKind, pid_tgid:
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
-/// Submit flags of every record but off-CPU ones. The kernel wakes the reader on a default
-/// submit only when the reader has consumed everything before the record; an off-CPU record
-/// left unread (they are submitted without a wakeup, see `off_cpu`) would then silence every
-/// later wakeup. With off-CPU profiling on, samples and process events therefore force one.
+/// Unread bytes in the ring buffer from which a sample wakes the reader.
+const SAMPLE_WAKEUP_BYTES: u64 = 256 * 1024;
+
+/// Submit flags of a plain sample: no wakeup (the kernel's wakeup is an interrupt, a costly
+/// self-IPI in a VM, and a reader woken for every sample at that), unless a quarter MiB is
+/// waiting. The reader collects the rest on its own timer (every 250 ms) or when another
+/// record wakes it.
+#[inline(always)]
+fn sample_wakeup() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= SAMPLE_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Submit flags of every other record (process events, unknown pcs, stack copies): they wake
+/// the reader. Forced: the kernel's default wakes the reader only when it has read everything
+/// before the record, which samples and off-CPU records (both submitted without a wakeup) may
+/// leave unread.
 #[inline(always)]
 fn wakeup() -> u64 {
-    if CONFIG.load().off_cpu_threshold != 0 {
-        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        0
-    }
+    BPF_RB_FORCE_WAKEUP as u64
 }
 
 /// Fills one stack array with `bpf_get_stack`; returns (frames, error).
@@ -181,7 +193,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
     let len = len.min(size_of::<SampleRecord>());
     // SAFETY: the first `len` bytes of the scratch record, all written by `fill_sample`.
     let bytes = unsafe { core::slice::from_raw_parts(record.cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(bytes, wakeup()).is_err() {
+    if EVENTS.output::<[u8]>(bytes, sample_wakeup()).is_err() {
         count(Counter::LostSamples);
     }
     0

@@ -77,8 +77,8 @@ fn switch_in(next: u64) {
                 // SAFETY: as above; the slot is fully written.
                 unsafe { (*record).off_cpu_ns = now.saturating_sub((*record).header.ktime_ns) };
                 // No wakeup per record: waking the reader makes it run, which switches a thread
-                // out, whose record would wake the reader again. The reader wakes with CPU
-                // samples, on its own timer, or here once an eighth of the ring is in use.
+                // out, whose record would wake the reader again. The reader wakes with process
+                // events, on its own timer, or here once an eighth of the ring is in use.
                 let flags = if used >= size / 8 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
                 entry.submit(flags as u64);
             } else {
