@@ -44,13 +44,13 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<f64>,
         /// Run one part alone and print it instead of writing the report: `depth` (the BPF
-        /// cost of `sample` by stack depth, `--rounds` rounds, medians).
+        /// cost of `sample` by stack depth, `--rounds` rounds of `--seconds` windows, medians).
         #[arg(long)]
         only: Option<String>,
         /// With `--only depth`: another otelprof binary (a build of an earlier commit) measured in
-        /// the same rounds, for a before/after comparison.
+        /// the same rounds, for a before/after comparison; repeatable.
         #[arg(long)]
-        baseline: Option<std::path::PathBuf>,
+        baseline: Vec<std::path::PathBuf>,
     },
 }
 

@@ -140,12 +140,12 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `--only depth`: the BPF cost by stack depth alone, printed; `baseline` (another otelprof
-/// binary) is measured in the same rounds.
-pub fn run_depth(plan: Plan, root: &Path, baseline: Option<PathBuf>) -> Result<()> {
+/// `--only depth`: the BPF cost by stack depth alone, printed; `baselines` (other otelprof
+/// binaries) are measured in the same rounds.
+pub fn run_depth(plan: Plan, root: &Path, baselines: Vec<PathBuf>) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads BPF: run it as root");
     }
-    slowdown::depth_only(&plan, &build(root)?, baseline)
+    slowdown::depth_only(&plan, &build(root)?, baselines)
 }

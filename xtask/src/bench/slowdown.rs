@@ -144,19 +144,18 @@ fn sample_stats(pid: u32) -> Result<(u64, u64)> {
 
 /// `cargo xtask bench --only depth [--baseline OTELPROF]`: [`bpf_cost_by_depth`] at more depths,
 /// `plan.rounds` times (the order of the binaries alternating), printed as medians.
-pub fn depth_only(plan: &Plan, tools: &Tools, baseline: Option<std::path::PathBuf>) -> Result<()> {
-    const DEPTHS: [u32; 4] = [1, 10, 30, 100];
+pub fn depth_only(plan: &Plan, tools: &Tools, baselines: Vec<std::path::PathBuf>) -> Result<()> {
+    const DEPTHS: [u32; 3] = [1, 10, 30];
     let secs = if plan.smoke { 1.0 } else { plan.seconds };
-    let base = baseline.map(|otelprof| Tools {
-        root: tools.root.clone(),
-        otelprof,
-        reference: tools.reference.clone(),
-        perf: None,
-    });
+    let others: Vec<(String, Tools)> = baselines
+        .into_iter()
+        .map(|otelprof| {
+            let name = otelprof.display().to_string();
+            (name, Tools { root: tools.root.clone(), otelprof, reference: tools.reference.clone(), perf: None })
+        })
+        .collect();
     let mut bins: Vec<(&str, &Tools)> = vec![("this build", tools)];
-    if let Some(b) = &base {
-        bins.push(("baseline", b));
-    }
+    bins.extend(others.iter().map(|(name, t)| (name.as_str(), t)));
     // (binary, tables, depth) -> ns per run of each round
     let mut ns: std::collections::BTreeMap<(usize, bool, u32), Vec<f64>> = Default::default();
     for round in 0..plan.rounds {
