@@ -126,7 +126,7 @@ pub const SAMPLE_DATA_WORDS: usize = 2 * MAX_STACK_DEPTH + THREAD_CTX_BYTES / 8;
 /// Bytes of a [`SampleRecord`] before `data`.
 pub const SAMPLE_FIXED_BYTES: usize = size_of::<SampleRecord>() - SAMPLE_DATA_WORDS * 8;
 
-const _: () = assert!(THREAD_CTX_BYTES % 8 == 0 && size_of::<ThreadCtx>() == THREAD_CTX_BYTES);
+const _: () = assert!(THREAD_CTX_BYTES.is_multiple_of(8) && size_of::<ThreadCtx>() == THREAD_CTX_BYTES);
 const _: () = assert!(SAMPLE_FIXED_BYTES == 64);
 
 impl SampleRecord {
