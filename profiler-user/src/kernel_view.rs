@@ -11,7 +11,7 @@ use crate::{
     context::ThreadContexts,
     process::ProcessTracker,
     reader::Sample,
-    tracer::Tracer,
+    tracer::{Tracer, TracerError},
     unwind::{deferred::Deferred, TableStore, IDLE_GRACE},
 };
 
@@ -27,13 +27,12 @@ pub struct KernelView {
 }
 
 impl KernelView {
-    pub fn new(tracer: &Tracer, tables: bool) -> Self {
-        Self {
-            tables: tables.then(|| TableStore::new(tracer.unwind_rows_capacity(), IDLE_GRACE)),
-            contexts: ThreadContexts::default(),
-            deferred: Deferred::default(),
-            ready: Vec::new(),
-        }
+    pub fn new(tracer: &Tracer, tables: bool) -> Result<Self, TracerError> {
+        let tables = match tables {
+            true => Some(TableStore::new(Box::new(tracer.map_unwind_rows()?), IDLE_GRACE)),
+            false => None,
+        };
+        Ok(Self { tables, contexts: ThreadContexts::default(), deferred: Deferred::default(), ready: Vec::new() })
     }
 
     /// Aggregates a sample from the ring buffer, or keeps it until its stack copy can be
@@ -81,7 +80,17 @@ impl KernelView {
         }
         self.contexts.retry_pending(tracer);
         if let Some(t) = self.tables.as_mut() {
+            t.poll(tracer);
             t.collect_idle();
+        }
+    }
+
+    /// At the end: installs what was read last and waits (up to `max`) for the tables still
+    /// compiling, so the samples waiting for them unwind with them.
+    pub fn finish(&mut self, tracker: &mut ProcessTracker, tracer: &mut Tracer, max: std::time::Duration) {
+        self.sync(tracker, tracer);
+        if let Some(t) = self.tables.as_mut() {
+            t.wait_compiled(tracer, max);
         }
     }
 

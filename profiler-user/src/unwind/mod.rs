@@ -15,9 +15,10 @@
 
 mod alloc;
 mod compile;
+mod compiler;
 pub mod deferred;
 mod store;
 
 pub use compile::{compile, UnwindError, UnwindTable};
 pub use profiler_common::{cfa, rbp, UnwindRow};
-pub use store::{own_shared_libraries, StoreStats, TableStore, UnwindMaps, IDLE_GRACE};
+pub use store::{own_shared_libraries, RowSpace, StoreStats, TableStore, UnwindMaps, IDLE_GRACE};
