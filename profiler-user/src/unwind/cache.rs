@@ -608,3 +608,423 @@ fn load(file: &File, digest: &[u8; 32]) -> Result<Cached, Bad> {
     Ok(Cached::Table(table))
 }
 
+#[cfg(test)]
+mod tests {
+    use std::{process::Command, sync::OnceLock};
+
+    use super::*;
+    use crate::unwind::compile;
+
+    /// A fresh directory per test (removed first, in case of an earlier run).
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("otelprof-cache-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn libc_path() -> PathBuf {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/libc.so"))
+            .expect("libc is mapped")
+            .into()
+    }
+
+    /// This test binary's libc, compiled once for all tests.
+    fn libc() -> &'static (FileKey, UnwindTable) {
+        static LIBC: OnceLock<(FileKey, UnwindTable)> = OnceLock::new();
+        LIBC.get_or_init(|| {
+            let path = libc_path();
+            let key = FileKey::from_path(&path).unwrap();
+            assert!(matches!(key, FileKey::BuildId(_)), "Debian's libc has a build ID");
+            (key, compile(&fs::read(&path).unwrap()).unwrap())
+        })
+    }
+
+    /// A small C program without build ID (so its key is its inode identity), compiled once.
+    fn c_program() -> &'static (FileKey, UnwindTable) {
+        static PROGRAM: OnceLock<(FileKey, UnwindTable)> = OnceLock::new();
+        PROGRAM.get_or_init(|| {
+            let dir = temp_dir("cprog");
+            fs::create_dir_all(&dir).unwrap();
+            let src = dir.join("p.c");
+            fs::write(
+                &src,
+                "#include <stdlib.h>\nvolatile long sink;\n\
+                 __attribute__((noinline)) long leaf(long n) { long a[64]; for (long i = 0; i < 64; i++) a[i] = i * n; return a[n & 63]; }\n\
+                 __attribute__((noinline)) long with_alloca(long n) { volatile char *p = __builtin_alloca(n); for (long i = 0; i < n; i++) p[i] = (char)i; return leaf(p[n / 2]); }\n\
+                 int main(int c, char **v) { (void)v; sink = with_alloca(c * 100); return 0; }\n",
+            )
+            .unwrap();
+            let exe = dir.join("p");
+            let out = Command::new("cc")
+                .args(["-O2", "-fomit-frame-pointer", "-Wl,--build-id=none"])
+                .arg(&src)
+                .arg("-o")
+                .arg(&exe)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let key = FileKey::from_path(&exe).unwrap();
+            assert!(matches!(key, FileKey::Inode { .. }), "built without build ID: {key:?}");
+            let table = compile(&fs::read(&exe).unwrap()).unwrap();
+            assert!(table.rows.len() > 5, "{table:?}");
+            (key, table)
+        })
+    }
+
+    fn table_of(cached: Option<Cached>) -> CachedTable {
+        match cached {
+            Some(Cached::Table(t)) => t,
+            other => panic!("expected a cached table, got {other:?}"),
+        }
+    }
+
+    fn assert_same(cached: &CachedTable, table: &UnwindTable) {
+        assert_eq!(cached.rows(), &table.rows[..]);
+        assert_eq!((cached.fdes(), cached.unsupported()), (table.fdes, table.unsupported));
+        assert_eq!(&cached.to_table(), table);
+    }
+
+    /// `n` synthetic rows (strictly sorted), for tests about sizes rather than contents.
+    fn synthetic(n: usize, seed: u64) -> UnwindTable {
+        let rows = (0..n as u64)
+            .map(|i| UnwindRow { pc: 0x1000 + i * 4, cfa_offset: (i ^ seed) as i32, rbp_offset: -16, cfa: 1, rbp: 1 })
+            .collect();
+        UnwindTable { rows, fdes: n / 2, unsupported: 0 }
+    }
+
+    fn key(n: u8) -> FileKey {
+        FileKey::BuildId(vec![n; 20])
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|d| d.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn libc_and_a_c_program_round_trip_and_survive_a_restart() {
+        let dir = temp_dir("roundtrip");
+        let (libc_key, libc_table) = libc();
+        let (prog_key, prog_table) = c_program();
+        {
+            let cache = TableCache::open(&dir, 64 << 20).unwrap();
+            assert!(cache.get(libc_key).is_none());
+            assert!(cache.put(libc_key, libc_table).unwrap());
+            assert!(cache.put(prog_key, prog_table).unwrap());
+            assert_same(&table_of(cache.get(libc_key)), libc_table);
+            assert_same(&table_of(cache.get(prog_key)), prog_table);
+            let s = cache.stats();
+            assert_eq!((s.hits, s.misses, s.writes, s.corrupt, s.evictions), (2, 1, 2, 0, 0), "{s:?}");
+            let expected = 2 * HEADER_LEN + libc_table.bytes() + prog_table.bytes();
+            assert_eq!(s.bytes, expected as u64);
+        }
+        // A restarted agent: no compile, the same rows.
+        let cache = TableCache::open(&dir, 64 << 20).unwrap();
+        assert_eq!(cache.stats().bytes, (2 * HEADER_LEN + libc_table.bytes() + prog_table.bytes()) as u64);
+        let libc_rows = table_of(cache.get(libc_key));
+        assert_same(&libc_rows, libc_table);
+        assert_same(&table_of(cache.get(prog_key)), prog_table);
+        assert_eq!((cache.stats().hits, cache.stats().misses, cache.stats().writes), (2, 0, 0));
+        // Replacing an entry while its old version is mapped leaves the mapped rows intact.
+        assert!(cache.put(libc_key, prog_table).unwrap());
+        assert_same(&libc_rows, libc_table);
+        assert_same(&table_of(cache.get(libc_key)), prog_table);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn directory_and_entries_are_private() {
+        let dir = temp_dir("private").join("nested");
+        let cache = TableCache::open(&dir, 1 << 20).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        cache.put(&key(1), &synthetic(4, 0)).unwrap();
+        let name = files(&dir).pop().unwrap();
+        assert!(parse_entry_name(&name).is_some(), "{name}");
+        assert_eq!(fs::metadata(dir.join(&name)).unwrap().mode() & 0o777, 0o600);
+        // A directory others can write to is refused: they could plant tables.
+        let shared = temp_dir("shared");
+        fs::create_dir_all(&shared).unwrap();
+        fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let e = TableCache::open(&shared, 1 << 20).err().expect("refused");
+        assert!(matches!(e, CacheError::Insecure { .. }) && e.to_string().contains(&*shared.to_string_lossy()), "{e}");
+        fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+        fs::remove_dir_all(&shared).unwrap();
+    }
+
+    /// Damages the entry of `key` with `damage`, then checks that `get` misses, counts it as
+    /// corrupt and deletes the file.
+    fn assert_discarded(cache: &TableCache, key: &FileKey, what: &str, damage: impl FnOnce(&Path)) {
+        let path = cache.entry_path(&key_digest(key).unwrap());
+        assert!(path.exists(), "{what}: entry written");
+        damage(&path);
+        let corrupt = cache.stats().corrupt;
+        assert!(cache.get(key).is_none(), "{what}: served a damaged entry");
+        assert_eq!(cache.stats().corrupt, corrupt + 1, "{what}: counted");
+        assert!(!path.exists(), "{what}: the damaged entry is deleted");
+    }
+
+    fn patch(path: &Path, at: usize, bytes: &[u8]) {
+        let mut data = fs::read(path).unwrap();
+        data[at..at + bytes.len()].copy_from_slice(bytes);
+        fs::write(path, data).unwrap();
+    }
+
+    #[test]
+    fn damaged_entries_are_deleted_and_never_served() {
+        let dir = temp_dir("corrupt");
+        let cache = TableCache::open(&dir, 64 << 20).unwrap();
+        let (k, table) = c_program();
+        let len = HEADER_LEN + table.bytes();
+        type Damage = Box<dyn FnOnce(&Path)>;
+        let cases: Vec<(&str, Damage)> = vec![
+            ("a flipped bit in a row", Box::new(move |p| patch(p, len - 3, &[fs::read(p).unwrap()[len - 3] ^ 1]))),
+            ("a changed fde count", Box::new(|p| patch(p, 32, &[0xff]))),
+            ("a changed checksum", Box::new(|p| patch(p, 48, &[0, 0, 0, 0]))),
+            ("bad magic", Box::new(|p| patch(p, 0, b"ELF"))),
+            (
+                "truncated rows",
+                Box::new(move |p| File::options().write(true).open(p).unwrap().set_len(len as u64 - 8).unwrap()),
+            ),
+            ("truncated header", Box::new(|p| File::options().write(true).open(p).unwrap().set_len(40).unwrap())),
+            ("empty", Box::new(|p| File::options().write(true).open(p).unwrap().set_len(0).unwrap())),
+            (
+                "bytes appended",
+                Box::new(|p| File::options().append(true).open(p).unwrap().write_all(&[0; 16]).unwrap()),
+            ),
+            ("another format version", Box::new(|p| patch(p, 8, &(FORMAT_VERSION + 1).to_le_bytes()))),
+            ("another compiler version", Box::new(|p| patch(p, 12, &(COMPILER_VERSION + 1).to_le_bytes()))),
+            ("a huge row count", Box::new(|p| patch(p, 24, &u64::MAX.to_le_bytes()))),
+            ("an unknown kind", Box::new(|p| patch(p, 16, &7u32.to_le_bytes()))),
+        ];
+        for (what, damage) in cases {
+            cache.put(k, table).unwrap();
+            assert_discarded(&cache, k, what, damage);
+        }
+        // Checks that the checksum alone would not catch: a consistent entry (valid checksum)
+        // whose rows are out of order, or that claims to be for another key.
+        let digest = key_digest(k).unwrap();
+        let mut rows = table.rows.clone();
+        rows.swap(1, 2);
+        let counts = Counts { count: rows.len() as u64, fdes: 1, unsupported: 0 };
+        let unsorted = [&header(KIND_TABLE, counts, &digest, rows_as_bytes(&rows))[..], rows_as_bytes(&rows)].concat();
+        cache.put(k, table).unwrap();
+        assert_discarded(&cache, k, "unsorted rows", |p| fs::write(p, &unsorted).unwrap());
+        let other = key_digest(&key(9)).unwrap();
+        let rows = rows_as_bytes(&table.rows);
+        let foreign =
+            [&header(KIND_TABLE, Counts { count: table.rows.len() as u64, ..counts }, &other, rows)[..], rows].concat();
+        cache.put(k, table).unwrap();
+        assert_discarded(&cache, k, "another key's hash", |p| fs::write(p, &foreign).unwrap());
+        // After all that, a good entry still works.
+        cache.put(k, table).unwrap();
+        assert_same(&table_of(cache.get(k)), table);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn swapped_entries_are_discarded() {
+        let dir = temp_dir("swap");
+        let cache = TableCache::open(&dir, 64 << 20).unwrap();
+        let (a, b) = (key(1), key(2));
+        cache.put(&a, &synthetic(10, 1)).unwrap();
+        cache.put(&b, &synthetic(20, 2)).unwrap();
+        let (pa, pb) = (cache.entry_path(&key_digest(&a).unwrap()), cache.entry_path(&key_digest(&b).unwrap()));
+        let tmp = dir.join("swap");
+        fs::rename(&pa, &tmp).unwrap();
+        fs::rename(&pb, &pa).unwrap();
+        fs::rename(&tmp, &pb).unwrap();
+        assert!(cache.get(&a).is_none() && cache.get(&b).is_none());
+        assert_eq!(cache.stats().corrupt, 2);
+        assert!(!pa.exists() && !pb.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn eviction_keeps_the_bound_and_drops_the_least_recently_used() {
+        let dir = temp_dir("evict");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("README"), "not ours").unwrap();
+        let entry = (HEADER_LEN + 1000 * ROW_SIZE) as u64;
+        let max = entry * 7 / 2; // room for three entries
+        let cache = TableCache::open(&dir, max).unwrap();
+        let tables: Vec<UnwindTable> = (0..5).map(|i| synthetic(1000, i)).collect();
+        for i in 0..3 {
+            assert!(cache.put(&key(i), &tables[i as usize]).unwrap());
+        }
+        assert_eq!((cache.stats().bytes, cache.stats().evictions), (3 * entry, 0));
+        // Key 0 is used again; key 1 is now the least recently used.
+        assert!(cache.get(&key(0)).is_some());
+        assert!(cache.put(&key(3), &tables[3]).unwrap());
+        let s = cache.stats();
+        assert_eq!((s.evictions, s.bytes), (1, 3 * entry), "{s:?}");
+        assert!(cache.get(&key(1)).is_none(), "the least recently used entry went");
+        for i in [0, 2, 3] {
+            assert_same(&table_of(cache.get(&key(i))), &tables[i as usize]);
+        }
+        // Those hits went to 0, 2, 3 in that order: 0 is now the least recently used.
+        assert!(cache.put(&key(4), &tables[4]).unwrap());
+        assert!(cache.get(&key(0)).is_none());
+        assert!(cache.stats().bytes <= max);
+        let on_disk: u64 = fs::read_dir(&dir)
+            .unwrap()
+            .map(|d| d.unwrap())
+            .filter(|d| d.file_name() != "README")
+            .map(|d| d.metadata().unwrap().len())
+            .sum();
+        assert_eq!(on_disk, 3 * entry);
+        // A table larger than the whole bound is not stored (and evicts nothing).
+        assert!(!cache.put(&key(5), &synthetic(4000, 5)).unwrap());
+        assert!(cache.get(&key(5)).is_none());
+        assert_eq!((cache.stats().too_large, cache.stats().evictions), (1, 2));
+        // Others' files are left alone; a smaller bound at the next start evicts down to it.
+        assert_eq!(fs::read_to_string(dir.join("README")).unwrap(), "not ours");
+        drop(cache);
+        let cache = TableCache::open(&dir, entry).unwrap();
+        assert_eq!((cache.stats().bytes, cache.stats().evictions), (entry, 2));
+        assert!(cache.get(&key(4)).is_some(), "the most recent entry stays");
+        assert!(dir.join("README").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_without_a_table_are_remembered() {
+        let dir = temp_dir("negative");
+        let why = compile(b"#!/bin/sh\necho not an ELF\n").unwrap_err().to_string();
+        let k = key(7);
+        {
+            let cache = TableCache::open(&dir, 1 << 20).unwrap();
+            assert!(cache.put_failed(&k, &why).unwrap());
+            assert!(matches!(cache.get(&k), Some(Cached::Failed(r)) if r == why));
+        }
+        let cache = TableCache::open(&dir, 1 << 20).unwrap();
+        assert!(matches!(cache.get(&k), Some(Cached::Failed(r)) if r == why), "after a restart too");
+        // Long reasons are cut at a character boundary.
+        let long = "é".repeat(MAX_REASON);
+        cache.put_failed(&k, &long).unwrap();
+        let Some(Cached::Failed(cut)) = cache.get(&k) else { panic!("a failure entry") };
+        assert!(cut.len() <= MAX_REASON && long.starts_with(&cut) && cut.len() > MAX_REASON - 2);
+        // A table replaces a failure (a newer compiler may do better).
+        cache.put(&k, &synthetic(3, 0)).unwrap();
+        assert_same(&table_of(cache.get(&k)), &synthetic(3, 0));
+        // A damaged failure entry is discarded like a table.
+        cache.put_failed(&k, &why).unwrap();
+        assert_discarded(&cache, &k, "failure reason", |p| patch(p, HEADER_LEN, b"X"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_file_keys_are_cached() {
+        let dir = temp_dir("keys");
+        let cache = TableCache::open(&dir, 1 << 20).unwrap();
+        for k in [FileKey::Kernel, FileKey::Vdso, FileKey::BuildId(vec![1, 2, 3])] {
+            assert!(!cache.put(&k, &synthetic(3, 0)).unwrap());
+            assert!(!cache.put_failed(&k, "x").unwrap());
+            assert!(cache.get(&k).is_none());
+        }
+        assert!(files(&dir).is_empty());
+        // Inode keys that differ in any field are different entries.
+        let inode = FileKey::Inode { dev: 1, ino: 2, size: 3, mtime: 4 };
+        let newer = FileKey::Inode { dev: 1, ino: 2, size: 3, mtime: 5 };
+        cache.put(&inode, &synthetic(3, 0)).unwrap();
+        assert!(cache.get(&newer).is_none());
+        assert!(cache.get(&inode).is_some());
+        // Tables the BPF binary search could not use are refused, with the path.
+        let mut bad = synthetic(3, 0);
+        bad.rows[2].pc = bad.rows[1].pc;
+        let e = cache.put(&inode, &bad).unwrap_err();
+        assert!(matches!(e, CacheError::Unsorted { index: 2, .. }) && e.to_string().contains(".tab"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_versions_and_leftover_temporary_files_are_cleaned_at_open() {
+        let dir = temp_dir("stale");
+        fs::create_dir_all(&dir).unwrap();
+        let hex = "0123456789abcdef0123456789abcdef";
+        let old_compiler = format!("unw-{FORMAT_VERSION}-{}-{hex}.tab", COMPILER_VERSION + 1);
+        let old_format = format!("unw-{}-{COMPILER_VERSION}-{hex}.tab", FORMAT_VERSION + 1);
+        let old_temp = format!("{TEMP_PREFIX}1-2-3");
+        let fresh_temp = format!("{TEMP_PREFIX}4-5-6");
+        for name in [&old_compiler, &old_format, &old_temp, &fresh_temp, "unw-notes.tab", "keep.txt"] {
+            fs::write(dir.join(name), "x").unwrap();
+        }
+        File::options()
+            .write(true)
+            .open(dir.join(&old_temp))
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * TEMP_GRACE)
+            .unwrap();
+        let cache = TableCache::open(&dir, 1 << 20).unwrap();
+        assert_eq!(cache.stats().stale, 2);
+        assert_eq!(files(&dir), [fresh_temp, "keep.txt".to_string(), "unw-notes.tab".to_string()]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unusable_directories_are_errors_not_panics() {
+        let base = temp_dir("unusable");
+        fs::create_dir_all(&base).unwrap();
+        // Under a regular file.
+        let file = base.join("file");
+        fs::write(&file, "x").unwrap();
+        let e = TableCache::open(&file.join("cache"), 1 << 20).err().expect("a file is in the way");
+        assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
+        // On a file system nobody can write (procfs).
+        assert!(TableCache::open(Path::new("/proc/otelprof-unwind-cache"), 1 << 20).is_err());
+        // Read-only for its owner (root writes anyway: only checked without privileges).
+        let ro = base.join("ro");
+        fs::create_dir_all(&ro).unwrap();
+        fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+        if unsafe { libc::geteuid() } != 0 {
+            let e = TableCache::open(&ro, 1 << 20).err().expect("read-only directory");
+            assert!(e.to_string().contains(&*ro.to_string_lossy()), "{e}");
+        }
+        // The directory disappears under a running cache (replaced by a file).
+        let gone = base.join("gone");
+        let cache = TableCache::open(&gone, 1 << 20).unwrap();
+        cache.put(&key(1), &synthetic(3, 0)).unwrap();
+        fs::remove_dir_all(&gone).unwrap();
+        fs::write(&gone, "x").unwrap();
+        let e = cache.put(&key(2), &synthetic(3, 0)).unwrap_err();
+        assert!(e.to_string().contains(&*gone.to_string_lossy()), "{e}");
+        assert!(cache.get(&key(1)).is_none());
+        assert!(cache.put_failed(&key(3), "x").is_err());
+        fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_and_readers_never_see_a_torn_entry() {
+        let dir = temp_dir("concurrent");
+        let caches = [TableCache::open(&dir, 64 << 20).unwrap(), TableCache::open(&dir, 64 << 20).unwrap()];
+        let k = key(1);
+        let (a, b) = (&synthetic(20_000, 1), &synthetic(20_000, 2));
+        std::thread::scope(|s| {
+            for (i, cache) in caches.iter().enumerate() {
+                let (k, table) = (&k, if i == 0 { a } else { b });
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        cache.put(k, table).unwrap();
+                    }
+                });
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        if let Some(Cached::Table(t)) = cache.get(k) {
+                            let t = t.to_table();
+                            assert!(t == *a || t == *b, "a torn entry");
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(caches.iter().map(|c| c.stats().corrupt).sum::<u64>(), 0);
+        assert_eq!(files(&dir).len(), 1, "{:?}", files(&dir));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
