@@ -1,11 +1,18 @@
 //! On-disk cache of compiled unwind tables, keyed by file identity, so a node compiles each
 //! file's CFI once and not once per agent start.
 //!
-//! Compiling `.eh_frame` is the agent's biggest one-off cost per file: tens of milliseconds for
-//! libc, seconds for a compiler's 150 MB `libLLVM` / `librustc_driver` (issue #11). Tables are
-//! already shared by every process that maps a file; this cache also shares them across restarts
-//! of the agent. Each table is one file in the agent's state directory; a hit is a read-only
-//! memory map plus a checksum pass, never a recompile.
+//! Tables are already shared by every process that maps a file; this cache also shares them
+//! across restarts of the agent (issue #11), so a node pays for a compiler's 200 MB `libLLVM`
+//! once. Each table is one file in the agent's state directory; a hit is a read-only memory map
+//! plus one checked pass over the rows, never a recompile, and the rows stay in the page cache
+//! (shared, reclaimable) rather than on the agent's heap. Measured on a 2-CPU VM (release build,
+//! best of 3, page cache warm / cold after `drop_caches`):
+//!
+//! | file | rows | compile | cache hit |
+//! |---|---|---|---|
+//! | libc.so.6 (2 MB) | 28 k | 1.4 ms / 6.6 ms | 0.09 ms / 1.5 ms |
+//! | libLLVM.so.22.1-rust-1.95.0 (199 MB) | 1.44 M (23 MB) | 97 ms / 111 ms | 2.6 ms / 22 ms |
+//! | librustc_driver (153 MB) | 1.15 M (18 MB) | 50 ms / 82 ms | 2.1 ms / 17 ms |
 //!
 //! ```no_run
 //! use profiler_user::unwind::{cache::{Cached, TableCache}, compile};
