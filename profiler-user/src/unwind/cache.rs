@@ -678,6 +678,7 @@ mod tests {
             assert!(matches!(key, FileKey::Inode { .. }), "built without build ID: {key:?}");
             let table = compile(&fs::read(&exe).unwrap()).unwrap();
             assert!(table.rows.len() > 5, "{table:?}");
+            fs::remove_dir_all(&dir).unwrap();
             (key, table)
         })
     }
