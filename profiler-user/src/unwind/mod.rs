@@ -14,6 +14,7 @@
 //!   rules, the stack copies BPF sends for samples it had no tables for yet.
 
 mod alloc;
+pub mod cache;
 mod compile;
 mod compiler;
 pub mod deferred;
