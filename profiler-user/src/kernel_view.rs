@@ -12,7 +12,7 @@ use crate::{
     process::ProcessTracker,
     reader::Sample,
     tracer::{Tracer, TracerError},
-    unwind::{deferred::Deferred, TableStore, IDLE_GRACE},
+    unwind::{cache::TableCache, deferred::Deferred, TableStore, IDLE_GRACE},
 };
 
 /// Per-process state installed in BPF maps.
@@ -27,9 +27,11 @@ pub struct KernelView {
 }
 
 impl KernelView {
-    pub fn new(tracer: &Tracer, tables: bool) -> Result<Self, TracerError> {
+    /// With `tables`, user stacks are unwound with compiled tables (looked up in and stored to
+    /// `cache` when there is one); else by frame pointers.
+    pub fn new(tracer: &Tracer, tables: bool, cache: Option<TableCache>) -> Result<Self, TracerError> {
         let tables = match tables {
-            true => Some(TableStore::new(Box::new(tracer.map_unwind_rows()?), IDLE_GRACE)),
+            true => Some(TableStore::new(Box::new(tracer.map_unwind_rows()?), IDLE_GRACE, cache)),
             false => None,
         };
         Ok(Self { tables, contexts: ThreadContexts::default(), deferred: Deferred::default(), ready: Vec::new() })

@@ -141,7 +141,11 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     )
     .context("starting the reporter")?;
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut view = KernelView::new(&tracer, p.unwind != UnwindMode::Fp)?;
+    let tables = p.unwind != UnwindMode::Fp;
+    let cache = (tables && p.unwind_cache.enabled)
+        .then(|| crate::unwind::open_cache(&p.unwind_cache.dir, p.unwind_cache.max_size_mib))
+        .flatten();
+    let mut view = KernelView::new(&tracer, tables, cache)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 

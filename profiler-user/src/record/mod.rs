@@ -171,7 +171,11 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut view = KernelView::new(&tracer, args.unwind != UnwindMode::Fp)?;
+    let tables = args.unwind != UnwindMode::Fp;
+    let cache = (tables && !args.no_unwind_cache)
+        .then(|| crate::unwind::open_cache(&args.unwind_cache, crate::unwind::DEFAULT_CACHE_MIB))
+        .flatten();
+    let mut view = KernelView::new(&tracer, tables, cache)?;
     if let Some(store) = view.tables.as_mut() {
         // Tables the first samples will need, compiled before they are taken: the command's
         // executable and the system libraries (otelprof maps the same libc and ld.so).

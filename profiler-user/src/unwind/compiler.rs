@@ -16,7 +16,11 @@ use std::{
 
 use profiler_common::UnwindRow;
 
-use super::{compile, store::TableKey};
+use super::{
+    cache::{Cached, CachedTable, TableCache},
+    compile,
+    store::TableKey,
+};
 use crate::process::{
     files::{self, MappedFile},
     layout,
@@ -40,6 +44,7 @@ pub struct Job {
 /// A table's rows: compiled now, or mapped from the cache.
 pub enum Rows {
     Compiled(Vec<UnwindRow>),
+    Cached(CachedTable),
 }
 
 impl std::ops::Deref for Rows {
@@ -47,9 +52,14 @@ impl std::ops::Deref for Rows {
     fn deref(&self) -> &[UnwindRow] {
         match self {
             Rows::Compiled(r) => r,
+            Rows::Cached(c) => c.rows(),
         }
     }
 }
+
+/// Tables smaller than this are not written to the cache: they compile in about the time a
+/// cache entry takes to write (and a build directory's fresh binaries would only churn it).
+const MIN_CACHED_ROWS: usize = 4096;
 
 /// A table ready to place.
 pub struct Compiled {
@@ -83,14 +93,15 @@ pub struct Compiler {
 
 impl Compiler {
     /// Starts the threads. Each runs its jobs in the order submitted.
-    pub fn spawn() -> Self {
+    pub fn spawn(cache: Option<Arc<TableCache>>) -> Self {
         let (built_tx, built) = mpsc::channel::<Built>();
         let lanes = ["otelprof-unwind", "otelprof-unwind-large"].map(|name| {
             let (jobs, job_rx) = mpsc::channel::<Job>();
             let built_tx = built_tx.clone();
+            let cache = cache.clone();
             let started = std::thread::Builder::new().name(name.into()).spawn(move || {
                 for job in job_rx {
-                    if built_tx.send(run(job)).is_err() {
+                    if built_tx.send(run(job, cache.as_deref())).is_err() {
                         break;
                     }
                 }
@@ -143,10 +154,10 @@ impl Compiler {
 }
 
 /// One job: the cache, else the file's CFI (then stored in the cache).
-fn run(job: Job) -> Built {
+fn run(job: Job, cache: Option<&TableCache>) -> Built {
     let Job { key, source, name } = job;
     let started = Instant::now();
-    let from_cache = false;
+    let mut from_cache = false;
     let outcome = (|| {
         let mapped;
         let data: &[u8] = match &source {
@@ -161,8 +172,43 @@ fn run(job: Job) -> Built {
             Source::Vdso => symbolizer::vdso::own_image().ok_or("the vDSO image could not be read")?,
         };
         let segments = object::File::parse(data).map(|f| layout::segments(&f)).unwrap_or_default();
-        let table = compile(data).map_err(|e| e.to_string())?;
-        Ok(Compiled { rows: Rows::Compiled(table.rows), segments })
+        // The vDSO is not cached (its key is the same on every kernel).
+        let cache = cache.zip(match &key {
+            TableKey::File(k) => Some(k),
+            TableKey::Vdso => None,
+        });
+        if let Some((cache, k)) = cache {
+            match cache.get(k) {
+                Some(Cached::Table(t)) => {
+                    from_cache = true;
+                    return Ok(Compiled { rows: Rows::Cached(t), segments });
+                }
+                Some(Cached::Failed(reason)) => {
+                    from_cache = true;
+                    return Err(reason);
+                }
+                None => {}
+            }
+        }
+        match compile(data) {
+            Ok(table) => {
+                if let Some((cache, k)) = cache.filter(|_| table.rows.len() >= MIN_CACHED_ROWS) {
+                    if let Err(e) = cache.put(k, &table) {
+                        tracing::debug!("{name}: table not cached: {e}");
+                    }
+                }
+                Ok(Compiled { rows: Rows::Compiled(table.rows), segments })
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if let Some((cache, k)) = cache {
+                    if let Err(e) = cache.put_failed(k, &reason) {
+                        tracing::debug!("{name}: failure not cached: {e}");
+                    }
+                }
+                Err(reason)
+            }
+        }
     })();
     let compile_time = if from_cache { Duration::ZERO } else { started.elapsed() };
     Built { key, name, outcome, compile_time, from_cache }

@@ -23,3 +23,20 @@ mod store;
 pub use compile::{compile, UnwindError, UnwindTable};
 pub use profiler_common::{cfa, rbp, UnwindRow};
 pub use store::{own_shared_libraries, RowSpace, StoreStats, TableStore, UnwindMaps, IDLE_GRACE};
+
+/// Where compiled tables are kept between runs unless configured otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/otelprof/unwind";
+/// The on-disk cache's default bound, MiB.
+pub const DEFAULT_CACHE_MIB: u64 = 512;
+
+/// Opens the on-disk table cache at `dir`; a cache that cannot be used is a warning, not an
+/// error: tables are then compiled at every start.
+pub fn open_cache(dir: &std::path::Path, max_mib: u64) -> Option<cache::TableCache> {
+    match cache::TableCache::open(dir, max_mib.saturating_mul(1 << 20)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("unwind table cache off: {e}");
+            None
+        }
+    }
+}

@@ -25,6 +25,7 @@ use symbolizer::FileKey;
 
 use super::{
     alloc::RowAllocator,
+    cache::TableCache,
     compiler::{Built, Compiler, Job, Source},
 };
 use crate::{
@@ -188,7 +189,9 @@ pub struct TableStore {
 }
 
 impl TableStore {
-    pub fn new(space: Box<dyn RowSpace>, idle_grace: Duration) -> Self {
+    /// A store over `space`; with `cache`, tables are looked up there before compiling and
+    /// stored there after.
+    pub fn new(space: Box<dyn RowSpace>, idle_grace: Duration, cache: Option<TableCache>) -> Self {
         let capacity = u32::try_from(space.rows().len()).unwrap_or(u32::MAX);
         Self {
             tables: HashMap::new(),
@@ -196,7 +199,7 @@ impl TableStore {
             rows: RowAllocator::new(capacity),
             space,
             lists: HashMap::new(),
-            compiler: Compiler::spawn(),
+            compiler: Compiler::spawn(cache.map(Arc::new)),
             idle_grace,
             failed_remembered: 0,
             stats: StoreStats::default(),
@@ -599,7 +602,7 @@ mod tests {
     fn store(capacity: u32, grace: Duration) -> (TableStore, Written) {
         let written = Arc::default();
         let space = Space { rows: vec![UnwindRow::default(); capacity as usize], written: Arc::clone(&written) };
-        (TableStore::new(Box::new(space), grace), written)
+        (TableStore::new(Box::new(space), grace, None), written)
     }
 
     fn refreshed(tracker: &mut ProcessTracker, pid: u32) -> Refreshed {
