@@ -137,8 +137,9 @@ enum State {
     Compiling,
     /// No usable table (logged once, remembered so it is not retried).
     Failed,
-    /// No room in the rows array last time (tried again on the next use).
-    Full,
+    /// No room in the rows array when it was compiled; tried again on a later use once rows
+    /// were freed (the count of frees then, see [`TableStore::frees`]).
+    Full(u64),
 }
 
 struct Table {
@@ -185,6 +186,8 @@ pub struct TableStore {
     /// a shell loop or cron does, then needs no recompiling).
     idle_grace: Duration,
     failed_remembered: usize,
+    /// Tables freed so far: a table refused for lack of room is retried once this moved.
+    frees: u64,
     pub stats: StoreStats,
 }
 
@@ -202,6 +205,7 @@ impl TableStore {
             compiler: Compiler::spawn(cache.map(Arc::new)),
             idle_grace,
             failed_remembered: 0,
+            frees: 0,
             stats: StoreStats::default(),
         }
     }
@@ -209,7 +213,15 @@ impl TableStore {
     /// Takes a reference on the table of `key`, sending the file to the compile thread on first
     /// sight (and after the array was full).
     fn acquire(&mut self, key: &TableKey, source: impl FnOnce() -> Source, name: &str) {
-        let submit = self.tables.get(key).is_none_or(|t| matches!(t.state, State::Full));
+        // A table refused for lack of room is tried again only once rows were freed since, or
+        // idle tables could make room: else a retry would find the array as full as before.
+        let submit = match self.tables.get(key).map(|t| &t.state) {
+            None => true,
+            Some(State::Full(at)) => {
+                *at != self.frees || self.tables.values().any(|t| t.users == 0 && matches!(t.state, State::Placed(_)))
+            }
+            Some(_) => false,
+        };
         if submit {
             let job = Job { key: key.clone(), source: source(), name: name.to_string() };
             let state = if self.compiler.submit(job) {
@@ -242,6 +254,7 @@ impl TableStore {
     fn free(&mut self, key: &TableKey) {
         if let Some(Table { state: State::Placed(p), .. }) = self.tables.remove(key) {
             self.rows.free(p.rows_start, p.rows_len);
+            self.frees += 1;
             self.stats.files -= 1;
             self.stats.rows -= p.rows_len as u64;
             self.stats.released += 1;
@@ -262,7 +275,7 @@ impl TableStore {
             self.free(key);
         }
         if self.failed_remembered > MAX_FAILED_REMEMBERED {
-            self.tables.retain(|_, t| !matches!(t.state, State::Failed | State::Full) || t.users > 0);
+            self.tables.retain(|_, t| !matches!(t.state, State::Failed | State::Full(_)) || t.users > 0);
             self.failed_remembered = self.tables.values().filter(|t| matches!(t.state, State::Failed)).count();
         }
     }
@@ -316,7 +329,7 @@ impl TableStore {
                             );
                         }
                         self.stats.full += 1;
-                        State::Full
+                        State::Full(self.frees)
                     }
                     Some(start) if self.space.write(start, &compiled.rows) => {
                         self.stats.files += 1;
@@ -346,17 +359,22 @@ impl TableStore {
     /// Places the tables the compile thread finished (waiting up to `wait` for the first one)
     /// and writes again the lists of the processes that waited for them.
     fn take_built(&mut self, maps: &mut dyn UnwindMaps, wait: Option<Duration>) {
-        let mut any = false;
+        let mut arrived = Vec::new();
         let mut wait = wait;
         while let Some(built) = self.compiler.next(wait.take()) {
+            arrived.push(built.key.clone());
             self.place(built);
-            any = true;
         }
         self.stats.compiling = self.compiler.in_flight() as u64;
-        if !any {
+        if arrived.is_empty() {
             return;
         }
-        let waiting: Vec<u32> = self.procs.iter().filter(|(_, p)| p.waiting).map(|(pid, _)| *pid).collect();
+        let waiting: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.waiting && p.keys.iter().any(|k| arrived.contains(k)))
+            .map(|(pid, _)| *pid)
+            .collect();
         for pid in waiting {
             if let Some(from) = self.procs.get(&pid).map(|p| p.from.clone()) {
                 self.install(&from, maps);
@@ -710,6 +728,11 @@ mod tests {
         assert_eq!(store.stats.full, 0);
         store.preload(&[PathBuf::from("/usr/bin/sleep")], &mut maps);
         assert_eq!(store.stats.full, 1, "no room for sleep's table");
+        // Nothing freed and nothing idle since: asking again does not compile it again.
+        let compiled = store.stats.compiled;
+        store.preload(&[PathBuf::from("/usr/bin/sleep")], &mut maps);
+        store.install(&me, &mut maps);
+        assert_eq!((store.stats.full, store.stats.compiled), (1, compiled), "{:?}", store.stats);
         // This process goes away: its tables are idle and give way to the next file.
         store.release_process(std::process::id(), &mut maps);
         store.preload(&[PathBuf::from("/usr/bin/sleep")], &mut maps);
