@@ -8,8 +8,11 @@
 //! CFA and where the caller's rbp was saved.
 //!
 //! - `compile`: CFI → rows, checked against binutils' `readelf --debug-dump=frames-interp`.
-//! - `store`: rows uploaded into the BPF maps once per file, per-process mapping lists,
-//!   reference counts that release tables no process uses (`alloc`: the free rows).
+//! - `compiler`: the threads that compile files (large ones apart), looking in `cache` (tables
+//!   kept on disk by build ID or file identity, across restarts) first.
+//! - `store`: rows written into the mapped BPF rows array once per file, per-process mapping
+//!   lists, reference counts that release tables no process uses (`alloc`: the free rows).
+//!   docs/design/0006-agent-cost.md says why it is built this way.
 //! - The walker is BPF (`profiler-ebpf/programs/src/unwind.rs`); `deferred` walks, by the same
 //!   rules, the stack copies BPF sends for samples it had no tables for yet.
 
