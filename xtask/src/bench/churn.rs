@@ -94,6 +94,12 @@ impl Subject {
         !matches!(self, Subject::Perf { .. })
     }
 
+    /// Unwinds with compiled tables: the complete-stacks goal applies (frame pointers cannot
+    /// unwind the steady workload).
+    pub fn uses_tables(self) -> bool {
+        !matches!(self, Subject::Perf { .. } | Subject::Record { tables: false, .. })
+    }
+
     pub fn label(self) -> String {
         match self {
             Subject::Record { hz, tables: true } => format!("otelprof record -a -F {hz}"),
@@ -144,10 +150,14 @@ pub struct ChurnRun {
     pub cpus: usize,
     /// From the moment the profiler was recording to the stop signal, seconds.
     pub window: f64,
-    /// CPU seconds before it was recording (loading BPF, tables of the processes already running).
-    pub startup_cpu: f64,
-    /// CPU seconds from then to its exit: the window, and writing the profile at the end.
+    /// CPU seconds over its whole life (`wait4`): starting, the window, writing the profile.
     pub cpu_seconds: f64,
+    /// Of which before it said it was recording (loading BPF).
+    pub startup_cpu: f64,
+    /// CPU seconds during the window after its first `warmup` seconds (`/proc/PID/stat`): the
+    /// ongoing cost, without catching up with the processes that were running at the start.
+    pub ongoing_cpu: f64,
+    pub warmup: f64,
     /// BPF run time and runs of its programs during the window.
     pub bpf_ns: u64,
     pub bpf_runs: u64,
@@ -164,6 +174,9 @@ impl ChurnRun {
     }
     pub fn cpu_pct(&self) -> f64 {
         self.machine_pct(self.cpu_seconds)
+    }
+    pub fn ongoing_cpu_pct(&self) -> f64 {
+        self.ongoing_cpu * 100.0 / ((self.window - self.warmup) * self.cpus as f64).max(1e-9)
     }
     pub fn bpf_pct(&self) -> f64 {
         self.machine_pct(self.bpf_ns as f64 / 1e9)
@@ -202,6 +215,8 @@ pub struct Churn {
     pub cpus: usize,
     /// The fixed window each profiler records for, seconds.
     pub window: f64,
+    /// The first part of each window left out of the ongoing CPU figure, seconds.
+    pub warmup: f64,
     pub runs: Vec<ChurnRun>,
     pub loads: Vec<LoadStats>,
     /// `otelprof --version` and the path of the `--baseline` binary.
@@ -597,8 +612,13 @@ fn measure(ctx: &Ctx, scenario: Scenario, subject: Subject) -> Result<ChurnRun> 
     let (bpf_ns0, bpf_runs0) = bpf_usage(pid);
     let forks0 = forks();
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(ctx.plan.churn_window));
+    let warmup = warmup(ctx.plan.churn_window);
+    std::thread::sleep(Duration::from_secs_f64(warmup));
+    let warm_cpu = cpu_so_far(pid);
+    let warm_at = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs_f64(ctx.plan.churn_window).saturating_sub(t0.elapsed()));
     let (bpf_ns1, bpf_runs1) = bpf_usage(pid);
+    let end_cpu = cpu_so_far(pid);
     let forks1 = forks();
     let window = t0.elapsed().as_secs_f64();
     let (_, usage) =
@@ -628,14 +648,21 @@ fn measure(ctx: &Ctx, scenario: Scenario, subject: Subject) -> Result<ChurnRun> 
         subject,
         cpus: ctx.cpus,
         window,
+        cpu_seconds: usage.cpu_seconds,
         startup_cpu,
-        cpu_seconds: (usage.cpu_seconds - startup_cpu).max(0.0),
+        ongoing_cpu: (end_cpu - warm_cpu).max(0.0),
+        warmup: warm_at,
         bpf_ns: bpf_ns1.saturating_sub(bpf_ns0),
         bpf_runs: bpf_runs1.saturating_sub(bpf_runs0),
         peak_rss_mib: usage.peak_rss_kib as f64 / 1024.0,
         stacks,
         forks_per_second: forks1.saturating_sub(forks0) as f64 / window.max(1e-9),
     })
+}
+
+/// The first part of a window that the ongoing CPU figure leaves out.
+fn warmup(window: f64) -> f64 {
+    (window / 4.0).min(5.0)
 }
 
 /// `--version` of a binary and where it is.
@@ -691,20 +718,25 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Churn> {
         // Let the workload (and the first build) get going before the first window.
         std::thread::sleep(Duration::from_secs(1));
         for subject in subjects(plan, scenario, tools.perf.is_some()) {
+            let t = Instant::now();
             let r = measure(&ctx, scenario, subject)?;
             let stacks = r
                 .stacks
                 .map(|s| format!(", {:.1}% of {} steady-workload stacks complete", s.complete_pct(), s.total))
                 .unwrap_or_default();
             eprintln!(
-                "xtask bench: churn {}: {}: {:.2} CPU s ({:.2}% of the machine) + {:.2}% BPF = {:.2}%, {:.0} MiB peak RSS{stacks}",
+                "xtask bench: churn {}: {}: {:.2} CPU s ({:.2}% of the machine; {:.2}% after {:.0} s) + {:.2}% BPF = \
+                 {:.2}%, {:.0} MiB peak RSS{stacks} ({:.0} s)",
                 scenario.label(),
                 subject.label(),
                 r.cpu_seconds,
                 r.cpu_pct(),
+                r.ongoing_cpu_pct(),
+                r.warmup,
                 r.bpf_pct(),
                 r.total_pct(),
-                r.peak_rss_mib
+                r.peak_rss_mib,
+                t.elapsed().as_secs_f64()
             );
             runs.push(r);
         }
@@ -723,6 +755,7 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Churn> {
     Ok(Churn {
         cpus,
         window: plan.churn_window,
+        warmup: warmup(plan.churn_window),
         runs,
         loads,
         baseline: plan.baseline.as_deref().map(describe_binary),
@@ -744,8 +777,10 @@ mod tests {
             subject: Subject::Record { hz: 19, tables: true },
             cpus: 2,
             window: 20.0,
-            startup_cpu: 0.5,
             cpu_seconds: 0.4,
+            startup_cpu: 0.1,
+            ongoing_cpu: 0.15,
+            warmup: 5.0,
             bpf_ns: 40_000_000,
             bpf_runs: 760,
             peak_rss_mib: 80.0,
@@ -753,6 +788,7 @@ mod tests {
             forks_per_second: 5.0,
         };
         assert!((r.cpu_pct() - 1.0).abs() < 1e-9);
+        assert!((r.ongoing_cpu_pct() - 0.5).abs() < 1e-9);
         assert!((r.bpf_pct() - 0.1).abs() < 1e-9);
         assert_eq!(r.goal_pct(), Some(1.0));
         assert_eq!(ChurnRun { subject: Subject::Perf { hz: 19 }, ..r }.goal_pct(), None);

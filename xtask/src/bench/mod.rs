@@ -71,7 +71,7 @@ impl Plan {
                 seconds: seconds.unwrap_or(1.0),
                 agent_seconds: 3.0,
                 process_counts: vec![10, 50],
-                churn_window: 3.0,
+                churn_window: 2.0,
                 baseline: None,
                 only: None,
                 out: root.join("target/bench-smoke.md"),
