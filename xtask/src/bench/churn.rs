@@ -795,6 +795,18 @@ mod tests {
     }
 
     #[test]
+    fn steady_stacks() {
+        let perf = "churn-steady \n\t    11f4 leaf\n\t 7f0012 start_thread+0x12\n\nopt cgu.00 \n\t 884cb52 foo\n\n";
+        let stacks: Vec<_> = perf_stacks(perf).collect();
+        assert_eq!(stacks, vec![("churn-steady", vec!["leaf", "start_thread"]), ("opt cgu.00", vec!["foo"])]);
+        let folded =
+            "churn-steady;clone3;start_thread;worker;leaf 9\nchurn-steady;[unknown]+0xfae05b1;leaf 1\nsh;main 4\n";
+        let steady = folded_stacks(folded).filter(|(frames, _)| frames.first() == Some(&STEADY));
+        let share = counts(steady, STEADY_ROOT, None);
+        assert_eq!((share.total, share.complete), (10, 9));
+    }
+
+    #[test]
     fn reads_this_process() {
         let pid = std::process::id() as i32;
         assert!(cpu_so_far(pid) >= 0.0);
