@@ -43,6 +43,12 @@ enum Cmd {
         /// Seconds of one workload run alone (default 10; 1 with --smoke).
         #[arg(long)]
         seconds: Option<f64>,
+        /// Run only this section, written alone to target/bench-SECTION.md.
+        #[arg(long, value_enum)]
+        only: Option<bench::Section>,
+        /// An older otelprof binary to measure next to this one (churn section).
+        #[arg(long, value_name = "PATH")]
+        baseline: Option<std::path::PathBuf>,
     },
 }
 
@@ -61,9 +67,14 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf => ebpf::build(),
         Cmd::CheckEbpf => ebpf::check(),
-        Cmd::Bench { smoke, rounds, seconds } => {
+        Cmd::Bench { smoke, rounds, seconds, only, baseline } => {
             let root = ebpf::root();
-            bench::run(bench::Plan::new(smoke, rounds, seconds, &root), &root)
+            let mut plan = bench::Plan::new(smoke, rounds, seconds, &root);
+            plan.baseline = baseline;
+            if let Some(section) = only {
+                plan = plan.only(section, &root);
+            }
+            bench::run(plan, &root)
         }
         Cmd::HasToolchain => {
             let missing = setup::missing();

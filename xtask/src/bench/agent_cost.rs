@@ -40,7 +40,7 @@ impl AgentCost {
 }
 
 /// An OTLP/HTTP sink on loopback that answers 200 to everything.
-fn sink() -> Result<u16> {
+pub(super) fn sink() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let port = l.local_addr()?.port();
     std::thread::spawn(move || {
