@@ -162,6 +162,9 @@ pub struct ChurnRun {
     pub bpf_ns: u64,
     pub bpf_runs: u64,
     pub peak_rss_mib: f64,
+    /// Resident BPF maps mapped into the profiler at the end (ring buffer, unwind rows array):
+    /// kernel memory, resident from the start; peak RSS minus this is the profiler's own.
+    pub bpf_map_mib: f64,
     /// The steady workload's samples, and how many were complete; `None` where not read.
     pub stacks: Option<Share>,
     /// Processes forked on the whole machine per second during the window (`/proc/stat`).
@@ -620,6 +623,7 @@ fn measure(ctx: &Ctx, scenario: Scenario, subject: Subject) -> Result<ChurnRun> 
     let (bpf_ns1, bpf_runs1) = bpf_usage(pid);
     let end_cpu = cpu_so_far(pid);
     let forks1 = forks();
+    let bpf_map_mib = super::agent_cost::bpf_map_rss_kib(pid as i32) / 1024.0;
     let window = t0.elapsed().as_secs_f64();
     let (_, usage) =
         stop_with(running, signal).with_context(|| format!("{} in {}", subject.label(), scenario.label()))?;
@@ -655,6 +659,7 @@ fn measure(ctx: &Ctx, scenario: Scenario, subject: Subject) -> Result<ChurnRun> 
         bpf_ns: bpf_ns1.saturating_sub(bpf_ns0),
         bpf_runs: bpf_runs1.saturating_sub(bpf_runs0),
         peak_rss_mib: usage.peak_rss_kib as f64 / 1024.0,
+        bpf_map_mib,
         stacks,
         forks_per_second: forks1.saturating_sub(forks0) as f64 / window.max(1e-9),
     })
@@ -784,6 +789,7 @@ mod tests {
             bpf_ns: 40_000_000,
             bpf_runs: 760,
             peak_rss_mib: 80.0,
+            bpf_map_mib: 48.0,
             stacks: None,
             forks_per_second: 5.0,
         };
