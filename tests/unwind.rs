@@ -325,3 +325,34 @@ fn a_running_program_unwinds_completely_from_the_first_sample() {
     assert!(complete * 100 >= total * 99, "complete chain in {complete} of {total}\n{err}");
     assert_eq!(summary_count(&err, "without tables"), 0, "{err}");
 }
+
+#[test]
+fn compiled_tables_are_kept_on_disk_for_the_next_run() {
+    if !bpf_allowed("compiled_tables_are_kept_on_disk_for_the_next_run") {
+        return;
+    }
+    let _g = bpf_lock();
+    let exe = build_c("deep_nofp_cached", &["deep_main.c", "deep_lib.c"], &NOFP);
+    let cache = scratch("unwind-cache").join("tables");
+    let _ = std::fs::remove_dir_all(&cache);
+    let args = ["--unwind-cache", cache.to_str().unwrap()];
+    let (_, first) = record("unwind-cache-1", &args, &[exe.as_os_str(), "0.5".as_ref()]);
+    assert_eq!(summary_count(&first, "from the cache"), 0, "an empty cache: {first}");
+    let compiled = summary_count(&first, "compiled in");
+    // libc and the other large tables (4,096 rows or more) were written; small ones are not.
+    let entries = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "tab")))
+        .count();
+    assert!(entries >= 1, "libc's table is on disk: {entries} entries\n{first}");
+    // A new run (a restart) takes them from disk and compiles only the rest.
+    let (stacks, second) = record("unwind-cache-2", &args, &[exe.as_os_str(), "1.5".as_ref()]);
+    assert_eq!(summary_count(&second, "from the cache") as usize, entries, "{second}");
+    assert_eq!(summary_count(&second, "compiled in") + entries as u64, compiled, "{first}\n{second}");
+    // Tables from disk unwind as well as compiled ones.
+    let (complete, total) = complete_share(&stacks, "hot_leaf", &["b", "a"], "main", 40);
+    assert!(total > 300 && complete * 100 >= total * 99, "complete chain in {complete} of {total}\n{second}");
+    // --no-unwind-cache compiles everything.
+    let (_, third) = record("unwind-cache-3", &["--no-unwind-cache"], &[exe.as_os_str(), "0.3".as_ref()]);
+    assert_eq!(summary_count(&third, "from the cache"), 0, "{third}");
+}

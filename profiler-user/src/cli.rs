@@ -85,6 +85,13 @@ pub struct RecordArgs {
     /// pointers only).
     #[arg(long, value_enum, default_value = "auto")]
     pub unwind: UnwindMode,
+    /// Keep compiled unwind tables in this directory between runs (created 0700, at most
+    /// 512 MiB, least recently used go first), so large libraries are compiled once.
+    #[arg(long, value_name = "DIR", default_value = crate::unwind::DEFAULT_CACHE_DIR)]
+    pub unwind_cache: std::path::PathBuf,
+    /// Compile every table afresh and keep none on disk.
+    #[arg(long)]
+    pub no_unwind_cache: bool,
     /// Also record where threads wait: an off-CPU profile (`off_cpu/nanoseconds`, from
     /// `sched_switch`) next to the CPU profile. pprof, folded and SVG outputs get a second file
     /// with `.offcpu` before the extension (`x.pb.gz` → `x.offcpu.pb.gz`); OTLP outputs carry

@@ -11,8 +11,8 @@ use crate::{
     context::ThreadContexts,
     process::ProcessTracker,
     reader::Sample,
-    tracer::Tracer,
-    unwind::{deferred::Deferred, TableStore, IDLE_GRACE},
+    tracer::{Tracer, TracerError},
+    unwind::{cache::TableCache, deferred::Deferred, TableStore, IDLE_GRACE},
 };
 
 /// Per-process state installed in BPF maps.
@@ -27,13 +27,14 @@ pub struct KernelView {
 }
 
 impl KernelView {
-    pub fn new(tracer: &Tracer, tables: bool) -> Self {
-        Self {
-            tables: tables.then(|| TableStore::new(tracer.unwind_rows_capacity(), IDLE_GRACE)),
-            contexts: ThreadContexts::default(),
-            deferred: Deferred::default(),
-            ready: Vec::new(),
-        }
+    /// With `tables`, user stacks are unwound with compiled tables (looked up in and stored to
+    /// `cache` when there is one); else by frame pointers.
+    pub fn new(tracer: &Tracer, tables: bool, cache: Option<TableCache>) -> Result<Self, TracerError> {
+        let tables = match tables {
+            true => Some(TableStore::new(Box::new(tracer.map_unwind_rows()?), IDLE_GRACE, cache)),
+            false => None,
+        };
+        Ok(Self { tables, contexts: ThreadContexts::default(), deferred: Deferred::default(), ready: Vec::new() })
     }
 
     /// Aggregates a sample from the ring buffer, or keeps it until its stack copy can be
@@ -81,7 +82,17 @@ impl KernelView {
         }
         self.contexts.retry_pending(tracer);
         if let Some(t) = self.tables.as_mut() {
+            t.poll(tracer);
             t.collect_idle();
+        }
+    }
+
+    /// At the end: installs what was read last and waits (up to `max`) for the tables still
+    /// compiling, so the samples waiting for them unwind with them.
+    pub fn finish(&mut self, tracker: &mut ProcessTracker, tracer: &mut Tracer, max: std::time::Duration) {
+        self.sync(tracker, tracer);
+        if let Some(t) = self.tables.as_mut() {
+            t.wait_compiled(tracer, max);
         }
     }
 

@@ -3,7 +3,9 @@
 //!
 //! The data path, one folder per stage: `tracer` (load/attach BPF: CPU samples, and off-CPU
 //! waits when asked) → `reader` (ring buffer) → `kernel_view` (what BPF knows per process:
-//! `unwind` tables, `context` readers; samples with stack copies wait there for their tables) →
+//! `unwind` tables — compiled on their own threads, kept on disk by file identity, written into
+//! the mapped rows array — and `context` readers; samples with stack copies wait there for their
+//! tables) →
 //! `process` (maps, files, build IDs, perf maps of JIT code) → `aggregate` (stack counts per
 //! profile type) → `symbolize` → `export` (pprof, folded, SVG, OTLP files, OTLP senders).
 //! `record` and `agent` wire them together;

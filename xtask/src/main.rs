@@ -43,14 +43,12 @@ enum Cmd {
         /// Seconds of one workload run alone (default 10; 1 with --smoke).
         #[arg(long)]
         seconds: Option<f64>,
-        /// Run one part alone and print it instead of writing the report: `depth` (the BPF
-        /// cost of `sample` by stack depth, `--rounds` rounds of `--seconds` windows, medians).
-        #[arg(long)]
-        only: Option<String>,
-        /// With `--only depth`: another otelprof binary (a build of an earlier commit) measured in
-        /// the same rounds, for a before/after comparison; repeatable.
-        #[arg(long)]
-        baseline: Vec<std::path::PathBuf>,
+        /// Run only this section, written alone to target/bench-SECTION.md.
+        #[arg(long, value_enum)]
+        only: Option<bench::Section>,
+        /// An older otelprof binary to measure next to this one (churn section).
+        #[arg(long, value_name = "PATH")]
+        baseline: Option<std::path::PathBuf>,
     },
 }
 
@@ -71,12 +69,12 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::CheckEbpf => ebpf::check(),
         Cmd::Bench { smoke, rounds, seconds, only, baseline } => {
             let root = ebpf::root();
-            let plan = bench::Plan::new(smoke, rounds, seconds, &root);
-            match only.as_deref() {
-                None => bench::run(plan, &root),
-                Some("depth") => bench::run_depth(plan, &root, baseline),
-                Some(other) => anyhow::bail!("--only {other}: known parts: depth"),
+            let mut plan = bench::Plan::new(smoke, rounds, seconds, &root);
+            plan.baseline = baseline;
+            if let Some(section) = only {
+                plan = plan.only(section, &root);
             }
+            bench::run(plan, &root)
         }
         Cmd::HasToolchain => {
             let missing = setup::missing();

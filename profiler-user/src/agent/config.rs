@@ -107,6 +107,30 @@ pub struct Profiling {
     pub max_processes: usize,
     /// Symbolized addresses cached at most.
     pub symbol_cache_entries: usize,
+    /// Compiled unwind tables kept on disk across restarts.
+    pub unwind_cache: UnwindCache,
+}
+
+/// `profiling.unwind_cache`: where compiled unwind tables are kept between runs, so a node's
+/// large libraries are compiled once, not at every agent restart.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnwindCache {
+    pub enabled: bool,
+    /// A directory only root can write (it holds tables the unwinder trusts); created 0700.
+    pub dir: std::path::PathBuf,
+    /// Bound on the directory's entries; the least recently used go first.
+    pub max_size_mib: u64,
+}
+
+impl Default for UnwindCache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: crate::unwind::DEFAULT_CACHE_DIR.into(),
+            max_size_mib: crate::unwind::DEFAULT_CACHE_MIB,
+        }
+    }
 }
 
 impl Default for Profiling {
@@ -122,6 +146,7 @@ impl Default for Profiling {
             ringbuf_size: profiler_common::DEFAULT_RINGBUF_BYTES,
             max_processes: 4096,
             symbol_cache_entries: 1 << 18,
+            unwind_cache: UnwindCache::default(),
         }
     }
 }

@@ -90,6 +90,10 @@ pub struct AgentMetrics {
     pub unwind_processes: AtomicU64,
     /// Tables released because no process used them any more.
     pub unwind_tables_released: AtomicU64,
+    /// Tables by where they came from: compiled from a file's CFI, taken from the on-disk cache.
+    pub unwind_tables_built: [AtomicU64; 2],
+    /// Time the compile thread spent compiling, ms.
+    pub unwind_compile_ms: AtomicU64,
     /// Perf map lines (JIT code names) by what became of them: entries kept, malformed lines
     /// skipped, entries dropped over a map's bound.
     pub perf_map_lines: [AtomicU64; 3],
@@ -198,6 +202,22 @@ impl AgentMetrics {
             "counter",
             "Unwind tables released because no process used them.",
             one(g(&self.unwind_tables_released)),
+        );
+        metric(
+            "unwind_tables_built_total",
+            "counter",
+            "Unwind tables made ready, by source: compiled from the file's CFI, or read from the on-disk cache.",
+            ["compiled", "cache"]
+                .iter()
+                .zip(&self.unwind_tables_built)
+                .map(|(s, v)| (format!("{{source=\"{s}\"}}"), g(v)))
+                .collect(),
+        );
+        metric(
+            "unwind_compile_milliseconds_total",
+            "counter",
+            "Time the unwind-table thread spent compiling CFI, in milliseconds.",
+            one(g(&self.unwind_compile_ms)),
         );
         metric(
             "perf_map_lines_total",

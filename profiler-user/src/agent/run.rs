@@ -141,7 +141,11 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     )
     .context("starting the reporter")?;
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut view = KernelView::new(&tracer, p.unwind != UnwindMode::Fp);
+    let tables = p.unwind != UnwindMode::Fp;
+    let cache = (tables && p.unwind_cache.enabled)
+        .then(|| crate::unwind::open_cache(&p.unwind_cache.dir, p.unwind_cache.max_size_mib))
+        .flatten();
+    let mut view = KernelView::new(&tracer, tables, cache)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
@@ -226,6 +230,9 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
                     metrics.unwind_table_files.store(store.stats.files, Ordering::Relaxed);
                     metrics.unwind_processes.store(store.stats.processes, Ordering::Relaxed);
                     metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
+                    metrics.unwind_tables_built[0].store(store.stats.compiled, Ordering::Relaxed);
+                    metrics.unwind_tables_built[1].store(store.stats.cache_hits, Ordering::Relaxed);
+                    metrics.unwind_compile_ms.store(store.stats.compile_ms, Ordering::Relaxed);
                 }
                 tallies.publish(&agg, &metrics);
                 metrics.bad_records.store(reader.bad_records(), Ordering::Relaxed);
@@ -275,7 +282,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     health.shutting_down();
     sampling.stop();
     reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited));
-    view.sync(&mut tracker, &mut tracer);
+    view.finish(&mut tracker, &mut tracer, Duration::from_secs(1));
     view.settle(&mut agg, &mut tracker, true);
     metrics.ready.store(false, Ordering::Relaxed);
     metrics.bad_records.store(reader.bad_records(), Ordering::Relaxed);

@@ -41,6 +41,10 @@ use crate::{
     unwind::{deferred::CopyStats, own_shared_libraries, StoreStats},
 };
 
+/// How long the end of a recording waits for tables still compiling (the samples waiting for
+/// them unwind with them).
+const FINISH_WAIT: Duration = Duration::from_secs(2);
+
 /// Where the profile goes.
 struct Outputs {
     /// The file, its format and the handle created up front.
@@ -167,16 +171,19 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     let mut agg = Aggregator::new(clock);
     let mut tracker = ProcessTracker::default();
     let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let mut view = KernelView::new(&tracer, args.unwind != UnwindMode::Fp);
+    let tables = args.unwind != UnwindMode::Fp;
+    let cache = (tables && !args.no_unwind_cache)
+        .then(|| crate::unwind::open_cache(&args.unwind_cache, crate::unwind::DEFAULT_CACHE_MIB))
+        .flatten();
+    let mut view = KernelView::new(&tracer, tables, cache)?;
     if let Some(store) = view.tables.as_mut() {
         // Tables the first samples will need, compiled before they are taken: the command's
         // executable and the system libraries (otelprof maps the same libc and ld.so).
+        let mut files = own_shared_libraries();
         if let Target::Command { program, .. } = &target {
-            store.preload(program, &mut tracer);
+            files.insert(0, program.clone());
         }
-        for lib in own_shared_libraries() {
-            store.preload(&lib, &mut tracer);
-        }
+        store.preload(&files, &mut tracer);
     }
     // Running targets: their tables and context readers before the first sample, which is why
     // the sampler is attached only now.
@@ -225,7 +232,11 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         Event::Sample(s) => view.sample(s, agg, tracker),
         Event::Exec { tgid, .. } => {
             view.exec(tgid);
-            tracker.exec(tgid)
+            // A process not sampled yet is read at its first sample: one that never is costs
+            // nothing (docs/design/0006-agent-cost.md).
+            if tracker.knows(tgid) {
+                tracker.exec(tgid)
+            }
         }
         Event::Exit { tgid } => {
             tracker.exited(tgid);
@@ -287,7 +298,7 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited));
     // Processes read just now (first seen in the last records) get their tables, so their
     // stack copies can still be unwound.
-    view.sync(&mut tracker, &mut tracer);
+    view.finish(&mut tracker, &mut tracer, FINISH_WAIT);
     view.settle(&mut agg, &mut tracker, true);
     progress.finish();
     let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
@@ -520,7 +531,7 @@ pub fn unwind_summary(
          {} not copied: ring buffer half full); \
          {} fell back to frame pointers, {} truncated, \
          {} read faults, {} without tables, {} without user registers; tables: {} files, {} rows, {} KiB, peak {} KiB, \
-         {} released, {} files without; {} new-code reports",
+         {} released, {} files without, {} compiled in {} ms, {} from the cache; {} new-code reports",
         pct(status[u::COMPLETE as usize] + status[u::COPY_COMPLETE as usize]),
         status[u::COPY_COMPLETE as usize],
         copies.received,
@@ -536,6 +547,9 @@ pub fn unwind_summary(
         store.peak_bytes() / 1024,
         store.released,
         store.failed + store.full,
+        store.compiled,
+        store.compile_ms,
+        store.cache_hits,
         unknown_pcs,
     )
 }

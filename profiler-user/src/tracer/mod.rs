@@ -6,17 +6,22 @@
 //! embedded at compile time, so building otelprof needs no BPF toolchain.
 
 pub mod btf;
+mod mapped_rows;
 pub mod privileges;
 mod tracefs;
 
+pub use mapped_rows::MappedRows;
+
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         BtfTracePoint, PerfEvent, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
+use std::os::fd::AsFd;
+
 use profiler_common::{Config, Counter, ProcUnwind, TlsLocation, UnwindRow};
 use thiserror::Error;
 
@@ -48,6 +53,8 @@ pub enum TracerError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("cannot map the unwind-rows array into memory (BPF_F_MMAPABLE needs Linux 5.5): {0}")]
+    MapRows(#[source] std::io::Error),
     #[error("cannot list online CPUs: {0}")]
     Cpus(String),
     #[error("tracefs: {0}")]
@@ -277,19 +284,10 @@ impl Tracer {
         self.targets.insert(tgid, flags, 0).map_err(|source| TracerError::Map { name: "TARGETS", source })
     }
 
-    /// Capacity of the unwind-rows array.
-    pub fn unwind_rows_capacity(&self) -> u32 {
-        self.unwind_rows.len()
-    }
-
-    /// Writes table rows at `start` of the unwind-rows array.
-    pub fn write_unwind_rows(&mut self, start: u32, rows: &[UnwindRow]) -> Result<(), TracerError> {
-        for (i, row) in rows.iter().enumerate() {
-            self.unwind_rows
-                .set(start + i as u32, row, 0)
-                .map_err(|source| TracerError::Map { name: "UNWIND_ROWS", source })?;
-        }
-        Ok(())
+    /// The unwind-rows array, mapped into this process for writing tables in place.
+    pub fn map_unwind_rows(&self) -> Result<MappedRows, TracerError> {
+        let fd = self.unwind_rows.map().fd().as_fd();
+        MappedRows::map(fd, self.unwind_rows.len()).map_err(TracerError::MapRows)
     }
 
     /// Sets (or replaces) a process's mappings with tables.

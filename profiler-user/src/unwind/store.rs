@@ -1,10 +1,17 @@
-//! Unwind tables in the kernel: compiled once per file (keyed by build ID or inode identity),
-//! uploaded into the `UNWIND_ROWS` array, and described per process in `PROC_UNWIND`.
+//! Unwind tables in the kernel: compiled once per file (keyed by build ID or inode identity) on
+//! the compile thread (`compiler`), written into the mapped `UNWIND_ROWS` array, and described
+//! per process in `PROC_UNWIND`.
 //!
 //! Tables are reference-counted by the processes whose mapping lists point at them. A table no
 //! process uses stays for a grace period, then its rows go back to the free list; when the array
 //! is full, idle tables are released first, and a file that still does not fit gets no table
 //! (its frames fall back to frame pointers) and the count says so.
+//!
+//! A process is installed when the tracker reads it, which happens at its first sample (not at
+//! its exec): a process that exits unsampled costs nothing here. Its list goes to BPF at once,
+//! without the files whose tables are still compiling; samples in those send stack copies,
+//! which wait for the tables (`deferred`). When a table arrives, the lists of the processes that
+//! wait for it are written again.
 
 use std::{
     collections::HashMap,
@@ -16,9 +23,13 @@ use std::{
 use profiler_common::{ProcUnwind, UnwindMapping, UnwindRow, MAX_UNWIND_MAPPINGS};
 use symbolizer::FileKey;
 
-use super::{alloc::RowAllocator, compile};
+use super::{
+    alloc::RowAllocator,
+    cache::TableCache,
+    compiler::{Built, Compiler, Job, Source},
+};
 use crate::{
-    process::{files, layout, Mapping, Refreshed},
+    process::{layout, Mapping, Refreshed},
     tracer::{Tracer, TracerError},
 };
 
@@ -49,6 +60,13 @@ pub struct StoreStats {
     pub released: u64,
     /// Processes with tables installed.
     pub processes: u64,
+    /// Tables compiled from a file's CFI, and the time that took on the compile thread.
+    pub compiled: u64,
+    pub compile_ms: u64,
+    /// Tables (or known failures) taken from the on-disk cache instead.
+    pub cache_hits: u64,
+    /// Tables on the compile thread now.
+    pub compiling: u64,
 }
 
 impl StoreStats {
@@ -61,19 +79,14 @@ impl StoreStats {
     }
 }
 
-/// Where tables and per-process mapping lists go: the BPF maps (the [`Tracer`]), or memory in
-/// unit tests of the bookkeeping.
+/// Where per-process mapping lists go: the BPF maps (the [`Tracer`]), or memory in unit tests of
+/// the bookkeeping.
 pub trait UnwindMaps {
-    fn write_rows(&mut self, start: u32, rows: &[UnwindRow]) -> Result<(), TracerError>;
     fn set_proc(&mut self, tgid: u32, value: &ProcUnwind) -> Result<(), TracerError>;
     fn remove_proc(&mut self, tgid: u32);
 }
 
 impl UnwindMaps for Tracer {
-    fn write_rows(&mut self, start: u32, rows: &[UnwindRow]) -> Result<(), TracerError> {
-        self.write_unwind_rows(start, rows)
-    }
-
     fn set_proc(&mut self, tgid: u32, value: &ProcUnwind) -> Result<(), TracerError> {
         self.set_proc_unwind(tgid, value)
     }
@@ -83,23 +96,68 @@ impl UnwindMaps for Tracer {
     }
 }
 
+/// The rows array as memory: the BPF map mapped into this process
+/// ([`crate::tracer::MappedRows`]), or a plain vector in unit tests. Tables are written into it
+/// in place and read back from it to walk stack copies.
+pub trait RowSpace: Send {
+    /// Every row of the array.
+    fn rows(&self) -> &[UnwindRow];
+    /// Writes `rows` at `start`; false when they do not fit.
+    fn write(&mut self, start: u32, rows: &[UnwindRow]) -> bool;
+}
+
+impl RowSpace for Vec<UnwindRow> {
+    fn rows(&self) -> &[UnwindRow] {
+        self
+    }
+
+    fn write(&mut self, start: u32, rows: &[UnwindRow]) -> bool {
+        let start = start as usize;
+        match self.get_mut(start..start.saturating_add(rows.len())) {
+            Some(dst) => {
+                dst.copy_from_slice(rows);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A table's identity: the file's, or the kernel's vDSO (the same image in every process).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum TableKey {
+pub(super) enum TableKey {
     File(FileKey),
     Vdso,
 }
 
+/// Where a file's table is.
+enum State {
+    Placed(Placed),
+    /// On the compile thread.
+    Compiling,
+    /// No usable table (logged once, remembered so it is not retried).
+    Failed,
+    /// No room in the rows array when it was compiled; tried again on a later use once rows
+    /// were freed (the count of frees then, see [`TableStore::frees`]).
+    Full(u64),
+}
+
 struct Table {
-    /// `None`: the file has no usable table (logged once, remembered so it is not retried).
-    placed: Option<Placed>,
-    /// Processes whose installed mapping list points at this table (plus one for a preload).
+    state: State,
+    /// Processes whose installed mapping list uses this table (plus one for a preload).
     users: u32,
     /// Since when no process uses it; it is released `idle_grace` later, or earlier when the
     /// rows are needed.
     idle_since: Option<Instant>,
-    /// No table because the rows array was full (tried again on the next use).
-    refused_full: bool,
+}
+
+/// A process with a mapping list: the tables it uses, and what it was installed from (to write
+/// its list again when a table it waits for arrives).
+struct Installed {
+    keys: Vec<TableKey>,
+    from: Refreshed,
+    /// Some of its tables were still compiling when its list was written.
+    waiting: bool,
 }
 
 /// How long a table no process uses stays before its rows are released (sooner when the rows
@@ -109,67 +167,77 @@ pub const IDLE_GRACE: Duration = Duration::from_secs(5);
 /// Files without a table are remembered (not retried, not logged again) up to this many.
 const MAX_FAILED_REMEMBERED: usize = 16384;
 
+/// How long [`TableStore::preload`] waits for its table.
+const PRELOAD_WAIT: Duration = Duration::from_secs(60);
+
 /// Unwind tables in the BPF maps, shared by every process that maps the same file and released
 /// when none does.
 pub struct TableStore {
     tables: HashMap<TableKey, Table>,
-    /// The tables each process's installed mapping list uses.
-    procs: HashMap<u32, Vec<TableKey>>,
+    procs: HashMap<u32, Installed>,
     rows: RowAllocator,
-    /// What BPF has, mirrored for walking stack copies here (`deferred`): each table's rows by
-    /// their start in the rows array, and each process's installed mapping list. (Twice the
-    /// rows' memory until the rows array is mapped into user space.)
-    rows_mirror: HashMap<u32, Arc<[UnwindRow]>>,
+    /// The rows array itself, written in place.
+    space: Box<dyn RowSpace>,
+    /// Each process's installed mapping list as BPF has it, for walking stack copies here
+    /// (`deferred`).
     lists: HashMap<u32, Vec<UnwindMapping>>,
+    compiler: Compiler,
     /// How long a table no process uses stays (a short-lived program started again soon, as
     /// a shell loop or cron does, then needs no recompiling).
     idle_grace: Duration,
     failed_remembered: usize,
+    /// Tables freed so far: a table refused for lack of room is retried once this moved.
+    frees: u64,
     pub stats: StoreStats,
 }
 
 impl TableStore {
-    pub fn new(capacity: u32, idle_grace: Duration) -> Self {
+    /// A store over `space`; with `cache`, tables are looked up there before compiling and
+    /// stored there after.
+    pub fn new(space: Box<dyn RowSpace>, idle_grace: Duration, cache: Option<TableCache>) -> Self {
+        let capacity = u32::try_from(space.rows().len()).unwrap_or(u32::MAX);
         Self {
             tables: HashMap::new(),
             procs: HashMap::new(),
             rows: RowAllocator::new(capacity),
-            rows_mirror: HashMap::new(),
+            space,
             lists: HashMap::new(),
+            compiler: Compiler::spawn(cache.map(Arc::new)),
             idle_grace,
             failed_remembered: 0,
+            frees: 0,
             stats: StoreStats::default(),
         }
     }
 
-    /// Takes a reference on the table of `key`, compiling and uploading it on first sight.
-    /// Errors are logged once per file; the file then has no table.
-    fn acquire(
-        &mut self,
-        key: &TableKey,
-        path: Option<&Path>,
-        name: &str,
-        maps: &mut dyn UnwindMaps,
-    ) -> Option<Placed> {
-        // A file refused for lack of room is tried again: idle tables may have gone since.
-        let known = self.tables.get(key).map(|t| t.placed.is_some() || !t.refused_full);
-        if known != Some(true) {
-            let full_before = self.stats.full;
-            let placed = match path {
-                Some(path) => self.place(path, name, maps),
-                None => symbolizer::vdso::own_image().and_then(|bytes| self.place_bytes(bytes, name, maps)),
-            };
-            let refused_full = self.stats.full > full_before;
-            if placed.is_none() && known.is_none() {
-                self.failed_remembered += 1;
+    /// Takes a reference on the table of `key`, sending the file to the compile thread on first
+    /// sight (and after the array was full).
+    fn acquire(&mut self, key: &TableKey, source: impl FnOnce() -> Source, name: &str) {
+        // A table refused for lack of room is tried again only once rows were freed since, or
+        // idle tables could make room: else a retry would find the array as full as before.
+        let submit = match self.tables.get(key).map(|t| &t.state) {
+            None => true,
+            Some(State::Full(at)) => {
+                *at != self.frees || self.tables.values().any(|t| t.users == 0 && matches!(t.state, State::Placed(_)))
             }
+            Some(_) => false,
+        };
+        if submit {
+            let job = Job { key: key.clone(), source: source(), name: name.to_string() };
+            let state = if self.compiler.submit(job) {
+                State::Compiling
+            } else {
+                self.stats.failed += 1;
+                State::Failed
+            };
             let users = self.tables.get(key).map_or(0, |t| t.users);
-            self.tables.insert(key.clone(), Table { placed, users, idle_since: None, refused_full });
+            self.tables.insert(key.clone(), Table { state, users, idle_since: None });
         }
-        let t = self.tables.get_mut(key)?;
-        t.users += 1;
-        t.idle_since = None;
-        t.placed.clone()
+        if let Some(t) = self.tables.get_mut(key) {
+            t.users += 1;
+            t.idle_since = None;
+        }
+        self.stats.compiling = self.compiler.in_flight() as u64;
     }
 
     /// Drops a reference; a table nobody uses becomes idle.
@@ -184,9 +252,9 @@ impl TableStore {
 
     /// Frees one table's rows and forgets it.
     fn free(&mut self, key: &TableKey) {
-        if let Some(Table { placed: Some(p), .. }) = self.tables.remove(key) {
+        if let Some(Table { state: State::Placed(p), .. }) = self.tables.remove(key) {
             self.rows.free(p.rows_start, p.rows_len);
-            self.rows_mirror.remove(&p.rows_start);
+            self.frees += 1;
             self.stats.files -= 1;
             self.stats.rows -= p.rows_len as u64;
             self.stats.released += 1;
@@ -199,15 +267,16 @@ impl TableStore {
         let expired: Vec<TableKey> = self
             .tables
             .iter()
-            .filter(|(_, t)| t.placed.is_some() && t.idle_since.is_some_and(|s| force || s.elapsed() >= grace))
+            .filter(|(_, t)| matches!(t.state, State::Placed(_)))
+            .filter(|(_, t)| t.idle_since.is_some_and(|s| force || s.elapsed() >= grace))
             .map(|(k, _)| k.clone())
             .collect();
         for key in &expired {
             self.free(key);
         }
         if self.failed_remembered > MAX_FAILED_REMEMBERED {
-            self.tables.retain(|_, t| t.placed.is_some() || t.users > 0);
-            self.failed_remembered = self.tables.values().filter(|t| t.placed.is_none()).count();
+            self.tables.retain(|_, t| !matches!(t.state, State::Failed | State::Full(_)) || t.users > 0);
+            self.failed_remembered = self.tables.values().filter(|t| matches!(t.state, State::Failed)).count();
         }
     }
 
@@ -219,7 +288,7 @@ impl TableStore {
         let mut idle: Vec<(Instant, TableKey)> = self
             .tables
             .iter()
-            .filter(|(_, t)| t.placed.is_some())
+            .filter(|(_, t)| matches!(t.state, State::Placed(_)))
             .filter_map(|(k, t)| Some((t.idle_since?, k.clone())))
             .collect();
         idle.sort_by_key(|(since, _)| *since);
@@ -232,67 +301,134 @@ impl TableStore {
         None
     }
 
-    fn place(&mut self, path: &Path, name: &str, maps: &mut dyn UnwindMaps) -> Option<Placed> {
-        let data = match files::map_readonly(path) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::debug!("{name}: {e}; frame pointers there");
-                self.stats.failed += 1;
-                return None;
-            }
-        };
-        self.place_bytes(&data, name, maps)
-    }
-
-    fn place_bytes(&mut self, data: &[u8], name: &str, maps: &mut dyn UnwindMaps) -> Option<Placed> {
-        let table = match compile(data) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::info!("{name}: no unwind table ({e}); frame pointers there");
-                self.stats.failed += 1;
-                return None;
-            }
-        };
-        let len = u32::try_from(table.rows.len()).ok()?;
-        let Some(start) = self.alloc(len) else {
-            if self.stats.full == 0 {
-                tracing::warn!("unwind table space full: {name} ({len} rows) falls back to frame pointers (further refusals are counted)");
-            } else {
-                tracing::debug!("unwind table space full: {name} ({len} rows) falls back to frame pointers");
-            }
-            self.stats.full += 1;
-            return None;
-        };
-        if let Err(e) = maps.write_rows(start, &table.rows) {
-            tracing::warn!("{name}: uploading its unwind table failed: {e}");
-            self.rows.free(start, len);
-            self.stats.failed += 1;
-            return None;
+    /// Puts a table from the compile thread into the rows array (or records why there is none).
+    fn place(&mut self, built: Built) {
+        let Built { key, name, outcome, compile_time, from_cache } = built;
+        if from_cache {
+            self.stats.cache_hits += 1;
+        } else {
+            self.stats.compiled += 1;
+            self.stats.compile_ms += compile_time.as_millis() as u64;
         }
-        let segments = object::File::parse(data).map(|f| layout::segments(&f)).unwrap_or_default();
-        self.rows_mirror.insert(start, table.rows.into());
-        self.stats.files += 1;
-        self.stats.rows += len as u64;
-        self.stats.peak_rows = self.stats.peak_rows.max(self.stats.rows);
-        Some(Placed { rows_start: start, rows_len: len, segments })
-    }
-
-    /// Compiles and uploads the table of a file ahead of need (e.g. the command `record` is
-    /// about to start), so its first samples already unwind with it. The table stays for the
-    /// store's life.
-    pub fn preload(&mut self, path: &Path, maps: &mut dyn UnwindMaps) {
-        if let Ok(key) = FileKey::from_path(path) {
-            let name = path.display().to_string();
-            self.acquire(&TableKey::File(key), Some(path), &name, maps);
+        let state = match outcome {
+            Err(reason) => {
+                tracing::info!("{name}: no unwind table ({reason}); frame pointers there");
+                self.stats.failed += 1;
+                self.failed_remembered += 1;
+                State::Failed
+            }
+            Ok(compiled) => {
+                let len = u32::try_from(compiled.rows.len()).unwrap_or(u32::MAX);
+                match self.alloc(len) {
+                    None => {
+                        if self.stats.full == 0 {
+                            tracing::warn!("unwind table space full: {name} ({len} rows) falls back to frame pointers (further refusals are counted)");
+                        } else {
+                            tracing::debug!(
+                                "unwind table space full: {name} ({len} rows) falls back to frame pointers"
+                            );
+                        }
+                        self.stats.full += 1;
+                        State::Full(self.frees)
+                    }
+                    Some(start) if self.space.write(start, &compiled.rows) => {
+                        self.stats.files += 1;
+                        self.stats.rows += len as u64;
+                        self.stats.peak_rows = self.stats.peak_rows.max(self.stats.rows);
+                        State::Placed(Placed { rows_start: start, rows_len: len, segments: compiled.segments })
+                    }
+                    Some(start) => {
+                        tracing::warn!("{name}: rows {start}+{len} outside the rows array");
+                        self.rows.free(start, len);
+                        self.stats.failed += 1;
+                        State::Failed
+                    }
+                }
+            }
+        };
+        match self.tables.get_mut(&key) {
+            Some(t) => t.state = state,
+            // (Forgotten meanwhile: only failures are, see `collect`.)
+            None => {
+                let idle_since = Some(Instant::now());
+                self.tables.insert(key, Table { state, users: 0, idle_since });
+            }
         }
     }
 
-    /// Installs the mapping list of a process whose mappings were (re-)read, uploading tables of
-    /// files seen for the first time and releasing those it no longer maps.
+    /// Places the tables the compile thread finished (waiting up to `wait` for the first one)
+    /// and writes again the lists of the processes that waited for them.
+    fn take_built(&mut self, maps: &mut dyn UnwindMaps, wait: Option<Duration>) {
+        let mut arrived = Vec::new();
+        let mut wait = wait;
+        while let Some(built) = self.compiler.next(wait.take()) {
+            arrived.push(built.key.clone());
+            self.place(built);
+        }
+        self.stats.compiling = self.compiler.in_flight() as u64;
+        if arrived.is_empty() {
+            return;
+        }
+        let waiting: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.waiting && p.keys.iter().any(|k| arrived.contains(k)))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in waiting {
+            if let Some(from) = self.procs.get(&pid).map(|p| p.from.clone()) {
+                self.install(&from, maps);
+            }
+        }
+    }
+
+    /// Places finished tables and updates the processes waiting for them. Called on every pass
+    /// of the sampling loop; never blocks.
+    pub fn poll(&mut self, maps: &mut dyn UnwindMaps) {
+        self.take_built(maps, None);
+    }
+
+    /// Waits (up to `max`) until the compile thread finished everything it was given, placing
+    /// the tables: at the end of a recording, so the last stack copies unwind with them.
+    pub fn wait_compiled(&mut self, maps: &mut dyn UnwindMaps, max: Duration) {
+        let deadline = Instant::now() + max;
+        while self.compiler.in_flight() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.take_built(maps, Some(left));
+        }
+    }
+
+    /// Compiles and uploads the tables of files ahead of need (e.g. the command `record` is
+    /// about to start), so its first samples already unwind with them; waits for them. The
+    /// tables stay for the store's life.
+    pub fn preload(&mut self, paths: &[PathBuf], maps: &mut dyn UnwindMaps) {
+        let mut keys = Vec::new();
+        for path in paths {
+            let Ok(key) = FileKey::from_path(path) else { continue };
+            let key = TableKey::File(key);
+            self.acquire(&key, || Source::Path(path.clone()), &path.display().to_string());
+            keys.push(key);
+        }
+        let deadline = Instant::now() + PRELOAD_WAIT;
+        while keys.iter().any(|k| self.tables.get(k).is_some_and(|t| matches!(t.state, State::Compiling))) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.take_built(maps, Some(left));
+        }
+    }
+
+    /// Installs the mapping list of a process whose mappings were (re-)read, sending files seen
+    /// for the first time to the compile thread and releasing those it no longer maps.
     pub fn install(&mut self, refreshed: &Refreshed, maps: &mut dyn UnwindMaps) {
         let mut keys: Vec<TableKey> = Vec::new();
         // (mapping, table): `None` tables are known code without one (frame pointers there).
         let mut entries: Vec<(u64, u64, Option<UnwindMapping>)> = Vec::new();
+        let mut waiting = false;
         let files = refreshed.mappings.iter().map(|(m, f)| (*m, Some(f)));
         let vdso = refreshed.vdso.map(|(start, end)| (Mapping { start, end, offset: 0, file: 0 }, None));
         for (m, file) in files.chain(vdso) {
@@ -300,27 +436,32 @@ impl TableStore {
                 Some(f) => TableKey::File(f.key.clone()),
                 None => TableKey::Vdso,
             };
-            let placed = match self.tables.get(&key) {
-                Some(t) if keys.contains(&key) => t.placed.clone(),
-                _ => {
-                    let (path, name) = match file {
-                        Some(f) => (Some(f.open_path.as_path()), f.path.as_str()),
-                        None => (None, "[vdso]"),
-                    };
-                    let placed = self.acquire(&key, path, name, maps);
-                    keys.push(key);
-                    placed
-                }
-            };
-            let table = placed.as_ref().and_then(|p| table_mapping(p, &m));
-            entries.push((m.start, m.end, table));
+            if !keys.contains(&key) {
+                let (source, name) = match file {
+                    Some(f) => (Source::File(Arc::clone(f)), f.path.as_str()),
+                    None => (Source::Vdso, "[vdso]"),
+                };
+                self.acquire(&key, || source, name);
+                keys.push(key.clone());
+            }
+            match self.tables.get(&key).map(|t| &t.state) {
+                Some(State::Placed(p)) => entries.push((m.start, m.end, table_mapping(p, &m))),
+                // Left out of the list: to BPF its pcs are code it has no table for yet, so
+                // samples there come with stack copies that wait for the table.
+                Some(State::Compiling) => waiting = true,
+                _ => entries.push((m.start, m.end, None)),
+            }
         }
         entries.extend(refreshed.anon_exec.iter().map(|&(start, end)| (start, end, None)));
         entries.sort_by_key(|e| e.0);
         let has_tables = entries.iter().any(|e| e.2.is_some());
-        let old = self.procs.insert(refreshed.pid, keys).unwrap_or_default();
+        let old = self.procs.insert(refreshed.pid, Installed { keys, from: refreshed.clone(), waiting });
         if has_tables {
-            let value = proc_value(&entries);
+            let mut value = proc_value(&entries);
+            if waiting {
+                // Their pcs are known to be coming: no new-code reports (and re-reads) for them.
+                value.armed = 0;
+            }
             match maps.set_proc(refreshed.pid, &value) {
                 Ok(()) => {
                     let n = (value.count as usize).min(MAX_UNWIND_MAPPINGS);
@@ -335,8 +476,8 @@ impl TableStore {
             maps.remove_proc(refreshed.pid);
             self.lists.remove(&refreshed.pid);
         }
-        for key in &old {
-            self.release_key(key);
+        for key in old.map(|o| o.keys).unwrap_or_default() {
+            self.release_key(&key);
         }
         self.stats.processes = self.procs.len() as u64;
     }
@@ -345,8 +486,8 @@ impl TableStore {
     pub fn release_process(&mut self, pid: u32, maps: &mut dyn UnwindMaps) {
         maps.remove_proc(pid);
         self.lists.remove(&pid);
-        if let Some(keys) = self.procs.remove(&pid) {
-            for key in &keys {
+        if let Some(installed) = self.procs.remove(&pid) {
+            for key in &installed.keys {
                 self.release_key(key);
             }
         }
@@ -381,8 +522,8 @@ impl super::deferred::Tables for TableStore {
     }
 
     fn rows(&self, mapping: &UnwindMapping) -> Option<&[UnwindRow]> {
-        let rows = self.rows_mirror.get(&mapping.rows_start)?;
-        (rows.len() == mapping.rows_len as usize).then_some(&rows[..])
+        let start = mapping.rows_start as usize;
+        self.space.rows().get(start..start.checked_add(mapping.rows_len as usize)?)
     }
 }
 
@@ -443,15 +584,10 @@ mod tests {
     /// The BPF maps as memory: what the store wrote, to check its bookkeeping.
     #[derive(Default)]
     struct Maps {
-        rows_written: Vec<(u32, usize)>,
         procs: HashMap<u32, ProcUnwind>,
     }
 
     impl UnwindMaps for Maps {
-        fn write_rows(&mut self, start: u32, rows: &[UnwindRow]) -> Result<(), TracerError> {
-            self.rows_written.push((start, rows.len()));
-            Ok(())
-        }
         fn set_proc(&mut self, tgid: u32, value: &ProcUnwind) -> Result<(), TracerError> {
             self.procs.insert(tgid, *value);
             Ok(())
@@ -459,6 +595,32 @@ mod tests {
         fn remove_proc(&mut self, tgid: u32) {
             self.procs.remove(&tgid);
         }
+    }
+
+    /// (start, rows) of every table written.
+    type Written = Arc<std::sync::Mutex<Vec<(u32, usize)>>>;
+
+    /// A rows array in memory that records where tables were written.
+    struct Space {
+        rows: Vec<UnwindRow>,
+        written: Written,
+    }
+
+    impl RowSpace for Space {
+        fn rows(&self) -> &[UnwindRow] {
+            &self.rows
+        }
+        fn write(&mut self, start: u32, rows: &[UnwindRow]) -> bool {
+            self.written.lock().unwrap().push((start, rows.len()));
+            self.rows.write(start, rows)
+        }
+    }
+
+    /// A store over `capacity` rows in memory, and the log of its writes.
+    fn store(capacity: u32, grace: Duration) -> (TableStore, Written) {
+        let written = Arc::default();
+        let space = Space { rows: vec![UnwindRow::default(); capacity as usize], written: Arc::clone(&written) };
+        (TableStore::new(Box::new(space), grace, None), written)
     }
 
     fn refreshed(tracker: &mut ProcessTracker, pid: u32) -> Refreshed {
@@ -479,12 +641,13 @@ mod tests {
         }
         let mut tracker = ProcessTracker::default();
         let mut maps = Maps::default();
-        let mut store = TableStore::new(1 << 22, Duration::from_secs(3600));
+        let (mut store, written) = store(1 << 22, Duration::from_secs(3600));
         let me = refreshed(&mut tracker, std::process::id());
         store.install(&me, &mut maps);
+        store.wait_compiled(&mut maps, Duration::from_secs(60));
         let mine = store.stats;
         assert!(mine.files >= 3, "test binary, libc, ld.so: {mine:?}");
-        assert_eq!(maps.rows_written.len() as u64, mine.files, "one upload per file");
+        assert_eq!(written.lock().unwrap().len() as u64, mine.files, "one upload per file");
         let value = maps.procs[&std::process::id()];
         assert_eq!(value.armed, 1);
         let listed = &value.mappings[..value.count as usize];
@@ -495,14 +658,16 @@ mod tests {
         // sleep shares libc and ld.so: only its own executable is new.
         let other = refreshed(&mut tracker, pid);
         store.install(&other, &mut maps);
+        store.wait_compiled(&mut maps, Duration::from_secs(60));
         assert_eq!(store.stats.files, mine.files + 1, "{:?}", store.stats);
-        assert_eq!(maps.rows_written.len() as u64, mine.files + 1, "libc not compiled twice");
+        assert_eq!(written.lock().unwrap().len() as u64, mine.files + 1, "libc not compiled twice");
         let sleep_rows = store.stats.rows - mine.rows;
 
         // Re-reading a process (exec, dlopen) keeps its tables: nothing idle, nothing recompiled.
         store.install(&refreshed(&mut tracker, pid), &mut maps);
+        store.wait_compiled(&mut maps, Duration::from_secs(60));
         store.release_idle();
-        assert_eq!((store.stats.released, maps.rows_written.len() as u64), (0, mine.files + 1));
+        assert_eq!((store.stats.released, written.lock().unwrap().len() as u64), (0, mine.files + 1));
 
         // Gone: its mapping list goes at once; its own table after the grace period (forced
         // here), the shared ones stay.
@@ -518,10 +683,34 @@ mod tests {
         assert_eq!(store.stats.peak_rows, mine.rows + sleep_rows);
 
         // The freed rows are used again.
-        store.preload(Path::new("/usr/bin/sleep"), &mut maps);
-        let &(again, len) = maps.rows_written.last().unwrap();
+        store.preload(&[PathBuf::from("/usr/bin/sleep")], &mut maps);
+        let &(again, len) = written.lock().unwrap().last().unwrap();
         assert_eq!(len as u64, sleep_rows);
         assert!(u64::from(again) + len as u64 <= mine.rows + sleep_rows, "reused the freed range");
+    }
+
+    #[test]
+    fn lists_go_out_at_once_and_are_written_again_when_tables_arrive() {
+        let mut tracker = ProcessTracker::default();
+        let mut maps = Maps::default();
+        let (mut store, _) = store(1 << 22, Duration::from_secs(3600));
+        let pid = std::process::id();
+        store.install(&refreshed(&mut tracker, pid), &mut maps);
+        // Every table is on the compile thread: BPF gets no list yet (stack copies meanwhile).
+        assert!(!maps.procs.contains_key(&pid));
+        assert!(store.stats.compiling >= 3, "{:?}", store.stats);
+        store.wait_compiled(&mut maps, Duration::from_secs(60));
+        let value = maps.procs[&pid];
+        assert_eq!((value.armed, value.complete), (1, 1), "reports back on once nothing is coming");
+        let own = lists_go_out_at_once_and_are_written_again_when_tables_arrive as *const () as u64;
+        let listed = &value.mappings[..value.count as usize];
+        assert!(listed.iter().any(|m| m.start <= own && own < m.end && m.rows_len > 0), "own code has its table");
+        assert_eq!(store.stats.compiling, 0);
+        assert_eq!(store.stats.compiled, store.stats.files + store.stats.failed, "{:?}", store.stats);
+        // What BPF walks with is what the deferred walker reads back.
+        let m = listed.iter().find(|m| m.rows_len > 0).unwrap();
+        let rows = super::super::deferred::Tables::rows(&store, m).unwrap();
+        assert!(rows.windows(2).all(|w| w[0].pc < w[1].pc), "a sorted table in place");
     }
 
     #[test]
@@ -530,19 +719,26 @@ mod tests {
         let mut maps = Maps::default();
         let me = refreshed(&mut tracker, std::process::id());
         // Room for this process's tables and little more.
-        let mut sizing = TableStore::new(1 << 22, Duration::ZERO);
+        let (mut sizing, _) = store(1 << 22, Duration::ZERO);
         sizing.install(&me, &mut Maps::default());
-        let mut store = TableStore::new(sizing.stats.rows as u32 + 16, Duration::from_secs(3600));
+        sizing.wait_compiled(&mut Maps::default(), Duration::from_secs(60));
+        let (mut store, _) = store(sizing.stats.rows as u32 + 16, Duration::from_secs(3600));
         store.install(&me, &mut maps);
+        store.wait_compiled(&mut maps, Duration::from_secs(60));
         assert_eq!(store.stats.full, 0);
-        store.preload(Path::new("/usr/bin/sleep"), &mut maps);
+        store.preload(&[PathBuf::from("/usr/bin/sleep")], &mut maps);
         assert_eq!(store.stats.full, 1, "no room for sleep's table");
+        // Nothing freed and nothing idle since: asking again does not compile it again.
+        let compiled = store.stats.compiled;
+        store.preload(&[PathBuf::from("/usr/bin/sleep")], &mut maps);
+        store.install(&me, &mut maps);
+        assert_eq!((store.stats.full, store.stats.compiled), (1, compiled), "{:?}", store.stats);
         // This process goes away: its tables are idle and give way to the next file.
         store.release_process(std::process::id(), &mut maps);
-        store.preload(Path::new("/usr/bin/sleep"), &mut maps);
+        store.preload(&[PathBuf::from("/usr/bin/sleep")], &mut maps);
         assert_eq!(store.stats.full, 1, "{:?}", store.stats);
         assert!(store.stats.released >= 1, "{:?}", store.stats);
-        let value = store.tables.values().filter(|t| t.placed.is_some()).count() as u64;
+        let value = store.tables.values().filter(|t| matches!(t.state, State::Placed(_))).count() as u64;
         assert_eq!(value, store.stats.files);
     }
 

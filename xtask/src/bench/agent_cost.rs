@@ -22,6 +22,11 @@ pub struct AgentCost {
     /// binaries and the ring buffer, shared and reclaimable), MiB.
     pub anon_mib: f64,
     pub file_mib: f64,
+    /// Of the file-backed RSS, the BPF maps the agent maps: the ring buffer (its data pages
+    /// twice) and the unwind rows array (written in place). Kernel memory that exists whether
+    /// mapped or not; all of it is resident from the start, so peak RSS minus this is the
+    /// agent's own peak.
+    pub bpf_map_mib: f64,
     /// Compiled unwind tables loaded into BPF (from the agent's /metrics), MiB.
     pub table_mib: f64,
     /// Distinct files with a table, and processes with tables installed (from /metrics).
@@ -40,7 +45,7 @@ impl AgentCost {
 }
 
 /// An OTLP/HTTP sink on loopback that answers 200 to everything.
-fn sink() -> Result<u16> {
+pub(super) fn sink() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let port = l.local_addr()?.port();
     std::thread::spawn(move || {
@@ -75,6 +80,22 @@ fn scrape(port: u16, name: &str) -> Option<f64> {
     let mut text = String::new();
     c.read_to_string(&mut text).ok()?;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Resident KiB of the BPF maps process `pid` has mapped (`anon_inode:bpf-map` in its smaps).
+pub fn bpf_map_rss_kib(pid: i32) -> f64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut in_map = false;
+    let mut kib = 0.0;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-')) {
+            in_map = fields.get(5).is_some_and(|p| p.starts_with("anon_inode:bpf-map"));
+        } else if in_map && fields.first() == Some(&"Rss:") {
+            kib += fields.get(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        }
+    }
+    kib
 }
 
 fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentCost> {
@@ -119,6 +140,7 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
             .unwrap_or(f64::NAN)
     };
     let (anon_mib, file_mib) = (status_kb("RssAnon:") / 1024.0, status_kb("RssFile:") / 1024.0);
+    let bpf_map_mib = bpf_map_rss_kib(pid) / 1024.0;
     let table_mib = scrape(metrics_port, "otelprof_unwind_table_bytes").unwrap_or(f64::NAN) / (1024.0 * 1024.0);
     let table_files = scrape(metrics_port, "otelprof_unwind_table_files").unwrap_or(f64::NAN);
     let table_processes = scrape(metrics_port, "otelprof_unwind_processes").unwrap_or(f64::NAN);
@@ -153,6 +175,7 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         anon_mib,
         file_mib,
+        bpf_map_mib,
         table_mib,
         table_files,
         table_processes,

@@ -12,11 +12,15 @@
 //!    `perf --call-graph dwarf` on the same workload.
 //! 7. [`off_cpu`]: the `sched_switch` hook of off-CPU profiling, ns per switch, and switches per
 //!    second at idle and under a ping-pong load.
+//! 8. [`churn`]: the profilers' own cost (CPU, BPF run time, peak RSS) and the steady workload's
+//!    complete stacks, steady and under process churn; `--baseline` adds an older otelprof.
 //!
 //! `--smoke` runs every part briefly and writes to `target/bench-smoke.md`: it checks the harness,
-//! its numbers mean nothing.
+//! its numbers mean nothing. `--only churn` runs one section and writes it alone to
+//! `target/bench-churn.md` (`target/bench-churn-smoke.md` with `--smoke`).
 
 mod agent_cost;
+mod churn;
 mod machine;
 mod micro;
 mod off_cpu;
@@ -31,6 +35,16 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+/// A section that can run alone (`--only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// 8. Agent cost under process churn.
+    Churn,
+    /// The BPF cost of `sample` by stack depth (1, 10, 30), `--rounds` rounds of `--seconds`
+    /// windows, medians; `--baseline` measured in the same rounds.
+    Depth,
+}
+
 /// How much to measure.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -42,6 +56,12 @@ pub struct Plan {
     pub agent_seconds: f64,
     /// Background process counts for the agent-cost runs.
     pub process_counts: Vec<usize>,
+    /// How long each profiler records in each churn scenario.
+    pub churn_window: f64,
+    /// An older otelprof binary measured next to this one in the churn section.
+    pub baseline: Option<PathBuf>,
+    /// Run only this section.
+    pub only: Option<Section>,
     pub out: PathBuf,
 }
 
@@ -54,6 +74,9 @@ impl Plan {
                 seconds: seconds.unwrap_or(1.0),
                 agent_seconds: 3.0,
                 process_counts: vec![10, 50],
+                churn_window: 2.0,
+                baseline: None,
+                only: None,
                 out: root.join("target/bench-smoke.md"),
             }
         } else {
@@ -63,9 +86,23 @@ impl Plan {
                 seconds: seconds.unwrap_or(10.0),
                 agent_seconds: 20.0,
                 process_counts: vec![10, 500],
+                churn_window: 20.0,
+                baseline: None,
+                only: None,
                 out: root.join("docs/BENCHMARKS.md"),
             }
         }
+    }
+
+    /// Runs only `section`, written alone to `target/bench-SECTION[-smoke].md`.
+    pub fn only(mut self, section: Section, root: &Path) -> Self {
+        let name = match section {
+            Section::Churn => "churn",
+            Section::Depth => "depth",
+        };
+        self.only = Some(section);
+        self.out = root.join(format!("target/bench-{name}{}.md", if self.smoke { "-smoke" } else { "" }));
+        self
     }
 }
 
@@ -117,35 +154,41 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
         eprintln!("xtask bench: perf not found (apt-get install linux-perf): perf rows stay empty");
     }
     let started = std::time::SystemTime::now();
-    eprintln!("xtask bench: 1/4 workload slowdown ({} rounds of ~{}s per mode)", plan.rounds, plan.seconds);
-    let slow = slowdown::run(&plan, &tools)?;
-    eprintln!("xtask bench: BPF cost by stack depth");
-    let depth = slowdown::bpf_cost_by_depth(&plan, &tools)?;
-    eprintln!("xtask bench: off-CPU hook cost (sched_switch)");
-    let switch = off_cpu::run(&plan, &tools)?;
-    eprintln!("xtask bench: 2/4 agent cost");
-    let agent = agent_cost::run(&plan, &tools)?;
-    eprintln!("xtask bench: 3/4 symbolization and encoding (criterion)");
-    let micro = micro::run(&plan, &tools)?;
-    eprintln!("xtask bench: 4/4 stacks on real runtimes, otelprof and perf");
-    let runtimes = runtimes::run(&plan, &tools)?;
+    let text = match plan.only {
+        Some(Section::Churn) => {
+            eprintln!("xtask bench: only: agent cost under process churn");
+            let churn = churn::run(&plan, &tools)?;
+            report::render_only(&plan, &machine::describe(), started, |o| report::churn(o, &churn))
+        }
+        Some(Section::Depth) => {
+            eprintln!("xtask bench: only: BPF cost by stack depth");
+            let table = slowdown::depth_only(&plan, &tools)?;
+            report::render_only(&plan, &machine::describe(), started, |o| o.push_str(&table))
+        }
+        None => {
+            eprintln!("xtask bench: 1/5 workload slowdown ({} rounds of ~{}s per mode)", plan.rounds, plan.seconds);
+            let slow = slowdown::run(&plan, &tools)?;
+            eprintln!("xtask bench: BPF cost by stack depth");
+            let depth = slowdown::bpf_cost_by_depth(&plan, &tools)?;
+            eprintln!("xtask bench: off-CPU hook cost (sched_switch)");
+            let switch = off_cpu::run(&plan, &tools)?;
+            eprintln!("xtask bench: 2/5 agent cost");
+            let agent = agent_cost::run(&plan, &tools)?;
+            eprintln!("xtask bench: 3/5 symbolization and encoding (criterion)");
+            let micro = micro::run(&plan, &tools)?;
+            eprintln!("xtask bench: 4/5 stacks on real runtimes, otelprof and perf");
+            let runtimes = runtimes::run(&plan, &tools)?;
+            eprintln!("xtask bench: 5/5 agent cost under process churn");
+            let churn = churn::run(&plan, &tools)?;
+            let measured = report::Measured { slow, depth, agent, micro, runtimes, switch, churn };
+            report::render(&plan, &machine::describe(), started, &measured)
+        }
+    };
     eprintln!("xtask bench: writing {}", plan.out.display());
-    let measured = report::Measured { slow, depth, agent, micro, runtimes, switch };
-    let text = report::render(&plan, &machine::describe(), started, &measured);
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&plan.out, text).with_context(|| format!("writing {}", plan.out.display()))?;
     eprintln!("xtask bench: done: {}", plan.out.display());
     Ok(())
-}
-
-/// `--only depth`: the BPF cost by stack depth alone, printed; `baselines` (other otelprof
-/// binaries) are measured in the same rounds.
-pub fn run_depth(plan: Plan, root: &Path, baselines: Vec<PathBuf>) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark loads BPF: run it as root");
-    }
-    slowdown::depth_only(&plan, &build(root)?, baselines)
 }

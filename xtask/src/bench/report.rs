@@ -4,6 +4,7 @@ use std::{fmt::Write, time::SystemTime};
 
 use super::{
     agent_cost::AgentCost,
+    churn::{Churn, Scenario, CHURN_PERIOD, GOAL_COMPLETE_PCT, MAX_RUNNING, STEADY_ROOT},
     micro::Micro,
     off_cpu::SwitchCost,
     runtimes::RuntimeResult,
@@ -46,12 +47,25 @@ pub struct Measured {
     pub micro: Micro,
     pub runtimes: Vec<RuntimeResult>,
     pub switch: Vec<SwitchCost>,
+    pub churn: Churn,
 }
 
-pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> String {
-    let Measured { slow, depth, agent, micro, runtimes, switch } = m;
-    let mut o = String::new();
-    let cmd = if plan.smoke { "cargo xtask bench --smoke" } else { "cargo xtask bench" };
+/// The command that reproduces the run.
+fn command(plan: &Plan) -> String {
+    let mut cmd = String::from("cargo xtask bench");
+    if plan.smoke {
+        cmd += " --smoke";
+    }
+    if let Some(section) = plan.only {
+        let _ = write!(cmd, " --only {}", format!("{section:?}").to_lowercase());
+    }
+    if let Some(b) = &plan.baseline {
+        let _ = write!(cmd, " --baseline {}", b.display());
+    }
+    cmd
+}
+
+fn header(o: &mut String, plan: &Plan, machine: &str, started: SystemTime) {
     let _ = writeln!(o, "# otelprof benchmarks\n");
     if plan.smoke {
         let _ =
@@ -59,8 +73,22 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
     }
     let _ = writeln!(o, "- Date: {}", date(started));
     let _ = writeln!(o, "- Machine: {machine}");
-    let _ = writeln!(o, "- Reproduce (as root, from the repository root): `{cmd}`");
+    let _ = writeln!(o, "- Reproduce (as root, from the repository root): `{}`", command(plan));
     let _ = writeln!(o, "- Everything below was measured in that one run; ratios compare runs of the same round.\n");
+}
+
+/// A document of one section (`--only`), written by `section`.
+pub fn render_only(plan: &Plan, machine: &str, started: SystemTime, section: impl FnOnce(&mut String)) -> String {
+    let mut o = String::new();
+    header(&mut o, plan, machine, started);
+    section(&mut o);
+    o
+}
+
+pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> String {
+    let Measured { slow, depth, agent, micro, runtimes, switch, churn: churned } = m;
+    let mut o = String::new();
+    header(&mut o, plan, machine, started);
 
     let _ = writeln!(o, "## 1. Workload slowdown\n");
     let _ = writeln!(
@@ -145,20 +173,22 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
     );
     let _ = writeln!(
         o,
-        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS | RSS at the end: anonymous / file-backed | unwind tables: files / processes | per 100 processes |\n\
+        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS (without mapped BPF maps) | RSS at the end: anonymous / file-backed (of which BPF maps) | unwind tables: files / processes | per 100 processes |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for a in agent {
         let _ = writeln!(
             o,
-            "| {} | {} | {:.2} | {:.1} | {:.1} MiB | {:.1} / {:.1} MiB | {:.1} MiB: {} / {} | {:.2} MiB |",
+            "| {} | {} | {:.2} | {:.1} | {:.1} MiB ({:.1} MiB) | {:.1} / {:.1} MiB ({:.1} MiB) | {:.1} MiB: {} / {} | {:.2} MiB |",
             a.processes,
             a.samples,
             a.cpu_seconds,
             a.cpu_ms_per_1000_samples(),
             a.peak_rss_mib,
+            a.peak_rss_mib - a.bpf_map_mib,
             a.anon_mib,
             a.file_mib,
+            a.bpf_map_mib,
             a.table_mib,
             a.table_files,
             a.table_processes,
@@ -167,13 +197,15 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
     }
     let _ = writeln!(
         o,
-        "\nFile-backed pages are the mapped binaries being symbolized and the BPF ring buffer (8 MiB; the kernel \
-         maps its data pages twice); they are shared and reclaimable. Anonymous memory holds the parsed symbols \
-         (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache (bounded LRU). \
-         *Unwind tables* are compiled `.eh_frame` rows in BPF map memory (kernel memory, not in the agent's RSS), \
-         one copy per distinct file however many processes map it, released 5 s after the last process using it \
-         exits: their size follows the distinct files in use (libc, ld.so and the programs), not the process \
-         count, so *per 100 processes* falls as processes share files.\n"
+        "\nFile-backed pages are the mapped binaries being symbolized and the BPF maps the agent maps: the ring \
+         buffer (8 MiB; the kernel maps its data pages twice) and the unwind rows array (32 MiB, written in place, \
+         docs/design/0006). Those maps are kernel memory that exists whether mapped or not and is resident in the \
+         mapping from the start, so the peak without them is the agent's own. Anonymous memory holds the parsed \
+         symbols (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache \
+         (bounded LRU). *Unwind tables* are the compiled `.eh_frame` rows in use in the rows array, one copy per \
+         distinct file however many processes map it, released 5 s after the last process using it exits: their \
+         size follows the distinct files in use (libc, ld.so and the programs), not the process count, so *per \
+         100 processes* falls as processes share files.\n"
     );
 
     let _ = writeln!(o, "\n## 4. Symbolization throughput\n");
@@ -315,7 +347,137 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
     for r in runtimes {
         let _ = writeln!(o, "- {}: `{}`", r.runtime.label, r.summary.trim_start_matches("otelprof: "));
     }
+    let _ = writeln!(o);
+    churn(&mut o, churned);
     o
+}
+
+/// "0.42" with more digits for small values, so that a share below 0.01 % is not shown as 0.
+fn pct(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v < 0.1 {
+        format!("{v:.3} %")
+    } else {
+        format!("{v:.2} %")
+    }
+}
+
+/// Section 8: the profilers' own cost under process churn.
+pub fn churn(o: &mut String, c: &Churn) {
+    let _ = writeln!(o, "## 8. Agent cost under process churn\n");
+    let mix_rate = 1.0 / CHURN_PERIOD.as_secs_f64();
+    let _ = writeln!(
+        o,
+        "Three scenarios, each measured side by side in one run. *steady*: `tests/workloads/churn_steady.c` built \
+         with `-O2 -fomit-frame-pointer` (two threads spinning in a 7-deep call chain, so complete stacks need the \
+         `.eh_frame` unwind tables) keeps both CPUs busy. *light churn*: the same, plus one short-lived process \
+         every {:.0} ms ({mix_rate:.0} per second) in a fixed rotation: `/bin/true`, `sh -c true`, `{} -c pass`, \
+         and `sh -c 'cc -O2 -DN=… small.c -o small-N && ./small-N'` (a new file with new contents, and so a new \
+         build ID, every time, run once); a turn is skipped and counted while {} of them still run. *heavy churn*: \
+         light churn beside `cargo build --offline` of a generated crate (a build script writing 400 functions, \
+         and a local proc-macro crate deriving an impl on 60 structs; no crates.io), rebuilt from an empty target \
+         directory again and again so that rustc, build scripts and proc macros run for the whole window.\n",
+        CHURN_PERIOD.as_secs_f64() * 1000.0,
+        c.python,
+        MAX_RUNNING
+    );
+    let _ = writeln!(
+        o,
+        "In each scenario every profiler records the whole system for the same window ({:.0} s, after it says it is \
+         recording; perf after 1.5 s), one after another while the load runs. *CPU*: user + system time of the \
+         profiler process over its whole life from `wait4(2)` (its reaped children included): starting (the \
+         *before recording* figure, part of it), catching up with the processes already running, the window, and \
+         writing the profile. *Ongoing*: its CPU time during the window after the first {:.0} s (`/proc/PID/stat`, \
+         10 ms ticks), as a share of that part of the window: what it costs once it has caught up, without the \
+         profile written at the end. *BPF*: run time of the \
+         profiler's programs during the window, from the kernel's BPF statistics (`kernel.bpf_stats_enabled` on for \
+         every profiler alike; `run_time_ns` of each program the profiler holds, from `/proc/PID/fdinfo`). Shares \
+         are of the machine: seconds / (window × {} CPUs). *Complete*: the steady workload's samples (picked by \
+         its process name from otelprof's folded output, and from `perf script --comms`) whose stack reaches \
+         glibc's `{STEADY_ROOT}`. `otelprof agent` exports OTLP/HTTP to a local sink every {} and writes no folded \
+         output. Current otelprof: `target/release/otelprof` built from {}{}.\n",
+        c.window,
+        c.warmup,
+        c.cpus,
+        if c.window < 10.0 { "second" } else { "5 s" },
+        c.commit,
+        c.baseline.as_ref().map(|b| format!("; baseline: {b}")).unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | profiler | CPU s (before recording) | CPU | ongoing CPU | BPF | total (CPU + BPF) | goal (total) \
+         | peak RSS (without mapped BPF maps) | steady stacks complete (goal ≥ {GOAL_COMPLETE_PCT:.0} %) |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for r in &c.runs {
+        let goal = r
+            .goal_pct()
+            .map(|g| format!("≤ {g} %: {}", if r.total_pct() <= g { "met" } else { "**missed**" }))
+            .unwrap_or("–".into());
+        let stacks = r
+            .stacks
+            .map(|s| {
+                // NaN (no samples) is not a met goal.
+                let met = s.complete_pct() >= GOAL_COMPLETE_PCT;
+                let missed = r.subject.uses_tables() && !met;
+                let cell = format!("{:.1} % of {}", s.complete_pct(), s.total);
+                if missed {
+                    format!("**{cell}**")
+                } else {
+                    cell
+                }
+            })
+            .unwrap_or("–".into());
+        let bpf = if r.subject.is_otelprof() {
+            format!("{} ({:.3} s, {} runs)", pct(r.bpf_pct()), r.bpf_ns as f64 / 1e9, r.bpf_runs)
+        } else {
+            "–".into()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | `{}` | {:.2} ({:.2}) | {} | {} | {bpf} | {} | {goal} | {:.1} MiB ({:.1} MiB) | {stacks} |",
+            r.scenario.label(),
+            r.subject.label(),
+            r.cpu_seconds,
+            r.startup_cpu,
+            pct(r.cpu_pct()),
+            pct(r.ongoing_cpu_pct()),
+            pct(r.total_pct()),
+            r.peak_rss_mib,
+            r.peak_rss_mib - r.bpf_map_mib
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nThe load in each scenario: mix processes started (the target is {mix_rate:.0} per second), cargo builds \
+         finished, and processes forked on the whole machine per second during the windows (`/proc/stat`; \
+         includes the compilers' own children, and anything else running on the machine).\n"
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | mix processes per second | turns skipped | cargo builds | forks per second on the machine |\n\
+         | --- | --- | --- | --- | --- |"
+    );
+    for l in &c.loads {
+        let windows: Vec<f64> =
+            c.runs.iter().filter(|r| r.scenario == l.scenario).map(|r| r.forks_per_second).collect();
+        let forks = windows.iter().sum::<f64>() / windows.len().max(1) as f64;
+        let (mix, skipped, builds) = match l.scenario {
+            Scenario::Steady => ("–".to_string(), "–".to_string(), "–".to_string()),
+            Scenario::Light => (format!("{:.1}", l.started_per_second()), l.skipped.to_string(), "–".into()),
+            Scenario::Heavy => (format!("{:.1}", l.started_per_second()), l.skipped.to_string(), l.builds.to_string()),
+        };
+        let _ = writeln!(o, "| {} | {mix} | {skipped} | {builds} | {forks:.1} |", l.scenario.label());
+    }
+    let _ = writeln!(
+        o,
+        "\nGoals from issue #11: otelprof's total (user + system + BPF) ≤ 0.3 % of the machine at 19 Hz under light \
+         churn, ≤ 1 % under heavy churn, ≤ 1 % at 99 Hz steady; the steady workload's stacks ≥ 99 % complete. \
+         perf's BPF cell is empty (it runs no BPF; its kernel-side cost, copying the frame-pointer chain in the \
+         interrupt, is in no process's time) and frame pointers cannot unwind the workload, so its stacks (and \
+         those of `--unwind fp`) stop in the leaf: the stacks goal applies to the rows that unwind with tables.\n"
+    );
 }
 
 #[cfg(test)]

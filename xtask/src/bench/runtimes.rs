@@ -68,23 +68,50 @@ impl RuntimeResult {
 
 const LD_SO_ROOT: &str = "_dl_start";
 
-fn counts<'a>(stacks: impl Iterator<Item = (Vec<&'a str>, u64)>, rt: &Runtime) -> Share {
+/// Samples whose stack contains `root` (or `_dl_start`, before `main`) are complete; with `named`,
+/// those with a frame containing it are named.
+pub(super) fn counts<'a>(stacks: impl Iterator<Item = (Vec<&'a str>, u64)>, root: &str, named: Option<&str>) -> Share {
     let mut s = Share::default();
     for (frames, n) in stacks {
         s.total += n;
         // perf prints C++ names with their parameters: `node::Start(int, char**)`.
         let is_root =
-            |f: &str| f == rt.root || f == LD_SO_ROOT || f.strip_prefix(rt.root).is_some_and(|r| r.starts_with('('));
+            |f: &str| f == root || f == LD_SO_ROOT || f.strip_prefix(root).is_some_and(|r| r.starts_with('('));
         if frames.iter().any(|f| is_root(f)) {
             s.complete += n;
         }
-        if let Some(name) = rt.named {
+        if let Some(name) = named {
             if frames.iter().any(|f| f.contains(name)) {
                 s.named += n;
             }
         }
     }
     s
+}
+
+/// otelprof's folded output: (frames, process name first, and the count) per line.
+pub(super) fn folded_stacks(text: &str) -> impl Iterator<Item = (Vec<&str>, u64)> {
+    text.lines().filter_map(|l| {
+        let (frames, n) = l.rsplit_once(' ')?;
+        Some((frames.split(';').collect::<Vec<_>>(), n.parse::<u64>().ok()?))
+    })
+}
+
+/// `perf script -F [comm,]ip,sym` output: (header line, frames leaf first) per sample. The
+/// header is the command name with `comm`, empty without.
+pub(super) fn perf_stacks(text: &str) -> impl Iterator<Item = (&str, Vec<&str>)> {
+    text.split("\n\n").filter(|b| !b.trim().is_empty()).map(|b| {
+        let header = b.lines().next().filter(|l| !l.starts_with(char::is_whitespace)).unwrap_or_default().trim();
+        let frames: Vec<&str> = b
+            .lines()
+            .filter(|l| l.starts_with(char::is_whitespace))
+            .filter_map(|l| {
+                let sym = l.split_whitespace().nth(1)?;
+                sym.split("+0x").next()
+            })
+            .collect();
+        (header, frames)
+    })
 }
 
 /// The workloads this machine can run.
@@ -180,12 +207,8 @@ fn otelprof_run(tools: &Tools, rt: &Runtime, dir: &Path) -> Result<(Share, Strin
         bail!("otelprof record {}: {err}", rt.label);
     }
     let text = std::fs::read_to_string(&out)?;
-    let stacks = text.lines().filter_map(|l| {
-        let (frames, n) = l.rsplit_once(' ')?;
-        Some((frames.split(';').collect::<Vec<_>>(), n.parse::<u64>().ok()?))
-    });
     let summary = err.lines().find(|l| l.contains("unwind: ")).unwrap_or_default().trim().to_string();
-    Ok((counts(stacks, rt), summary))
+    Ok((counts(folded_stacks(&text), rt.root, rt.named), summary))
 }
 
 fn perf_run(rt: &Runtime, dir: &Path) -> Result<Share> {
@@ -199,17 +222,7 @@ fn perf_run(rt: &Runtime, dir: &Path) -> Result<Share> {
     }
     let o = Command::new("perf").args(["script", "-F", "ip,sym", "-i"]).arg(&data).output().context("perf script")?;
     let text = String::from_utf8_lossy(&o.stdout);
-    let stacks = text.split("\n\n").filter(|b| !b.trim().is_empty()).map(|b| {
-        let frames: Vec<&str> = b
-            .lines()
-            .filter_map(|l| {
-                let sym = l.split_whitespace().nth(1)?;
-                sym.split("+0x").next()
-            })
-            .collect();
-        (frames, 1)
-    });
-    Ok(counts(stacks, rt))
+    Ok(counts(perf_stacks(&text).map(|(_, frames)| (frames, 1)), rt.root, rt.named))
 }
 
 pub fn run(plan: &Plan, tools: &Tools) -> Result<Vec<RuntimeResult>> {

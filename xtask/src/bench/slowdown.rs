@@ -119,7 +119,8 @@ fn depth_cost(tools: &Tools, tables: bool, depth: u32, secs: f64) -> Result<Dept
         let before = sample_stats(record.id())?;
         std::thread::sleep(Duration::from_secs_f64(secs));
         let after = sample_stats(record.id())?;
-        interrupt(&record);
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(record.id() as i32, libc::SIGINT) };
         record.wait()?;
         Ok((after.0 - before.0, after.1 - before.1))
     })();
@@ -144,18 +145,19 @@ fn sample_stats(pid: u32) -> Result<(u64, u64)> {
 
 /// `cargo xtask bench --only depth [--baseline OTELPROF]`: [`bpf_cost_by_depth`] at more depths,
 /// `plan.rounds` times (the order of the binaries alternating), printed as medians.
-pub fn depth_only(plan: &Plan, tools: &Tools, baselines: Vec<std::path::PathBuf>) -> Result<()> {
+pub fn depth_only(plan: &Plan, tools: &Tools) -> Result<String> {
     const DEPTHS: [u32; 3] = [1, 10, 30];
     let secs = if plan.smoke { 1.0 } else { plan.seconds };
-    let others: Vec<(String, Tools)> = baselines
-        .into_iter()
-        .map(|otelprof| {
-            let name = otelprof.display().to_string();
-            (name, Tools { root: tools.root.clone(), otelprof, reference: tools.reference.clone(), perf: None })
-        })
-        .collect();
-    let mut bins: Vec<(&str, &Tools)> = vec![("this build", tools)];
-    bins.extend(others.iter().map(|(name, t)| (name.as_str(), t)));
+    let base = plan.baseline.clone().map(|otelprof| Tools {
+        root: tools.root.clone(),
+        otelprof,
+        reference: tools.reference.clone(),
+        perf: None,
+    });
+    let mut bins: Vec<(String, &Tools)> = vec![("this build".into(), tools)];
+    if let Some(b) = &base {
+        bins.push((b.otelprof.display().to_string(), b));
+    }
     // (binary, tables, depth) -> ns per run of each round
     let mut ns: std::collections::BTreeMap<(usize, bool, u32), Vec<f64>> = Default::default();
     for round in 0..plan.rounds {
@@ -177,19 +179,24 @@ pub fn depth_only(plan: &Plan, tools: &Tools, baselines: Vec<std::path::PathBuf>
             }
         }
     }
-    println!(
-        "BPF `sample` ns per run, median of {} rounds (nice -n -20 reference work, otelprof record -F 99 -p PID)",
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "## BPF cost by stack depth\n\n`sample` ns per run, median of {} rounds of {secs} s (`nice -n -20 reference work`, \
+         `otelprof record -F 99 -p PID`, run time from the program's fdinfo over the window).\n",
         plan.rounds
     );
-    println!("| binary | unwinding | {} |", DEPTHS.map(|d| format!("depth {d}")).join(" | "));
-    println!("| --- | --- |{}", " --- |".repeat(DEPTHS.len()));
+    let _ = writeln!(o, "| binary | unwinding | {} |", DEPTHS.map(|d| format!("depth {d}")).join(" | "));
+    let _ = writeln!(o, "| --- | --- |{}", " --- |".repeat(DEPTHS.len()));
     for (b, (name, _)) in bins.iter().enumerate() {
         for tables in [false, true] {
             let cells = DEPTHS.map(|d| format!("{:.0}", median(ns.get(&(b, tables, d)).map_or(&[][..], |v| v))));
-            println!("| {name} | {} | {} |", if tables { "tables" } else { "fp" }, cells.join(" | "));
+            let _ = writeln!(o, "| {name} | {} | {} |", if tables { "tables" } else { "fp" }, cells.join(" | "));
         }
     }
-    Ok(())
+    print!("{o}");
+    Ok(o)
 }
 
 fn workload_args(tools: &Tools, iterations: u64, depth: u32) -> Result<f64> {
@@ -223,11 +230,6 @@ fn workload(tools: &Tools, iterations: u64) -> Result<f64> {
 pub struct Running {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
-}
-
-fn interrupt(child: &Child) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
 }
 
 pub fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
@@ -270,48 +272,90 @@ pub fn start(mode: Mode, tools: &Tools) -> Result<Option<Running>> {
             c
         }
     };
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", mode.label()))?;
+    // otelprof says when its programs are attached; perf prints nothing on start.
+    let ready = match mode {
+        Mode::Otelprof(..) | Mode::OffCpu(_) => Some("recording "),
+        _ => None,
+    };
+    spawn(&mut cmd, &mode.label(), ready).map(Some)
+}
+
+/// Starts a profiler with its stderr collected, and returns once it is recording: when a line of
+/// its stderr contains `ready` (within 30 s), or with `None` (perf prints nothing on start) after
+/// 1.5 s, time for it to open its events.
+pub fn spawn(cmd: &mut Command, label: &str, ready: Option<&'static str>) -> Result<Running> {
+    let mut child =
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {label}"))?;
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let stderr = child.stderr.take().expect("piped");
+    let stderr = child.stderr.take().context("stderr is piped")?;
     let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("recording ") {
+            if ready.is_some_and(|r| line.contains(r)) {
                 let _ = ready_tx.send(());
             }
             sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
         }
     });
-    match mode {
-        // otelprof says when its programs are attached.
-        Mode::Otelprof(..) | Mode::OffCpu(_) => {
-            if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-                let _ = child.kill();
-                bail!("otelprof did not start: {:?}", lines.lock().unwrap_or_else(|e| e.into_inner()));
-            }
+    if ready.is_some() {
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{label} did not start: {:?}", lines.lock().unwrap_or_else(|e| e.into_inner()));
         }
-        // perf prints nothing on start: give it time to open its events.
-        _ => std::thread::sleep(Duration::from_millis(1500)),
+    } else {
+        std::thread::sleep(Duration::from_millis(1500));
     }
-    Ok(Some(Running { child, stderr: lines }))
+    Ok(Running { child, stderr: lines })
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+/// What a profiler used over its whole life, from wait4(2): its own and its reaped children's.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// User + system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Peak resident set size (`ru_maxrss`), KiB.
+    pub peak_rss_kib: i64,
 }
 
 pub fn stop(r: Running) -> Result<Vec<String>> {
-    interrupt(&r.child);
-    let out = r.child.wait_with_output()?;
-    // perf re-raises SIGINT once its data is written, as shell tools do: a normal stop.
-    use std::os::unix::process::ExitStatusExt;
-    if !(out.status.success() || out.status.signal() == Some(libc::SIGINT)) {
-        bail!("profiler exited with {}", out.status);
+    stop_with(r, libc::SIGINT).map(|(lines, _)| lines)
+}
+
+/// Sends `signal`, waits for the profiler to exit, and returns its stderr lines and resource use.
+/// Exiting with 0, or killed by `signal` itself, is a normal stop.
+pub fn stop_with(r: Running, signal: i32) -> Result<(Vec<String>, Usage)> {
+    let pid = r.pid();
+    // SAFETY: kill(2) and wait4(2) on our own child, which nothing else waits for; rusage is
+    // plain data.
+    let (waited, status, usage) = unsafe {
+        libc::kill(pid, signal);
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let waited = libc::wait4(pid, &mut status, 0, &mut usage);
+        (waited, status, usage)
+    };
+    if waited != pid {
+        bail!("waiting for the profiler: {}", std::io::Error::last_os_error());
     }
+    // perf re-raises SIGINT once its data is written, as shell tools do: a normal stop.
+    let normal = (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+        || (libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == signal);
     // The reader thread ends with the pipe.
     std::thread::sleep(Duration::from_millis(50));
-    Ok(std::mem::take(&mut *r.stderr.lock().unwrap_or_else(|e| e.into_inner())))
+    let lines = std::mem::take(&mut *r.stderr.lock().unwrap_or_else(|e| e.into_inner()));
+    if !normal {
+        bail!("profiler exited with status {status:#x}: {}", lines.join("\n"));
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((lines, Usage { cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime), peak_rss_kib: usage.ru_maxrss }))
 }
 
 pub fn parse_bpf(lines: &[String]) -> (Vec<BpfCost>, u64) {
