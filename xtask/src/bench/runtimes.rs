@@ -200,7 +200,9 @@ fn otelprof_run(tools: &Tools, rt: &Runtime, dir: &Path) -> Result<(Share, Strin
     let out = dir.join("otelprof.folded");
     let mut c = Command::new(&tools.otelprof);
     c.args(["record", "-F", "499", "-o"]).arg(&out).arg("--").args(&rt.cmd);
-    c.envs(rt.env.iter().map(|(k, v)| (k, v)));
+    // node writes V8 logs (`isolate-*-v8.log`) into its working directory: this run's, not the
+    // checkout's.
+    c.envs(rt.env.iter().map(|(k, v)| (k, v))).current_dir(dir);
     let o = c.output().context("otelprof record")?;
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     if !o.status.success() {
@@ -215,7 +217,7 @@ fn perf_run(rt: &Runtime, dir: &Path) -> Result<Share> {
     let data = dir.join("perf.data");
     let mut c = Command::new("perf");
     c.args(["record", "-q", "-F", "499", "--call-graph", "dwarf", "-o"]).arg(&data).arg("--").args(&rt.cmd);
-    c.envs(rt.env.iter().map(|(k, v)| (k, v)));
+    c.envs(rt.env.iter().map(|(k, v)| (k, v))).current_dir(dir);
     let o = c.output().context("perf record")?;
     if !o.status.success() {
         bail!("perf record {}: {}", rt.label, String::from_utf8_lossy(&o.stderr));
