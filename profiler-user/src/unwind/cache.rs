@@ -629,21 +629,11 @@ mod tests {
         dir
     }
 
-    fn libc_path() -> PathBuf {
-        std::fs::read_to_string("/proc/self/maps")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(5))
-            .find(|p| p.contains("/libc.so"))
-            .expect("libc is mapped")
-            .into()
-    }
-
     /// This test binary's libc, compiled once for all tests.
     fn libc() -> &'static (FileKey, UnwindTable) {
         static LIBC: OnceLock<(FileKey, UnwindTable)> = OnceLock::new();
         LIBC.get_or_init(|| {
-            let path = libc_path();
+            let path = PathBuf::from(crate::unwind::compile::tests::libc_path());
             let key = FileKey::from_path(&path).unwrap();
             assert!(matches!(key, FileKey::BuildId(_)), "Debian's libc has a build ID");
             (key, compile(&fs::read(&path).unwrap()).unwrap())

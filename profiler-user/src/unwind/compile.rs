@@ -209,7 +209,7 @@ pub fn compile(data: &[u8]) -> Result<UnwindTable, UnwindError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{collections::HashMap, path::Path, process::Command};
 
     use super::*;
@@ -306,7 +306,8 @@ mod tests {
         (expected.len(), table)
     }
 
-    fn libc_path() -> String {
+    /// The libc this test binary maps (also used by the cache's tests).
+    pub(in crate::unwind) fn libc_path() -> String {
         std::fs::read_to_string("/proc/self/maps")
             .unwrap()
             .lines()
