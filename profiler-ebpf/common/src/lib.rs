@@ -129,6 +129,33 @@ pub const SAMPLE_FIXED_BYTES: usize = size_of::<SampleRecord>() - SAMPLE_DATA_WO
 const _: () = assert!(THREAD_CTX_BYTES.is_multiple_of(8) && size_of::<ThreadCtx>() == THREAD_CTX_BYTES);
 const _: () = assert!(SAMPLE_FIXED_BYTES == 64);
 
+/// A [`SampleRecord`] without `data`: what user space reads first, since a sample is only as
+/// long as what it carries (the whole struct may not be there to read).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SampleHead {
+    pub header: RecordHeader,
+    pub kernel_len: u32,
+    pub user_len: u32,
+    pub kernel_err: i32,
+    pub user_err: i32,
+    pub user_unwind: u32,
+    pub ctx_status: u32,
+}
+
+// Field for field where `SampleRecord` has them.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(size_of::<SampleHead>() == SAMPLE_FIXED_BYTES);
+    assert!(offset_of!(SampleHead, header) == offset_of!(SampleRecord, header));
+    assert!(offset_of!(SampleHead, kernel_len) == offset_of!(SampleRecord, kernel_len));
+    assert!(offset_of!(SampleHead, user_len) == offset_of!(SampleRecord, user_len));
+    assert!(offset_of!(SampleHead, kernel_err) == offset_of!(SampleRecord, kernel_err));
+    assert!(offset_of!(SampleHead, user_err) == offset_of!(SampleRecord, user_err));
+    assert!(offset_of!(SampleHead, user_unwind) == offset_of!(SampleRecord, user_unwind));
+    assert!(offset_of!(SampleHead, ctx_status) == offset_of!(SampleRecord, ctx_status));
+};
+
 impl SampleRecord {
     /// Bytes of a [`RecordKind::Sample`] record with `frames` frames (kernel and user together)
     /// and, when `ctx`, a thread context.

@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
 use profiler_common::{
-    ctx_status, OffCpuRecord, RecordHeader, RecordKind, SampleRecord, StackCopyRecord, TaskRecord, ThreadCtx,
-    UnknownPcRecord, MAX_STACK_DEPTH, SAMPLE_FIXED_BYTES, STACK_COPY_BYTES, TASK_COMM_LEN, THREAD_CTX_BYTES,
+    ctx_status, OffCpuRecord, RecordHeader, RecordKind, SampleHead, SampleRecord, StackCopyRecord, TaskRecord,
+    ThreadCtx, UnknownPcRecord, MAX_STACK_DEPTH, SAMPLE_FIXED_BYTES, STACK_COPY_BYTES, TASK_COMM_LEN, THREAD_CTX_BYTES,
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
@@ -198,21 +198,6 @@ fn sample(bytes: &[u8]) -> Result<Sample, DecodeError> {
         stack_copy: None,
     })
 }
-
-/// The fields of a [`SampleRecord`] before `data` (same order, so the same offsets).
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct SampleHead {
-    header: RecordHeader,
-    kernel_len: u32,
-    user_len: u32,
-    kernel_err: i32,
-    user_err: i32,
-    user_unwind: u32,
-    ctx_status: u32,
-}
-
-const _: () = assert!(size_of::<SampleHead>() == SAMPLE_FIXED_BYTES);
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
