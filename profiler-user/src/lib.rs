@@ -18,7 +18,7 @@ pub mod check;
 pub mod cli;
 pub mod context;
 pub mod export;
-pub mod health;
+pub use otelprof_collector::health;
 pub mod kernel_view;
 pub mod process;
 pub mod ratelimit;

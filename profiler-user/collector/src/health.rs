@@ -17,7 +17,7 @@
 //! once, at `error!`, naming it.
 //!
 //! ```
-//! use profiler_user::health::{Health, Liveness};
+//! use otelprof_collector::health::{Health, Liveness};
 //!
 //! let health = Health::new();
 //! let worker = health.register("reporter", Liveness::Running);

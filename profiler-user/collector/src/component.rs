@@ -1,0 +1,213 @@
+//! What every component shares: its id, the traits of the three kinds, and the [`Host`] it is
+//! built with. Learning one component teaches all: a factory parses and checks the
+//! component's config (errors name the key path), the result is built per pipeline signal,
+//! registers its own metrics and health in the host, and stops in the graph's shutdown order
+//! (receivers → processors → exporters).
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::ConfigError,
+    consumer::Consumer,
+    health::Health,
+    signal::{Data, Signal},
+    telemetry::Telemetry,
+};
+
+/// A component id: `type[/name]`, as the Collector writes them (`otlp`, `otlp/backup`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId {
+    kind: String,
+    name: String,
+}
+
+impl ComponentId {
+    /// Parses `type[/name]`; the type is `[a-zA-Z][a-zA-Z0-9_]*`, the name anything non-empty
+    /// without whitespace.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, name) = match s.split_once('/') {
+            Some((k, n)) => (k, n),
+            None => (s, ""),
+        };
+        let mut chars = kind.chars();
+        let good_type = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !good_type {
+            return Err(format!("`{s}` is not a component id: `type[/name]`, the type a letter then letters, digits or `_`"));
+        }
+        if s.contains('/') && (name.is_empty() || name.chars().any(char::is_whitespace)) {
+            return Err(format!("`{s}` is not a component id: the name after `/` is empty or has spaces"));
+        }
+        Ok(Self { kind: kind.to_string(), name: name.to_string() })
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_empty() {
+            f.write_str(&self.kind)
+        } else {
+            write!(f, "{}/{}", self.kind, self.name)
+        }
+    }
+}
+
+/// A component failed to build or start.
+#[derive(Debug, thiserror::Error)]
+#[error("{id}: {message}")]
+pub struct ComponentError {
+    pub id: String,
+    pub message: String,
+}
+
+impl ComponentError {
+    pub fn new(id: impl fmt::Display, message: impl fmt::Display) -> Self {
+        Self { id: id.to_string(), message: message.to_string() }
+    }
+}
+
+/// What the agent gives every component it builds.
+#[derive(Clone)]
+pub struct Host {
+    /// Own metrics (`/metrics`).
+    pub telemetry: Arc<Telemetry>,
+    /// Liveness (`/healthz`, `/readyz`): long-running parts register here.
+    pub health: Health,
+    /// Cancelled when the agent stops: receivers stop taking data.
+    pub stop: CancellationToken,
+    /// How long the whole shutdown may take (`service.telemetry`'s … or the default 10 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Host {
+    pub fn new(shutdown_timeout: Duration) -> Self {
+        Self {
+            telemetry: Telemetry::new(),
+            health: Health::new(),
+            stop: CancellationToken::new(),
+            shutdown_timeout,
+        }
+    }
+}
+
+/// Where a receiver sends each signal it produces: the first consumer of every pipeline it is
+/// in (a fan-out when it is in several pipelines of the signal).
+#[derive(Clone, Default)]
+pub struct Outputs {
+    by_signal: BTreeMap<Signal, Arc<dyn Consumer>>,
+}
+
+impl Outputs {
+    pub fn insert(&mut self, signal: Signal, next: Arc<dyn Consumer>) {
+        self.by_signal.insert(signal, next);
+    }
+
+    /// The consumer of `signal`, or `None` when no pipeline of that signal has this receiver.
+    pub fn get(&self, signal: Signal) -> Option<&Arc<dyn Consumer>> {
+        self.by_signal.get(&signal)
+    }
+
+    pub fn signals(&self) -> impl Iterator<Item = Signal> + '_ {
+        self.by_signal.keys().copied()
+    }
+}
+
+/// A receiver with its config checked, not yet started.
+#[async_trait]
+pub trait Receiver: Send {
+    /// Opens what it serves (a failed bind fails the agent's start, naming the receiver) and
+    /// spawns its tasks, which serve until `host.stop` is cancelled. The returned handle ends
+    /// once the receiver stopped handing on data.
+    async fn start(self: Box<Self>, outputs: Outputs, host: &Host) -> Result<JoinHandle<()>, ComponentError>;
+}
+
+/// A processor in one pipeline: a consumer that passes (changed) data to its next consumer.
+#[async_trait]
+pub trait Processor: Consumer {
+    /// Called after every receiver stopped: hand on what is held (the batch processor's
+    /// pending batch) and stop own tasks.
+    async fn shutdown(&self) {}
+}
+
+/// An exporter for one signal: its `consume` only enqueues; its own tasks send.
+#[async_trait]
+pub trait Exporter: Consumer {
+    /// Called after the processors: sends what is queued until `deadline`, then drops and
+    /// counts the rest.
+    async fn shutdown(&self, deadline: tokio::time::Instant);
+}
+
+/// Makes receivers of one type from their config.
+pub trait ReceiverFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// The signals it can produce.
+    fn signals(&self) -> &'static [Signal];
+    /// Parses and checks the config at `path` (`receivers.otlp`); nothing is opened yet.
+    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn Receiver>, ConfigError>;
+}
+
+/// A processor's checked config: builds one processor per pipeline.
+pub trait BuildProcessor: Send + Sync {
+    fn build(&self, signal: Signal, next: Arc<dyn Consumer>, host: &Host) -> Result<Arc<dyn Processor>, ComponentError>;
+}
+
+/// Makes processors of one type from their config.
+pub trait ProcessorFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn signals(&self) -> &'static [Signal];
+    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str)
+        -> Result<Box<dyn BuildProcessor>, ConfigError>;
+}
+
+/// An exporter's checked config: builds one exporter per signal (shared by that signal's
+/// pipelines). Building spawns the sending tasks, so it runs inside the runtime.
+pub trait BuildExporter: Send + Sync {
+    fn build(&self, signal: Signal, host: &Host) -> Result<Arc<dyn Exporter>, ComponentError>;
+}
+
+/// Makes exporters of one type from their config.
+pub trait ExporterFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// Other type names accepted for the same exporter (`otlp_grpc` for `otlp`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn signals(&self) -> &'static [Signal];
+    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn BuildExporter>, ConfigError>;
+}
+
+/// A consumer that does nothing but count: for tests and for `validate`.
+pub struct Discard;
+
+impl Consumer for Discard {
+    fn consume(&self, _data: Data) -> Result<(), crate::consumer::ConsumeError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_as_the_collector_writes_them() {
+        let id = ComponentId::parse("otlp/backup").unwrap();
+        assert_eq!((id.kind(), id.name(), id.to_string().as_str()), ("otlp", "backup", "otlp/backup"));
+        assert_eq!(ComponentId::parse("batch").unwrap().to_string(), "batch");
+        for bad in ["", "/x", "1otlp", "otlp/", "ot lp", "otlp/a b"] {
+            assert!(ComponentId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
