@@ -74,6 +74,7 @@ def resource_problems(sent, got, allow_extra):
 def check_signal(sent, received, allow_extra_res, allow_extra_items):
     """Returns the list of problem lines (empty when the signal passes)."""
     problems = []
+    resource_issues = defaultdict(list)  # (file, problem lines) -> keys of the items concerned
     by_key_sent, by_key_got = defaultdict(list), defaultdict(list)
     for it in sent:
         by_key_sent[it["key"]].append(it)
@@ -94,13 +95,14 @@ def check_signal(sent, received, allow_extra_res, allow_extra_items):
         for s, r in matched:
             res = resource_problems(s["resource"], r["resource"], allow_extra_res)
             if res:
-                problems.append(f"{key} (in {r['file']}): resource differs")
-                problems.extend(res)
+                resource_issues[(r["file"], tuple(res))].append(key)
         while s_left and r_left:
             s, r = s_left.pop(0), r_left.pop(0)
             problems.append(f"{key} (in {r['file']}): changed")
             problems.extend(diff({"scope": s["scope"], "item": s["item"]}, {"scope": r["scope"], "item": r["item"]}))
-            problems.extend(resource_problems(s["resource"], r["resource"], allow_extra_res))
+            res = resource_problems(s["resource"], r["resource"], allow_extra_res)
+            if res:
+                resource_issues[(r["file"], tuple(res))].append(key)
         for s in s_left:
             problems.append(f"{key}: sent, never received")
         sent_bodies = {item_body(s) for s in by_key_sent.get(key, [])}
@@ -109,6 +111,9 @@ def check_signal(sent, received, allow_extra_res, allow_extra_items):
                 problems.append(f"{key} (in {r['file']}): received more than once")
             elif not allow_extra_items:
                 problems.append(f"{key} (in {r['file']}): received, never sent: {dumps(r['item'])[:400]}")
+    for (file, lines), keys in sorted(resource_issues.items()):
+        problems.append(f"the resource of {len(keys)} items in {file} differs from the sent one (e.g. {keys[0]})")
+        problems.extend(lines)
     return problems
 
 

@@ -255,6 +255,9 @@ def item_body(x):
 def diff(a, b, path=""):
     """Lines describing how b differs from a."""
     if isinstance(a, dict) and isinstance(b, dict):
+        if len(a) == 1 and len(b) == 1 and (set(a) != set(b) or not isinstance(next(iter(a.values())), (dict, list))):
+            # an AnyValue (or any one-key value) that changed: show it whole
+            return [f"  {path}: sent {_dumps(a)}, received {_dumps(b)}"] if _dumps(a) != _dumps(b) else []
         out = []
         for k in sorted(set(a) | set(b)):
             p = f"{path}.{k}" if path else k

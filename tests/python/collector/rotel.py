@@ -29,6 +29,7 @@ import argparse
 import importlib.machinery
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,15 +181,16 @@ def selftest(args):
     for proto in args.protocols.split(","):
         tag = proto.replace("/", "-")
         sink_dir = os.path.join(work, f"sink-{tag}")
-        signals = JSON_SIGNALS_THROUGH_ROTEL if proto == "http/json" and not args.direct else args.signals
+        shutil.rmtree(sink_dir, ignore_errors=True)
+        signals = args.json_signals if proto == "http/json" and not args.direct else args.signals
         sink, sgrpc, _shttp = _start_sink(sink_dir)
         agent = None
         try:
             if args.direct:
                 port = sgrpc if proto == "grpc" else _shttp
             else:
-                agent = start(export_endpoint=f"http://127.0.0.1:{sgrpc}",
-                              log_path=os.path.join(work, f"rotel-{tag}.log"))
+                agent = start(export_endpoint=f"http://127.0.0.1:{sgrpc if args.export_protocol == 'grpc' else _shttp}",
+                              protocol=args.export_protocol, log_path=os.path.join(work, f"rotel-{tag}.log"))
                 port = agent.grpc_port if proto == "grpc" else agent.http_port
             manifest = os.path.join(work, f"manifest-{tag}.json")
             rc = _run([sys.executable, os.path.join(HERE, "sdk_send.py"), "--protocol", proto,
@@ -225,7 +227,11 @@ def main():
     t = sub.add_parser("selftest", help="sink <- rotel-agent <- sdk_send, then compare")
     t.add_argument("--protocols", default="grpc,http/protobuf,http/json")
     t.add_argument("--signals", default="traces,metrics,logs", help="for grpc and http/protobuf")
+    t.add_argument("--json-signals", default=JSON_SIGNALS_THROUGH_ROTEL,
+                   help="for http/json through rotel (default: logs, the only signal it carries intact)")
     t.add_argument("--compression", choices=("none", "gzip"), default="none", help="sdk_send's compression")
+    t.add_argument("--export-protocol", choices=("grpc", "http"), default="grpc",
+                   help="rotel-agent's exporter protocol into the sink")
     t.add_argument("--direct", action="store_true", help="no rotel: sdk_send straight into the sink")
     t.add_argument("--workdir")
     sub.add_parser("info", help="where rotel-agent is and its version")

@@ -11,7 +11,8 @@ Content-Encoding gzip/deflate/identity).
 Each accepted request is stored as its raw serialized protobuf in DIR/<signal>-<seq>.pb (seq is one
 counter for all signals, 6 digits, so names sort in arrival order), next to DIR/<signal>-<seq>.json
 with how it came (transport, path, content type, encoding, headers/metadata). Both are written
-atomically (temporary file + rename), the .json first. OTLP/JSON requests are stored as the
+atomically (temporary file + rename), the .json first. A sink restarted on the same DIR numbers on
+after the files already there. OTLP/JSON requests are stored as the
 equivalent protobuf. A request that does not decode is refused (HTTP 400 / INVALID_ARGUMENT) and
 not stored.
 
@@ -29,6 +30,7 @@ import gzip
 import http.server
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -58,7 +60,9 @@ class Store:
         self.fail_first = fail_first
         self.verbose = verbose
         self.lock = threading.Lock()
-        self.seq = 0
+        # A restarted sink appends: numbering goes on after the highest seq already in the directory.
+        seqs = [int(m.group(1)) for m in map(re.compile(r"^(?:refused-)?[a-z]+-(\d+)\.pb$").match, os.listdir(out)) if m]
+        self.seq = max(seqs, default=0)
         self.refused = 0
 
     def _write(self, name, data):
