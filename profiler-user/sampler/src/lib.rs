@@ -18,6 +18,7 @@ pub mod kernel_view;
 pub mod process;
 pub mod ratelimit;
 pub mod reader;
+pub mod session;
 pub mod symbolize;
 pub mod targets;
 pub mod tracer;

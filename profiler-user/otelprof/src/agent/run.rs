@@ -18,11 +18,8 @@ use super::{
 };
 use otelprof_encode::{otlp::OtlpOptions, Meta};
 use otelprof_sampler::{
-    aggregate::{Aggregator, Clock},
-    kernel_view::KernelView,
-    process::ProcessTracker,
-    reader::{Event, Reader},
-    tracer::{Tracer, TracerConfig},
+    session::{Interval, Session, SessionConfig},
+    tracer::TracerConfig,
 };
 use otelprof_sampler::{targets::Selector, unwind::UnwindMode};
 
@@ -45,26 +42,26 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     rt.block_on(agent(cfg))
 }
 
-/// Closes the current interval and starts a new one; the closed one becomes a report job
-/// (with the process state it needs) when it has samples.
-fn close_interval(
-    agg: &mut Aggregator,
-    tracker: &ProcessTracker,
-    window_start: &mut u64,
-    clock: Clock,
-    frequency_hz: u64,
-) -> Option<Job> {
-    let done = std::mem::replace(agg, Aggregator::new(clock));
-    let now = clock.now_unix_ns();
-    let (start_unix_ns, duration_ns) = done.window(*window_start, now);
-    *window_start = now;
-    (!done.is_empty()).then(|| {
-        Job::Report(Box::new(ReportJob {
-            processes: tracker.snapshot(done.pids(), done.file_ids()),
-            meta: Meta { frequency_hz, start_unix_ns, duration_ns },
-            agg: done,
-        }))
-    })
+/// A closed interval as the reporting thread's job.
+fn report_job(i: Interval, frequency_hz: u64) -> Job {
+    Job::Report(Box::new(ReportJob {
+        processes: i.processes,
+        meta: Meta { frequency_hz, start_unix_ns: i.start_unix_ns, duration_ns: i.duration_ns },
+        agg: i.agg,
+    }))
+}
+
+/// The unwind table store's counters into the metrics.
+fn publish_tables(session: &Session, metrics: &AgentMetrics) {
+    if let Some(store) = session.view.tables.as_ref() {
+        metrics.unwind_table_bytes.store(store.stats.bytes(), Ordering::Relaxed);
+        metrics.unwind_table_files.store(store.stats.files, Ordering::Relaxed);
+        metrics.unwind_processes.store(store.stats.processes, Ordering::Relaxed);
+        metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
+        metrics.unwind_tables_built[0].store(store.stats.compiled, Ordering::Relaxed);
+        metrics.unwind_tables_built[1].store(store.stats.cache_hits, Ordering::Relaxed);
+        metrics.unwind_compile_ms.store(store.stats.compile_ms, Ordering::Relaxed);
+    }
 }
 
 fn describe(t: &super::config::Targets) -> String {
@@ -86,22 +83,31 @@ fn describe(t: &super::config::Targets) -> String {
 async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let p = &cfg.profiling;
     let selector = Selector::new(p.targets.clone());
-    let clock = Clock::new();
-    let mut window_start = clock.now_unix_ns();
-    let mut tracer = Tracer::load(&TracerConfig {
-        frequency_hz: p.frequency,
-        filter_targets: !p.targets.is_empty(),
-        sample_idle: false,
-        ringbuf_bytes: p.ringbuf_size,
-        bpf_log: false,
-        report_all_execs: p.targets.needs_exec_events(),
-        dwarf_unwind: p.unwind != UnwindMode::Fp,
-        off_cpu_threshold: p.off_cpu.enabled.then_some(p.off_cpu.threshold),
-    })?;
-    let off_cpu_threshold = p.off_cpu.threshold;
+    let tables = p.unwind != UnwindMode::Fp;
+    let cache = (tables && p.unwind_cache.enabled)
+        .then(|| otelprof_sampler::unwind::open_cache(&p.unwind_cache.dir, p.unwind_cache.max_size_mib))
+        .flatten();
     let initial = selector.initial();
+    let mut session = Session::new(SessionConfig {
+        tracer: TracerConfig {
+            frequency_hz: p.frequency,
+            filter_targets: !p.targets.is_empty(),
+            sample_idle: false,
+            ringbuf_bytes: p.ringbuf_size,
+            bpf_log: false,
+            report_all_execs: p.targets.needs_exec_events(),
+            dwarf_unwind: tables,
+            off_cpu_threshold: p.off_cpu.enabled.then_some(p.off_cpu.threshold),
+        },
+        tables,
+        cache,
+        off_cpu_threshold: p.off_cpu.threshold,
+        follow: p.targets.needs_exec_events().then_some(selector),
+        preload: Vec::new(),
+    })?;
+    // Targets running at start: their tables and context readers before their first sample.
     for &pid in &initial {
-        tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
+        session.observe(pid, flags::SAMPLE | flags::FOLLOW)?;
     }
 
     // Every component that works on its own reports here; /healthz and /readyz follow them all.
@@ -137,24 +143,9 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         health.register("reporter", Liveness::Running),
     )
     .context("starting the reporter")?;
-    let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
-    let tables = p.unwind != UnwindMode::Fp;
-    let cache = (tables && p.unwind_cache.enabled)
-        .then(|| otelprof_sampler::unwind::open_cache(&p.unwind_cache.dir, p.unwind_cache.max_size_mib))
-        .flatten();
-    let mut view = KernelView::new(&tracer, tables, cache)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-
-    let mut agg = Aggregator::new(clock);
-    let mut tracker = ProcessTracker::default();
-    // Targets running at start: their tables and context readers before their first sample,
-    // which is why the sampler is attached only now.
-    for &pid in &initial {
-        tracker.observe(pid);
-    }
-    view.sync(&mut tracker, &mut tracer);
-    tracer.start_sampling()?;
+    session.start()?;
     let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + p.interval, p.interval);
     let mut log_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.telemetry.log_interval, cfg.telemetry.log_interval);
@@ -171,102 +162,47 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         describe(&p.targets),
         p.frequency,
         if p.off_cpu.enabled { format!(" and off CPU (threshold {})", p.off_cpu.threshold) } else { String::new() },
-        tracer.cpus(),
+        session.tracer.cpus(),
         p.interval,
         cfg.exporters.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
     );
 
-    let mut new_execs: Vec<u32> = Vec::new();
-    let mut exited: Vec<u32> = Vec::new();
     // Tallies of closed intervals; the metrics add the open interval's.
     let mut tallies = metrics::Tallies::default();
-    let handle = |ev: Event,
-                  agg: &mut Aggregator,
-                  tracker: &mut ProcessTracker,
-                  view: &mut KernelView,
-                  new_execs: &mut Vec<u32>,
-                  exited: &mut Vec<u32>| match ev {
-        Event::Sample(s) => view.sample(s, agg, tracker),
-        Event::Exec { tgid, .. } => {
-            view.exec(tgid);
-            if tracker.knows(tgid) {
-                tracker.exec(tgid);
-            }
-            new_execs.push(tgid);
-        }
-        Event::Exit { tgid } => {
-            tracker.exited(tgid);
-            exited.push(tgid);
-        }
-        Event::UnknownPc { tgid, .. } => tracker.request_refresh(tgid),
-        Event::OffCpu { sample, off_cpu_ns } => agg.add_off_cpu(&sample, off_cpu_ns, off_cpu_threshold, tracker),
-    };
     loop {
         tokio::select! {
-            r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited)) => {
+            r = session.read() => {
                 r.context("reading the ring buffer")?;
-                if p.targets.needs_exec_events() {
-                    for pid in new_execs.drain(..) {
-                        if selector.matches(pid) {
-                            tracing::debug!(pid, "new target");
-                            tracer.add_target(pid, flags::SAMPLE | flags::FOLLOW)?;
-                            // Read at once, not at its first sample: its unwind tables are
-                            // installed and its context polled from the program's start.
-                            tracker.observe(pid);
-                        }
-                    }
-                }
-                new_execs.clear();
-                view.sync(&mut tracker, &mut tracer);
-                for pid in exited.drain(..) {
-                    view.exited(pid, &mut tracer);
-                }
-                view.settle(&mut agg, &mut tracker, false);
-                if let Some(store) = view.tables.as_ref() {
-                    metrics.unwind_table_bytes.store(store.stats.bytes(), Ordering::Relaxed);
-                    metrics.unwind_table_files.store(store.stats.files, Ordering::Relaxed);
-                    metrics.unwind_processes.store(store.stats.processes, Ordering::Relaxed);
-                    metrics.unwind_tables_released.store(store.stats.released, Ordering::Relaxed);
-                    metrics.unwind_tables_built[0].store(store.stats.compiled, Ordering::Relaxed);
-                    metrics.unwind_tables_built[1].store(store.stats.cache_hits, Ordering::Relaxed);
-                    metrics.unwind_compile_ms.store(store.stats.compile_ms, Ordering::Relaxed);
-                }
-                tallies.publish(&agg, &metrics);
-                metrics.bad_records.store(reader.bad_records(), Ordering::Relaxed);
+                publish_tables(&session, &metrics);
+                tallies.publish(&session.agg, &metrics);
+                metrics.bad_records.store(session.bad_records(), Ordering::Relaxed);
             }
             _ = report_tick.tick() => {
-                // The report's resources are the processes' latest contexts: read what is due.
-                tracker.poll_contexts_before_report();
-                view.sync(&mut tracker, &mut tracer);
-                view.settle(&mut agg, &mut tracker, true);
-                tallies.close(&agg);
-                if let Some(job) = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency) {
-                    reporter.send(job);
+                let interval = session.close_interval();
+                if let Some(i) = interval {
+                    tallies.close(&i.agg);
+                    reporter.send(report_job(i, p.frequency));
                 }
-                view.reap(&mut tracer);
-                let evicted = tracker.evict(p.max_processes);
+                let evicted = session.after_report(p.max_processes);
                 if !evicted.is_empty() {
                     reporter.send(Job::Evict(evicted));
                 }
-                metrics.processes.store(tracker.len() as u64, Ordering::Relaxed);
-                let m = &tracker.perf_maps;
+                metrics.processes.store(session.tracker.len() as u64, Ordering::Relaxed);
+                let m = &session.tracker.perf_maps;
                 for (slot, v) in metrics.perf_map_lines.iter().zip([m.entries, m.malformed, m.dropped]) {
                     slot.store(v, Ordering::Relaxed);
                 }
             }
             _ = beat.tick() => {
                 sampling.beat();
-                // Off-CPU records do not wake the reader each (see the BPF side).
-                reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited));
-                tracker.poll_contexts();
-                view.sync(&mut tracker, &mut tracer);
-                view.settle(&mut agg, &mut tracker, false);
-                metrics.lost_samples.store(tracer.counter(Counter::LostSamples), Ordering::Relaxed);
-                metrics.lost_events.store(tracer.counter(Counter::LostEvents), Ordering::Relaxed);
-                metrics.stack_copies[0].store(tracer.counter(Counter::StackCopies), Ordering::Relaxed);
-                metrics.stack_copies[1].store(tracer.counter(Counter::CopiesSkipped), Ordering::Relaxed);
-                metrics.off_cpu_lost.store(tracer.counter(Counter::OffCpuLost), Ordering::Relaxed);
-                metrics.off_cpu_map_full.store(tracer.counter(Counter::OffCpuMapFull), Ordering::Relaxed);
+                session.tick()?;
+                let t = &session.tracer;
+                metrics.lost_samples.store(t.counter(Counter::LostSamples), Ordering::Relaxed);
+                metrics.lost_events.store(t.counter(Counter::LostEvents), Ordering::Relaxed);
+                metrics.stack_copies[0].store(t.counter(Counter::StackCopies), Ordering::Relaxed);
+                metrics.stack_copies[1].store(t.counter(Counter::CopiesSkipped), Ordering::Relaxed);
+                metrics.off_cpu_lost.store(t.counter(Counter::OffCpuLost), Ordering::Relaxed);
+                metrics.off_cpu_map_full.store(t.counter(Counter::OffCpuMapFull), Ordering::Relaxed);
             }
             _ = log_tick.tick() => tracing::info!("{}", metrics.log_line()),
             _ = sigterm.recv() => break,
@@ -278,16 +214,12 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     // From here components end because they are asked to.
     health.shutting_down();
     sampling.stop();
-    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut new_execs, &mut exited));
-    view.finish(&mut tracker, &mut tracer, Duration::from_secs(1));
-    view.settle(&mut agg, &mut tracker, true);
+    session.finish(Duration::from_secs(1));
     metrics.ready.store(false, Ordering::Relaxed);
-    metrics.bad_records.store(reader.bad_records(), Ordering::Relaxed);
-    drop(reader);
-    drop(tracer);
-    tallies.publish(&agg, &metrics);
-    tracker.poll_contexts_before_report();
-    let last = close_interval(&mut agg, &tracker, &mut window_start, clock, p.frequency);
+    metrics.bad_records.store(session.bad_records(), Ordering::Relaxed);
+    tallies.publish(&session.agg, &metrics);
+    let last = session.close_interval().map(|i| report_job(i, p.frequency));
+    drop(session); // detaches the programs
     let reported = tokio::task::spawn_blocking(move || reporter.finish(last)).await.context("reporter thread")?;
     // What was queued before a reporter failure still goes out.
     let deadline = tokio::time::Instant::now() + cfg.telemetry.shutdown_timeout;

@@ -26,10 +26,9 @@ use symbolizer::Symbolizer;
 pub use target::Target;
 
 use otelprof_sampler::{
-    aggregate::{Aggregator, Clock, Frame, ProfileType},
-    kernel_view::KernelView,
+    aggregate::{Aggregator, Frame, ProfileType},
     process::ProcessTracker,
-    reader::{Event, Reader},
+    session::{Session, SessionConfig},
     symbolize,
     tracer::{Tracer, TracerConfig},
     unwind::{deferred::CopyStats, own_shared_libraries, StoreStats},
@@ -143,62 +142,53 @@ enum End {
 async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<ExitCode> {
     // The profile's time window opens before the programs attach and closes after the last
     // drain, on the clock sample timestamps are converted with, so every sample falls inside it.
-    let clock = Clock::new();
-    let start_unix_ns = clock.now_unix_ns();
-    let mut tracer = Tracer::load(&TracerConfig {
-        frequency_hz: args.frequency,
-        filter_targets: !matches!(target, Target::All),
-        sample_idle: args.include_idle,
-        ringbuf_bytes: args.ringbuf_size,
-        bpf_log: args.bpf_log,
-        report_all_execs: false,
-        dwarf_unwind: args.unwind != UnwindMode::Fp,
-        off_cpu_threshold: args.off_cpu.then_some(args.off_cpu_threshold),
-    })?;
-    if args.bpf_stats {
-        tracer.enable_stats()?;
-    }
-    // The whole system: nothing is named in advance, so nothing to prepare; sample at once.
-    if matches!(target, Target::All) {
-        tracer.start_sampling()?;
-    }
-    let mut remaining: BTreeSet<u32> = BTreeSet::new();
-    match &target {
-        Target::Pids(pids) => {
-            for &pid in pids {
-                tracer.add_target(pid, flags::SAMPLE)?;
-                remaining.insert(pid);
-            }
-        }
-        Target::Command { .. } => tracer.add_target(std::process::id(), flags::SPAWNER)?,
-        Target::All => {}
-    }
-    let mut agg = Aggregator::new(clock);
-    let mut tracker = ProcessTracker::default();
-    let mut reader = Reader::new(tracer.take_events()?).context("watching the ring buffer")?;
     let tables = args.unwind != UnwindMode::Fp;
     let cache = (tables && !args.no_unwind_cache)
         .then(|| otelprof_sampler::unwind::open_cache(&args.unwind_cache, otelprof_sampler::unwind::DEFAULT_CACHE_MIB))
         .flatten();
-    let mut view = KernelView::new(&tracer, tables, cache)?;
-    if let Some(store) = view.tables.as_mut() {
-        // Tables the first samples will need, compiled before they are taken: the command's
-        // executable and the system libraries (otelprof maps the same libc and ld.so).
-        let mut files = own_shared_libraries();
+    // Tables the first samples will need, compiled before they are taken: the command's
+    // executable and the system libraries (otelprof maps the same libc and ld.so).
+    let mut preload = Vec::new();
+    if tables {
+        preload = own_shared_libraries();
         if let Target::Command { program, .. } = &target {
-            files.insert(0, program.clone());
-        }
-        store.preload(&files, &mut tracer);
-    }
-    // Running targets: their tables and context readers before the first sample, which is why
-    // the sampler is attached only now.
-    if let Target::Pids(pids) = &target {
-        for &pid in pids {
-            tracker.observe(pid);
+            preload.insert(0, program.clone());
         }
     }
-    view.sync(&mut tracker, &mut tracer);
-    tracer.start_sampling()?; // (already sampling with -a)
+    let mut session = Session::new(SessionConfig {
+        tracer: TracerConfig {
+            frequency_hz: args.frequency,
+            filter_targets: !matches!(target, Target::All),
+            sample_idle: args.include_idle,
+            ringbuf_bytes: args.ringbuf_size,
+            bpf_log: args.bpf_log,
+            report_all_execs: false,
+            dwarf_unwind: tables,
+            off_cpu_threshold: args.off_cpu.then_some(args.off_cpu_threshold),
+        },
+        tables,
+        cache,
+        off_cpu_threshold: args.off_cpu_threshold,
+        follow: None,
+        preload,
+    })?;
+    let start_unix_ns = session.window_start();
+    if args.bpf_stats {
+        session.tracer.enable_stats()?;
+    }
+    let mut remaining: BTreeSet<u32> = BTreeSet::new();
+    match &target {
+        // Running targets: their tables and context readers before the first sample.
+        Target::Pids(pids) => {
+            for &pid in pids {
+                session.observe(pid, flags::SAMPLE)?;
+                remaining.insert(pid);
+            }
+        }
+        Target::Command { .. } => session.observe(std::process::id(), flags::SPAWNER)?,
+        Target::All => {}
+    }
+    session.start()?;
     let mut sigs = signals::listen().context("installing signal handlers")?;
 
     let mut child = match &target {
@@ -220,50 +210,23 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         describe(&target, child_pid),
         args.frequency,
         if args.off_cpu { format!(" and off CPU (threshold {})", args.off_cpu_threshold) } else { String::new() },
-        tracer.cpus(),
+        session.tracer.cpus(),
         args.duration.map(|d| format!(" for {d}s")).unwrap_or_default()
     );
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let mut progress = progress::Progress::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
 
-    let mut exited: Vec<u32> = Vec::new();
-    let handle = |ev: Event,
-                  agg: &mut Aggregator,
-                  tracker: &mut ProcessTracker,
-                  view: &mut KernelView,
-                  remaining: &mut BTreeSet<u32>,
-                  exited: &mut Vec<u32>| match ev {
-        Event::Sample(s) => view.sample(s, agg, tracker),
-        Event::Exec { tgid, .. } => {
-            view.exec(tgid);
-            // A process not sampled yet is read at its first sample: one that never is costs
-            // nothing (docs/design/0006-agent-cost.md).
-            if tracker.knows(tgid) {
-                tracker.exec(tgid)
-            }
-        }
-        Event::Exit { tgid } => {
-            tracker.exited(tgid);
-            remaining.remove(&tgid);
-            exited.push(tgid);
-        }
-        Event::UnknownPc { tgid, .. } => tracker.request_refresh(tgid),
-        Event::OffCpu { sample, off_cpu_ns } => agg.add_off_cpu(&sample, off_cpu_ns, args.off_cpu_threshold, tracker),
-    };
-
     let end = if matches!(target, Target::Pids(_)) && remaining.is_empty() {
         End::TargetsExited
     } else {
         loop {
             tokio::select! {
-                r = reader.read_batch(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited)) => {
-                    r.context("reading the ring buffer")?;
-                    view.sync(&mut tracker, &mut tracer);
-                    for pid in exited.drain(..) {
-                        view.exited(pid, &mut tracer);
+                r = session.read() => {
+                    r?;
+                    for pid in session.exits() {
+                        remaining.remove(pid);
                     }
-                    view.settle(&mut agg, &mut tracker, false);
                     if matches!(target, Target::Pids(_)) && remaining.is_empty() {
                         break End::TargetsExited;
                     }
@@ -283,30 +246,25 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
                     break End::Duration;
                 }
                 _ = tick.tick() => {
-                    // Off-CPU records do not wake the reader each (see the BPF side): collect
-                    // them here when no CPU sample did.
-                    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited));
-                    progress.update(agg.total, tracer.counter(Counter::LostSamples), tracker.len());
-                    tracker.poll_contexts();
-                    // Install before forgetting the exited: their stack copies are unwound with
-                    // what they had (and nothing is installed for a process already gone).
-                    view.sync(&mut tracker, &mut tracer);
-                    for pid in exited.drain(..) {
-                        view.exited(pid, &mut tracer);
+                    session.tick()?;
+                    for pid in session.exits() {
+                        remaining.remove(pid);
                     }
-                    view.settle(&mut agg, &mut tracker, false);
+                    progress.update(session.agg.total, session.tracer.counter(Counter::LostSamples), session.tracker.len());
+                    if matches!(target, Target::Pids(_)) && remaining.is_empty() {
+                        break End::TargetsExited;
+                    }
                 }
             }
         }
     };
-    // Everything the kernel wrote before we stop belongs to the recording.
-    reader.drain_now(|ev| handle(ev, &mut agg, &mut tracker, &mut view, &mut remaining, &mut exited));
-    // Processes read just now (first seen in the last records) get their tables, so their
-    // stack copies can still be unwound.
-    view.finish(&mut tracker, &mut tracer, FINISH_WAIT);
-    view.settle(&mut agg, &mut tracker, true);
+    // Everything the kernel wrote before we stop belongs to the recording; processes read just
+    // now (first seen in the last records) get their tables, so their stack copies can still
+    // be unwound.
+    session.finish(FINISH_WAIT);
     progress.finish();
-    let duration_ns = clock.now_unix_ns().saturating_sub(start_unix_ns);
+    let duration_ns = session.clock.now_unix_ns().saturating_sub(start_unix_ns);
+    let tracer = &session.tracer;
     let (lost_samples, lost_events, targets_full, unknown_pcs, copies_skipped) = (
         tracer.counter(Counter::LostSamples),
         tracer.counter(Counter::LostEvents),
@@ -314,11 +272,11 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         tracer.counter(Counter::UnknownPcs),
         tracer.counter(Counter::CopiesSkipped),
     );
-    let off_cpu_counts = OffCpuCounts::read(&tracer);
+    let off_cpu_counts = OffCpuCounts::read(tracer);
     let bpf_stats = args.bpf_stats.then(|| tracer.program_stats());
-    let bad_records = reader.bad_records();
-    drop(reader);
-    drop(tracer); // detaches the programs
+    let bad_records = session.bad_records();
+    let Session { tracer, agg, tracker, view, .. } = session;
+    drop(tracer); // detaches the programs (and drops the reader with the session)
                   // A duration bounds the whole run: a command still running then is stopped, and its status
                   // is still ours.
     let end = match (end, child.as_mut()) {
