@@ -13,8 +13,9 @@
 //!         host.id: {enabled: true}
 //! ```
 //!
-//! Detection runs once, when the first pipeline with this processor is built; every request
-//! then gets the same attributes. With `override: false` attributes already on a resource win.
+//! Detection runs once, when the first pipeline with this processor is built (on the building
+//! thread: a slow resolver holds the start up to `timeout`, as in the Collector's `Start`);
+//! every request then gets the same attributes. With `override: false` attributes already on a resource win.
 //! When several detectors find the same attribute, the first one listed wins, as in the
 //! Collector. A detector that fails is logged and skipped; the others still apply.
 //!
