@@ -62,7 +62,12 @@ impl ReceiverFactory for ProfilingFactory {
         &[Signal::Profiles]
     }
 
-    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn Receiver>, ConfigError> {
+    fn create(
+        &self,
+        id: &ComponentId,
+        config: serde_yaml::Value,
+        path: &str,
+    ) -> Result<Box<dyn Receiver>, ConfigError> {
         let config = ProfilingConfig::parse(path, config)?;
         Ok(Box::new(ProfilingReceiver { id: id.to_string(), config, metrics: self.metrics.clone() }))
     }
@@ -77,7 +82,11 @@ pub struct ProfilingReceiver {
 
 #[async_trait]
 impl Receiver for ProfilingReceiver {
-    async fn start(self: Box<Self>, outputs: Outputs, host: &Host) -> Result<tokio::task::JoinHandle<()>, ComponentError> {
+    async fn start(
+        self: Box<Self>,
+        outputs: Outputs,
+        host: &Host,
+    ) -> Result<tokio::task::JoinHandle<()>, ComponentError> {
         let id = self.id.clone();
         let next = outputs
             .get(Signal::Profiles)
@@ -87,7 +96,7 @@ impl Receiver for ProfilingReceiver {
         let cfg = self.config;
         let metrics = self.metrics;
         let reporter = Reporter::spawn(
-            OtlpOptions { symbolize: cfg.symbolize, command_line: cfg.command_line },
+            OtlpOptions { symbolize: cfg.symbolize, command_line: cfg.command_line, resource: Vec::new() },
             cfg.symbol_cache_entries,
             next,
             counts,
@@ -95,9 +104,10 @@ impl Receiver for ProfilingReceiver {
             host.health.register(format!("receiver/{id}/reporter"), Liveness::Running),
         )
         .map_err(|e| ComponentError::new(&id, format!("starting the reporting thread: {e}")))?;
-        let sampling = host
-            .health
-            .register(format!("receiver/{id}"), Liveness::Heartbeat { within: cfg.reporter_interval.max(Duration::from_secs(10)) * 3 });
+        let sampling = host.health.register(
+            format!("receiver/{id}"),
+            Liveness::Heartbeat { within: cfg.reporter_interval.max(Duration::from_secs(10)) * 3 },
+        );
         let stop = host.stop.clone();
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -165,7 +175,8 @@ async fn run(
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = ready.send(Ok(()));
     let frequency = cfg.samples_per_second;
-    let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + cfg.reporter_interval, cfg.reporter_interval);
+    let mut report_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + cfg.reporter_interval, cfg.reporter_interval);
     let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + LOG_EVERY, LOG_EVERY);
     let mut tick = tokio::time::interval(TICK);
     // Tallies of closed intervals; the metrics add the open interval's.
@@ -225,9 +236,7 @@ async fn run(
 fn open(cfg: &ProfilingConfig) -> Result<Session, String> {
     let selector = Selector::new(cfg.targets.clone());
     let tables = cfg.unwind != UnwindMode::Fp;
-    let cache = (tables && cfg.unwind_cache.enabled)
-        .then(|| otelprof_sampler::unwind::open_cache(&cfg.unwind_cache.dir, cfg.unwind_cache.max_size_mib))
-        .flatten();
+    let cache = cfg.unwind_cache.enabled.then(|| (cfg.unwind_cache.dir.clone(), cfg.unwind_cache.max_size_mib));
     let initial = selector.initial();
     let mut session = Session::new(SessionConfig {
         tracer: TracerConfig {

@@ -39,7 +39,7 @@ use crate::{
     reader::{Event, Reader},
     targets::Selector,
     tracer::{Tracer, TracerConfig, TracerError},
-    unwind::cache::TableCache,
+    unwind::open_cache,
 };
 
 /// Why a session could not start or read on.
@@ -54,9 +54,11 @@ pub enum SessionError {
 /// What a session needs besides the tracer's settings.
 pub struct SessionConfig {
     pub tracer: TracerConfig,
-    /// Compiled unwind tables (`--unwind auto|dwarf`), with their on-disk cache.
+    /// Compiled unwind tables (`--unwind auto|dwarf`).
     pub tables: bool,
-    pub cache: Option<TableCache>,
+    /// Their on-disk cache: a directory and its bound in MiB. Opened once the programs
+    /// loaded, so a missing privilege is the one error a user sees.
+    pub cache: Option<(PathBuf, u64)>,
     /// Weight of an off-CPU record: 1 / the recording probability.
     pub off_cpu_threshold: f64,
     /// Processes followed from their exec when they match (the agent's executable, container
@@ -103,7 +105,8 @@ impl Session {
         let window_start = clock.now_unix_ns();
         let mut tracer = Tracer::load(&cfg.tracer)?;
         let reader = Reader::new(tracer.take_events()?).map_err(SessionError::Reader)?;
-        let mut view = KernelView::new(&tracer, cfg.tables, cfg.cache)?;
+        let cache = cfg.cache.filter(|_| cfg.tables).and_then(|(dir, mib)| open_cache(&dir, mib));
+        let mut view = KernelView::new(&tracer, cfg.tables, cache)?;
         if let Some(store) = view.tables.as_mut() {
             if !cfg.preload.is_empty() {
                 store.preload(&cfg.preload, &mut tracer);

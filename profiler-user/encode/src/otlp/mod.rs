@@ -54,11 +54,15 @@ pub struct OtlpOptions {
     pub symbolize: SymbolizeMode,
     /// Include `process.command_line` (it may hold secrets; configurable off).
     pub command_line: bool,
+    /// Attributes every process's resource gets, over what the process said of itself: the
+    /// host's, from resource detection. Empty in the agent, whose `resourcedetection` processor
+    /// sets them on every signal (docs/design/0007); `record` passes the system detector's.
+    pub resource: Vec<KeyValue>,
 }
 
 impl Default for OtlpOptions {
     fn default() -> Self {
-        Self { symbolize: SymbolizeMode::Host, command_line: true }
+        Self { symbolize: SymbolizeMode::Host, command_line: true, resource: Vec::new() }
     }
 }
 
@@ -76,22 +80,6 @@ fn random_id() -> Vec<u8> {
         id = (t ^ (std::process::id() as u128) << 64).max(1).to_le_bytes();
     }
     id.to_vec()
-}
-
-/// `host.arch` as the semantic conventions spell it.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "x86",
-        "powerpc64" => "ppc64",
-        "s390x" => "s390x",
-        other => other,
-    }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// The resource of one process.
@@ -284,11 +272,7 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
         locations: HashMap::new(),
         stacks: HashMap::new(),
     };
-    let host = [
-        kv("host.name", Value::Str(host_name())),
-        kv("host.arch", Value::Str(host_arch().into())),
-        kv("os.type", Value::Str("linux".into())),
-    ];
+    let host = opts.resource.as_slice();
     type Samples<'s> = Vec<(&'s SampleKey, &'s SampleValue)>;
     let mut by_pid: BTreeMap<u32, [Samples<'_>; 2]> = BTreeMap::new();
     for (i, profile) in [ProfileType::Cpu, ProfileType::OffCpu].into_iter().enumerate() {

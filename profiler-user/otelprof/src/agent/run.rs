@@ -84,9 +84,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
     let p = &cfg.profiling;
     let selector = Selector::new(p.targets.clone());
     let tables = p.unwind != UnwindMode::Fp;
-    let cache = (tables && p.unwind_cache.enabled)
-        .then(|| otelprof_sampler::unwind::open_cache(&p.unwind_cache.dir, p.unwind_cache.max_size_mib))
-        .flatten();
+    let cache = p.unwind_cache.enabled.then(|| (p.unwind_cache.dir.clone(), p.unwind_cache.max_size_mib));
     let initial = selector.initial();
     let mut session = Session::new(SessionConfig {
         tracer: TracerConfig {
@@ -134,7 +132,7 @@ async fn agent(cfg: AgentConfig) -> Result<ExitCode> {
         let listener = metrics::bind(addr).await.with_context(|| format!("serving metrics on {addr}"))?;
         tokio::spawn(metrics::serve(listener, metrics.clone(), health.clone()));
     }
-    let otlp = OtlpOptions { symbolize: p.symbolize, command_line: p.command_line };
+    let otlp = OtlpOptions { symbolize: p.symbolize, command_line: p.command_line, resource: Vec::new() };
     let reporter = Reporter::spawn(
         otlp,
         p.symbol_cache_entries,

@@ -143,9 +143,8 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
     // The profile's time window opens before the programs attach and closes after the last
     // drain, on the clock sample timestamps are converted with, so every sample falls inside it.
     let tables = args.unwind != UnwindMode::Fp;
-    let cache = (tables && !args.no_unwind_cache)
-        .then(|| otelprof_sampler::unwind::open_cache(&args.unwind_cache, otelprof_sampler::unwind::DEFAULT_CACHE_MIB))
-        .flatten();
+    let cache =
+        (!args.no_unwind_cache).then(|| (args.unwind_cache.clone(), otelprof_sampler::unwind::DEFAULT_CACHE_MIB));
     // Tables the first samples will need, compiled before they are taken: the command's
     // executable and the system libraries (otelprof maps the same libc and ld.so).
     let mut preload = Vec::new();
@@ -302,7 +301,8 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         },
         profile: ProfileType::Cpu,
     };
-    let otlp = OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line };
+    let otlp =
+        OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line, resource: host_attributes() };
     let lost = lost_samples;
     // Bad records: the kernel wrote something this build cannot decode (counted, skipped).
     eprintln!(
@@ -405,6 +405,17 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
             ExitCode::SUCCESS
         }
         End::Duration | End::TargetsExited => ExitCode::SUCCESS,
+    })
+}
+
+/// The host's attributes for every resource, as the agent's `resourcedetection` processor
+/// (system detector) sets them; none when the host says nothing.
+fn host_attributes() -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
+    use otelprof_collector::processor::resourcedetection::{system::SystemDetector, Detector};
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    SystemDetector::profile_defaults().detect(deadline).unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        Vec::new()
     })
 }
 

@@ -126,6 +126,12 @@ impl SystemDetector {
         Ok(Self { sources, enabled, root: PathBuf::from("/") })
     }
 
+    /// The host attributes otelprof's profiles have always carried — `host.name` as the OS
+    /// says (no DNS), `host.arch`, `os.type` — for `otelprof record`, which has no pipeline.
+    pub fn profile_defaults() -> Self {
+        Self { sources: vec![Source::Os], enabled: vec!["host.name", "os.type", "host.arch"], root: PathBuf::from("/") }
+    }
+
     fn on(&self, attribute: &str) -> bool {
         self.enabled.contains(&attribute)
     }
