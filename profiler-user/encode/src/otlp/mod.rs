@@ -316,7 +316,7 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
             });
         }
         resource_profiles.push(pb::ResourceProfiles {
-            resource: Some(resource(report, pid, opts, &host)),
+            resource: Some(resource(report, pid, opts, host)),
             scope_profiles: vec![pb::ScopeProfiles { scope: Some(scope.clone()), profiles, schema_url: String::new() }],
             schema_url: String::new(),
         });
