@@ -12,10 +12,12 @@
 //! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter traits and the
 //!   [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`telemetry`]: own metrics in the Collector's names, served on `/metrics`.
+//! - [`exporter`]: `otlp`, `otlphttp`, `debug`, `file` behind one bounded sending queue with retries.
 
 pub mod component;
 pub mod config;
 pub mod consumer;
+pub mod exporter;
 pub mod health;
 pub mod signal;
 pub mod telemetry;
