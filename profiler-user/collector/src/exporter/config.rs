@@ -120,19 +120,27 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
-    /// The Collector's checks, naming the key under `path`.
+    /// The Collector's checks (`configretry`), naming the key under `path`.
     pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
         if !self.enabled {
             return Ok(());
         }
         if !(0.0..=1.0).contains(&self.randomization_factor) {
-            return Err(ConfigError::new(format!("{path}.randomization_factor"), "must be between 0 and 1"));
+            return Err(ConfigError::new(format!("{path}.randomization_factor"), "must be within [0, 1]"));
         }
-        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(ConfigError::new(format!("{path}.multiplier"), "must be at least 1"));
+        if !(self.multiplier.is_finite() && self.multiplier >= 0.0) {
+            return Err(ConfigError::new(format!("{path}.multiplier"), "must be non-negative"));
         }
-        if self.max_interval < self.initial_interval {
-            return Err(ConfigError::new(format!("{path}.max_interval"), "must not be less than initial_interval"));
+        if !self.max_elapsed_time.is_zero() {
+            if self.max_elapsed_time < self.initial_interval {
+                return Err(ConfigError::new(
+                    format!("{path}.max_elapsed_time"),
+                    "must not be less than initial_interval",
+                ));
+            }
+            if self.max_elapsed_time < self.max_interval {
+                return Err(ConfigError::new(format!("{path}.max_elapsed_time"), "must not be less than max_interval"));
+            }
         }
         Ok(())
     }
@@ -243,6 +251,8 @@ mod tests {
         assert_eq!(e.path, "exporters.otlp.sending_queue.queue_size");
         let e = deserialize_at::<QueueConfig>("q", serde_yaml::from_str("sizer: pages").unwrap()).unwrap_err();
         assert_eq!(e.path, "q.sizer");
+        let r = RetryConfig { max_elapsed_time: Duration::from_secs(1), ..Default::default() };
+        assert_eq!(r.validate("e.retry_on_failure").unwrap_err().path, "e.retry_on_failure.max_elapsed_time");
         let blocking: QueueConfig =
             deserialize_at("q", serde_yaml::from_str("block_on_overflow: true").unwrap()).unwrap();
         assert_eq!(blocking.validate("q").unwrap_err().path, "q.block_on_overflow");
