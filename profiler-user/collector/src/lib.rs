@@ -13,10 +13,12 @@
 //!   [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`telemetry`]: own metrics in the Collector's names, served on `/metrics`.
 //! - [`processor`]: `batch`, `memory_limiter`, `resource`, `resourcedetection`.
+//! - [`exporter`]: `otlp`, `otlphttp`, `debug`, `file` behind one bounded sending queue with retries.
 
 pub mod component;
 pub mod config;
 pub mod consumer;
+pub mod exporter;
 pub mod health;
 pub mod processor;
 pub mod signal;
