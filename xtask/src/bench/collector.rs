@@ -346,11 +346,17 @@ service:
 }
 
 /// The collector's command line: rotel's defaults but for where it listens and exports (OTLP/gRPC
-/// with gzip, which is its default too), and where it keeps its PID file and log.
+/// with gzip, which is its default too), and where it keeps its PID file and log. Every rotel flag
+/// also reads a `ROTEL_*` variable: those are cleared, so that the defaults are rotel's own.
 fn command(ctx: &Ctx, subject: Subject, p: &Ports, slug: &str) -> Result<Command> {
     Ok(match subject {
         Subject::Rotel => {
             let mut c = Command::new(&ctx.rotel);
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("ROTEL_") {
+                    c.env_remove(name);
+                }
+            }
             c.arg("start")
                 .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{}", p.receiver)])
                 .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", p.http)])
