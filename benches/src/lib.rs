@@ -4,6 +4,8 @@
 //! binary) or of the running kernel, spread evenly over its symbols, as file offsets (what
 //! otelprof and blazesym take) and virtual addresses (what addr2line takes).
 
+pub mod otlp;
+
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};

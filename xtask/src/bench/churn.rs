@@ -271,7 +271,7 @@ fn bpf_usage(pid: i32) -> (u64, u64) {
 }
 
 /// User + system CPU seconds of a running process and its reaped children, from `/proc/PID/stat`.
-fn cpu_so_far(pid: i32) -> f64 {
+pub(super) fn cpu_so_far(pid: i32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // After the command name in parentheses: state is field 3, utime..cstime fields 14..17.
     let fields: Vec<&str> = text.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();

@@ -14,6 +14,8 @@
 //!    second at idle and under a ping-pong load.
 //! 8. [`churn`]: the profilers' own cost (CPU, BPF run time, peak RSS) and the steady workload's
 //!    complete stacks, steady and under process churn; `--baseline` adds an older otelprof.
+//! 9. [`collector`]: the OTLP collector's CPU per million spans and log records and its peak RSS,
+//!    `otelprof agent` next to `rotel-agent`, same load, same sink.
 //!
 //! `--smoke` runs every part briefly and writes to `target/bench-smoke.md`: it checks the harness,
 //! its numbers mean nothing. `--only churn` runs one section and writes it alone to
@@ -21,6 +23,7 @@
 
 mod agent_cost;
 mod churn;
+mod collector;
 mod machine;
 mod micro;
 mod off_cpu;
@@ -43,6 +46,8 @@ pub enum Section {
     /// The BPF cost of `sample` by stack depth (1, 10, 30), `--rounds` rounds of `--seconds`
     /// windows, medians; `--baseline` measured in the same rounds.
     Depth,
+    /// 9. The OTLP collector (traces and logs, gRPC in and out) next to rotel-agent.
+    Collector,
 }
 
 /// How much to measure.
@@ -99,6 +104,7 @@ impl Plan {
         let name = match section {
             Section::Churn => "churn",
             Section::Depth => "depth",
+            Section::Collector => "collector",
         };
         self.only = Some(section);
         self.out = root.join(format!("target/bench-{name}{}.md", if self.smoke { "-smoke" } else { "" }));
@@ -165,6 +171,11 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
             let table = slowdown::depth_only(&plan, &tools)?;
             report::render_only(&plan, &machine::describe(), started, |o| o.push_str(&table))
         }
+        Some(Section::Collector) => {
+            eprintln!("xtask bench: only: OTLP collector, otelprof agent and rotel-agent");
+            let bench = collector::run(&plan, &tools)?;
+            report::render_only(&plan, &machine::describe(), started, |o| collector::render(o, &bench))
+        }
         None => {
             eprintln!("xtask bench: 1/5 workload slowdown ({} rounds of ~{}s per mode)", plan.rounds, plan.seconds);
             let slow = slowdown::run(&plan, &tools)?;
@@ -180,8 +191,16 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
             let runtimes = runtimes::run(&plan, &tools)?;
             eprintln!("xtask bench: 5/5 agent cost under process churn");
             let churn = churn::run(&plan, &tools)?;
+            eprintln!("xtask bench: OTLP collector, otelprof agent and rotel-agent");
+            // Without rotel (no pip, say) the sections above still count.
+            let collector = collector::run(&plan, &tools);
             let measured = report::Measured { slow, depth, agent, micro, runtimes, switch, churn };
-            report::render(&plan, &machine::describe(), started, &measured)
+            let mut text = report::render(&plan, &machine::describe(), started, &measured);
+            match collector {
+                Ok(bench) => collector::render(&mut text, &bench),
+                Err(e) => text += &format!("## 9. Collector: OTLP throughput and memory\n\nNot run: {e:#}\n"),
+            }
+            text
         }
     };
     eprintln!("xtask bench: writing {}", plan.out.display());
