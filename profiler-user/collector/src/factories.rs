@@ -145,12 +145,20 @@ pub(crate) mod testing {
 
         /// The items of each request an exporter took.
         pub fn received(&self, id: &str, signal: Signal) -> Vec<u64> {
-            self.state().received.get(&(id.to_string(), signal)).map(|v| v.iter().map(|r| r.0).collect()).unwrap_or_default()
+            self.state()
+                .received
+                .get(&(id.to_string(), signal))
+                .map(|v| v.iter().map(|r| r.0).collect())
+                .unwrap_or_default()
         }
 
         /// Where each request an exporter took was in memory (see [`address_of`]).
         pub fn addresses(&self, id: &str, signal: Signal) -> Vec<usize> {
-            self.state().received.get(&(id.to_string(), signal)).map(|v| v.iter().map(|r| r.1).collect()).unwrap_or_default()
+            self.state()
+                .received
+                .get(&(id.to_string(), signal))
+                .map(|v| v.iter().map(|r| r.1).collect())
+                .unwrap_or_default()
         }
 
         /// Where the data's list of resources is: a clone has its own, a move keeps it.
@@ -243,7 +251,12 @@ pub(crate) mod testing {
             &[Signal::Traces, Signal::Metrics, Signal::Logs]
         }
 
-        fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn Receiver>, ConfigError> {
+        fn create(
+            &self,
+            id: &ComponentId,
+            config: serde_yaml::Value,
+            path: &str,
+        ) -> Result<Box<dyn Receiver>, ConfigError> {
             let config: ReceiverConfig = deserialize_at(path, config)?;
             if let Some(p) = &config.protocols {
                 if p.grpc.is_none() && p.http.is_none() {
@@ -307,7 +320,12 @@ pub(crate) mod testing {
             &[Signal::Profiles]
         }
 
-        fn create(&self, _id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn Receiver>, ConfigError> {
+        fn create(
+            &self,
+            _id: &ComponentId,
+            config: serde_yaml::Value,
+            path: &str,
+        ) -> Result<Box<dyn Receiver>, ConfigError> {
             let _: ProfilingConfig = deserialize_at(path, config)?;
             Ok(Box::new(NeverStarted))
         }
@@ -345,16 +363,32 @@ pub(crate) mod testing {
             &Signal::ALL
         }
 
-        fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn BuildProcessor>, ConfigError> {
+        fn create(
+            &self,
+            id: &ComponentId,
+            config: serde_yaml::Value,
+            path: &str,
+        ) -> Result<Box<dyn BuildProcessor>, ConfigError> {
             Ok(Box::new(BatchBuilder { lab: self.0.clone(), id: id.clone(), config: deserialize_at(path, config)? }))
         }
     }
 
     impl BuildProcessor for BatchBuilder {
-        fn build(&self, signal: Signal, next: Arc<dyn Consumer>, _host: &Host) -> Result<Arc<dyn Processor>, ComponentError> {
+        fn build(
+            &self,
+            signal: Signal,
+            next: Arc<dyn Consumer>,
+            _host: &Host,
+        ) -> Result<Arc<dyn Processor>, ComponentError> {
             let name = format!("processors.{} {signal}", self.id);
             self.lab.event(format!("build {name}"));
-            Ok(Arc::new(BatchProcessor { lab: self.lab.clone(), name, hold: self.config.hold, held: Mutex::default(), next }))
+            Ok(Arc::new(BatchProcessor {
+                lab: self.lab.clone(),
+                name,
+                hold: self.config.hold,
+                held: Mutex::default(),
+                next,
+            }))
         }
     }
 
@@ -418,7 +452,12 @@ pub(crate) mod testing {
             &Signal::ALL
         }
 
-        fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn BuildExporter>, ConfigError> {
+        fn create(
+            &self,
+            id: &ComponentId,
+            config: serde_yaml::Value,
+            path: &str,
+        ) -> Result<Box<dyn BuildExporter>, ConfigError> {
             let c: ExporterConfig = deserialize_at(path, config)?;
             Ok(Box::new(ExporterBuilder { lab: self.lab.clone(), id: id.clone(), refuse: c.refuse }))
         }

@@ -186,13 +186,13 @@ impl Graph {
     /// fails the start: those already started are stopped and the graph is shut down.
     pub async fn start(self) -> Result<RunningGraph, ComponentError> {
         let Graph { host, readiness, telemetry, receivers, chains, exporters } = self;
-        let mut running =
-            RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, exporters };
+        let mut running = RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, exporters };
         for r in receivers {
             match r.receiver.start(r.outputs, &running.host).await {
                 Ok(handle) => running.receivers.push((r.id, handle)),
                 Err(e) => {
-                    let error = ComponentError::new(format!("receivers.{}", r.id), format!("cannot start: {}", e.message));
+                    let error =
+                        ComponentError::new(format!("receivers.{}", r.id), format!("cannot start: {}", e.message));
                     tracing::error!("{error}; stopping what had started");
                     running.shutdown().await;
                     return Err(error);
@@ -383,7 +383,15 @@ service:
 ",
             Duration::from_secs(5),
         );
-        assert_eq!(lab.events(), ["build exporters.otlp traces", "build exporters.debug traces", "build processors.batch/pass traces", "build processors.batch/hold traces"]);
+        assert_eq!(
+            lab.events(),
+            [
+                "build exporters.otlp traces",
+                "build exporters.debug traces",
+                "build processors.batch/pass traces",
+                "build processors.batch/hold traces"
+            ]
+        );
         let readiness = graph.readiness();
         assert!(!readiness.is_ready());
         let running = graph.start().await.unwrap();

@@ -115,7 +115,11 @@ impl Endpoints {
                 "/metrics" => (StatusCode::OK, self.metrics(), "text/plain; version=0.0.4; charset=utf-8"),
                 "/healthz" => with_type(self.healthz()),
                 "/readyz" => with_type(self.readyz()),
-                _ => (StatusCode::NOT_FOUND, "not found: /metrics, /healthz or /readyz\n".into(), "text/plain; charset=utf-8"),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    "not found: /metrics, /healthz or /readyz\n".into(),
+                    "text/plain; charset=utf-8",
+                ),
             }
         };
         let body = if method == Method::HEAD { String::new() } else { body };
@@ -168,7 +172,7 @@ impl AcceptBackoff {
     /// Whether this failure is logged at `warn`: the first of a run, then every hundredth
     /// (a run lasts about a second per failure once at the longest wait).
     fn worth_a_warning(&self) -> bool {
-        self.in_a_row == 1 || self.in_a_row % 100 == 0
+        self.in_a_row == 1 || self.in_a_row.is_multiple_of(100)
     }
 }
 
@@ -190,16 +194,14 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 impl TelemetryServer {
     /// Binds `address` (`host:port`, as in the config; `localhost` resolves).
     pub async fn bind(address: &str) -> Result<Self, ComponentError> {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|e| ComponentError::new("service.telemetry.metrics.address", format!("cannot listen on {address}: {e}")))?;
+        let listener = TcpListener::bind(address).await.map_err(|e| {
+            ComponentError::new("service.telemetry.metrics.address", format!("cannot listen on {address}: {e}"))
+        })?;
         Ok(Self { listener })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ComponentError> {
-        self.listener
-            .local_addr()
-            .map_err(|e| ComponentError::new("service.telemetry.metrics.address", e.to_string()))
+        self.listener.local_addr().map_err(|e| ComponentError::new("service.telemetry.metrics.address", e.to_string()))
     }
 
     /// Serves until [`ServerHandle::stop`].
@@ -309,7 +311,10 @@ mod tests {
 
         let (code, text) = get(&client, addr, "/metrics").await;
         assert_eq!(code, 200);
-        assert!(text.contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3\n"), "{text}");
+        assert!(
+            text.contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3\n"),
+            "{text}"
+        );
         assert!(text.ends_with("otelprof_samples_total 42\n"), "the binary's sources come after: {text}");
 
         assert_eq!(get(&client, addr, "/healthz").await, (200, "ok\n".into()));

@@ -74,7 +74,12 @@ enum Piece {
 }
 
 /// The expanded value of `s`, or `None` when it has nothing to expand.
-fn expand_scalar(s: &str, path: &str, env: &dyn Lookup, warnings: &mut Vec<Warning>) -> Result<Option<Value>, ConfigError> {
+fn expand_scalar(
+    s: &str,
+    path: &str,
+    env: &dyn Lookup,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<Value>, ConfigError> {
     if !s.contains('$') {
         return Ok(None);
     }
@@ -87,7 +92,9 @@ fn expand_scalar(s: &str, path: &str, env: &dyn Lookup, warnings: &mut Vec<Warni
         if let Some(tail) = after.strip_prefix('$') {
             text.push('$');
             rest = tail;
-        } else if let Some(body) = after.strip_prefix('{').and_then(|b| b.find('}').map(|end| (&b[..end], &b[end + 1..]))) {
+        } else if let Some(body) =
+            after.strip_prefix('{').and_then(|b| b.find('}').map(|end| (&b[..end], &b[end + 1..])))
+        {
             let (inner, tail) = body;
             match resolve(inner, path, env, warnings)? {
                 Some(v) => {
@@ -146,7 +153,12 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// The value of `${inner}`, or `None` to keep it as written.
-fn resolve(inner: &str, path: &str, env: &dyn Lookup, warnings: &mut Vec<Warning>) -> Result<Option<String>, ConfigError> {
+fn resolve(
+    inner: &str,
+    path: &str,
+    env: &dyn Lookup,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<String>, ConfigError> {
     let reference = match inner.split_once(':') {
         Some(("env", r)) => r,
         Some((scheme, _)) => {
@@ -164,7 +176,9 @@ fn resolve(inner: &str, path: &str, env: &dyn Lookup, warnings: &mut Vec<Warning
         None => {
             warnings.push(Warning {
                 path: path.to_string(),
-                message: format!("`${{{inner}}}` is not an environment variable reference (not a valid name): kept as written"),
+                message: format!(
+                    "`${{{inner}}}` is not an environment variable reference (not a valid name): kept as written"
+                ),
                 position: None,
             });
             return Ok(None);
@@ -234,7 +248,9 @@ mod tests {
         assert_eq!(value("l: ${env:LIST}"), raw("l: [a, b]"));
         assert_eq!(value("e: http://${env:HOST}:${env:PORT}/v1"), raw("e: http://collector:4317/v1"));
         assert_eq!(value("t: ${env:TOKEN}"), raw("t: {a: b}"), "a whole value is YAML");
-        assert_eq!(value("t: x${env:TOKEN}"), raw("t: 'xa: b # not: expanded ${env:HOST}'"),
+        assert_eq!(
+            value("t: x${env:TOKEN}"),
+            raw("t: 'xa: b # not: expanded ${env:HOST}'"),
             "inline it is text, and never expanded again"
         );
         assert_eq!(value("e: ${env:EMPTY}"), raw("e: ''"), "set but empty: empty text, no default");

@@ -10,8 +10,6 @@
 
 use std::{collections::HashMap, fmt, mem::MaybeUninit};
 
-use unsafe_libyaml as sys;
-
 /// A place in the config text, both 1-based as editors count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Position {
@@ -96,8 +94,14 @@ pub fn join(path: &str, key: &str) -> String {
 /// What the walk is inside of.
 enum Frame {
     /// A mapping at `path`; `key` is the key whose value comes next, if it was read.
-    Mapping { path: String, key: Option<(String, Position)> },
-    Sequence { path: String, next: usize },
+    Mapping {
+        path: String,
+        key: Option<(String, Position)>,
+    },
+    Sequence {
+        path: String,
+        next: usize,
+    },
     /// A collection used as a mapping key (`? [a, b]: c`): nothing in it is indexed.
     Skip,
 }
@@ -125,10 +129,15 @@ impl Walk {
         match self.stack.last() {
             Some(Frame::Mapping { path, key: Some((k, _)) }) => join(path, k),
             Some(Frame::Mapping { path, .. }) | Some(Frame::Sequence { path, .. }) => path.clone(),
-            Some(Frame::Skip) | None => self.stack.iter().rev().find_map(|f| match f {
-                Frame::Mapping { path, .. } | Frame::Sequence { path, .. } => Some(path.clone()),
-                Frame::Skip => None,
-            }).unwrap_or_default(),
+            Some(Frame::Skip) | None => self
+                .stack
+                .iter()
+                .rev()
+                .find_map(|f| match f {
+                    Frame::Mapping { path, .. } | Frame::Sequence { path, .. } => Some(path.clone()),
+                    Frame::Skip => None,
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -140,7 +149,7 @@ impl Walk {
 
     /// Handles one event; true when the first document is complete.
     fn event(&mut self, event: Event) -> bool {
-        let (start, at) = match event {
+        let (start, at, empty) = match event {
             Event::Other => return false,
             Event::End => {
                 self.stack.pop();
@@ -155,16 +164,17 @@ impl Walk {
                     *key = Some((text, at));
                     return false;
                 }
-                (None, at)
+                let empty = text.is_empty();
+                (None, at, empty)
             }
             Event::Alias { at } => {
                 if let Some(Frame::Mapping { key: key @ None, .. }) = self.stack.last_mut() {
                     *key = Some(("*".to_string(), at));
                     return false;
                 }
-                (None, at)
+                (None, at, false)
             }
-            Event::Start { mapping, at } => (Some(mapping), at),
+            Event::Start { mapping, at } => (Some(mapping), at, false),
         };
         // A value (or the root): find its path, record where it is, descend into collections.
         let path = match self.stack.last_mut() {
@@ -184,9 +194,9 @@ impl Walk {
             Some(Frame::Mapping { path, key }) => {
                 let Some((k, key_at)) = key.take() else { return false };
                 let p = join(path, &k);
-                // A scalar value is pointed at itself; a collection (often on the lines
-                // below) at its key.
-                let pos = if start.is_none() && at.line == key_at.line { at } else { key_at };
+                // A value on its key's line (a scalar, `{…}`, `[…]`) is pointed at itself; a
+                // block below its key, or nothing (`batch:`), at the key.
+                let pos = if at.line == key_at.line && !empty { at } else { key_at };
                 self.record(&p, pos);
                 p
             }
@@ -213,7 +223,7 @@ impl Walk {
 /// libyaml's event parser over a text, owned and freed here: the only unsafe code of the
 /// config. Events are copied into [`Event`] before libyaml's is deleted.
 struct Parser<'t> {
-    parser: Box<MaybeUninit<sys::yaml_parser_t>>,
+    parser: Box<MaybeUninit<unsafe_libyaml::yaml_parser_t>>,
     /// The parser reads from this text; it must outlive the parser.
     _text: &'t str,
     failed: bool,
@@ -222,14 +232,14 @@ struct Parser<'t> {
 
 impl<'t> Parser<'t> {
     fn new(text: &'t str) -> Self {
-        let mut parser = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut parser = Box::new(MaybeUninit::<unsafe_libyaml::yaml_parser_t>::uninit());
         // SAFETY: `yaml_parser_initialize` zeroes and fills the struct it is given (it cannot
         // fail: allocation failures abort); the input is borrowed for 't, which this struct
         // holds, so the text outlives the parser.
         unsafe {
             let p = parser.as_mut_ptr();
-            let _ = sys::yaml_parser_initialize(p);
-            sys::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
+            let _ = unsafe_libyaml::yaml_parser_initialize(p);
+            unsafe_libyaml::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
         }
         Self { parser, _text: text, failed: false, ended: false }
     }
@@ -239,12 +249,12 @@ impl<'t> Parser<'t> {
         if self.ended {
             return None;
         }
-        let mut raw = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut raw = MaybeUninit::<unsafe_libyaml::yaml_event_t>::uninit();
         // SAFETY: the parser was initialized in `new` and not deleted; `yaml_parser_parse`
         // fills the event on success, which is read only then and deleted right after. A
         // scalar's value points at `length` bytes owned by the event.
         unsafe {
-            if sys::yaml_parser_parse(self.parser.as_mut_ptr(), raw.as_mut_ptr()).fail {
+            if unsafe_libyaml::yaml_parser_parse(self.parser.as_mut_ptr(), raw.as_mut_ptr()).fail {
                 self.failed = true;
                 self.ended = true;
                 return None;
@@ -252,7 +262,7 @@ impl<'t> Parser<'t> {
             let e = raw.as_mut_ptr();
             let at = Position { line: (*e).start_mark.line as usize + 1, column: (*e).start_mark.column as usize + 1 };
             let event = match (*e).type_ {
-                sys::YAML_SCALAR_EVENT => {
+                unsafe_libyaml::YAML_SCALAR_EVENT => {
                     let s = (*e).data.scalar;
                     let bytes = if s.value.is_null() {
                         &[][..]
@@ -261,17 +271,17 @@ impl<'t> Parser<'t> {
                     };
                     Event::Scalar { text: String::from_utf8_lossy(bytes).into_owned(), at }
                 }
-                sys::YAML_ALIAS_EVENT => Event::Alias { at },
-                sys::YAML_MAPPING_START_EVENT => Event::Start { mapping: true, at },
-                sys::YAML_SEQUENCE_START_EVENT => Event::Start { mapping: false, at },
-                sys::YAML_MAPPING_END_EVENT | sys::YAML_SEQUENCE_END_EVENT => Event::End,
-                sys::YAML_STREAM_END_EVENT => {
+                unsafe_libyaml::YAML_ALIAS_EVENT => Event::Alias { at },
+                unsafe_libyaml::YAML_MAPPING_START_EVENT => Event::Start { mapping: true, at },
+                unsafe_libyaml::YAML_SEQUENCE_START_EVENT => Event::Start { mapping: false, at },
+                unsafe_libyaml::YAML_MAPPING_END_EVENT | unsafe_libyaml::YAML_SEQUENCE_END_EVENT => Event::End,
+                unsafe_libyaml::YAML_STREAM_END_EVENT => {
                     self.ended = true;
                     Event::Other
                 }
                 _ => Event::Other,
             };
-            sys::yaml_event_delete(e);
+            unsafe_libyaml::yaml_event_delete(e);
             Some(event)
         }
     }
@@ -280,7 +290,7 @@ impl<'t> Parser<'t> {
 impl Drop for Parser<'_> {
     fn drop(&mut self) {
         // SAFETY: initialized in `new`, deleted once, here.
-        unsafe { sys::yaml_parser_delete(self.parser.as_mut_ptr()) }
+        unsafe { unsafe_libyaml::yaml_parser_delete(self.parser.as_mut_ptr()) }
     }
 }
 
