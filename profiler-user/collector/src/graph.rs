@@ -182,6 +182,13 @@ impl Graph {
         self.telemetry.metrics.address.as_deref()
     }
 
+    /// Shuts down what was built without starting it (after `otelprof validate`): processors
+    /// and exporters, as [`RunningGraph::shutdown`] does.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let Graph { host, readiness, telemetry, receivers: _, chains, exporters } = self;
+        RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, exporters }.shutdown().await
+    }
+
     /// Starts the receivers (everything else exists already). A receiver that fails to start
     /// fails the start: those already started are stopped and the graph is shut down.
     pub async fn start(self) -> Result<RunningGraph, ComponentError> {
@@ -478,7 +485,8 @@ service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}, tele
         );
         assert_eq!(graph.telemetry_address(), Some("127.0.0.1:1"));
         assert_eq!(lab.events(), ["build exporters.otlp traces"], "built, not started");
-        drop(graph);
+        assert_eq!(graph.shutdown().await, ShutdownReport::default());
+        assert_eq!(lab.events(), ["build exporters.otlp traces", "shutdown exporters.otlp traces"]);
         let rebound = std::net::TcpListener::bind(addr);
         assert!(rebound.is_ok(), "the receiver's address was never opened: {rebound:?}");
     }

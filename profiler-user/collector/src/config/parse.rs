@@ -84,6 +84,8 @@ fn check(
     warnings: &mut Vec<Warning>,
 ) -> Result<ServiceConfig, ConfigError> {
     let mut root: Value = serde_yaml::from_str(text).map_err(|e| syntax_error(e, positions))?;
+    // `<<: *defaults` merge keys, which the Collector's YAML parser applies too.
+    root.apply_merge().map_err(|e| ConfigError::new("config", format!("merging `<<` keys: {}", super::message(e))))?;
     env::expand(&mut root, "", env, warnings)?;
     let mut top = match root {
         Value::Mapping(m) => m,
@@ -638,6 +640,21 @@ service:
         assert_eq!(e.to_string(), "service.pipelines (line 3, column 14): duplicate entry with key \"pipelines\"");
         let e = parse("- a\n").unwrap_err();
         assert_eq!(e.path, "config");
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_work_as_in_the_collector() {
+        let text = "receivers: {otlp: }\nexporters:\n  otlp: &common {refuse: true}\n  debug:\n    <<: *common\n    \
+                    refuse: false\nservice: {pipelines: {logs: {receivers: [otlp], exporters: [debug, otlp]}}}\n";
+        let (c, warnings) = parse(text).unwrap();
+        assert_eq!(c.exporters.len(), 2);
+        assert_eq!(warnings, []);
+        let bad = text.replace("refuse: true", "refuse: 1");
+        let e = parse(&bad).unwrap_err();
+        assert_eq!((e.path.as_str(), e.position.map(|p| p.line)), ("exporters.otlp.refuse", Some(3)), "{e}");
+        let bad = text.replace("    refuse: false\n", "    refuse: []\n");
+        let e = parse(&bad).unwrap_err();
+        assert_eq!((e.path.as_str(), e.position.map(|p| p.line)), ("exporters.debug.refuse", Some(6)), "{e}");
     }
 
     #[test]

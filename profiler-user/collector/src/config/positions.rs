@@ -96,7 +96,7 @@ enum Frame {
     /// A mapping at `path`; `key` is the key whose value comes next, if it was read.
     Mapping {
         path: String,
-        key: Option<(String, Position)>,
+        key: Option<Key>,
     },
     Sequence {
         path: String,
@@ -104,6 +104,14 @@ enum Frame {
     },
     /// A collection used as a mapping key (`? [a, b]: c`): nothing in it is indexed.
     Skip,
+}
+
+/// A mapping key read, waiting for its value.
+struct Key {
+    text: String,
+    at: Position,
+    /// False for a key that is not text (an alias, a collection): its value is not indexed.
+    indexed: bool,
 }
 
 /// Turns the event stream into paths and positions.
@@ -127,7 +135,7 @@ enum Event {
 impl Walk {
     fn current_path(&self) -> String {
         match self.stack.last() {
-            Some(Frame::Mapping { path, key: Some((k, _)) }) => join(path, k),
+            Some(Frame::Mapping { path, key: Some(k) }) if k.indexed => join(path, &k.text),
             Some(Frame::Mapping { path, .. }) | Some(Frame::Sequence { path, .. }) => path.clone(),
             Some(Frame::Skip) | None => self
                 .stack
@@ -161,7 +169,7 @@ impl Walk {
             Event::Scalar { text, at } => {
                 // A scalar may be a key: it waits for its value.
                 if let Some(Frame::Mapping { key: key @ None, .. }) = self.stack.last_mut() {
-                    *key = Some((text, at));
+                    *key = Some(Key { text, at, indexed: true });
                     return false;
                 }
                 let empty = text.is_empty();
@@ -169,7 +177,7 @@ impl Walk {
             }
             Event::Alias { at } => {
                 if let Some(Frame::Mapping { key: key @ None, .. }) = self.stack.last_mut() {
-                    *key = Some(("*".to_string(), at));
+                    *key = Some(Key { text: String::new(), at, indexed: false });
                     return false;
                 }
                 (None, at, false)
@@ -186,17 +194,24 @@ impl Walk {
                 }
                 return false;
             }
-            Some(Frame::Mapping { key: None, .. }) => {
-                // A collection as a key.
+            Some(Frame::Mapping { key: key @ None, .. }) => {
+                // A collection as a key: skipped, and so is its value.
+                *key = Some(Key { text: String::new(), at, indexed: false });
                 self.stack.push(Frame::Skip);
                 return false;
             }
             Some(Frame::Mapping { path, key }) => {
-                let Some((k, key_at)) = key.take() else { return false };
-                let p = join(path, &k);
+                let Some(k) = key.take() else { return false };
+                if !k.indexed {
+                    if start.is_some() {
+                        self.stack.push(Frame::Skip);
+                    }
+                    return false;
+                }
+                let p = join(path, &k.text);
                 // A value on its key's line (a scalar, `{…}`, `[…]`) is pointed at itself; a
                 // block below its key, or nothing (`batch:`), at the key.
-                let pos = if at.line == key_at.line && !empty { at } else { key_at };
+                let pos = if at.line == k.at.line && !empty { at } else { k.at };
                 self.record(&p, pos);
                 p
             }
@@ -341,8 +356,11 @@ service:
 
     #[test]
     fn keys_that_are_collections_or_aliases_are_skipped() {
-        let p = Positions::index("x: &v 1\n? [a, b]\n: {c: 1}\n*v : 2\nz: 3\n");
-        assert_eq!(p.locate("z"), at(5, 4));
+        let p = Positions::index("x: &v 1\n? [a, b]\n: {c: 1}\n*v : {d: 2}\n? [e]\n: 1\nz: 3\n");
+        assert_eq!(p.locate("z"), at(7, 4));
         assert_eq!(p.locate("x"), at(1, 4));
+        assert_eq!(p.locate("c"), at(1, 1), "inside a skipped value: not indexed");
+        assert_eq!(p.locate("d"), at(1, 1));
+        assert_eq!(p.duplicate(), None);
     }
 }
