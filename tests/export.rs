@@ -202,7 +202,7 @@ fn http_export_over_mutual_tls_to_an_independent_server() {
     let pki = make_pki(&dir);
     let out = dir.join("received");
     std::fs::create_dir_all(&out).unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/tls_otlp_server.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/tls_otlp_server.py");
     let mut server = std::process::Command::new("python3")
         .arg(script)
         .args([&pki.server_cert, &pki.server_key, &pki.ca, &out])

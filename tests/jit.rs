@@ -30,7 +30,7 @@ fn is_workload_js(f: &str) -> bool {
 }
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/jit_hot.js")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/workloads/jit_hot.js")
 }
 
 /// `otelprof record -F 499 -o OUT`, run in `dir`: with `--perf-basic-prof` V8 also writes an

@@ -20,7 +20,7 @@ const SECONDS: &str = "4";
 const LD_SO_ROOT: &str = "_dl_start";
 
 fn python_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/alloc_heavy.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/workloads/alloc_heavy.py")
 }
 
 /// otelprof's samples of `cmd` (as pprof stacks) and its stderr.
@@ -206,7 +206,7 @@ fn rust_panics_caught_by_catch_unwind_unwind_to_main() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("panic_unwind");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/panic_unwind.rs");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/workloads/panic_unwind.rs");
     let o = run(Command::new("rustc")
         .args(["--edition", "2021", "-C", "opt-level=3", "-C", "force-frame-pointers=no", "-C", "panic=unwind"])
         .args(["-C", "debuginfo=0", "-o"])

@@ -205,7 +205,7 @@ fn rust_release_build_without_frame_pointers_unwinds_completely() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("deep_rust");
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/deep_rust.rs");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/workloads/deep_rust.rs");
     let o = run(std::process::Command::new("rustc")
         .args(["--edition", "2021", "-C", "opt-level=3", "-C", "force-frame-pointers=no", "-C", "debuginfo=0", "-o"])
         .arg(&exe)

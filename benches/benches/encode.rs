@@ -5,12 +5,12 @@
 use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use profiler_user::{
+use otelprof_encode::{
+    otlp::{self, OtlpOptions},
+    pprof, Meta, Report,
+};
+use otelprof_sampler::{
     aggregate::{Aggregator, Clock},
-    export::{
-        otlp::{self, OtlpOptions},
-        pprof, Meta, Report,
-    },
     process::ProcessTracker,
     reader::Sample,
     symbolize,

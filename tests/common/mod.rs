@@ -61,7 +61,7 @@ pub fn build_c(out: &str, sources: &[&str], flags: &[&str]) -> PathBuf {
         .get_compiler();
     let mut cmd = compiler.to_command();
     for s in sources {
-        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads").join(s));
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/workloads").join(s));
     }
     let o = cmd.args(flags).arg("-o").arg(&exe).current_dir(&dir).output().expect("running the C compiler");
     assert!(o.status.success(), "building {out}: {}", String::from_utf8_lossy(&o.stderr));
@@ -194,7 +194,7 @@ pub fn python_otlp(kind: &str, file: &Path) -> Option<serde_json::Value> {
         eprintln!("SKIPPED Python OTLP check: pip install opentelemetry-proto==1.45.2");
         return None;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/otlp_check.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/otlp_check.py");
     let out = Command::new("python3").arg(script).arg(kind).arg(file).output().expect("running python3");
     assert!(
         out.status.success(),

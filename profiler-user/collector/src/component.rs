@@ -37,7 +37,9 @@ impl ComponentId {
         let good_type = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !good_type {
-            return Err(format!("`{s}` is not a component id: `type[/name]`, the type a letter then letters, digits or `_`"));
+            return Err(format!(
+                "`{s}` is not a component id: `type[/name]`, the type a letter then letters, digits or `_`"
+            ));
         }
         if s.contains('/') && (name.is_empty() || name.chars().any(char::is_whitespace)) {
             return Err(format!("`{s}` is not a component id: the name after `/` is empty or has spaces"));
@@ -93,12 +95,7 @@ pub struct Host {
 
 impl Host {
     pub fn new(shutdown_timeout: Duration) -> Self {
-        Self {
-            telemetry: Telemetry::new(),
-            health: Health::new(),
-            stop: CancellationToken::new(),
-            shutdown_timeout,
-        }
+        Self { telemetry: Telemetry::new(), health: Health::new(), stop: CancellationToken::new(), shutdown_timeout }
     }
 }
 
@@ -155,20 +152,26 @@ pub trait ReceiverFactory: Send + Sync {
     /// The signals it can produce.
     fn signals(&self) -> &'static [Signal];
     /// Parses and checks the config at `path` (`receivers.otlp`); nothing is opened yet.
-    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn Receiver>, ConfigError>;
+    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str)
+        -> Result<Box<dyn Receiver>, ConfigError>;
 }
 
 /// A processor's checked config: builds one processor per pipeline.
 pub trait BuildProcessor: Send + Sync {
-    fn build(&self, signal: Signal, next: Arc<dyn Consumer>, host: &Host) -> Result<Arc<dyn Processor>, ComponentError>;
+    fn build(&self, signal: Signal, next: Arc<dyn Consumer>, host: &Host)
+        -> Result<Arc<dyn Processor>, ComponentError>;
 }
 
 /// Makes processors of one type from their config.
 pub trait ProcessorFactory: Send + Sync {
     fn kind(&self) -> &'static str;
     fn signals(&self) -> &'static [Signal];
-    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str)
-        -> Result<Box<dyn BuildProcessor>, ConfigError>;
+    fn create(
+        &self,
+        id: &ComponentId,
+        config: serde_yaml::Value,
+        path: &str,
+    ) -> Result<Box<dyn BuildProcessor>, ConfigError>;
 }
 
 /// An exporter's checked config: builds one exporter per signal (shared by that signal's
@@ -185,7 +188,12 @@ pub trait ExporterFactory: Send + Sync {
         &[]
     }
     fn signals(&self) -> &'static [Signal];
-    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn BuildExporter>, ConfigError>;
+    fn create(
+        &self,
+        id: &ComponentId,
+        config: serde_yaml::Value,
+        path: &str,
+    ) -> Result<Box<dyn BuildExporter>, ConfigError>;
 }
 
 /// A consumer that does nothing but count: for tests and for `validate`.

@@ -25,8 +25,7 @@ impl Factories {
         Self {
             // Receivers: `otlp` (gRPC and HTTP) goes here.
             receivers: vec![],
-            // Processors: `batch`, `memory_limiter`, … go here.
-            processors: vec![],
+            processors: crate::processor::factories(),
             // Exporters: `otlp`, `otlphttp`, `debug` go here.
             exporters: vec![],
         }
@@ -136,6 +135,13 @@ pub(crate) mod testing {
                 .with_processor(Batch(self.clone()))
                 .with_exporter(TestExporters { lab: self.clone(), kind: "otlp", aliases: &["otlp_grpc"] })
                 .with_exporter(TestExporters { lab: self.clone(), kind: "debug", aliases: &[] })
+        }
+
+        /// The stand-in receivers and exporters with this crate's real processors.
+        pub fn with_real_processors(&self) -> Factories {
+            let mut f = self.factories();
+            f.processors = Factories::builtin().processors;
+            f
         }
 
         /// The outputs a started receiver was given.

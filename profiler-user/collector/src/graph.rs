@@ -467,6 +467,31 @@ service: {{pipelines: {{logs: {{receivers: [otlp, otlp/bad], exporters: [debug]}
     }
 
     #[tokio::test]
+    async fn the_real_batch_processor_hands_on_its_batch_at_shutdown() {
+        let lab = Lab::default();
+        let text = "
+receivers: {otlp: }
+processors: {batch: {timeout: 1h, send_batch_size: 100}, memory_limiter: {check_interval: 1s, limit_mib: 100000}}
+exporters: {otlp: }
+service: {pipelines: {traces: {receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp]}}}
+";
+        let (config, warnings) = parse(text, &lab.with_real_processors()).unwrap();
+        assert_eq!(warnings, []);
+        let host = Host::new(Duration::from_secs(5));
+        let running = Graph::build(config, &host).unwrap().start().await.unwrap();
+        for _ in 0..3 {
+            lab.outputs("otlp").get(Signal::Traces).unwrap().consume(spans(5)).unwrap();
+        }
+        assert_eq!(lab.received("otlp", Signal::Traces), [] as [u64; 0], "batched, below size, before the timeout");
+        assert_eq!(running.shutdown().await, ShutdownReport::default());
+        assert_eq!(lab.received("otlp", Signal::Traces), [15], "one batch, handed on before the exporter stopped");
+        let bad = text.replace("send_batch_size: 100", "send_batch_size: many");
+        let e = parse(&bad, &lab.with_real_processors()).unwrap_err();
+        assert_eq!(e.path, "processors.batch.send_batch_size");
+        assert_eq!(e.position.map(|p| (p.line, p.column)), Some((3, 52)), "{e}");
+    }
+
+    #[tokio::test]
     async fn building_to_validate_opens_nothing() {
         let lab = Lab::default();
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

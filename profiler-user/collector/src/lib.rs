@@ -15,6 +15,7 @@
 //! - [`config`] and [`factories`]: the config file checked against the known component types;
 //!   [`graph`]: the pipelines built from it, started and shut down in order;
 //!   [`telemetry_server`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`processor`]: `batch`, `memory_limiter`, `resource`, `resourcedetection`.
 
 pub mod component;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod consumer;
 pub mod factories;
 pub mod graph;
 pub mod health;
+pub mod processor;
 pub mod signal;
 pub mod telemetry;
 pub mod telemetry_server;

@@ -138,8 +138,11 @@ impl Telemetry {
                 let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", e.help);
                 last = &e.name;
             }
-            let labels: Vec<String> =
-                e.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+            let labels: Vec<String> = e
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
             let _ = writeln!(out, "{name}{{{}}} {}", labels.join(","), e.value.load(Ordering::Relaxed));
         }
     }
@@ -187,7 +190,10 @@ mod tests {
         add(&again.accepted, 1);
         let mut out = String::new();
         t.render(&mut out);
-        assert!(out.contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 6\n"), "{out}");
+        assert!(
+            out.contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 6\n"),
+            "{out}"
+        );
         assert_eq!(out.matches("# TYPE otelcol_receiver_accepted_spans_total counter").count(), 1);
     }
 }

@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(table) = profiler_user::unwind::compile(data) {
+    if let Ok(table) = otelprof_sampler::unwind::compile(data) {
         // Whatever came out must be usable: sorted rows, lookups in range.
         assert!(table.rows.windows(2).all(|w| w[0].pc < w[1].pc));
         for r in table.rows.iter().take(64) {

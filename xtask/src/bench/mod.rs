@@ -117,7 +117,7 @@ pub struct Tools {
 fn build(root: &Path) -> Result<Tools> {
     let status = Command::new("cargo")
         .current_dir(root)
-        .args(["build", "--release", "-p", "profiler-user", "--bin", "otelprof"])
+        .args(["build", "--release", "-p", "otelprof", "--bin", "otelprof"])
         .status()
         .context("cargo build")?;
     if !status.success() {

@@ -1,0 +1,256 @@
+//! The `profiling` receiver: a sampling [`Session`] on its own thread, closing an interval
+//! every `reporter_interval` and handing it to the reporting thread, which symbolizes and
+//! encodes it and gives the OTLP request to the profiles pipelines.
+//!
+//! Its own thread and runtime: the sampling loop reads the BPF ring buffer, and nothing the
+//! collector does (OTLP bursts, exporters, processors) may delay that. It never waits on the
+//! pipelines either: the hand-over to the reporting thread drops when full, and the pipelines'
+//! `consume` never blocks (a refusal drops the report, counted).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use otelprof_collector::{
+    component::{ComponentError, ComponentId, Host, Outputs, Receiver, ReceiverFactory},
+    config::ConfigError,
+    health::Liveness,
+    signal::Signal,
+};
+use otelprof_encode::{otlp::OtlpOptions, Meta};
+use otelprof_sampler::{
+    session::{Interval, Session, SessionConfig},
+    targets::Selector,
+    tracer::TracerConfig,
+    unwind::UnwindMode,
+};
+use profiler_common::target as flags;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::ProfilingConfig,
+    metrics::{ProfilerMetrics, Tallies},
+    reporter::{Job, ReportJob, Reporter},
+};
+
+/// How often the loop turns when no record wakes it: drains records that do not wake the
+/// reader, reads contexts that are due, installs tables that arrived.
+const TICK: Duration = Duration::from_millis(250);
+/// How long the end waits for tables still compiling.
+const FINISH_WAIT: Duration = Duration::from_secs(1);
+/// How often the profiler's summary is logged.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Makes the `profiling` receiver.
+pub struct ProfilingFactory {
+    metrics: Arc<ProfilerMetrics>,
+}
+
+impl ProfilingFactory {
+    /// `metrics` are the profiler's own counters, which the agent also serves on `/metrics`.
+    pub fn new(metrics: Arc<ProfilerMetrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl ReceiverFactory for ProfilingFactory {
+    fn kind(&self) -> &'static str {
+        "profiling"
+    }
+
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Profiles]
+    }
+
+    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn Receiver>, ConfigError> {
+        let config = ProfilingConfig::parse(path, config)?;
+        Ok(Box::new(ProfilingReceiver { id: id.to_string(), config, metrics: self.metrics.clone() }))
+    }
+}
+
+/// The profiler with its config checked, not started.
+pub struct ProfilingReceiver {
+    id: String,
+    config: ProfilingConfig,
+    metrics: Arc<ProfilerMetrics>,
+}
+
+#[async_trait]
+impl Receiver for ProfilingReceiver {
+    async fn start(self: Box<Self>, outputs: Outputs, host: &Host) -> Result<tokio::task::JoinHandle<()>, ComponentError> {
+        let id = self.id.clone();
+        let next = outputs
+            .get(Signal::Profiles)
+            .cloned()
+            .ok_or_else(|| ComponentError::new(&id, "not in any profiles pipeline"))?;
+        let counts = host.telemetry.receiver(&id, "bpf", Signal::Profiles);
+        let cfg = self.config;
+        let metrics = self.metrics;
+        let reporter = Reporter::spawn(
+            OtlpOptions { symbolize: cfg.symbolize, command_line: cfg.command_line },
+            cfg.symbol_cache_entries,
+            next,
+            counts,
+            metrics.clone(),
+            host.health.register(format!("receiver/{id}/reporter"), Liveness::Running),
+        )
+        .map_err(|e| ComponentError::new(&id, format!("starting the reporting thread: {e}")))?;
+        let sampling = host
+            .health
+            .register(format!("receiver/{id}"), Liveness::Heartbeat { within: cfg.reporter_interval.max(Duration::from_secs(10)) * 3 });
+        let stop = host.stop.clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("otelprof-sampler".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("starting the sampling runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(run(cfg, reporter, metrics, sampling, stop, ready_tx));
+            })
+            .map_err(|e| ComponentError::new(&id, format!("starting the sampling thread: {e}")))?;
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ComponentError::new(&id, e)),
+            Err(_) => return Err(ComponentError::new(&id, "the sampling thread ended while starting")),
+        }
+        Ok(tokio::task::spawn_blocking(move || {
+            if thread.join().is_err() {
+                tracing::error!("receiver/{id}: the sampling thread panicked");
+            }
+        }))
+    }
+}
+
+/// A closed interval as the reporting thread's job.
+fn report_job(i: Interval, frequency_hz: u64) -> Job {
+    Job::Report(Box::new(ReportJob {
+        processes: i.processes,
+        meta: Meta { frequency_hz, start_unix_ns: i.start_unix_ns, duration_ns: i.duration_ns },
+        agg: i.agg,
+    }))
+}
+
+/// Loads the programs, says whether that worked, then samples until `stop`.
+async fn run(
+    cfg: ProfilingConfig,
+    reporter: Reporter,
+    metrics: Arc<ProfilerMetrics>,
+    sampling: otelprof_collector::health::HealthHandle,
+    stop: CancellationToken,
+    ready: oneshot::Sender<Result<(), String>>,
+) {
+    let mut session = match open(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            sampling.stop();
+            // The reporting thread ends with nothing to do.
+            let _ = reporter.finish(None);
+            return;
+        }
+    };
+    tracing::info!(
+        "profiling {} at {} Hz{} on {} CPUs, reporting every {:?}",
+        cfg.describe_targets(),
+        cfg.samples_per_second,
+        cfg.off_cpu().map(|p| format!(" and off CPU (threshold {p})")).unwrap_or_default(),
+        session.tracer.cpus(),
+        cfg.reporter_interval,
+    );
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = ready.send(Ok(()));
+    let frequency = cfg.samples_per_second;
+    let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + cfg.reporter_interval, cfg.reporter_interval);
+    let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + LOG_EVERY, LOG_EVERY);
+    let mut tick = tokio::time::interval(TICK);
+    // Tallies of closed intervals; the metrics add the open interval's.
+    let mut tallies = Tallies::default();
+    let failed = loop {
+        tokio::select! {
+            r = session.read() => {
+                if let Err(e) = r {
+                    break Some(format!("reading the ring buffer: {e}"));
+                }
+                metrics.publish_tables(&session);
+                tallies.publish(&session.agg, &metrics);
+                metrics.set(&metrics.bad_records, session.bad_records());
+            }
+            _ = report_tick.tick() => {
+                if let Some(i) = session.close_interval() {
+                    tallies.close(&i.agg);
+                    reporter.send(report_job(i, frequency));
+                }
+                let evicted = session.after_report(cfg.max_processes);
+                if !evicted.is_empty() {
+                    reporter.send(Job::Evict(evicted));
+                }
+                metrics.publish_processes(&session);
+            }
+            _ = tick.tick() => {
+                sampling.beat();
+                if let Err(e) = session.tick() {
+                    break Some(format!("following new targets: {e}"));
+                }
+                metrics.publish_counters(&session.tracer);
+            }
+            _ = log_tick.tick() => tracing::info!("profiling: {}", metrics.log_line()),
+            _ = stop.cancelled() => break None,
+        }
+    };
+    if let Some(e) = &failed {
+        sampling.fail(e);
+    } else {
+        sampling.stop();
+    }
+    // The last interval: everything the kernel wrote, tables still compiling, then reported.
+    session.finish(FINISH_WAIT);
+    metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    metrics.set(&metrics.bad_records, session.bad_records());
+    metrics.publish_counters(&session.tracer);
+    tallies.publish(&session.agg, &metrics);
+    let last = session.close_interval().map(|i| report_job(i, frequency));
+    drop(session); // detaches the programs
+    if let Err(e) = reporter.finish(last) {
+        tracing::error!("{e}");
+    }
+    tracing::info!("profiling stopped: {}", metrics.log_line());
+}
+
+/// Loads and attaches the programs for `cfg` and observes the targets running now.
+fn open(cfg: &ProfilingConfig) -> Result<Session, String> {
+    let selector = Selector::new(cfg.targets.clone());
+    let tables = cfg.unwind != UnwindMode::Fp;
+    let cache = (tables && cfg.unwind_cache.enabled)
+        .then(|| otelprof_sampler::unwind::open_cache(&cfg.unwind_cache.dir, cfg.unwind_cache.max_size_mib))
+        .flatten();
+    let initial = selector.initial();
+    let mut session = Session::new(SessionConfig {
+        tracer: TracerConfig {
+            frequency_hz: cfg.samples_per_second,
+            filter_targets: !cfg.targets.is_empty(),
+            sample_idle: false,
+            ringbuf_bytes: cfg.ringbuf_size,
+            bpf_log: false,
+            report_all_execs: cfg.targets.needs_exec_events(),
+            dwarf_unwind: tables,
+            off_cpu_threshold: cfg.off_cpu(),
+        },
+        tables,
+        cache,
+        off_cpu_threshold: cfg.off_cpu().unwrap_or(1.0),
+        follow: cfg.targets.needs_exec_events().then_some(selector),
+        preload: Vec::new(),
+    })
+    .map_err(|e| e.to_string())?;
+    // Targets running at start: their tables and context readers before their first sample.
+    for &pid in &initial {
+        session.observe(pid, flags::SAMPLE | flags::FOLLOW).map_err(|e| e.to_string())?;
+    }
+    session.start().map_err(|e| e.to_string())?;
+    Ok(session)
+}
