@@ -12,6 +12,9 @@
 //! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter traits and the
 //!   [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`telemetry`]: own metrics in the Collector's names, served on `/metrics`.
+//! - [`config`] and [`factories`]: the config file checked against the known component types;
+//!   [`graph`]: the pipelines built from it, started and shut down in order;
+//!   [`telemetry_server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`processor`]: `batch`, `memory_limiter`, `resource`, `resourcedetection`.
 //! - [`exporter`]: `otlp`, `otlphttp`, `debug`, `file` behind one bounded sending queue with retries.
 
@@ -19,7 +22,10 @@ pub mod component;
 pub mod config;
 pub mod consumer;
 pub mod exporter;
+pub mod factories;
+pub mod graph;
 pub mod health;
 pub mod processor;
 pub mod signal;
 pub mod telemetry;
+pub mod telemetry_server;

@@ -1,0 +1,518 @@
+//! The pipelines of a checked config, built, started and shut down.
+//!
+//! **Wiring** ([`Graph::build`]), as the Collector does it:
+//!
+//! - one exporter per (exporter id, signal), shared by every pipeline of that signal that lists
+//!   it, so one `otlp` exporter has one queue and one connection per signal;
+//! - each pipeline's processors are its own instances, built back to front: the last one's
+//!   next consumer is the fan-out to the pipeline's exporters, each earlier one's is the one
+//!   after it;
+//! - a receiver gets, per signal it produces, the first consumer of every pipeline of that
+//!   signal it is in (a fan-out when there are several). So several receivers feed one
+//!   pipeline (fan-in: they hold the same consumer) and one pipeline feeds several exporters
+//!   (fan-out). Data is cloned only at a fan-out, once per extra consumer
+//!   ([`crate::consumer::Fanout`]).
+//!
+//! Building parses nothing more and opens nothing: exporters and processors exist (an
+//! exporter's sending task may be spawned, it connects lazily), receivers are not started.
+//! That is what `otelprof validate` runs.
+//!
+//! **Start** ([`Graph::start`]): receivers last, once everything they feed exists; one that
+//! fails to start (its port is taken) stops the ones already started and fails the start,
+//! naming it. Then the graph is ready ([`Readiness`], `/readyz`).
+//!
+//! **Shutdown** ([`RunningGraph::shutdown`]), all within `shutdown_timeout` from one deadline:
+//!
+//! 1. not ready any more, and `host.stop` is cancelled: receivers stop taking data (their
+//!    senders get refusals and retry elsewhere); the graph waits for each receiver's task, so
+//!    nothing enters the pipelines after this step;
+//! 2. processors' `shutdown`, pipeline by pipeline and in each from first to last: a processor
+//!    that holds data (the batch processor) hands it on to the next, which is still running,
+//!    and whose own shutdown comes after;
+//! 3. exporters' `shutdown(deadline)`, all at once (they are independent): each sends what is
+//!    queued until the deadline, then drops and counts the rest.
+//!
+//! Whatever has not finished by the deadline is left (a receiver's task is aborted) and logged
+//! by name.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use tokio::{task::JoinHandle, time::Instant};
+
+use crate::{
+    component::{ComponentError, ComponentId, Exporter, Host, Outputs, Processor, Receiver},
+    config::{PipelineId, ServiceConfig, TelemetrySettings},
+    consumer::{Consumer, Fanout},
+    signal::Signal,
+    telemetry_server::Readiness,
+};
+
+/// A receiver, built and wired, not started.
+struct WiredReceiver {
+    id: ComponentId,
+    receiver: Box<dyn Receiver>,
+    outputs: Outputs,
+}
+
+/// A pipeline's processors, first to last.
+struct ProcessorChain {
+    pipeline: PipelineId,
+    processors: Vec<(ComponentId, Arc<dyn Processor>)>,
+}
+
+/// The exporter of one id for one signal.
+struct SignalExporter {
+    id: ComponentId,
+    signal: Signal,
+    exporter: Arc<dyn Exporter>,
+}
+
+/// A built graph: everything wired, receivers not started.
+pub struct Graph {
+    host: Host,
+    readiness: Readiness,
+    telemetry: TelemetrySettings,
+    receivers: Vec<WiredReceiver>,
+    chains: Vec<ProcessorChain>,
+    exporters: Vec<SignalExporter>,
+}
+
+/// A started graph.
+pub struct RunningGraph {
+    host: Host,
+    readiness: Readiness,
+    telemetry: TelemetrySettings,
+    receivers: Vec<(ComponentId, JoinHandle<()>)>,
+    chains: Vec<ProcessorChain>,
+    exporters: Vec<SignalExporter>,
+}
+
+/// What a shutdown left undone by its deadline: `receivers.otlp`, `processors.batch
+/// (traces)`, `exporters.otlp (profiles)`. Empty when everything finished.
+#[derive(Debug, Default, PartialEq)]
+pub struct ShutdownReport {
+    pub left: Vec<String>,
+}
+
+impl Graph {
+    /// Builds every exporter and processor of `config` and wires the receivers to them; opens
+    /// nothing and starts no receiver. Must run inside the tokio runtime (exporters spawn their
+    /// sending tasks). An error names the component; the caller exits (parts built before it
+    /// are not shut down).
+    pub fn build(config: ServiceConfig, host: &Host) -> Result<Graph, ComponentError> {
+        let ServiceConfig { receivers, processors, exporters: exporter_configs, pipelines, telemetry } = config;
+
+        // One exporter per (id, signal), in the order pipelines first use them.
+        let mut exporters: Vec<SignalExporter> = Vec::new();
+        for p in &pipelines {
+            let signal = p.id.signal();
+            for id in &p.exporters {
+                if exporters.iter().any(|e| e.id == *id && e.signal == signal) {
+                    continue;
+                }
+                let config = exporter_configs.get(id).ok_or_else(|| missing("exporters", id))?;
+                let exporter = config.build(signal, host).map_err(|e| named("exporters", id, signal, e))?;
+                exporters.push(SignalExporter { id: id.clone(), signal, exporter });
+            }
+        }
+
+        // Each pipeline's chain, back to front; remember its first consumer.
+        let mut chains = Vec::new();
+        let mut firsts: Vec<(&PipelineId, Arc<dyn Consumer>)> = Vec::new();
+        for p in &pipelines {
+            let signal = p.id.signal();
+            let to_exporters: Vec<Arc<dyn Consumer>> = p
+                .exporters
+                .iter()
+                .filter_map(|id| exporters.iter().find(|e| e.id == *id && e.signal == signal))
+                .map(|e| e.exporter.clone() as Arc<dyn Consumer>)
+                .collect();
+            let mut next = Fanout::build(to_exporters);
+            let mut chain = Vec::with_capacity(p.processors.len());
+            for id in p.processors.iter().rev() {
+                let config = processors.get(id).ok_or_else(|| missing("processors", id))?;
+                let processor = config.build(signal, next, host).map_err(|e| named("processors", id, signal, e))?;
+                next = processor.clone();
+                chain.push((id.clone(), processor));
+            }
+            chain.reverse();
+            chains.push(ProcessorChain { pipeline: p.id.clone(), processors: chain });
+            firsts.push((&p.id, next));
+        }
+
+        // Each receiver: per signal, the first consumers of its pipelines of that signal.
+        let mut wired = Vec::new();
+        for (id, receiver) in receivers {
+            let mut by_signal: BTreeMap<Signal, Vec<Arc<dyn Consumer>>> = BTreeMap::new();
+            for (p, (pid, first)) in pipelines.iter().zip(&firsts) {
+                if p.receivers.contains(&id) {
+                    by_signal.entry(pid.signal()).or_default().push(first.clone());
+                }
+            }
+            let mut outputs = Outputs::default();
+            for (signal, consumers) in by_signal {
+                outputs.insert(signal, Fanout::build(consumers));
+            }
+            wired.push(WiredReceiver { id, receiver, outputs });
+        }
+
+        Ok(Graph {
+            host: host.clone(),
+            readiness: Readiness::default(),
+            telemetry,
+            receivers: wired,
+            chains,
+            exporters,
+        })
+    }
+
+    /// Ready once started, not ready from the beginning of shutdown: for `/readyz`.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// `service.telemetry`: where the telemetry server listens (`None`: it is off), log
+    /// settings.
+    pub fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are to be served, if anywhere.
+    pub fn telemetry_address(&self) -> Option<&str> {
+        self.telemetry.metrics.address.as_deref()
+    }
+
+    /// Shuts down what was built without starting it (after `otelprof validate`): processors
+    /// and exporters, as [`RunningGraph::shutdown`] does.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let Graph { host, readiness, telemetry, receivers: _, chains, exporters } = self;
+        RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, exporters }.shutdown().await
+    }
+
+    /// Starts the receivers (everything else exists already). A receiver that fails to start
+    /// fails the start: those already started are stopped and the graph is shut down.
+    pub async fn start(self) -> Result<RunningGraph, ComponentError> {
+        let Graph { host, readiness, telemetry, receivers, chains, exporters } = self;
+        let mut running = RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, exporters };
+        for r in receivers {
+            match r.receiver.start(r.outputs, &running.host).await {
+                Ok(handle) => running.receivers.push((r.id, handle)),
+                Err(e) => {
+                    let error =
+                        ComponentError::new(format!("receivers.{}", r.id), format!("cannot start: {}", e.message));
+                    tracing::error!("{error}; stopping what had started");
+                    running.shutdown().await;
+                    return Err(error);
+                }
+            }
+        }
+        running.readiness.set(true);
+        Ok(running)
+    }
+}
+
+/// A component the config check should have caught.
+fn missing(section: &str, id: &ComponentId) -> ComponentError {
+    ComponentError::new(format!("{section}.{id}"), "used in a pipeline but not in the config")
+}
+
+/// A build error, named as in the config, with the signal.
+fn named(section: &str, id: &ComponentId, signal: Signal, e: ComponentError) -> ComponentError {
+    ComponentError::new(format!("{section}.{id}"), format!("building for {signal}: {}", e.message))
+}
+
+impl RunningGraph {
+    /// See [`Graph::readiness`].
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    pub fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    pub fn telemetry_address(&self) -> Option<&str> {
+        self.telemetry.metrics.address.as_deref()
+    }
+
+    /// Stops everything in the order of the module docs, within `host.shutdown_timeout`.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let RunningGraph { host, readiness, receivers, chains, exporters, .. } = self;
+        readiness.set(false);
+        host.health.shutting_down();
+        let deadline = Instant::now() + host.shutdown_timeout;
+        let mut report = ShutdownReport::default();
+
+        host.stop.cancel();
+        for (id, mut handle) in receivers {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_panic() => tracing::error!("receivers.{id} panicked while stopping"),
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    handle.abort();
+                    report.left.push(format!("receivers.{id}"));
+                }
+            }
+        }
+
+        for chain in &chains {
+            for (id, processor) in &chain.processors {
+                if tokio::time::timeout_at(deadline, processor.shutdown()).await.is_err() {
+                    report.left.push(format!("processors.{id} ({})", chain.pipeline));
+                }
+            }
+        }
+
+        let mut flushing = tokio::task::JoinSet::new();
+        for e in exporters {
+            let name = format!("exporters.{} ({})", e.id, e.signal);
+            flushing.spawn(async move {
+                let done = tokio::time::timeout_at(deadline, e.exporter.shutdown(deadline)).await.is_ok();
+                (name, done)
+            });
+        }
+        let mut late = Vec::new();
+        while let Some(joined) = flushing.join_next().await {
+            match joined {
+                Ok((_, true)) => {}
+                Ok((name, false)) => late.push(name),
+                Err(e) => tracing::error!("an exporter's shutdown failed: {e}"),
+            }
+        }
+        late.sort();
+        report.left.extend(late);
+
+        if !report.left.is_empty() {
+            tracing::warn!(
+                "shutdown_timeout ({:?}) reached; left unfinished: {}",
+                host.shutdown_timeout,
+                report.left.join(", ")
+            );
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        config::parse,
+        factories::testing::{spans, Lab},
+    };
+
+    fn build(lab: &Lab, yaml: &str, timeout: Duration) -> (Graph, Host) {
+        let (config, _) = parse(yaml, &lab.factories()).unwrap();
+        let host = Host::new(timeout);
+        (Graph::build(config, &host).unwrap(), host)
+    }
+
+    const FAN: &str = "
+receivers: {otlp/a: , otlp/b: }
+exporters: {otlp/ok: , otlp/full: {refuse: true}, debug: }
+service:
+  pipelines:
+    traces: {receivers: [otlp/a, otlp/b], exporters: [otlp/ok, otlp/full]}
+    traces/solo: {receivers: [otlp/a], exporters: [debug]}
+    logs: {receivers: [otlp/b], exporters: [debug]}
+";
+
+    #[tokio::test]
+    async fn fan_in_and_fan_out_with_one_exporter_refusing() {
+        let lab = Lab::default();
+        let (graph, _) = build(&lab, FAN, Duration::from_secs(5));
+        let running = graph.start().await.unwrap();
+        let a = lab.outputs("otlp/a");
+        let b = lab.outputs("otlp/b");
+        assert_eq!(a.signals().collect::<Vec<_>>(), [Signal::Traces]);
+        assert_eq!(b.signals().collect::<Vec<_>>(), [Signal::Traces, Signal::Logs]);
+        for (n, out) in [(1, &a), (2, &b), (3, &a)] {
+            let taken = out.get(Signal::Traces).unwrap().consume(spans(n));
+            assert_eq!(taken, Ok(()), "one exporter refusing does not refuse the data");
+        }
+        assert_eq!(lab.received("otlp/ok", Signal::Traces), [1, 2, 3], "both receivers reach the pipeline");
+        assert_eq!(lab.received("otlp/full", Signal::Traces), [] as [u64; 0]);
+        assert_eq!(lab.received("debug", Signal::Traces), [1, 3], "only a's pipeline traces/solo");
+        lab.refuse("otlp/ok");
+        lab.refuse("debug");
+        let all_refused = a.get(Signal::Traces).unwrap().consume(spans(4));
+        assert!(all_refused.unwrap_err().is_retryable(), "refused when every exporter refused");
+        b.get(Signal::Logs).unwrap().consume(crate::signal::Data::Logs(Default::default())).unwrap_err();
+        assert_eq!(running.shutdown().await, ShutdownReport::default());
+    }
+
+    #[tokio::test]
+    async fn data_is_cloned_only_at_a_fan_out() {
+        let lab = Lab::default();
+        let (graph, _) = build(
+            &lab,
+            "
+receivers: {otlp: }
+processors: {batch: }
+exporters: {otlp: , debug: }
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [batch], exporters: [otlp]}
+    metrics: {receivers: [otlp], exporters: [otlp, debug]}
+",
+            Duration::from_secs(5),
+        );
+        let running = graph.start().await.unwrap();
+        let out = lab.outputs("otlp");
+        let data = spans(7);
+        let sent = lab.address_of(&data);
+        out.get(Signal::Traces).unwrap().consume(data).unwrap();
+        assert_eq!(lab.addresses("otlp", Signal::Traces), [sent], "one pipeline, one exporter: the same data, moved");
+        let metrics = crate::factories::testing::points(2);
+        let sent = lab.address_of(&metrics);
+        out.get(Signal::Metrics).unwrap().consume(metrics).unwrap();
+        let got = [lab.addresses("otlp", Signal::Metrics), lab.addresses("debug", Signal::Metrics)].concat();
+        assert_eq!(got.iter().filter(|a| **a == sent).count(), 1, "two exporters: one gets the original, {got:?}");
+        assert_eq!(got.len(), 2);
+        running.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_receivers_then_processors_in_order_then_exporters() {
+        let lab = Lab::default();
+        let (graph, host) = build(
+            &lab,
+            "
+receivers: {otlp: , otlp/2: }
+processors: {batch/hold: {hold: true}, batch/pass: }
+exporters: {otlp: , debug: }
+service:
+  pipelines:
+    traces: {receivers: [otlp, otlp/2], processors: [batch/hold, batch/pass], exporters: [otlp, debug]}
+",
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            lab.events(),
+            [
+                "build exporters.otlp traces",
+                "build exporters.debug traces",
+                "build processors.batch/pass traces",
+                "build processors.batch/hold traces"
+            ]
+        );
+        let readiness = graph.readiness();
+        assert!(!readiness.is_ready());
+        let running = graph.start().await.unwrap();
+        assert!(readiness.is_ready());
+        lab.outputs("otlp").get(Signal::Traces).unwrap().consume(spans(5)).unwrap();
+        assert_eq!(lab.received("otlp", Signal::Traces), [] as [u64; 0], "held by batch/hold");
+        lab.clear_events();
+        let report = running.shutdown().await;
+        assert_eq!(report, ShutdownReport::default());
+        assert!(!readiness.is_ready());
+        assert!(host.stop.is_cancelled());
+        let events = lab.events();
+        let mut receivers = events[..2].to_vec();
+        receivers.sort();
+        assert_eq!(receivers, ["stopped receivers.otlp", "stopped receivers.otlp/2"], "{events:?}");
+        assert_eq!(events[2..4], ["shutdown processors.batch/hold traces", "shutdown processors.batch/pass traces"]);
+        let mut exporters = events[4..].to_vec();
+        exporters.sort();
+        assert_eq!(exporters, ["shutdown exporters.debug traces", "shutdown exporters.otlp traces"]);
+        assert_eq!(lab.received("otlp", Signal::Traces), [5], "what the processor held reached the exporters");
+        assert_eq!(lab.received("debug", Signal::Traces), [5]);
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_does_not_stop_is_left_at_the_deadline() {
+        let lab = Lab::default();
+        let (graph, _) = build(
+            &lab,
+            "
+receivers: {otlp: {ignore_stop: true}, otlp/2: }
+exporters: {debug: }
+service: {pipelines: {logs: {receivers: [otlp, otlp/2], exporters: [debug]}}}
+",
+            Duration::from_millis(100),
+        );
+        let report = graph.start().await.unwrap().shutdown().await;
+        assert_eq!(report.left, ["receivers.otlp"]);
+        assert!(lab.events().contains(&"shutdown exporters.debug logs".to_string()), "the rest still shuts down");
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_fails_to_start_stops_the_others() {
+        let lab = Lab::default();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (graph, host) = build(
+            &lab,
+            &format!(
+                "
+receivers: {{otlp: , otlp/bad: {{listen: '{}'}}}}
+exporters: {{debug: }}
+service: {{pipelines: {{logs: {{receivers: [otlp, otlp/bad], exporters: [debug]}}}}}}
+",
+                taken.local_addr().unwrap()
+            ),
+            Duration::from_secs(5),
+        );
+        let readiness = graph.readiness();
+        let e = graph.start().await.err().unwrap();
+        assert_eq!(e.id, "receivers.otlp/bad");
+        assert!(e.message.starts_with("cannot start: "), "{e}");
+        assert!(!readiness.is_ready());
+        assert!(host.stop.is_cancelled());
+        let events = lab.events();
+        assert!(events.contains(&"stopped receivers.otlp".to_string()), "{events:?}");
+        assert!(events.contains(&"shutdown exporters.debug logs".to_string()), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn the_real_batch_processor_hands_on_its_batch_at_shutdown() {
+        let lab = Lab::default();
+        let text = "
+receivers: {otlp: }
+processors: {batch: {timeout: 1h, send_batch_size: 100}, memory_limiter: {check_interval: 1s, limit_mib: 100000}}
+exporters: {otlp: }
+service: {pipelines: {traces: {receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp]}}}
+";
+        let (config, warnings) = parse(text, &lab.with_real_processors()).unwrap();
+        assert_eq!(warnings, []);
+        let host = Host::new(Duration::from_secs(5));
+        let running = Graph::build(config, &host).unwrap().start().await.unwrap();
+        for _ in 0..3 {
+            lab.outputs("otlp").get(Signal::Traces).unwrap().consume(spans(5)).unwrap();
+        }
+        assert_eq!(lab.received("otlp", Signal::Traces), [] as [u64; 0], "batched, below size, before the timeout");
+        assert_eq!(running.shutdown().await, ShutdownReport::default());
+        assert_eq!(lab.received("otlp", Signal::Traces), [15], "one batch, handed on before the exporter stopped");
+        let bad = text.replace("send_batch_size: 100", "send_batch_size: many");
+        let e = parse(&bad, &lab.with_real_processors()).unwrap_err();
+        assert_eq!(e.path, "processors.batch.send_batch_size");
+        assert_eq!(e.position.map(|p| (p.line, p.column)), Some((3, 52)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn building_to_validate_opens_nothing() {
+        let lab = Lab::default();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let (graph, _) = build(
+            &lab,
+            &format!(
+                "
+receivers: {{otlp: {{listen: '{addr}'}}}}
+exporters: {{otlp: }}
+service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}, telemetry: {{metrics: {{address: '127.0.0.1:1'}}}}}}
+"
+            ),
+            Duration::from_secs(5),
+        );
+        assert_eq!(graph.telemetry_address(), Some("127.0.0.1:1"));
+        assert_eq!(lab.events(), ["build exporters.otlp traces"], "built, not started");
+        assert_eq!(graph.shutdown().await, ShutdownReport::default());
+        assert_eq!(lab.events(), ["build exporters.otlp traces", "shutdown exporters.otlp traces"]);
+        let rebound = std::net::TcpListener::bind(addr);
+        assert!(rebound.is_ok(), "the receiver's address was never opened: {rebound:?}");
+    }
+}
