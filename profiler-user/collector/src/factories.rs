@@ -26,8 +26,7 @@ impl Factories {
             // Receivers: `otlp` (gRPC and HTTP) goes here.
             receivers: vec![],
             processors: crate::processor::factories(),
-            // Exporters: `otlp`, `otlphttp`, `debug` go here.
-            exporters: vec![],
+            exporters: crate::exporter::factories(),
         }
     }
 

@@ -8,7 +8,6 @@ mod agent;
 mod check;
 mod cli;
 mod record;
-mod send;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

@@ -1,12 +1,145 @@
-//! `otelprof agent`: continuous, node-wide (or targeted) profiling exported as OTLP Profiles.
+//! `otelprof agent` and `otelprof validate`: the embedded collector (docs/design/0007) with the
+//! profiler as its `profiling` receiver, configured in the OpenTelemetry Collector's shape.
 //!
-//! `config` (YAML, Collector style) → the sampler's `targets` (which processes; enforced in BPF) → `run` (the
-//! sampling loop, one report per interval) → `reporter` (symbolize + encode on its own thread) →
-//! the exporters' bounded queues. `metrics` serves the agent's own counters.
+//! The binary only wires: the collector's built-in component types plus `profiling`, the
+//! config checked into a graph, the telemetry server with the profiler's own counters, and the
+//! shutdown on SIGTERM / SIGINT.
 
-pub mod config;
-pub mod metrics;
-pub mod reporter;
-mod run;
+use std::{path::Path, process::ExitCode, sync::Arc};
 
-pub use run::run;
+use anyhow::{Context, Result};
+use otelprof_collector::{
+    component::Host,
+    config::{self, ServiceConfig},
+    factories::Factories,
+    graph::Graph,
+    telemetry_server::{Endpoints, TelemetryServer},
+};
+use otelprof_profiling::{metrics::ProfilerMetrics, ProfilingFactory};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The config used without `--config`: no backend needed (see the file's comments).
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// The component types an agent config may use.
+fn factories(metrics: &Arc<ProfilerMetrics>) -> Factories {
+    Factories::builtin().with_receiver(ProfilingFactory::new(metrics.clone()))
+}
+
+/// Reads and checks a config, logging its warnings; `Err` is the message for exit status 2.
+fn load(path: Option<&Path>, factories: &Factories) -> Result<ServiceConfig, String> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => DEFAULT_CONFIG.to_string(),
+    };
+    let (cfg, warnings) = config::parse(&text, factories).map_err(|e| e.to_string())?;
+    for w in warnings {
+        tracing::warn!("config: {w}");
+    }
+    Ok(cfg)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")
+}
+
+/// `otelprof validate --config FILE`: the config parsed, every component's settings checked
+/// and the graph built, nothing started. Exit 0, or 2 with the error.
+pub fn validate(path: &Path) -> Result<ExitCode> {
+    let metrics = Arc::new(ProfilerMetrics::default());
+    let cfg = match load(Some(path), &factories(&metrics)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("otelprof: config error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let pipelines = cfg.pipelines.len();
+    // Exporters are built inside a runtime (they own sending tasks), and shut down unused.
+    let built = runtime()?.block_on(async move {
+        let host = Host::new(cfg.telemetry.shutdown_timeout);
+        let graph = Graph::build(cfg, &host)?;
+        graph.shutdown().await;
+        Ok::<_, otelprof_collector::component::ComponentError>(())
+    });
+    match built {
+        Ok(()) => {
+            eprintln!("otelprof: {} is valid ({pipelines} pipelines)", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("otelprof: config error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// `otelprof agent [--config FILE]`: runs until SIGTERM or SIGINT. A bad config exits with 2
+/// and names the key and its position.
+pub fn run(path: Option<&Path>) -> Result<ExitCode> {
+    let metrics = Arc::new(ProfilerMetrics::default());
+    let cfg = match load(path, &factories(&metrics)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("otelprof: config error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if path.is_none() {
+        tracing::info!(
+            "no --config: running the built-in config (otelprof agent --print-default-config shows it): \
+             profiles and the OTLP sent to localhost:4317/4318 go to ./otelprof-data.jsonl, with a summary line per batch"
+        );
+    }
+    runtime()?.block_on(agent(cfg, metrics))
+}
+
+async fn agent(cfg: ServiceConfig, metrics: Arc<ProfilerMetrics>) -> Result<ExitCode> {
+    let host = Host::new(cfg.telemetry.shutdown_timeout);
+    let log_interval = cfg.telemetry.log_interval;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let graph = Graph::build(cfg, &host)?;
+    let server = match graph.telemetry_address() {
+        Some(addr) => {
+            let server = TelemetryServer::bind(addr).await?;
+            let endpoints = Endpoints::new(&host, graph.readiness()).with_source(metrics.clone());
+            tracing::info!("own metrics on http://{}/metrics (and /healthz, /readyz)", server.local_addr()?);
+            Some(server.serve(endpoints))
+        }
+        None => None,
+    };
+    let running = graph.start().await?;
+    let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + log_interval, log_interval);
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = log_tick.tick() => tracing::info!("{}", summary(&host, &metrics)),
+        }
+    }
+    tracing::info!("stopping: receivers, then processors, then exporters, within {:?}", host.shutdown_timeout);
+    let report = running.shutdown().await;
+    if !report.left.is_empty() {
+        tracing::warn!("shutdown deadline passed with work left in: {}", report.left.join(", "));
+    }
+    if let Some(server) = server {
+        server.stop().await;
+    }
+    tracing::info!("stopped: {}", summary(&host, &metrics));
+    // A component that failed (a panicked reporting thread) is the agent's error.
+    Ok(match host.health.check() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problems) => {
+            for p in problems {
+                tracing::error!("{p}");
+            }
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// The periodic log line: the profiler's counters and the collector's totals.
+fn summary(host: &Host, metrics: &ProfilerMetrics) -> String {
+    format!("profiling: {}; collector: {}", metrics.log_line(), host.telemetry.summary())
+}

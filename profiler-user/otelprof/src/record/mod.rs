@@ -34,16 +34,17 @@ use otelprof_sampler::{
     unwind::{deferred::CopyStats, own_shared_libraries, StoreStats},
 };
 
+use otelprof_collector::{
+    exporter::{export_once, Client, RetryConfig},
+    signal::Data,
+};
 use otelprof_encode::{
     otlp::{self, OtlpOptions},
     Format, Meta, Report,
 };
 use otelprof_sampler::unwind::UnwindMode;
 
-use crate::{
-    cli::RecordArgs,
-    send::{export_with_retry, Client, EndpointConfig, ExportStats, RetryConfig},
-};
+use crate::cli::RecordArgs;
 
 /// How long the end of a recording waits for tables still compiling (the samples waiting for
 /// them unwind with them).
@@ -55,7 +56,9 @@ struct Outputs {
     file: Option<(PathBuf, Format, File)>,
     /// With `--off-cpu` and a one-profile format (pprof, folded, SVG): the off-CPU profile's file.
     off_cpu_file: Option<(PathBuf, File)>,
-    export: Option<EndpointConfig>,
+    /// The `--export` URL and its client (made up front so a bad URL or TLS file fails
+    /// before the recording).
+    export: Option<(String, Client)>,
 }
 
 /// Checks the arguments a user can get wrong, before touching the kernel.
@@ -79,14 +82,13 @@ fn validate(args: &RecordArgs) -> Result<Outputs> {
     }
     let export = match &args.export {
         Some(url) => {
-            let mut cfg = EndpointConfig::from_url(url)?;
+            let mut headers = std::collections::BTreeMap::new();
             for h in &args.export_headers {
                 let Some((k, v)) = h.split_once('=') else { bail!("bad --export-header {h:?}: use NAME=VALUE") };
-                cfg.headers.insert(k.trim().to_string(), v.trim().to_string());
+                headers.insert(k.trim().to_string(), v.trim().to_string());
             }
-            // Built now so a bad URL or TLS file fails before the recording.
-            Client::new(&cfg).with_context(|| format!("cannot export to {url}"))?;
-            Some(cfg)
+            let client = Client::from_url(url, &headers).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            Some((url.clone(), client))
         }
         None => None,
     };
@@ -348,28 +350,21 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         }
     }
     let mut export_failed = false;
-    if let Some(cfg) = outputs.export {
+    if let Some((endpoint, client)) = outputs.export {
         let req = otlp::build_valid(&report, &otlp)?;
-        let client = Client::new(&cfg)?;
-        let retry = RetryConfig { max_elapsed_time: Duration::from_secs(30), ..cfg.retry_on_failure.clone() };
-        match export_with_retry(&client, &req, &retry, &ExportStats::default()).await {
+        let retry = RetryConfig { max_elapsed_time: Duration::from_secs(30), ..RetryConfig::default() };
+        let profiles = req.resource_profiles.len();
+        match export_once(&client, Data::Profiles(req.clone()), &retry).await {
             Ok(sent) => eprintln!(
-                "otelprof: exported {} profiles to {}{}",
-                req.resource_profiles.len(),
-                cfg.endpoint,
-                if sent.rejected_profiles > 0 {
-                    format!(" ({} rejected: {})", sent.rejected_profiles, sent.message)
-                } else {
-                    String::new()
-                }
+                "otelprof: exported {profiles} profiles to {endpoint}{}",
+                if sent.rejected > 0 { format!(" ({} rejected: {})", sent.rejected, sent.message) } else { String::new() }
             ),
             Err(e) => {
                 // Nothing is lost: the request goes to a file the user can send later.
                 let keep = PathBuf::from(format!("otelprof-unsent-{}.otlp.pb", start_unix_ns / 1_000_000_000));
                 let saved = std::fs::write(&keep, otlp::to_profiles_data(req).encode_to_vec());
                 eprintln!(
-                    "otelprof: export to {} failed: {e}; {}",
-                    cfg.endpoint,
+                    "otelprof: export to {endpoint} failed: {e}; {}",
                     match saved {
                         Ok(()) => format!("the profile is kept in {}", keep.display()),
                         Err(w) => format!("and keeping it in {} failed too: {w}", keep.display()),
