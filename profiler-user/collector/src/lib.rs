@@ -12,10 +12,12 @@
 //! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter traits and the
 //!   [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`telemetry`]: own metrics in the Collector's names, served on `/metrics`.
+//! - [`receiver`]: where data enters: the `otlp` receiver (OTLP/gRPC and OTLP/HTTP).
 
 pub mod component;
 pub mod config;
 pub mod consumer;
 pub mod health;
+pub mod receiver;
 pub mod signal;
 pub mod telemetry;
