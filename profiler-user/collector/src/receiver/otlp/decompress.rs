@@ -37,7 +37,9 @@ impl ContentEncoding {
             "gzip" | "x-gzip" => Self::Gzip,
             "deflate" => Self::Deflate,
             "zstd" => Self::Zstd,
-            other => return Err(format!("Content-Encoding `{other}` is not supported (gzip, deflate, zstd, identity)")),
+            other => {
+                return Err(format!("Content-Encoding `{other}` is not supported (gzip, deflate, zstd, identity)"))
+            }
         })
     }
 
@@ -237,7 +239,10 @@ mod tests {
         let gz = gzip(&zeros);
         assert!(gz.len() < 10_000);
         assert_eq!(inflate(ContentEncoding::Gzip, &gz, 1 << 20, 1024).unwrap().len(), 1 << 20);
-        assert_eq!(inflate(ContentEncoding::Gzip, &gz, (1 << 20) - 1, 1024), Err(BodyError::TooLarge { limit: (1 << 20) - 1 }));
+        assert_eq!(
+            inflate(ContentEncoding::Gzip, &gz, (1 << 20) - 1, 1024),
+            Err(BodyError::TooLarge { limit: (1 << 20) - 1 })
+        );
         let zstd = ruzstd::encoding::compress_to_vec(&zeros[..], ruzstd::encoding::CompressionLevel::Fastest);
         assert!(zstd.len() < 10_000, "{}", zstd.len());
         assert!(matches!(inflate(ContentEncoding::Zstd, &zstd, 1000, 64), Err(BodyError::TooLarge { .. })));

@@ -58,7 +58,8 @@ impl Encoding {
     pub fn status(self, code: tonic::Code, message: &str) -> Vec<u8> {
         match self {
             Self::Protobuf => {
-                tonic_types::Status { code: code as i32, message: message.to_string(), details: Vec::new() }.encode_to_vec()
+                tonic_types::Status { code: code as i32, message: message.to_string(), details: Vec::new() }
+                    .encode_to_vec()
             }
             Self::Json => serde_json::json!({ "code": code as i32, "message": message }).to_string().into_bytes(),
         }
@@ -75,9 +76,11 @@ mod tests {
         assert_eq!(Encoding::from_content_type(Some(b"Application/X-Protobuf")), Some(Encoding::Protobuf));
         assert_eq!(Encoding::from_content_type(Some(b"text/plain")), None);
         assert_eq!(Encoding::from_content_type(None), None);
-        let status = tonic_types::Status::decode(&Encoding::Protobuf.status(tonic::Code::InvalidArgument, "bad")[..]).unwrap();
+        let status =
+            tonic_types::Status::decode(&Encoding::Protobuf.status(tonic::Code::InvalidArgument, "bad")[..]).unwrap();
         assert_eq!((status.code, status.message.as_str()), (3, "bad"));
-        let json: serde_json::Value = serde_json::from_slice(&Encoding::Json.status(tonic::Code::Unavailable, "\"x\"")).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&Encoding::Json.status(tonic::Code::Unavailable, "\"x\"")).unwrap();
         assert_eq!(json, serde_json::json!({"code": 14, "message": "\"x\""}));
     }
 }

@@ -133,7 +133,10 @@ fn consume_status(e: ConsumeError) -> Status {
 
 #[async_trait]
 impl TraceService for Export {
-    async fn export(&self, r: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.deliver(Data::Traces(r.into_inner()))?;
         Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
@@ -152,7 +155,10 @@ impl MetricsService for Export {
 
 #[async_trait]
 impl LogsService for Export {
-    async fn export(&self, r: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         self.deliver(Data::Logs(r.into_inner()))?;
         Ok(Response::new(ExportLogsServiceResponse { partial_success: None }))
     }

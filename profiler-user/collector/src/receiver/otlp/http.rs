@@ -160,14 +160,15 @@ impl Handler {
             Ok(checked) => checked,
             Err(answer) => {
                 discard(body).await;
-                return answer;
+                return *answer;
             }
         };
         let (signal, encoding, content_encoding) = early;
         let declared = header(header::CONTENT_LENGTH).and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.limit as u64) {
+        if let Some(n) = declared.filter(|&n| n > self.limit as u64) {
             discard(body).await;
-            return self.too_large(encoding);
+            let message = format!("the request body ({n} bytes) is larger than {} bytes", self.limit);
+            return status(StatusCode::PAYLOAD_TOO_LARGE, encoding, Code::ResourceExhausted, &message);
         }
         let bytes = match read_body(body, content_encoding, self.limit).await {
             Ok(bytes) => bytes,
@@ -175,9 +176,16 @@ impl Handler {
                 tracing::debug!("otlp http: {e}");
                 return self.too_large(encoding);
             }
-            Err(ReadError::Body(e)) => return status(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &e.to_string()),
+            Err(ReadError::Body(e)) => {
+                return status(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &e.to_string())
+            }
             Err(ReadError::Transport(e)) => {
-                return status(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &format!("reading the body: {e}"))
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    encoding,
+                    Code::InvalidArgument,
+                    &format!("reading the body: {e}"),
+                )
             }
         };
         let data = match encoding.decode(signal, &bytes) {
@@ -204,7 +212,9 @@ impl Handler {
                 answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 answer
             }
-            Err(ConsumeError::Rejected(reason)) => status(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &reason),
+            Err(ConsumeError::Rejected(reason)) => {
+                status(StatusCode::BAD_REQUEST, encoding, Code::InvalidArgument, &reason)
+            }
         }
     }
 
@@ -213,7 +223,7 @@ impl Handler {
         &self,
         parts: &http::request::Parts,
         encoding: Option<Encoding>,
-    ) -> Result<(Signal, Encoding, ContentEncoding), Answer> {
+    ) -> Result<(Signal, Encoding, ContentEncoding), Box<Answer>> {
         let header = |name| parts.headers.get(name).map(HeaderValue::as_bytes);
         if let Some(auth) = &self.auth {
             if !auth.accepts(header(header::AUTHORIZATION)) {
@@ -223,7 +233,7 @@ impl Handler {
                     None => text(StatusCode::UNAUTHORIZED, message),
                 };
                 answer.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return Err(answer);
+                return Err(Box::new(answer));
             }
         }
         let path = parts.uri.path();
@@ -232,20 +242,20 @@ impl Handler {
             .iter()
             .find(|(p, s)| p == path && self.deliveries[s.index()].is_some())
             .map(|(_, s)| *s)
-            .ok_or_else(|| text(StatusCode::NOT_FOUND, "404 page not found"))?;
+            .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "404 page not found")))?;
         if parts.method != Method::POST {
             let mut answer = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed, supported: [POST]");
             answer.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return Err(answer);
+            return Err(Box::new(answer));
         }
         let encoding = encoding.ok_or_else(|| {
-            text(
+            Box::new(text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "415 unsupported media type, supported: [application/json, application/x-protobuf]",
-            )
+            ))
         })?;
         let content_encoding = ContentEncoding::parse(header(header::CONTENT_ENCODING))
-            .map_err(|m| status(StatusCode::UNSUPPORTED_MEDIA_TYPE, encoding, Code::InvalidArgument, &m))?;
+            .map_err(|m| Box::new(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, encoding, Code::InvalidArgument, &m)))?;
         Ok((signal, encoding, content_encoding))
     }
 

@@ -94,7 +94,10 @@ impl Schema {
         ) {
             let name = format!("{scope}.{}", m.name());
             for e in &m.enum_type {
-                enums.push((format!("{name}.{}", e.name()), e.value.iter().map(|v| (v.name().to_string(), v.number())).collect()));
+                enums.push((
+                    format!("{name}.{}", e.name()),
+                    e.value.iter().map(|v| (v.name().to_string(), v.number())).collect(),
+                ));
             }
             for nested in &m.nested_type {
                 walk(&name, nested, messages, enums);
@@ -104,7 +107,10 @@ impl Schema {
         for file in &set.file {
             let scope = format!(".{}", file.package());
             for e in &file.enum_type {
-                enums.push((format!("{scope}.{}", e.name()), e.value.iter().map(|v| (v.name().to_string(), v.number())).collect()));
+                enums.push((
+                    format!("{scope}.{}", e.name()),
+                    e.value.iter().map(|v| (v.name().to_string(), v.number())).collect(),
+                ));
             }
             for m in &file.message_type {
                 walk(&scope, m, &mut messages, &mut enums);
@@ -119,8 +125,12 @@ impl Schema {
             for f in &m.field {
                 let ty = f.r#type();
                 let target = match ty {
-                    Type::Message => *by_name.get(f.type_name()).ok_or_else(|| format!("{name}: unknown {}", f.type_name()))?,
-                    Type::Enum => *enum_index.get(f.type_name()).ok_or_else(|| format!("{name}: unknown {}", f.type_name()))?,
+                    Type::Message => {
+                        *by_name.get(f.type_name()).ok_or_else(|| format!("{name}: unknown {}", f.type_name()))?
+                    }
+                    Type::Enum => {
+                        *enum_index.get(f.type_name()).ok_or_else(|| format!("{name}: unknown {}", f.type_name()))?
+                    }
                     Type::Group => return Err(format!("{name}.{}: groups are not supported", f.name())),
                     _ => 0,
                 };
@@ -132,7 +142,8 @@ impl Schema {
                     number: u32::try_from(f.number()).map_err(|_| format!("{name}.{}: bad number", f.name()))?,
                     ty,
                     repeated: f.label() == Label::Repeated,
-                    hex: ty == Type::Bytes && matches!(f.name(), "trace_id" | "span_id" | "parent_span_id" | "profile_id"),
+                    hex: ty == Type::Bytes
+                        && matches!(f.name(), "trace_id" | "span_id" | "parent_span_id" | "profile_id"),
                     target,
                 });
             }
@@ -418,7 +429,9 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
             Type::Enum => {
                 let number = match self.schema.enums[self.field.target].get(s) {
                     Some(&n) => n,
-                    None => s.parse::<i32>().map_err(|_| self.fail(format_args!("`{s}` is not a value of the enum")))?,
+                    None => {
+                        s.parse::<i32>().map_err(|_| self.fail(format_args!("`{s}` is not a value of the enum")))?
+                    }
                 };
                 return self.number(Number::Signed(i64::from(number)));
             }
@@ -466,7 +479,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
@@ -490,8 +503,8 @@ mod tests {
         logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber},
         metrics::v1::{
             exponential_histogram_data_point::Buckets, metric, number_data_point, summary_data_point::ValueAtQuantile,
-            Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
-            NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+            Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+            Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
         },
         profiles::v1development as pp,
         resource::v1::Resource,
@@ -542,9 +555,16 @@ mod tests {
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope { name: "lib".into(), version: "1.0.0".into(), ..Default::default() }),
+                    scope: Some(InstrumentationScope {
+                        name: "lib".into(),
+                        version: "1.0.0".into(),
+                        ..Default::default()
+                    }),
                     spans: vec![Span {
-                        trace_id: vec![0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c],
+                        trace_id: vec![
+                            0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6,
+                            0x0c,
+                        ],
                         span_id: vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74],
                         parent_span_id: vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x73],
                         name: "GET /cart".into(),
@@ -564,7 +584,12 @@ mod tests {
                                     ],
                                 }),
                             ),
-                            kv("map", Value::KvlistValue(KeyValueList { values: vec![kv("k", Value::StringValue("v".into()))] })),
+                            kv(
+                                "map",
+                                Value::KvlistValue(KeyValueList {
+                                    values: vec![kv("k", Value::StringValue("v".into()))],
+                                }),
+                            ),
                         ],
                         events: vec![span::Event { time_unix_nano: 5, name: "e".into(), ..Default::default() }],
                         status: Some(Status { code: 2, message: "boom".into() }),
@@ -596,9 +621,15 @@ mod tests {
     fn malformed_json_is_refused_with_the_field_named() {
         for (json, says) in [
             (&br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz"}]}]}]}"#[..], "traceId"),
-            (br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}"#, "startTimeUnixNano"),
+            (
+                br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}"#,
+                "startTimeUnixNano",
+            ),
             (br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": "SPAN_KIND_NOPE"}]}]}]}"#, "kind"),
-            (br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"droppedAttributesCount": -1}]}]}]}"#, "droppedAttributesCount"),
+            (
+                br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"droppedAttributesCount": -1}]}]}]}"#,
+                "droppedAttributesCount",
+            ),
             (br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}"#, "name"),
             (br#"{"resourceSpans": {"scopeSpans": []}}"#, "resourceSpans"),
             (br#"{"resourceSpans": [null]}"#, "resourceSpans"),
@@ -634,7 +665,13 @@ mod tests {
             resource_metrics: vec![ResourceMetrics {
                 scope_metrics: vec![ScopeMetrics {
                     metrics: vec![
-                        Metric { name: "g".into(), data: Some(metric::Data::Gauge(Gauge { data_points: vec![point(number_data_point::Value::AsInt(-7))] })), ..Default::default() },
+                        Metric {
+                            name: "g".into(),
+                            data: Some(metric::Data::Gauge(Gauge {
+                                data_points: vec![point(number_data_point::Value::AsInt(-7))],
+                            })),
+                            ..Default::default()
+                        },
                         Metric {
                             name: "s".into(),
                             unit: "By".into(),
@@ -716,7 +753,12 @@ mod tests {
             }],
         };
         let json = serde_json::to_vec(&metrics).unwrap();
-        assert_eq!(decode(Signal::Metrics, &json).unwrap(), Data::Metrics(metrics), "{}", String::from_utf8_lossy(&json));
+        assert_eq!(
+            decode(Signal::Metrics, &json).unwrap(),
+            Data::Metrics(metrics),
+            "{}",
+            String::from_utf8_lossy(&json)
+        );
         let json = serde_json::to_vec(&logs).unwrap();
         assert_eq!(decode(Signal::Logs, &json).unwrap(), Data::Logs(logs), "{}", String::from_utf8_lossy(&json));
     }

@@ -74,7 +74,12 @@ impl ReceiverFactory for OtlpReceiverFactory {
         &Signal::ALL
     }
 
-    fn create(&self, id: &ComponentId, config: serde_yaml::Value, path: &str) -> Result<Box<dyn Receiver>, ConfigError> {
+    fn create(
+        &self,
+        id: &ComponentId,
+        config: serde_yaml::Value,
+        path: &str,
+    ) -> Result<Box<dyn Receiver>, ConfigError> {
         Ok(Box::new(OtlpReceiver::new(id, config, path)?))
     }
 }
@@ -153,7 +158,13 @@ impl OtlpReceiver {
     }
 
     /// One delivery per signal that has a pipeline, counting under `transport`.
-    fn deliveries(&self, outputs: &Outputs, host: &Host, transport: &str, open: &Arc<AtomicBool>) -> PerSignal<Arc<Delivery>> {
+    fn deliveries(
+        &self,
+        outputs: &Outputs,
+        host: &Host,
+        transport: &str,
+        open: &Arc<AtomicBool>,
+    ) -> PerSignal<Arc<Delivery>> {
         let mut out: PerSignal<Arc<Delivery>> = Default::default();
         let id = self.id.to_string();
         for signal in outputs.signals() {
