@@ -9,7 +9,7 @@
 //!   `UNIMPLEMENTED` naming the encoding. gzip is what OTLP exporters send by default.
 //! - A pipeline's refusal becomes `UNAVAILABLE` with a `google.rpc.RetryInfo` detail (the
 //!   OTLP spec's way to say "retry after"), a rejection `INVALID_ARGUMENT`.
-//! - [`Gate`] wraps every call: the bearer token check (`UNAUTHENTICATED`), and two codes of
+//! - A gate wraps every call: the bearer token check (`UNAUTHENTICATED`), and two codes of
 //!   tonic's that OTLP clients would misread: a message over the limit is `OUT_OF_RANGE` in
 //!   tonic (retryable by the OTLP spec, so a client would resend it forever) and becomes
 //!   `RESOURCE_EXHAUSTED` without `RetryInfo` (not retryable) as in grpc-go; a body that does
