@@ -23,8 +23,7 @@ impl Factories {
     /// The types implemented in this crate.
     pub fn builtin() -> Self {
         Self {
-            // Receivers: `otlp` (gRPC and HTTP) goes here.
-            receivers: vec![],
+            receivers: crate::receiver::factories(),
             processors: crate::processor::factories(),
             exporters: crate::exporter::factories(),
         }

@@ -17,6 +17,7 @@
 //!   [`telemetry_server`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`processor`]: `batch`, `memory_limiter`, `resource`, `resourcedetection`.
 //! - [`exporter`]: `otlp`, `otlphttp`, `debug`, `file` behind one bounded sending queue with retries.
+//! - [`receiver`]: where data enters: the `otlp` receiver (OTLP/gRPC and OTLP/HTTP).
 
 pub mod component;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod factories;
 pub mod graph;
 pub mod health;
 pub mod processor;
+pub mod receiver;
 pub mod signal;
 pub mod telemetry;
 pub mod telemetry_server;
