@@ -122,6 +122,28 @@ impl Telemetry {
         }
     }
 
+    /// One log line: totals of every series whose name contains each of a few key words,
+    /// e.g. `accepted 1200, refused 0, sent 1200, send_failed 0, enqueue_failed 0`.
+    pub fn summary(&self) -> String {
+        let Ok(entries) = self.entries.lock() else { return String::new() };
+        let words = [
+            ("receiver_accepted", "accepted"),
+            ("receiver_refused", "refused"),
+            ("exporter_sent", "sent"),
+            ("exporter_send_failed", "send failed"),
+            ("exporter_enqueue_failed", "dropped (queue full)"),
+        ];
+        let parts: Vec<String> = words
+            .iter()
+            .map(|(key, label)| {
+                let n: u64 =
+                    entries.iter().filter(|e| e.name.contains(key)).map(|e| e.value.load(Ordering::Relaxed)).sum();
+                format!("{n} {label}")
+            })
+            .collect();
+        format!("items {}", parts.join(", "))
+    }
+
     /// Prometheus text exposition of every registered metric.
     pub fn render(&self, out: &mut String) {
         let Ok(entries) = self.entries.lock() else { return };

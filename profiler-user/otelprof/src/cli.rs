@@ -23,9 +23,20 @@ pub enum Command {
     Record(RecordArgs),
     /// Check whether this machine can run otelprof, and say how to fix what is missing.
     Check,
-    /// Profile continuously and export OTLP Profiles (the DaemonSet mode), until SIGTERM.
+    /// Run the embedded collector with the profiler as its `profiling` receiver (the DaemonSet
+    /// mode), until SIGTERM.
     Agent {
-        /// YAML configuration (see the README); unknown keys and bad values are rejected.
+        /// Collector-style YAML (see the README); unknown keys and bad values are rejected.
+        /// Without it, a built-in config that needs no backend (see --print-default-config).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the built-in config and exit.
+        #[arg(long, conflicts_with = "config")]
+        print_default_config: bool,
+    },
+    /// Check a config completely (every component's settings, the pipeline graph) without
+    /// starting anything: exit 0, or 2 with the error.
+    Validate {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },

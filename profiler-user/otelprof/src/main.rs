@@ -4,11 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
 mod agent;
 mod check;
 mod cli;
 mod record;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -17,7 +18,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Record(args) => record::run(args),
         cli::Command::Check => check::run(),
-        cli::Command::Agent { config } => agent::run(&config),
+        cli::Command::Agent { print_default_config: true, .. } => {
+            print!("{}", agent::DEFAULT_CONFIG);
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Agent { config, .. } => agent::run(config.as_deref()),
+        cli::Command::Validate { config } => agent::validate(&config),
     };
     match result {
         Ok(code) => code,

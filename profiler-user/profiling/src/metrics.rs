@@ -222,8 +222,8 @@ impl ProfilerMetrics {
         );
     }
 
-    /// The whole text, for tests.
-    pub fn render(&self) -> String {
+    /// The whole text.
+    pub fn text(&self) -> String {
         let mut out = String::new();
         self.render_into(&mut out);
         out
@@ -280,6 +280,13 @@ impl ProfilerMetrics {
     }
 }
 
+/// The agent's `/metrics` renders the profiler's counters after the collector's.
+impl otelprof_collector::telemetry_server::MetricsSource for ProfilerMetrics {
+    fn render(&self, out: &mut String) {
+        self.render_into(out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,12 +296,12 @@ mod tests {
         let m = ProfilerMetrics::default();
         m.samples.store(42, Ordering::Relaxed);
         m.perf_map_lines[1].store(2, Ordering::Relaxed);
-        let text = m.render();
+        let text = m.text();
         assert!(text.contains("otelprof_perf_map_lines_total{result=\"malformed\"} 2\n"), "{text}");
         assert!(text.contains("# TYPE otelprof_samples_total counter\notelprof_samples_total 42\n"), "{text}");
         assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("otelprof_")));
         m.bad_records.store(2, Ordering::Relaxed);
-        assert!(m.render().contains("otelprof_bad_records_total 2\n"));
+        assert!(m.text().contains("otelprof_bad_records_total 2\n"));
     }
 
     #[test]
@@ -316,7 +323,7 @@ mod tests {
         open.unwind_status[profiler_common::unwind_status::COPY_COMPLETE as usize] = 2;
         t.publish(&open, &m);
         m.stack_copies[0].store(3, Ordering::Relaxed);
-        let text = m.render();
+        let text = m.text();
         assert!(text.contains("otelprof_samples_total 15\n"), "{text}");
         assert!(text.contains("otelprof_samples_linked_total 5\n"), "{text}");
         assert!(text.contains("otelprof_off_cpu_waits_total 3\n"), "{text}");

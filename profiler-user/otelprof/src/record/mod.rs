@@ -357,7 +357,11 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         match export_once(&client, Data::Profiles(req.clone()), &retry).await {
             Ok(sent) => eprintln!(
                 "otelprof: exported {profiles} profiles to {endpoint}{}",
-                if sent.rejected > 0 { format!(" ({} rejected: {})", sent.rejected, sent.message) } else { String::new() }
+                if sent.rejected > 0 {
+                    format!(" ({} rejected: {})", sent.rejected, sent.message)
+                } else {
+                    String::new()
+                }
             ),
             Err(e) => {
                 // Nothing is lost: the request goes to a file the user can send later.
