@@ -82,7 +82,10 @@ impl Client {
 /// Sends `data` once, retrying as `retry` allows; the outcome carries the server's partial
 /// success (rejected items and its message).
 pub async fn export_once(client: &Client, data: Data, retry: &RetryConfig) -> Result<SendOutcome, ExportError> {
-    send_with_retry(client.transport(), &data, retry, |message, wait| {
+    let transport = client.transport();
+    let request =
+        transport.prepare(data).map_err(|e| ExportError::Permanent { message: e.to_string(), attempts: 0 })?;
+    send_with_retry(transport, &request, retry, |message, wait| {
         tracing::info!("export failed ({message}); retrying in {wait:?}");
     })
     .await

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use super::{
     config::{QueueConfig, RetryConfig},
     queued::QueuedExporter,
-    transport::{SendError, Sent, Transport},
+    transport::{Request, SendError, Sent, Transport},
 };
 use crate::{
     component::{BuildExporter, ComponentError, ComponentId, Exporter, ExporterFactory, Host},
@@ -97,7 +97,8 @@ struct DebugWriter {
 
 #[async_trait]
 impl Transport for DebugWriter {
-    async fn send(&self, data: &Data) -> Result<Sent, SendError> {
+    async fn send(&self, request: &Request) -> Result<Sent, SendError> {
+        let data = request.as_data()?;
         if let Some(s) = &self.sampler {
             if !s.admit(Instant::now()) {
                 return Ok(Sent::default());

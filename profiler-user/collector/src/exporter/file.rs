@@ -25,7 +25,7 @@ use super::{
     json,
     queued::QueuedExporter,
     rotate::{Policy, RotatingFile},
-    transport::{SendError, Sent, Transport},
+    transport::{Payload, Request, SendError, Sent, Transport},
 };
 use crate::{
     component::{BuildExporter, ComponentError, ComponentId, Exporter, ExporterFactory, Host},
@@ -165,8 +165,14 @@ struct FileWriter(Arc<FileSink>);
 
 #[async_trait]
 impl Transport for FileWriter {
-    async fn send(&self, data: &Data) -> Result<Sent, SendError> {
-        let payload = self.0.encode(data).map_err(SendError::Permanent)?;
+    /// Encoded (and compressed) at once: the queue holds what will be written.
+    fn prepare(&self, data: Data) -> Result<Request, SendError> {
+        let payload = self.0.encode(&data).map_err(SendError::Permanent)?;
+        Ok(Request { signal: data.signal(), items: data.items(), payload: Payload::Wire(payload.into()) })
+    }
+
+    async fn send(&self, request: &Request) -> Result<Sent, SendError> {
+        let payload = request.as_wire()?.to_vec();
         let sink = self.0.clone();
         match tokio::task::spawn_blocking(move || sink.write(payload)).await {
             Ok(Ok(())) => Ok(Sent::default()),

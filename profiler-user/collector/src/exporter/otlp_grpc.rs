@@ -10,14 +10,8 @@ use std::{
 };
 
 use async_trait::async_trait;
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::logs_service_client::LogsServiceClient, metrics::v1::metrics_service_client::MetricsServiceClient,
-    profiles::v1development::profiles_service_client::ProfilesServiceClient,
-    trace::v1::trace_service_client::TraceServiceClient,
-};
 use serde::Deserialize;
 use tonic::{
-    codec::CompressionEncoding,
     metadata::{AsciiMetadataKey, AsciiMetadataValue},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
     Code, Status,
@@ -25,9 +19,9 @@ use tonic::{
 use tonic_types::StatusExt;
 
 use super::{
-    config::{default_timeout, headers, Compression, QueueConfig, RetryConfig, TlsConfig},
+    config::{default_timeout, headers, Compression, CompressionParams, QueueConfig, RetryConfig, TlsConfig},
     queued::QueuedExporter,
-    transport::{SendError, Sent, Transport},
+    transport::{Payload, Request, SendError, Sent, Transport},
 };
 use crate::{
     component::{BuildExporter, ComponentError, ComponentId, Exporter, ExporterFactory, Host},
@@ -48,6 +42,8 @@ pub struct OtlpGrpcConfig {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub compression: Compression,
+    #[serde(default)]
+    pub compression_params: CompressionParams,
     /// Per attempt.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -65,6 +61,7 @@ impl OtlpGrpcConfig {
             tls: TlsConfig::default(),
             headers: BTreeMap::new(),
             compression: Compression::Gzip,
+            compression_params: CompressionParams::default(),
             timeout: default_timeout(),
             retry_on_failure: RetryConfig::default(),
             sending_queue: QueueConfig::default(),
@@ -98,7 +95,8 @@ pub fn grpc_url(endpoint: &str, insecure: bool) -> Result<String, String> {
 pub struct GrpcTarget {
     endpoint: Endpoint,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
-    gzip: bool,
+    /// The gzip level, when compressing.
+    gzip: Option<u32>,
 }
 
 impl GrpcTarget {
@@ -141,59 +139,172 @@ impl GrpcTarget {
                 Ok((key, value))
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(Self { endpoint, headers, gzip: cfg.compression == Compression::Gzip })
+        let gzip = (cfg.compression == Compression::Gzip).then(|| cfg.compression_params.level(path)).transpose()?;
+        Ok(Self { endpoint, headers, gzip })
     }
 }
 
 /// An OTLP/gRPC client for every signal over one channel.
+///
+/// A unary call made by hand over the tonic channel (connection, TLS, HTTP/2) rather than
+/// with the generated clients: the request is encoded, compressed (at `compression_params.level`,
+/// where tonic fixes zlib's 6) and framed once, in [`Transport::prepare`], and every attempt
+/// sends those bytes; the generated clients take the message by value, which meant a deep copy
+/// of the data per attempt and an encoding per attempt.
 #[derive(Clone)]
 pub struct GrpcClient {
     channel: Channel,
-    headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
-    gzip: bool,
+    headers: http::HeaderMap,
+    gzip: Option<u32>,
 }
 
 impl GrpcClient {
     /// A lazily connecting client; must be called inside the runtime.
     pub fn connect(target: &GrpcTarget) -> Self {
-        Self { channel: target.endpoint.connect_lazy(), headers: target.headers.clone(), gzip: target.gzip }
-    }
-
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        for (k, v) in &self.headers {
-            request.metadata_mut().insert(k.clone(), v.clone());
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &target.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(k.as_str().as_bytes()),
+                http::HeaderValue::from_bytes(v.as_encoded_bytes()),
+            ) {
+                headers.insert(name, value);
+            }
         }
-        request
+        Self { channel: target.endpoint.connect_lazy(), headers, gzip: target.gzip }
     }
 }
 
-/// One export call with a signal's generated client: compression, headers, partial success.
-macro_rules! export {
-    ($self:ident, $client:ident, $req:expr, $rejected:ident) => {{
-        let mut client = $client::new($self.channel.clone()).max_decoding_message_size(usize::MAX);
-        if $self.gzip {
-            client = client.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
-        }
-        match client.export($self.request($req.clone())).await {
-            Ok(resp) => {
-                let p = resp.into_inner().partial_success.unwrap_or_default();
-                Ok(Sent { rejected: p.$rejected, message: p.error_message })
-            }
-            Err(status) => Err(classify(&status)),
-        }
-    }};
+/// The Export method of a signal's service.
+fn method(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        Signal::Profiles => "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+    }
+}
+
+/// A gRPC length-prefixed message: the compressed flag, the length (big endian), the bytes.
+fn frame(message: &[u8], compressed: bool) -> Result<bytes::Bytes, SendError> {
+    let len = u32::try_from(message.len())
+        .map_err(|_| SendError::Permanent(format!("a request of {} bytes is too large for gRPC", message.len())))?;
+    let mut out = Vec::with_capacity(message.len() + 5);
+    out.push(compressed as u8);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(message);
+    Ok(out.into())
+}
+
+/// The message of a unary response body (one frame), decompressed if the server compressed it.
+fn unframe(body: &[u8]) -> Result<Vec<u8>, String> {
+    let (head, rest) = body.split_at_checked(5).ok_or("a response shorter than its frame header")?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let message = rest.get(..len).ok_or("a response shorter than its frame")?;
+    if head[0] == 0 {
+        return Ok(message.to_vec());
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(message), &mut out)
+        .map_err(|e| format!("a compressed response that does not inflate: {e}"))?;
+    Ok(out)
+}
+
+/// `rejected_*` and the message of an Export response's partial success.
+fn partial_success(signal: Signal, message: &[u8]) -> Sent {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+        profiles::v1development::ExportProfilesServiceResponse, trace::v1::ExportTraceServiceResponse,
+    };
+    use prost::Message;
+    let (rejected, text) = match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(message)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(message)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(message)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_log_records, p.error_message)),
+        Signal::Profiles => ExportProfilesServiceResponse::decode(message)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_profiles, p.error_message)),
+    }
+    .unwrap_or_default();
+    Sent { rejected, message: text }
+}
+
+/// A non-200 HTTP status from something in front of the server, as gRPC maps it.
+fn http_status(status: http::StatusCode) -> SendError {
+    let message = format!("HTTP {status} instead of a gRPC response");
+    match status.as_u16() {
+        429 | 502 | 503 | 504 => SendError::Retryable { message, retry_after: None },
+        _ => SendError::Permanent(message),
+    }
 }
 
 #[async_trait]
 impl Transport for GrpcClient {
-    async fn send(&self, data: &Data) -> Result<Sent, SendError> {
-        match data {
-            Data::Traces(r) => export!(self, TraceServiceClient, r, rejected_spans),
-            Data::Metrics(r) => export!(self, MetricsServiceClient, r, rejected_data_points),
-            Data::Logs(r) => export!(self, LogsServiceClient, r, rejected_log_records),
-            Data::Profiles(r) => export!(self, ProfilesServiceClient, r, rejected_profiles),
+    fn prepare(&self, data: Data) -> Result<Request, SendError> {
+        let encoded = data.encode_to_vec();
+        let body = match self.gzip {
+            Some(level) => frame(&super::otlp_http::gzip(&encoded, level), true)?,
+            None => frame(&encoded, false)?,
+        };
+        Ok(Request { signal: data.signal(), items: data.items(), payload: Payload::Wire(body) })
+    }
+
+    async fn send(&self, request: &Request) -> Result<Sent, SendError> {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let body = request.as_wire()?.clone();
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(method(request.signal))
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header("grpc-accept-encoding", "gzip")
+            .body(tonic::body::Body::new(http_body_util::Full::new(body)))
+            .map_err(|e| SendError::Permanent(format!("building the gRPC request: {e}")))?;
+        if self.gzip.is_some() {
+            req.headers_mut().insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
         }
+        for (k, v) in &self.headers {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+        let resp = self.channel.clone().oneshot(req).await.map_err(|e| {
+            let status = Status::from_error(Box::new(e));
+            classify(&status)
+        })?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(http_status(resp.status()));
+        }
+        // Trailers-only: the status is in the headers.
+        if let Some(status) = Status::from_header_map(resp.headers()) {
+            if status.code() != Code::Ok {
+                return Err(classify(&status));
+            }
+        }
+        let collected = resp.into_body().collect().await.map_err(|e| classify(&Status::from_error(Box::new(e))))?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let body = collected.to_bytes();
+        match Status::from_header_map(&trailers) {
+            Some(status) if status.code() != Code::Ok => return Err(classify(&status)),
+            Some(_) => {}
+            None if body.is_empty() => {
+                return Err(SendError::Retryable {
+                    message: "a gRPC response without a status".into(),
+                    retry_after: None,
+                })
+            }
+            None => {}
+        }
+        let message = unframe(&body).map_err(SendError::Permanent)?;
+        Ok(partial_success(request.signal, &message))
     }
 }
 

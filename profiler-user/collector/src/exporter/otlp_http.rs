@@ -19,10 +19,10 @@ use reqwest::{
 use serde::Deserialize;
 
 use super::{
-    config::{default_timeout, Compression, QueueConfig, RetryConfig, TlsConfig},
+    config::{default_timeout, Compression, CompressionParams, QueueConfig, RetryConfig, TlsConfig},
     json,
     queued::QueuedExporter,
-    transport::{SendError, Sent, Transport},
+    transport::{Payload, Request, SendError, Sent, Transport},
 };
 use crate::{
     component::{BuildExporter, ComponentError, ComponentId, Exporter, ExporterFactory, Host},
@@ -62,6 +62,8 @@ pub struct OtlpHttpConfig {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub compression: Compression,
+    #[serde(default)]
+    pub compression_params: CompressionParams,
     /// Per attempt.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -84,6 +86,7 @@ impl OtlpHttpConfig {
             tls: TlsConfig::default(),
             headers: BTreeMap::new(),
             compression: Compression::Gzip,
+            compression_params: CompressionParams::default(),
             timeout: default_timeout(),
             retry_on_failure: RetryConfig::default(),
             sending_queue: QueueConfig::default(),
@@ -139,7 +142,8 @@ pub struct HttpClient {
     /// By [`Signal::index`].
     urls: [Option<String>; 4],
     headers: HeaderMap,
-    gzip: bool,
+    /// The gzip level, when compressing.
+    gzip: Option<u32>,
     json: bool,
 }
 
@@ -194,7 +198,7 @@ impl HttpClient {
             client,
             urls,
             headers,
-            gzip: cfg.compression == Compression::Gzip,
+            gzip: (cfg.compression == Compression::Gzip).then(|| cfg.compression_params.level(path)).transpose()?,
             json: cfg.encoding == Encoding::Json,
         })
     }
@@ -207,20 +211,30 @@ impl HttpClient {
 
 #[async_trait]
 impl Transport for HttpClient {
-    async fn send(&self, data: &Data) -> Result<Sent, SendError> {
+    /// OTLP/JSON or protobuf, gzipped when asked, once: retries send the same bytes.
+    fn prepare(&self, data: Data) -> Result<Request, SendError> {
         let signal = data.signal();
+        if self.url(signal).is_none() {
+            return Err(SendError::Permanent(format!("no endpoint for {signal}")));
+        }
+        let body = if self.json {
+            json::encode(&data).map_err(|e| SendError::Permanent(format!("OTLP/JSON encoding: {e}")))?
+        } else {
+            data.encode_to_vec()
+        };
+        let body = if let Some(level) = self.gzip { gzip(&body, level) } else { body };
+        Ok(Request { signal, items: data.items(), payload: Payload::Wire(body.into()) })
+    }
+
+    async fn send(&self, request: &Request) -> Result<Sent, SendError> {
+        let signal = request.signal;
         let Some(url) = self.url(signal) else {
             return Err(SendError::Permanent(format!("no endpoint for {signal}")));
         };
-        let (mut body, content_type) = if self.json {
-            let body = json::encode(data).map_err(|e| SendError::Permanent(format!("OTLP/JSON encoding: {e}")))?;
-            (body, "application/json")
-        } else {
-            (data.encode_to_vec(), "application/x-protobuf")
-        };
+        let body = request.as_wire()?.clone();
+        let content_type = if self.json { "application/json" } else { "application/x-protobuf" };
         let mut rb = self.client.post(url).headers(self.headers.clone()).header(CONTENT_TYPE, content_type);
-        if self.gzip {
-            body = gzip(&body).map_err(|e| SendError::Permanent(format!("gzip: {e}")))?;
+        if self.gzip.is_some() {
             rb = rb.header(CONTENT_ENCODING, "gzip");
         }
         let resp = match rb.body(body).send().await {
@@ -240,10 +254,11 @@ impl Transport for HttpClient {
     }
 }
 
-fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::default());
-    gz.write_all(body)?;
-    gz.finish()
+/// gzip at `level` (writing into a vector cannot fail).
+pub fn gzip(body: &[u8], level: u32) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::new(level));
+    let _ = gz.write_all(body);
+    gz.finish().unwrap_or_default()
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.

@@ -13,7 +13,8 @@ use std::{
 use tokio::sync::Notify;
 
 use super::config::Sizer;
-use crate::{signal::Data, telemetry::Value};
+use super::transport::Request;
+use crate::telemetry::Value;
 
 /// Why a request was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +28,7 @@ pub enum OfferError {
 }
 
 struct State {
-    items: VecDeque<(Data, u64)>,
+    items: VecDeque<(Request, u64)>,
     /// Queued plus in flight, in sizer units.
     size: u64,
     closed: bool,
@@ -46,7 +47,7 @@ pub struct Queue {
 pub struct Lease {
     queue: Arc<Queue>,
     size: u64,
-    pub data: Data,
+    pub request: Request,
 }
 
 impl Drop for Lease {
@@ -72,19 +73,19 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The size of `data` in the sizer's unit; at least 1, so nothing is free.
-    pub fn size_of(&self, data: &Data) -> u64 {
+    /// The size of `request` in the sizer's unit; at least 1, so nothing is free.
+    pub fn size_of(&self, request: &Request) -> u64 {
         let n = match self.sizer {
             Sizer::Requests => 1,
-            Sizer::Items => data.items(),
-            Sizer::Bytes => data.encoded_len() as u64,
+            Sizer::Items => request.items,
+            Sizer::Bytes => request.bytes(),
         };
         n.max(1)
     }
 
-    /// Queues `data` if it fits.
-    pub fn offer(&self, data: Data) -> Result<(), OfferError> {
-        let needed = self.size_of(&data);
+    /// Queues `request` if it fits.
+    pub fn offer(&self, request: Request) -> Result<(), OfferError> {
+        let needed = self.size_of(&request);
         if needed > self.capacity {
             return Err(OfferError::TooLarge { needed, capacity: self.capacity });
         }
@@ -96,7 +97,7 @@ impl Queue {
             return Err(OfferError::Full { size: st.size, needed, capacity: self.capacity });
         }
         st.size += needed;
-        st.items.push_back((data, needed));
+        st.items.push_back((request, needed));
         self.size_gauge.store(st.size, Ordering::Relaxed);
         drop(st);
         self.notify.notify_one();
@@ -111,14 +112,14 @@ impl Queue {
             notified.as_mut().enable();
             {
                 let mut st = self.lock();
-                if let Some((data, size)) = st.items.pop_front() {
+                if let Some((request, size)) = st.items.pop_front() {
                     let more = !st.items.is_empty();
                     drop(st);
                     if more {
                         // Another sender may be idle while this one works.
                         self.notify.notify_one();
                     }
-                    return Some(Lease { queue: self.clone(), size, data });
+                    return Some(Lease { queue: self.clone(), size, request });
                 }
                 if st.closed {
                     return None;
@@ -141,9 +142,9 @@ impl Queue {
     }
 
     /// Takes everything still queued (after the senders stopped), giving its size back.
-    pub fn drain(&self) -> Vec<Data> {
+    pub fn drain(&self) -> Vec<Request> {
         let mut st = self.lock();
-        let items: Vec<(Data, u64)> = st.items.drain(..).collect();
+        let items: Vec<(Request, u64)> = st.items.drain(..).collect();
         let freed: u64 = items.iter().map(|(_, s)| s).sum();
         st.size = st.size.saturating_sub(freed);
         self.size_gauge.store(st.size, Ordering::Relaxed);
@@ -165,13 +166,13 @@ mod tests {
 
     use super::*;
 
-    fn logs(n: usize) -> Data {
-        Data::Logs(ExportLogsServiceRequest {
+    fn logs(n: usize) -> Request {
+        Request::data(crate::signal::Data::Logs(ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs { log_records: vec![LogRecord::default(); n], ..Default::default() }],
                 ..Default::default()
             }],
-        })
+        }))
     }
 
     #[tokio::test]
@@ -183,7 +184,7 @@ mod tests {
         assert_eq!(q.offer(logs(3)), Err(OfferError::Full { size: 3, needed: 3, capacity: 5 }));
         assert_eq!(q.offer(logs(6)), Err(OfferError::TooLarge { needed: 6, capacity: 5 }));
         let lease = q.pop().await.unwrap();
-        assert_eq!(lease.data.items(), 3);
+        assert_eq!(lease.request.items, 3);
         assert!(q.offer(logs(3)).is_err(), "the request being sent still counts");
         q.offer(logs(2)).unwrap();
         assert_eq!(size.load(Ordering::Relaxed), 5);

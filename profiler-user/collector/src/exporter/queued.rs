@@ -138,7 +138,7 @@ async fn send_loop(s: Arc<Shared>) {
                 None => return,
             },
         };
-        let items = lease.data.items();
+        let items = lease.request.items;
         let mut held = InFlight { items, failed: &s.metrics.send_failed, settled: false };
         let on_retry = |message: &str, wait: Duration| {
             add(&s.retries, 1);
@@ -148,7 +148,7 @@ async fn send_loop(s: Arc<Shared>) {
             biased;
             // `held` counts the request as failed when it is dropped below.
             _ = s.cut_off.cancelled() => return,
-            r = send_with_retry(&*s.transport, &lease.data, &s.retry, on_retry) => r,
+            r = send_with_retry(&*s.transport, &lease.request, &s.retry, on_retry) => r,
         };
         held.settled = true;
         match result {
@@ -186,7 +186,15 @@ impl Consumer for QueuedExporter {
         }
         let s = &self.shared;
         let items = data.items();
-        match s.queue.offer(data) {
+        let request = match s.transport.prepare(data) {
+            Ok(r) => r,
+            Err(e) => {
+                // The data cannot be encoded for this backend: retrying it cannot help.
+                add(&s.metrics.send_failed, items);
+                return Err(ConsumeError::Rejected(format!("exporter {}: {e}", s.id)));
+            }
+        };
+        match s.queue.offer(request) {
             Ok(()) => Ok(()),
             Err(e) => {
                 add(&s.metrics.enqueue_failed, items);
@@ -213,7 +221,7 @@ impl Exporter for QueuedExporter {
         // Left when the deadline cut the senders off, or when every sender panicked.
         let rest = s.queue.drain();
         if !rest.is_empty() || s.cut_off.is_cancelled() {
-            let items: u64 = rest.iter().map(Data::items).sum();
+            let items: u64 = rest.iter().map(|r| r.items).sum();
             add(&s.metrics.send_failed, items);
             tracing::warn!(
                 exporter = %s.id, signal = %s.signal,
@@ -239,7 +247,7 @@ mod tests {
     use super::*;
     use crate::exporter::{
         tests::support::wait_until,
-        transport::{SendError, Sent},
+        transport::{Request, SendError, Sent},
     };
 
     fn logs(n: usize) -> Data {
@@ -261,8 +269,8 @@ mod tests {
 
     #[async_trait]
     impl Transport for Gate {
-        async fn send(&self, data: &Data) -> Result<Sent, SendError> {
-            if data.items() == 13 {
+        async fn send(&self, request: &Request) -> Result<Sent, SendError> {
+            if request.items == 13 {
                 panic!("unlucky request");
             }
             while !self.open.load(Ordering::Relaxed) {
@@ -272,7 +280,7 @@ mod tests {
                 }
                 n.await;
             }
-            self.got.lock().unwrap().push(data.items());
+            self.got.lock().unwrap().push(request.items);
             Ok(Default::default())
         }
     }

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::{
     config::RetryConfig,
-    transport::{SendError, Transport},
+    transport::{Request, SendError, Transport},
 };
-use crate::signal::Data;
 
 /// A request that was delivered, after `attempts` tries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,12 +66,12 @@ impl Backoff {
     }
 }
 
-/// Sends `data`, retrying retryable failures while `retry` allows (once when disabled).
+/// Sends `request`, retrying retryable failures while `retry` allows (once when disabled).
 /// `on_retry` hears of every retry (its error and wait) for counting and logging. Shutdown
 /// bounds it from outside, by dropping the future.
 pub async fn send_with_retry<T: Transport + ?Sized>(
     transport: &T,
-    data: &Data,
+    request: &Request,
     retry: &RetryConfig,
     mut on_retry: impl FnMut(&str, Duration),
 ) -> Result<SendOutcome, ExportError> {
@@ -81,7 +80,7 @@ pub async fn send_with_retry<T: Transport + ?Sized>(
     let mut backoff = Backoff::new(retry);
     let mut attempts = 0u32;
     loop {
-        let outcome = transport.send(data).await;
+        let outcome = transport.send(request).await;
         attempts += 1;
         match outcome {
             Ok(sent) => return Ok(SendOutcome { attempts, rejected: sent.rejected, message: sent.message }),
@@ -133,7 +132,7 @@ mod tests {
 
     #[async_trait]
     impl Transport for Scripted {
-        async fn send(&self, _: &Data) -> Result<Sent, SendError> {
+        async fn send(&self, _: &Request) -> Result<Sent, SendError> {
             match self.0.lock().unwrap().pop() {
                 Some(e) => Err(e),
                 None => Ok(Sent { rejected: 2, message: "old".into() }),
@@ -143,7 +142,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_as_asked_and_gives_up_in_time() {
-        let data = Data::Logs(ExportLogsServiceRequest::default());
+        let data = Request::data(crate::signal::Data::Logs(ExportLogsServiceRequest::default()));
         let retry = RetryConfig { initial_interval: Duration::from_millis(10), ..Default::default() };
         let busy = || SendError::Retryable { message: "busy".into(), retry_after: Some(Duration::from_secs(7)) };
         let t = Scripted(Mutex::new(vec![busy(), busy()]));
