@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod collector;
 pub mod servers;
 
 use std::{
