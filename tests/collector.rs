@@ -53,7 +53,22 @@ fn one_span(name: &str, pad: usize) -> ExportTraceServiceRequest {
     let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     let mut attributes = vec![string("test", "collector")];
     if pad > 0 {
-        attributes.push(string("pad", &"x".repeat(pad)));
+        // Incompressible (an xorshift stream): exporters queue requests gzipped, so padding
+        // that compresses away would not fill their queue.
+        let mut x = h | 1;
+        let bytes: Vec<u8> = (0..pad)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        attributes.push(KeyValue {
+            key: "pad".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::BytesValue(bytes)) }),
+            ..Default::default()
+        });
     }
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
