@@ -5,19 +5,24 @@
 //!
 //! `receiver` → (per pipeline) `processor` chain → fan-out → `exporter` queues → backends.
 //!
+//! The data path, one folder per stage: [`receiver`] (`otlp`: OTLP/gRPC and OTLP/HTTP; the
+//! profiler's `profiling` receiver lives in the `otelprof-profiling` crate) → [`processor`]
+//! (`memory_limiter`, `batch`, `resource`, `resourcedetection`; OTTL's `transform` / `filter`
+//! come here, issue #13) → [`exporter`] (`otlp`, `otlphttp`, `debug`, `file`, behind one bounded
+//! sending queue with retries).
+//!
+//! What they share:
 //! - [`signal`]: the four signals and the data that crosses every seam ([`signal::Data`]: an
 //!   OTLP export request).
 //! - [`consumer`]: the one seam between components — a synchronous, never-blocking `consume`
 //!   that either takes the data or refuses it (retryable or not).
 //! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter traits and the
 //!   [`component::Host`] (own metrics, health, shutdown) every component gets.
-//! - [`telemetry`]: own metrics in the Collector's names, served on `/metrics`.
-//! - [`config`] and [`factories`]: the config file checked against the known component types;
-//!   [`graph`]: the pipelines built from it, started and shut down in order;
-//!   [`telemetry_server`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`processor`]: `batch`, `memory_limiter`, `resource`, `resourcedetection`.
-//! - [`exporter`]: `otlp`, `otlphttp`, `debug`, `file` behind one bounded sending queue with retries.
-//! - [`receiver`]: where data enters: the `otlp` receiver (OTLP/gRPC and OTLP/HTTP).
+//! - [`config`] and [`factories`]: the config file checked against the known component types
+//!   (`extensions:` — OpAMP, issue #14 — and `connectors:` are refused until they exist);
+//!   [`graph`]: the pipelines built from it, started and shut down in order.
+//! - [`telemetry`] and [`telemetry_server`]: own metrics in the Collector's names, `/metrics`,
+//!   `/healthz`, `/readyz`; [`health`]: component liveness.
 
 pub mod component;
 pub mod config;
