@@ -237,7 +237,7 @@ mod tests {
     fn the_limit_counts_decompressed_bytes() {
         let zeros = vec![0u8; 1 << 20];
         let gz = gzip(&zeros);
-        assert!(gz.len() < 10_000);
+        assert!(gz.len() < zeros.len() / 16, "a compressed body much smaller than its expansion");
         assert_eq!(inflate(ContentEncoding::Gzip, &gz, 1 << 20, 1024).unwrap().len(), 1 << 20);
         assert_eq!(
             inflate(ContentEncoding::Gzip, &gz, (1 << 20) - 1, 1024),
