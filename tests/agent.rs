@@ -1,5 +1,6 @@
-//! `otelprof agent` end to end: a running agent profiles test workloads and streams OTLP to real
-//! gRPC and HTTP peers; backends that are down, refuse, or come back; and bad configs.
+//! `otelprof agent` end to end: a running agent (the embedded collector with the `profiling`
+//! receiver) profiles test workloads and streams OTLP to real gRPC and HTTP peers; backends
+//! that are down, refuse, or come back; a dead component; and bad configs.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::{
 };
 
 use common::{agent::*, servers::*, *};
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use tonic::Code;
 
 const CHAIN: [&str; 4] = ["hot_leaf", "middle", "outer", "main"];
@@ -20,6 +22,60 @@ fn resource_attr<'a>(
     rp.resource.as_ref()?.attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()
 }
 
+/// Reaps `child` and returns the CPU time (user + system) it used, in seconds.
+fn wait_cpu_seconds(child: std::process::Child) -> f64 {
+    let pid = child.id() as i32;
+    // SAFETY: wait4(2) on our own child, not reaped before (`child` is consumed); rusage is
+    // plain data.
+    let (status, usage) = unsafe {
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid, "wait4");
+        (status, usage)
+    };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the workload failed: {status}");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Profile samples (`Sample` messages: the Collector's items) in a request, counted here
+/// independently of the agent's own counters.
+fn samples_in(r: &ExportProfilesServiceRequest) -> u64 {
+    r.resource_profiles
+        .iter()
+        .flat_map(|rp| &rp.scope_profiles)
+        .flat_map(|sp| &sp.profiles)
+        .map(|p| p.samples.len() as u64)
+        .sum()
+}
+
+fn received_samples(state: &Shared) -> u64 {
+    state.lock().unwrap().received.iter().map(|r| samples_in(&r.request)).sum()
+}
+
+/// A series of the metrics page, 0 when absent.
+fn value(m: &str, series: &str) -> f64 {
+    metric(m, series).unwrap_or(0.0)
+}
+
+const ACCEPTED: &str = "otelcol_receiver_accepted_profile_samples_total{receiver=\"profiling\",transport=\"bpf\"}";
+
+fn sent(exporter: &str) -> String {
+    format!("otelcol_exporter_sent_profile_samples_total{{exporter=\"{exporter}\"}}")
+}
+
+fn send_failed(exporter: &str) -> String {
+    format!("otelcol_exporter_send_failed_profile_samples_total{{exporter=\"{exporter}\"}}")
+}
+
+fn enqueue_failed(exporter: &str) -> String {
+    format!("otelcol_exporter_enqueue_failed_profile_samples_total{{exporter=\"{exporter}\"}}")
+}
+
+fn retries(exporter: &str) -> String {
+    format!("otelprof_exporter_retries_total{{exporter=\"{exporter}\",data_type=\"profiles\"}}")
+}
+
 #[test]
 fn agent_streams_targeted_profiles_to_grpc_and_http() {
     if !bpf_allowed("agent_streams_targeted_profiles_to_grpc_and_http") {
@@ -27,33 +83,63 @@ fn agent_streams_targeted_profiles_to_grpc_and_http() {
     }
     let _g = bpf_lock();
     let dir = scratch("agent-stream");
+    // The workload under a name of this test's own: other tests' `chain` (other test binaries
+    // on the same machine) must not be targets.
+    let exe = dir.join("agentchain");
+    std::fs::copy(workload("chain"), &exe).unwrap();
     let (gaddr, gstate) = grpc_server(vec![]);
     let (haddr, hstate) = http_server(vec![]);
     let agent = Agent::start(
         &dir,
         &format!(
-            "profiling:\n  frequency: 199\n  interval: 1s\n  targets: {{ executables: [chain] }}\n\
-             exporters:\n  otlp:\n    endpoint: {gaddr}\n    tls: {{ insecure: true }}\n    headers: {{ X-Scope-OrgID: t1 }}\n\
-             \x20 otlphttp/second:\n    endpoint: http://{haddr}\n"
+            "receivers:
+  profiling:
+    samples_per_second: 199
+    reporter_interval: 1s
+    targets: {{ executables: [agentchain] }}
+exporters:
+  otlp:
+    endpoint: {gaddr}
+    tls: {{ insecure: true }}
+    headers: {{ X-Scope-OrgID: t1 }}
+  otlphttp/second:
+    endpoint: http://{haddr}
+service:
+  pipelines:
+    profiles:
+      receivers: [profiling]
+      exporters: [otlp, otlphttp/second]
+"
         ),
     );
     // Started after the agent: found through its exec, selected by name, filtered in BPF.
-    let mut w = std::process::Command::new(workload("chain")).arg("2.5").spawn().unwrap();
+    let w = std::process::Command::new(&exe).arg("2.5").spawn().unwrap();
     let pid = w.id() as i64;
     // Something that is not a target runs at the same time.
     let mut other = std::process::Command::new(workload("threads")).arg("2").stdout(Stdio::null()).spawn().unwrap();
-    w.wait().unwrap();
+    let cpu = wait_cpu_seconds(w);
     other.wait().unwrap();
     wait_for("both backends to receive the workload", Duration::from_secs(10), || {
         gstate.lock().unwrap().received.len() >= 2 && hstate.lock().unwrap().received.len() >= 2
     });
-    let mut seen = 0.0;
-    wait_for("the workload's samples", Duration::from_secs(5), || {
-        seen = metric(&agent.metrics(), "otelprof_samples_total").unwrap();
-        // chain shares 2 CPUs with the 3 spinning threads of the non-target for 2 of its 2.5 s.
-        seen > 150.0
+    // chain shares 2 CPUs with the 3 spinning threads of the non-target (and whatever else
+    // runs on the machine): its samples are expected from the CPU time it got, not its 2.5 s.
+    let expected = (199.0 * cpu * 0.8).max(50.0);
+    agent.wait_metric("otelprof_samples_total", Duration::from_secs(5), |seen| seen >= expected);
+    // Every sample the receiver handed to the pipeline went to both exporters, and each
+    // exporter's count is what its backend decoded.
+    let m = agent.wait_metrics("every accepted sample sent to both backends", Duration::from_secs(10), |m| {
+        let accepted = value(m, ACCEPTED);
+        accepted > 0.0
+            && value(m, &sent("otlp")) == accepted
+            && value(m, &sent("otlphttp/second")) == accepted
+            && received_samples(&gstate) as f64 == accepted
+            && received_samples(&hstate) as f64 == accepted
     });
-    let m = agent.wait_metric("otelprof_export_success_total{exporter=\"otlp\"}", Duration::from_secs(5), |v| v >= 2.0);
+    for exporter in ["otlp", "otlphttp/second"] {
+        assert_eq!(metric(&m, &send_failed(exporter)), Some(0.0), "{m}");
+        assert_eq!(metric(&m, &enqueue_failed(exporter)), Some(0.0), "{m}");
+    }
     assert_eq!(metric(&m, "otelprof_lost_samples_total"), Some(0.0), "{m}");
     assert_eq!(http_get(agent.metrics, "/healthz").unwrap().0, 200);
     let (code, log) = agent.stop();
@@ -66,10 +152,12 @@ fn agent_streams_targeted_profiles_to_grpc_and_http() {
         for (i, r) in s.received.iter().enumerate() {
             if name == "grpc" {
                 assert!(r.headers.contains(&("x-scope-orgid".into(), "t1".into())));
+            } else {
+                assert_eq!(r.path, "/v1development/profiles", "the Collector's OTLP/HTTP profiles path");
             }
             for rp in &r.request.resource_profiles {
                 let exe = resource_attr(rp, "process.executable.name");
-                assert_eq!(format!("{exe:?}"), "Some(StringValue(\"chain\"))", "only the target is profiled");
+                assert_eq!(format!("{exe:?}"), "Some(StringValue(\"agentchain\"))", "only the target is profiled");
                 assert_eq!(format!("{:?}", resource_attr(rp, "process.pid")), format!("Some(IntValue({pid}))"));
             }
             let file = dir.join(format!("{name}-{i}.pb"));
@@ -84,9 +172,11 @@ fn agent_streams_targeted_profiles_to_grpc_and_http() {
             }
         }
         if total > 0 {
-            assert!(total > 150 && full * 100 >= total * 90, "{name}: full chain in {full} of {total}");
+            assert!(total as f64 >= expected, "{name}: {total} samples for {cpu:.2} CPU s of the workload");
+            assert!(full * 100 >= total * 90, "{name}: full chain in {full} of {total}");
         }
     }
+    assert_eq!(received_samples(&gstate), received_samples(&hstate), "both pipelines' exporters got the same data");
 }
 
 #[test]
@@ -97,34 +187,56 @@ fn backend_down_at_start_then_up_within_the_queue_bound() {
     let _g = bpf_lock();
     let dir = scratch("agent-down");
     let backend = free_addr();
-    const BOUND: f64 = 60_000.0;
+    // In requests (the Collector's default sizer): a request being retried stays in the queue.
+    const BOUND: f64 = 2.0;
     let agent = Agent::start(
         &dir,
         &format!(
-            "profiling:\n  frequency: 99\n  interval: 300ms\n\
-             exporters:\n  otlp:\n    endpoint: {backend}\n    tls: {{ insecure: true }}\n    compression: none\n\
-             \x20   retry_on_failure: {{ initial_interval: 100ms, max_interval: 300ms, max_elapsed_time: 1m }}\n\
-             \x20   sending_queue: {{ queue_size: {BOUND} }}\n"
+            "receivers:
+  profiling: {{ samples_per_second: 99, reporter_interval: 300ms }}
+exporters:
+  otlp:
+    endpoint: {backend}
+    tls: {{ insecure: true }}
+    compression: none
+    retry_on_failure: {{ initial_interval: 100ms, max_interval: 300ms, max_elapsed_time: 1m }}
+    sending_queue: {{ queue_size: {BOUND} }}
+service:
+  pipelines:
+    profiles: {{ receivers: [profiling], exporters: [otlp] }}
+"
         ),
     );
     let mut w = std::process::Command::new(workload("threads")).arg("8").stdout(Stdio::null()).spawn().unwrap();
+    let size = "otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"profiles\"}";
+    let capacity = "otelcol_exporter_queue_capacity{exporter=\"otlp\",data_type=\"profiles\"}";
     let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(2500) {
+    let mut largest = 0.0f64;
+    // Reports keep coming while the backend is down: the queue fills to its bound and what
+    // does not fit is refused and counted, never held (the first report can take a while:
+    // symbolizing this machine's large debug binaries).
+    loop {
         let m = agent.metrics();
-        let queued = metric(&m, "otelprof_export_queue_bytes{exporter=\"otlp\"}").unwrap();
-        assert!(queued <= BOUND, "queue within its bound while the backend is down: {queued}");
+        let (queued, cap) = (metric(&m, size).unwrap(), metric(&m, capacity).unwrap());
+        assert_eq!(cap, BOUND, "{m}");
+        assert!(queued <= cap, "queue within its bound while the backend is down: {queued}\n{m}");
+        largest = largest.max(queued);
+        if value(&m, &enqueue_failed("otlp")) > 0.0 && t.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the full queue never refused a report\n{m}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(largest, BOUND, "the queue filled up");
+    let m = agent.metrics();
+    assert_eq!(value(&m, &sent("otlp")), 0.0, "{m}");
+    assert!(value(&m, &retries("otlp")) >= 1.0, "export attempts against the down backend\n{m}");
     assert_eq!(http_get(agent.metrics, "/healthz").unwrap().0, 200, "sampling goes on");
-    // The backend comes up only once the agent has been seen retrying against it (the first
-    // report can take a while: symbolizing this machine's large debug binaries).
-    wait_for("export attempts against the down backend", Duration::from_secs(30), || {
-        metric(&agent.metrics(), "otelprof_export_retries_total{exporter=\"otlp\"}").unwrap_or(0.0) >= 1.0
-    });
     let (_, state) = grpc_server_at(backend, vec![]);
     wait_for("data after the backend came up", Duration::from_secs(10), || !state.lock().unwrap().received.is_empty());
     w.wait().unwrap();
-    agent.wait_metric("otelprof_export_success_total{exporter=\"otlp\"}", Duration::from_secs(5), |v| v >= 1.0);
+    let m = agent.wait_metric(&sent("otlp"), Duration::from_secs(5), |v| v >= 1.0);
+    assert!(value(&m, &sent("otlp")) <= received_samples(&state) as f64, "{m}");
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
     let received = state.lock().unwrap();
@@ -138,6 +250,8 @@ fn backend_down_at_start_then_up_within_the_queue_bound() {
         .any(|s| s == "worker_spin")));
 }
 
+/// The OTLP specification's retry rules: INVALID_ARGUMENT fails the request for good (its
+/// samples counted as failed, no retry); UNAVAILABLE is tried again and then succeeds.
 #[test]
 fn invalid_argument_is_counted_not_retried() {
     if !bpf_allowed("invalid_argument_is_counted_not_retried") {
@@ -150,32 +264,43 @@ fn invalid_argument_is_counted_not_retried() {
     let agent = Agent::start(
         &dir,
         &format!(
-            "profiling:\n  frequency: 99\n  interval: 500ms\n\
-             exporters:\n  otlp:\n    endpoint: {gaddr}\n    tls: {{ insecure: true }}\n\
-             \x20   retry_on_failure: {{ initial_interval: 100ms }}\n"
+            "receivers:
+  profiling:
+    samples_per_second: 99
+    reporter_interval: 500ms
+    targets: {{ executables: [chain] }}
+exporters:
+  otlp:
+    endpoint: {gaddr}
+    tls: {{ insecure: true }}
+    retry_on_failure: {{ initial_interval: 100ms }}
+service:
+  pipelines:
+    profiles: {{ receivers: [profiling], exporters: [otlp] }}
+"
         ),
     );
     let mut w = std::process::Command::new(workload("chain")).arg("2").spawn().unwrap();
     w.wait().unwrap();
     wait_for("three calls", Duration::from_secs(10), || gstate.lock().unwrap().calls >= 3);
-    let m = agent.wait_metric("otelprof_export_success_total{exporter=\"otlp\"}", Duration::from_secs(5), |v| v >= 1.0);
-    assert_eq!(
-        metric(&m, "otelprof_export_failure_total{exporter=\"otlp\"}"),
-        Some(1.0),
-        "INVALID_ARGUMENT: failed once, for good\n{m}"
-    );
-    assert!(
-        metric(&m, "otelprof_export_retries_total{exporter=\"otlp\"}").unwrap() >= 1.0,
-        "UNAVAILABLE was retried\n{m}"
-    );
+    // Every accepted sample settled (sent, or failed for good), and the sent ones are exactly
+    // what the backend accepted: all read at one moment, so a report still arriving is waited for.
+    let m = agent.wait_metrics("every accepted sample sent or failed", Duration::from_secs(10), |m| {
+        let (ok, failed) = (value(m, &sent("otlp")), value(m, &send_failed("otlp")));
+        let s = gstate.lock().unwrap();
+        let backend: u64 = s.received.iter().map(|r| samples_in(&r.request)).sum();
+        ok > 0.0 && ok + failed == value(m, ACCEPTED) && backend as f64 == ok && s.received.len() + 2 == s.calls
+    });
+    assert!(value(&m, &send_failed("otlp")) > 0.0, "INVALID_ARGUMENT: the request's samples failed for good\n{m}");
+    assert_eq!(value(&m, &retries("otlp")), 1.0, "UNAVAILABLE was retried, INVALID_ARGUMENT not\n{m}");
     let (code, _) = agent.stop();
     assert_eq!(code, Some(0));
 }
 
 /// A panic on the reporting thread (made with the agent's fault-injection hook) is not
-/// invisible: `/healthz` and `/readyz` fail naming the reporter, the log says so once at ERROR,
-/// and the agent's exit status reports it. (Before, the sampling loop's heartbeat kept
-/// `/healthz` at 200 while nothing was exported.)
+/// invisible: `/healthz` and `/readyz` fail naming `receiver/profiling/reporter`, the log says
+/// so once at ERROR, and the agent's exit status reports it. (Before, the sampling loop's
+/// heartbeat kept `/healthz` at 200 while nothing was exported.)
 #[test]
 fn a_dead_reporter_makes_the_agent_unhealthy() {
     if !bpf_allowed("a_dead_reporter_makes_the_agent_unhealthy") {
@@ -187,8 +312,18 @@ fn a_dead_reporter_makes_the_agent_unhealthy() {
     let agent = Agent::start_with_env(
         &dir,
         &format!(
-            "profiling:\n  frequency: 49\n  interval: 2s\n  targets: {{ executables: [chain] }}\n\
-             exporters:\n  otlphttp:\n    endpoint: http://{haddr}\n"
+            "receivers:
+  profiling:
+    samples_per_second: 49
+    reporter_interval: 2s
+    targets: {{ executables: [chain] }}
+exporters:
+  otlphttp:
+    endpoint: http://{haddr}
+service:
+  pipelines:
+    profiles: {{ receivers: [profiling], exporters: [otlphttp] }}
+"
         ),
         &[("OTELPROF_FAULT_INJECTION", "reporter_panic")],
     );
@@ -201,43 +336,100 @@ fn a_dead_reporter_makes_the_agent_unhealthy() {
     let _ = w.wait();
     let (code, body) = http_get(agent.metrics, "/healthz").unwrap();
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("reporter: panicked: "), "/healthz names the dead component: {body}");
+    assert!(body.contains("receiver/profiling/reporter: panicked: "), "/healthz names the dead component: {body}");
+    assert!(!body.contains("receiver/profiling: "), "the sampling loop itself is alive: {body}");
     let ready = http_get(agent.metrics, "/readyz").unwrap();
     assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(ready.1.contains("receiver/profiling/reporter: panicked: "), "{}", ready.1);
     let (code, log) = agent.stop();
     assert_eq!(code, Some(1), "the reporter's panic is the agent's error: {log}");
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") && l.contains("reporter failed")).collect();
+    let errors: Vec<&str> =
+        log.lines().filter(|l| l.contains("ERROR") && l.contains("receiver/profiling/reporter failed")).collect();
     assert_eq!(errors.len(), 1, "logged once, at ERROR, naming the component: {log}");
     assert!(errors[0].contains("OTELPROF_FAULT_INJECTION"), "with the panic's message: {}", errors[0]);
     assert!(log.contains("the reporting thread panicked"), "shutdown surfaces the join error: {log}");
     assert!(hstate.lock().unwrap().received.is_empty(), "nothing was reported");
 }
 
+/// A pipeline for the cases below that are not about it.
+const PIPELINE: &str = "service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [debug] }\n";
+
 #[test]
-fn bad_configs_exit_2_naming_the_key() {
+fn bad_configs_exit_2_naming_the_key_and_where_it_is() {
     let dir = scratch("agent-bad-config");
+    // Positions are where the key's value starts (the nearest ancestor's for a missing key).
     let cases = [
+        // A key the receiver does not have (the old name of samples_per_second).
         (
-            "exporters: { otlp: { endpoint: 'x:1' } }\nprofling: {}\n",
-            "config error: profling: unknown field `profling`",
+            format!("receivers:\n  profiling:\n    frequency: 19\nexporters:\n  debug:\n{PIPELINE}"),
+            "receivers.profiling.frequency (line 3, column 16): unknown field `frequency`, expected one of `samples_per_second`",
         ),
         (
-            "profiling: { frequency: -5 }\nexporters: { otlp: { endpoint: 'x:1' } }\n",
-            "config error: profiling.frequency:",
+            format!("receivers:\n  profiling: {{ samples_per_second: -5 }}\nexporters:\n  debug:\n{PIPELINE}"),
+            "receivers.profiling.samples_per_second (line 2, column 36): invalid value: integer `-5`",
         ),
-        ("exporters: { otlp: { endpont: 'x:1' } }\n", "config error: exporters.otlp.endpont: unknown field `endpont`"),
-        ("exporters: [1, 2\n", "config error: exporters: invalid type: sequence, expected a map"),
-        ("profiling:\n\tfrequency: 1\n", "config error: profiling: found character that cannot start any token"),
+        (
+            format!("receivers:\n  profiling: {{ off_cpu: {{ enabled: true }} }}\nexporters:\n  debug:\n{PIPELINE}"),
+            "receivers.profiling.off_cpu (line 2, column 25): unknown field `off_cpu`",
+        ),
+        (
+            "receivers:\n  profiling:\nexporters:\n  otlp: { endpont: 'x:1' }\n\
+             service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [otlp] }\n"
+                .to_string(),
+            "exporters.otlp.endpont (line 4, column 20): unknown field `endpont`",
+        ),
+        // A pipeline naming a component that is not declared.
+        (
+            "receivers:\n  profiling:\nexporters:\n  debug:\n\
+             service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [otlp] }\n"
+                .to_string(),
+            "service.pipelines.profiles.exporters[0] (line 7, column 53): exporter `otlp` is not declared under `exporters:`",
+        ),
+        // A component type otelprof does not have.
+        (
+            "receivers:\n  profiling:\nexporters:\n  kafka:\n\
+             service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [kafka] }\n"
+                .to_string(),
+            "exporters.kafka (line 4, column 3): unknown exporter type `kafka` (known types: ",
+        ),
+        // The old config shape says where its keys went.
+        (
+            "profiling:\n  frequency: 19\nexporters:\n  otlp: { endpoint: 'x:1' }\n".to_string(),
+            "profiling (line 1, column 1): the profiler is now the `profiling` receiver: move `profiling:` under `receivers:`",
+        ),
+        (
+            format!("receivers:\n  profiling:\nexporters:\n  debug:\n{PIPELINE}telemetry:\n  metrics_address: 0.0.0.0:9464\n"),
+            "telemetry.metrics_address (line 9, column 20): moved to service.telemetry.metrics.address",
+        ),
+        // `${env:VAR}` is expanded before the value is checked.
+        (
+            format!("receivers:\n  profiling:\n    samples_per_second: ${{env:OTELPROF_TEST_HZ}}\nexporters:\n  debug:\n{PIPELINE}"),
+            "receivers.profiling.samples_per_second (line 3, column 25): 0 Hz is out of range",
+        ),
+        ("exporters: [1, 2\n".to_string(), "exporters (line 2, column 1): did not find expected ',' or ']'"),
+        ("receivers:\n\tprofiling: {}\n".to_string(), "receivers (line 2, column 1): found character that cannot start any token"),
     ];
-    for (text, expected) in cases {
+    let mut wrong = Vec::new();
+    for (text, expected) in &cases {
         let path = dir.join("bad.yaml");
         std::fs::write(&path, text).unwrap();
-        let o = run(otelprof().args(["agent", "--config"]).arg(&path));
+        let o = run(otelprof().args(["agent", "--config"]).arg(&path).env("OTELPROF_TEST_HZ", "0"));
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{text}: {err}");
-        assert!(err.starts_with(&format!("otelprof: {expected}")), "{text}:\n{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
+        if !err.starts_with(&format!("otelprof: config error: {expected}")) {
+            wrong.push(format!("{text}\n  gave: {err}  want: {expected}"));
+        }
+        // `validate` checks the same without starting anything.
+        let v = run(otelprof().args(["validate", "--config"]).arg(&path).env("OTELPROF_TEST_HZ", "0"));
+        assert_eq!((v.status.code(), stderr(&v)), (Some(2), err), "{text}");
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // With the variable set to a good value the same file is valid: the expansion is real.
+    let path = dir.join("env.yaml");
+    std::fs::write(&path, &cases[8].0).unwrap();
+    let o = run(otelprof().args(["validate", "--config"]).arg(&path).env("OTELPROF_TEST_HZ", "49"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = run(otelprof().args(["agent", "--config", "/nonexistent/agent.yaml"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/agent.yaml"), "{}", stderr(&o));

@@ -1,17 +1,21 @@
-//! A running `otelprof agent` for end-to-end tests: started from a config with its metrics
-//! endpoint, awaited until ready, stopped with SIGTERM, killed if a test fails first.
+//! A running `otelprof agent` for end-to-end tests: started from a config in the Collector's
+//! shape with its telemetry server on a free port, awaited until ready, stopped with SIGTERM,
+//! killed if a test fails first.
 
 use std::{
+    net::{SocketAddr, ToSocketAddrs},
     process::Child,
     time::{Duration, Instant},
 };
 
+use serde_yaml::{Mapping, Value};
+
 use super::{otelprof, servers::*};
 
-/// An agent process with its metrics address and log file.
+/// An agent process with its telemetry address (`/metrics`, `/healthz`, `/readyz`) and log file.
 pub struct Agent {
     child: Option<Child>,
-    pub metrics: std::net::SocketAddr,
+    pub metrics: SocketAddr,
     log: std::path::PathBuf,
 }
 
@@ -26,20 +30,18 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    /// Writes `config` plus a telemetry section, starts the agent and waits for `/readyz`.
+    /// Writes `config` (a whole agent config: receivers, exporters, service.pipelines) with
+    /// its `service.telemetry` completed by [`with_telemetry`], starts the agent and waits
+    /// for `/readyz`.
     pub fn start(dir: &std::path::Path, config: &str) -> Self {
         Self::start_with_env(dir, config, &[])
     }
 
     /// [`Self::start`] with extra environment variables for the agent (fault-injection hooks).
     pub fn start_with_env(dir: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Self {
-        let metrics = free_addr();
+        let (text, metrics) = with_telemetry(config);
         let path = dir.join("agent.yaml");
-        std::fs::write(
-            &path,
-            format!("{config}\ntelemetry:\n  metrics_address: {metrics}\n  log_interval: 1s\n  shutdown_timeout: 3s\n"),
-        )
-        .unwrap();
+        std::fs::write(&path, text).unwrap();
         let log = dir.join("agent.log");
         let child = otelprof()
             .args(["agent", "--config"])
@@ -48,9 +50,12 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let agent = Self { child: Some(child), metrics, log };
+        let mut agent = Self { child: Some(child), metrics, log };
         let t = Instant::now();
         while http_get(agent.metrics, "/readyz").map(|r| r.0) != Some(200) {
+            if let Some(Ok(Some(status))) = agent.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the agent exited ({status}) before it was ready: {}", agent.log());
+            }
             assert!(t.elapsed() < Duration::from_secs(15), "agent did not become ready: {}", agent.log());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -71,13 +76,19 @@ impl Agent {
     /// backends' own state changes when a request arrives, before the agent has read the answer
     /// and counted it, so the agent's counters are awaited, never read once after a server-side wait.
     pub fn wait_metric(&self, name: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> String {
+        self.wait_metrics(name, timeout, |m| metric(m, name).is_some_and(&ok))
+    }
+
+    /// Waits until `ok` holds for the whole metrics page (relations between counters), then
+    /// returns it; `what` names the wait in the failure.
+    pub fn wait_metrics(&self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
         let t = Instant::now();
         loop {
             let m = self.metrics();
-            if metric(&m, name).is_some_and(&ok) {
+            if ok(&m) {
                 return m;
             }
-            assert!(t.elapsed() < timeout, "timed out waiting for {name}\n{m}");
+            assert!(t.elapsed() < timeout, "timed out waiting for {what}\n{m}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -89,6 +100,46 @@ impl Agent {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let o = child.wait_with_output().unwrap();
         (o.status.code(), self.log())
+    }
+}
+
+/// `config` with `service.telemetry` completed for a test, and the telemetry server's address:
+/// `metrics.address` on a free loopback port unless the config names one (then that one),
+/// `log_interval: 1s` and `shutdown_timeout: 3s` unless set. Keys the config has are kept.
+pub fn with_telemetry(config: &str) -> (String, SocketAddr) {
+    let mut root: Value = serde_yaml::from_str(config).expect("the test's agent config is YAML");
+    let telemetry = child(child(&mut root, "service"), "telemetry");
+    let metrics = child(telemetry, "metrics");
+    let address = match metrics.get("address").and_then(Value::as_str) {
+        Some(given) => given
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| panic!("service.telemetry.metrics.address `{given}` is not host:port")),
+        None => {
+            let free = free_addr();
+            set_default(metrics, "address", &free.to_string());
+            free
+        }
+    };
+    set_default(telemetry, "log_interval", "1s");
+    set_default(telemetry, "shutdown_timeout", "3s");
+    (serde_yaml::to_string(&root).unwrap(), address)
+}
+
+/// The mapping under `key` of mapping `v`, made when missing or empty (`service:` alone).
+fn child<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
+    let m = v.as_mapping_mut().unwrap_or_else(|| panic!("`{key}`'s parent is not a mapping"));
+    let slot = m.entry(Value::from(key)).or_insert(Value::Null);
+    if slot.is_null() {
+        *slot = Value::Mapping(Mapping::new());
+    }
+    slot
+}
+
+fn set_default(v: &mut Value, key: &str, value: &str) {
+    if let Some(m) = v.as_mapping_mut() {
+        m.entry(Value::from(key)).or_insert_with(|| Value::from(value));
     }
 }
 

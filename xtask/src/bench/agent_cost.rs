@@ -44,6 +44,63 @@ impl AgentCost {
     }
 }
 
+/// Which agent config an otelprof binary reads: the current one runs an embedded collector
+/// (receivers, processors, exporters, `service`), a `--baseline` built before it reads the old
+/// shape (top-level `profiling`, `exporters`, `telemetry`) and rejects the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ConfigShape {
+    Collector,
+    Old,
+}
+
+impl ConfigShape {
+    /// What the agent prints once its BPF programs are attached and it samples (the whole node).
+    pub(super) fn ready_line(self) -> &'static str {
+        match self {
+            ConfigShape::Collector => "profiling every process at ",
+            ConfigShape::Old => "agent profiling ",
+        }
+    }
+}
+
+/// What a benchmarked agent does, in either shape: the whole node at `hz`, one report per
+/// `interval_s` seconds exported over OTLP/HTTP to the sink on `sink_port`, host attributes added
+/// (the old agent's encoder did it; now the `resourcedetection` processor), the summary line
+/// once an hour, and its metrics server on `metrics_port` (none when `None`).
+pub(super) fn agent_config(
+    shape: ConfigShape,
+    hz: u64,
+    interval_s: u64,
+    sink_port: u16,
+    metrics_port: Option<u16>,
+) -> String {
+    match shape {
+        ConfigShape::Collector => format!(
+            "receivers:\n  profiling:\n    samples_per_second: {hz}\n    reporter_interval: {interval_s}s\n\
+             processors:\n  resourcedetection:\n    detectors: [env, system]\n    system: {{ hostname_sources: [os] }}\n\
+             exporters:\n  otlphttp:\n    endpoint: http://127.0.0.1:{sink_port}\n\
+             service:\n  pipelines:\n    profiles:\n      receivers: [profiling]\n      processors: [resourcedetection]\n      exporters: [otlphttp]\n\
+             \x20 telemetry:\n    metrics: {{ address: \"{}\" }}\n    log_interval: 1h\n    shutdown_timeout: 10s\n",
+            metrics_port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default()
+        ),
+        ConfigShape::Old => format!(
+            "profiling:\n  frequency: {hz}\n  interval: {interval_s}s\nexporters:\n  otlphttp:\n    endpoint: http://127.0.0.1:{sink_port}\n\
+             telemetry:\n  log_interval: 1h\n  shutdown_timeout: 10s\n{}",
+            metrics_port.map(|p| format!("  metrics_address: 127.0.0.1:{p}\n")).unwrap_or_default()
+        ),
+    }
+}
+
+/// The samples of the agent's closing line: `stopped: profiling: 1234 samples, …` (the collector
+/// agent), `profiling stopped: 1234 samples, …` (its receiver) or `stopped: 1234 samples, …`
+/// (the old agent); the last such line counts.
+fn closing_samples(log: &str) -> Option<u64> {
+    log.lines().rev().filter_map(|l| l.split("stopped: ").nth(1)).find_map(|r| {
+        let r = r.strip_prefix("profiling: ").unwrap_or(r);
+        r.split(" samples").next()?.trim().parse().ok()
+    })
+}
+
 /// An OTLP/HTTP sink on loopback that answers 200 to everything.
 pub(super) fn sink() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
@@ -115,14 +172,8 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
     }
     let metrics_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = dir.join("agent-bench.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "profiling:\n  frequency: 99\n  interval: {}s\nexporters:\n  otlphttp:\n    endpoint: http://127.0.0.1:{port}\n\
-             telemetry:\n  log_interval: 1h\n  shutdown_timeout: 10s\n  metrics_address: 127.0.0.1:{metrics_port}\n",
-            if plan.smoke { 1 } else { 5 }
-        ),
-    )?;
+    let interval = if plan.smoke { 1 } else { 5 };
+    std::fs::write(&config, agent_config(ConfigShape::Collector, 99, interval, port, Some(metrics_port)))?;
     let log = dir.join("agent-bench.log");
     let agent = Command::new(&tools.otelprof)
         .args(["agent", "--config"])
@@ -160,13 +211,7 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("the agent did not exit cleanly: {text}");
     }
-    // "stopped: 1234 samples, ..."
-    let samples = text
-        .lines()
-        .rev()
-        .filter_map(|l| l.split("stopped: ").nth(1))
-        .find_map(|r| r.split(" samples").next()?.parse().ok())
-        .with_context(|| format!("no closing line in the agent log: {text}"))?;
+    let samples = closing_samples(&text).with_context(|| format!("no closing line in the agent log: {text}"))?;
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(AgentCost {
         processes,
@@ -197,4 +242,32 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<Vec<AgentCost>> {
         out.push(c);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_lines_of_either_agent() {
+        let new = "INFO profiling stopped: 900 samples, 0 lost\nINFO stopped: profiling: 901 samples, 0 lost, 3 processes; collector: items 40 accepted\n";
+        assert_eq!(closing_samples(new), Some(901));
+        assert_eq!(closing_samples("INFO profiling stopped: 900 samples, 0 lost\n"), Some(900));
+        assert_eq!(closing_samples("INFO stopped: 1234 samples, 0 lost\n"), Some(1234));
+        assert_eq!(closing_samples("INFO stopping\n"), None);
+    }
+
+    #[test]
+    fn configs_in_both_shapes() {
+        let new = agent_config(ConfigShape::Collector, 99, 5, 4318, Some(9000));
+        for key in ["receivers:\n  profiling:\n    samples_per_second: 99\n", "reporter_interval: 5s", "service:\n"] {
+            assert!(new.contains(key), "{key} in\n{new}");
+        }
+        assert!(new.contains("metrics: { address: \"127.0.0.1:9000\" }"), "{new}");
+        assert!(agent_config(ConfigShape::Collector, 19, 1, 1, None).contains("address: \"\""), "no server");
+        let old = agent_config(ConfigShape::Old, 19, 1, 4318, Some(9000));
+        assert!(old.starts_with("profiling:\n  frequency: 19\n  interval: 1s\n"), "{old}");
+        assert!(old.contains("  metrics_address: 127.0.0.1:9000\n"), "{old}");
+        assert!(!agent_config(ConfigShape::Old, 19, 1, 4318, None).contains("metrics_address"));
+    }
 }

@@ -23,7 +23,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    agent_cost::sink,
+    agent_cost::{agent_config, sink, ConfigShape},
     runtimes::{counts, folded_stacks, perf_stacks, Share},
     slowdown::{spawn, stop_with},
     Plan, Tools,
@@ -79,6 +79,8 @@ pub enum Subject {
     Baseline { hz: u64 },
     /// `otelprof agent`, whole node, exporting OTLP/HTTP to a local sink.
     Agent { hz: u64 },
+    /// The `--baseline` binary's agent, the same, from a config in the shape it reads.
+    BaselineAgent { hz: u64 },
     /// `perf record -a -g`.
     Perf { hz: u64 },
 }
@@ -86,7 +88,11 @@ pub enum Subject {
 impl Subject {
     pub fn hz(self) -> u64 {
         match self {
-            Subject::Record { hz, .. } | Subject::Baseline { hz } | Subject::Agent { hz } | Subject::Perf { hz } => hz,
+            Subject::Record { hz, .. }
+            | Subject::Baseline { hz }
+            | Subject::Agent { hz }
+            | Subject::BaselineAgent { hz }
+            | Subject::Perf { hz } => hz,
         }
     }
 
@@ -106,6 +112,7 @@ impl Subject {
             Subject::Record { hz, tables: false } => format!("otelprof record -a -F {hz} --unwind fp"),
             Subject::Baseline { hz } => format!("baseline: otelprof record -a -F {hz}"),
             Subject::Agent { hz } => format!("otelprof agent, {hz} Hz"),
+            Subject::BaselineAgent { hz } => format!("baseline: otelprof agent, {hz} Hz"),
             Subject::Perf { hz } => format!("perf record -a -g -F {hz}"),
         }
     }
@@ -115,6 +122,7 @@ impl Subject {
             Subject::Record { hz, tables } => format!("record-{hz}-{}", if tables { "tables" } else { "fp" }),
             Subject::Baseline { hz } => format!("baseline-{hz}"),
             Subject::Agent { hz } => format!("agent-{hz}"),
+            Subject::BaselineAgent { hz } => format!("baseline-agent-{hz}"),
             Subject::Perf { hz } => format!("perf-{hz}"),
         }
     }
@@ -135,6 +143,9 @@ fn subjects(plan: &Plan, scenario: Scenario, perf: bool) -> Vec<Subject> {
     };
     if plan.baseline.is_some() {
         out.push(Subject::Baseline { hz });
+        if out.contains(&Subject::Agent { hz }) {
+            out.push(Subject::BaselineAgent { hz });
+        }
     }
     if perf && !(plan.smoke && scenario != Scenario::Steady) {
         out.push(Subject::Perf { hz });
@@ -587,20 +598,20 @@ fn measure(ctx: &Ctx, scenario: Scenario, subject: Subject) -> Result<ChurnRun> 
             let exe = ctx.plan.baseline.as_deref().context("no --baseline")?;
             (record(exe, true), Some("recording "), libc::SIGINT)
         }
-        Subject::Agent { .. } => {
+        Subject::Agent { .. } | Subject::BaselineAgent { .. } => {
+            // The baseline binary predates the embedded collector: it gets the old config shape.
+            let (exe, shape) = match subject {
+                Subject::BaselineAgent { .. } => {
+                    (ctx.plan.baseline.as_deref().context("no --baseline")?, ConfigShape::Old)
+                }
+                _ => (ctx.tools.otelprof.as_path(), ConfigShape::Collector),
+            };
             let config = ctx.dir.join(format!("{slug}.yaml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "profiling:\n  frequency: {hz}\n  interval: {}s\nexporters:\n  otlphttp:\n    endpoint: http://127.0.0.1:{}\n\
-                     telemetry:\n  log_interval: 1h\n  shutdown_timeout: 10s\n",
-                    if ctx.plan.smoke { 1 } else { 5 },
-                    ctx.sink_port
-                ),
-            )?;
-            let mut c = Command::new(&ctx.tools.otelprof);
+            let interval = if ctx.plan.smoke { 1 } else { 5 };
+            std::fs::write(&config, agent_config(shape, subject.hz(), interval, ctx.sink_port, None))?;
+            let mut c = Command::new(exe);
             c.args(["agent", "--config"]).arg(&config);
-            (c, Some("agent profiling "), libc::SIGTERM)
+            (c, Some(shape.ready_line()), libc::SIGTERM)
         }
         Subject::Perf { .. } => {
             let perf = ctx.tools.perf.as_ref().context("perf not found")?;
@@ -644,7 +655,7 @@ fn measure(ctx: &Ctx, scenario: Scenario, subject: Subject) -> Result<ChurnRun> 
             let steady = perf_stacks(&text).filter(|(comm, _)| *comm == STEADY).map(|(_, frames)| (frames, 1));
             Some(counts(steady, STEADY_ROOT, None))
         }
-        Subject::Agent { .. } => None,
+        Subject::Agent { .. } | Subject::BaselineAgent { .. } => None,
     };
     let _ = std::fs::remove_file(&perf_data);
     Ok(ChurnRun {
@@ -798,6 +809,18 @@ mod tests {
         assert!((r.bpf_pct() - 0.1).abs() < 1e-9);
         assert_eq!(r.goal_pct(), Some(1.0));
         assert_eq!(ChurnRun { subject: Subject::Perf { hz: 19 }, ..r }.goal_pct(), None);
+    }
+
+    #[test]
+    fn the_baseline_agent_runs_where_the_agent_does() {
+        let root = Path::new("/nonexistent");
+        let mut plan = Plan::new(true, None, None, root);
+        assert!(!subjects(&plan, Scenario::Light, false).contains(&Subject::BaselineAgent { hz: 19 }));
+        plan.baseline = Some("/old/otelprof".into());
+        let light = subjects(&plan, Scenario::Light, false);
+        assert!(light.contains(&Subject::Agent { hz: 19 }) && light.contains(&Subject::BaselineAgent { hz: 19 }));
+        assert!(!subjects(&plan, Scenario::Steady, false).contains(&Subject::BaselineAgent { hz: 99 }));
+        assert_eq!(Subject::BaselineAgent { hz: 19 }.label(), "baseline: otelprof agent, 19 Hz");
     }
 
     #[test]

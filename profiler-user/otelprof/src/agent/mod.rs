@@ -143,3 +143,94 @@ async fn agent(cfg: ServiceConfig, metrics: Arc<ProfilerMetrics>) -> Result<Exit
 fn summary(host: &Host, metrics: &ProfilerMetrics) -> String {
     format!("profiling: {}; collector: {}", metrics.log_line(), host.telemetry.summary())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The configs in the documentation are checked by the same parser and component types as
+    //! the binary's, so a renamed key or a changed default cannot leave them behind.
+
+    use super::*;
+    use otelprof_collector::signal::Signal;
+
+    /// The first ```yaml block of the README's `otelprof agent` section.
+    fn readme_example() -> String {
+        let readme = include_str!("../../../../README.md");
+        let section =
+            readme.split("\n## `otelprof agent`\n").nth(1).expect("the README has an `otelprof agent` section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let block = section.split("```yaml\n").nth(1).expect("the agent section has a yaml block");
+        block.split("\n```").next().expect("the yaml block ends").to_string()
+    }
+
+    /// `data."agent.yaml"` of the ConfigMap, the first document of `deploy/daemonset.yaml`.
+    fn daemonset_config() -> String {
+        use serde::Deserialize;
+        let manifest = include_str!("../../../../deploy/daemonset.yaml");
+        let first = serde_yaml::Deserializer::from_str(manifest).next().expect("a first document");
+        let configmap = serde_yaml::Value::deserialize(first).expect("the manifest is YAML");
+        assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
+        configmap["data"]["agent.yaml"].as_str().expect("the ConfigMap has agent.yaml").to_string()
+    }
+
+    /// Parses `text` as the binary does; warnings other than unset environment variables
+    /// (a component declared and used by no pipeline) fail too.
+    fn check(what: &str, text: &str) -> ServiceConfig {
+        let metrics = Arc::new(ProfilerMetrics::default());
+        let (cfg, warnings) = config::parse(text, &factories(&metrics)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let warnings: Vec<String> =
+            warnings.iter().filter(|w| !w.message.contains("is not set")).map(|w| w.to_string()).collect();
+        assert!(warnings.is_empty(), "{what}: {warnings:?}");
+        cfg
+    }
+
+    fn signals(cfg: &ServiceConfig) -> Vec<Signal> {
+        cfg.pipelines.iter().map(|p| p.id.signal()).collect()
+    }
+
+    #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let cfg = check("README", &readme_example());
+        let all = signals(&cfg);
+        for s in Signal::ALL {
+            assert!(all.contains(&s), "README: a {s} pipeline");
+        }
+        let kinds = |ids: Vec<String>| ids.iter().map(|id| id.split('/').next().unwrap_or("").to_string()).collect();
+        let receivers: Vec<String> = kinds(cfg.receivers.keys().map(|id| id.to_string()).collect());
+        let exporters: Vec<String> = kinds(cfg.exporters.keys().map(|id| id.to_string()).collect());
+        let processors: Vec<String> = kinds(cfg.processors.keys().map(|id| id.to_string()).collect());
+        for want in ["profiling", "otlp"] {
+            assert!(receivers.iter().any(|r| r == want), "README: receiver {want}: {receivers:?}");
+        }
+        for want in ["otlp", "otlphttp"] {
+            assert!(exporters.iter().any(|e| e == want), "README: exporter {want}: {exporters:?}");
+        }
+        for want in ["memory_limiter", "resourcedetection", "batch"] {
+            assert!(processors.iter().any(|p| p == want), "README: processor {want}: {processors:?}");
+        }
+        assert_eq!(cfg.telemetry.metrics.address.as_deref(), Some("0.0.0.0:8888"));
+    }
+
+    #[test]
+    fn the_daemonset_config_is_valid_and_serves_its_probes() {
+        let cfg = check("deploy/daemonset.yaml", &daemonset_config());
+        let mut all = signals(&cfg);
+        all.sort_by_key(|s| s.name());
+        let mut want = Signal::ALL.to_vec();
+        want.sort_by_key(|s| s.name());
+        assert_eq!(all, want, "one pipeline per signal");
+        // The probes and the Prometheus annotation use the port the telemetry server listens on.
+        let manifest = include_str!("../../../../deploy/daemonset.yaml");
+        let address = cfg.telemetry.metrics.address.expect("the telemetry server is on");
+        let port = address.rsplit(':').next().unwrap_or_default();
+        assert!(manifest.contains(&format!("containerPort: {port}")), "{address}");
+        assert!(manifest.contains(&format!("prometheus.io/port: \"{port}\"")), "{address}");
+        for port in ["4317", "4318"] {
+            assert!(manifest.contains(&format!("containerPort: {port}")), "the otlp receiver's port {port}");
+        }
+    }
+
+    #[test]
+    fn the_built_in_config_is_valid() {
+        check("default.yaml", DEFAULT_CONFIG);
+    }
+}
