@@ -5,7 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{agent::Agent, servers::*, *};
+use common::{
+    agent::{profiles_config, Agent},
+    servers::*,
+    *,
+};
 use tonic::Code;
 
 fn record_export(name: &str, url: &str, extra: &[&str]) -> (std::process::Output, std::path::PathBuf) {
@@ -147,8 +151,9 @@ fn a_bad_export_url_fails_before_recording() {
 fn run_agent_briefly(dir: &std::path::Path, exporter: &str) -> String {
     let agent = Agent::start(
         dir,
-        &format!(
-            "profiling:\n  frequency: 99\n  interval: 500ms\n  targets: {{ executables: [chain] }}\nexporters:\n{exporter}"
+        &profiles_config(
+            "    samples_per_second: 99\n    reporter_interval: 500ms\n    targets: { executables: [chain] }\n",
+            exporter,
         ),
     );
     let _ = std::process::Command::new(workload("chain")).arg("1.2").status();

@@ -263,9 +263,9 @@ fn agent_links_samples_in_its_otlp_stream() {
     let (haddr, hstate) = servers::http_server(vec![]);
     let agent = agent::Agent::start(
         &dir,
-        &format!(
-            "profiling:\n  frequency: 499\n  interval: 1s\n  targets: {{ executables: [ctx_exe] }}\n\
-             exporters:\n  otlphttp:\n    endpoint: http://{haddr}\n"
+        &agent::profiles_config(
+            "    samples_per_second: 499\n    reporter_interval: 1s\n    targets: { executables: [ctx_exe] }\n",
+            &format!("  otlphttp:\n    endpoint: http://{haddr}\n"),
         ),
     );
     let mut w = std::process::Command::new(&exe)
@@ -348,9 +348,9 @@ fn agent_pid_target_is_linked_from_the_first_sample() {
     let (haddr, hstate) = servers::http_server(vec![]);
     let agent = agent::Agent::start(
         &dir,
-        &format!(
-            "profiling:\n  frequency: 499\n  interval: 1s\n  targets: {{ pids: [{pid}] }}\n\
-             exporters:\n  otlphttp:\n    endpoint: http://{haddr}\n"
+        &agent::profiles_config(
+            &format!("    samples_per_second: 499\n    reporter_interval: 1s\n    targets: {{ pids: [{pid}] }}\n"),
+            &format!("  otlphttp:\n    endpoint: http://{haddr}\n"),
         ),
     );
     agent.wait_metric("otelprof_samples_linked_total", std::time::Duration::from_secs(30), |v| v >= 600.0);

@@ -168,10 +168,9 @@ fn agent_exports_off_cpu_profiles_when_configured() {
     let (addr, state) = common::servers::grpc_server(vec![]);
     let agent = common::agent::Agent::start(
         &dir,
-        &format!(
-            "profiling:\n  frequency: 99\n  interval: 1s\n  off_cpu: {{ enabled: true, threshold: 1.0 }}\n\
-             \x20 targets: {{ executables: [offcpu] }}\n\
-             exporters:\n  otlp:\n    endpoint: {addr}\n    tls: {{ insecure: true }}\n"
+        &common::agent::profiles_config(
+            "    samples_per_second: 99\n    reporter_interval: 1s\n    off_cpu_threshold: 1.0\n    targets: { executables: [offcpu] }\n",
+            &format!("  otlp:\n    endpoint: {addr}\n    tls: {{ insecure: true }}\n"),
         ),
     );
     let w = std::process::Command::new(workload("offcpu"))

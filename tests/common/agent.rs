@@ -151,3 +151,22 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A config with the `profiling` receiver (`profiling`: its YAML settings, indented by four)
+/// and the exporters of `exporters` (YAML under `exporters:`, indented by two) in one
+/// `profiles` pipeline, with the host's attributes from resource detection as the default
+/// config sets them.
+pub fn profiles_config(profiling: &str, exporters: &str) -> String {
+    let ids: Vec<&str> = exporters
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.trim_end().ends_with(':'))
+        .map(|l| l.trim().trim_end_matches(':'))
+        .collect();
+    format!(
+        "receivers:\n  profiling:\n{profiling}\
+         processors:\n  resourcedetection:\n    detectors: [system]\n    system: {{ hostname_sources: [os] }}\n\
+         exporters:\n{exporters}\
+         service:\n  pipelines:\n    profiles:\n      receivers: [profiling]\n      processors: [resourcedetection]\n      exporters: [{}]\n",
+        ids.join(", ")
+    )
+}
