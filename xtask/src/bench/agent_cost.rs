@@ -14,6 +14,8 @@ use super::{Plan, Tools};
 
 #[derive(Clone, Debug)]
 pub struct AgentCost {
+    /// Which binary: `otelprof` (this build) or `baseline` (`--baseline`).
+    pub who: &'static str,
     pub processes: usize,
     pub samples: u64,
     pub cpu_seconds: f64,
@@ -155,7 +157,13 @@ pub fn bpf_map_rss_kib(pid: i32) -> f64 {
     kib
 }
 
-fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentCost> {
+fn one(
+    plan: &Plan,
+    (who, binary, shape): (&'static str, &std::path::Path, ConfigShape),
+    tools: &Tools,
+    processes: usize,
+    port: u16,
+) -> Result<AgentCost> {
     let dir = tools.root.join("target/bench");
     let mut background = Vec::new();
     // About one CPU of demand in total whatever N is: N processes to track, not an overload that
@@ -173,9 +181,9 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
     let metrics_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = dir.join("agent-bench.yaml");
     let interval = if plan.smoke { 1 } else { 5 };
-    std::fs::write(&config, agent_config(ConfigShape::Collector, 99, interval, port, Some(metrics_port)))?;
+    std::fs::write(&config, agent_config(shape, 99, interval, port, Some(metrics_port)))?;
     let log = dir.join("agent-bench.log");
-    let agent = Command::new(&tools.otelprof)
+    let agent = Command::new(binary)
         .args(["agent", "--config"])
         .arg(&config)
         .stderr(std::fs::File::create(&log)?)
@@ -214,6 +222,7 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
     let samples = closing_samples(&text).with_context(|| format!("no closing line in the agent log: {text}"))?;
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(AgentCost {
+        who,
         processes,
         samples,
         cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
@@ -227,19 +236,29 @@ fn one(plan: &Plan, tools: &Tools, processes: usize, port: u16) -> Result<AgentC
     })
 }
 
+/// This build's agent, and with `--baseline` the older one (in its own config shape) right
+/// after it on the same load, so the profiler's cost before and after a restructure is side by
+/// side.
 pub fn run(plan: &Plan, tools: &Tools) -> Result<Vec<AgentCost>> {
     let port = sink()?;
+    let mut subjects = vec![("otelprof", tools.otelprof.as_path(), ConfigShape::Collector)];
+    if let Some(b) = &plan.baseline {
+        subjects.push(("baseline", b.as_path(), ConfigShape::Old));
+    }
     let mut out = Vec::new();
     for &n in &plan.process_counts {
-        let c = one(plan, tools, n, port)?;
-        eprintln!(
-            "xtask bench: agent with {n} processes: {} samples, {:.2} CPU s, {:.1} ms per 1000 samples, {:.1} MiB peak RSS",
+        for &subject in &subjects {
+            let c = one(plan, subject, tools, n, port)?;
+            eprintln!(
+            "xtask bench: {} agent with {n} processes: {} samples, {:.2} CPU s, {:.1} ms per 1000 samples, {:.1} MiB peak RSS",
+            c.who,
             c.samples,
             c.cpu_seconds,
             c.cpu_ms_per_1000_samples(),
             c.peak_rss_mib
         );
-        out.push(c);
+            out.push(c);
+        }
     }
     Ok(out)
 }

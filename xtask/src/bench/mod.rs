@@ -48,6 +48,8 @@ pub enum Section {
     Depth,
     /// 9. The OTLP collector (traces and logs, gRPC in and out) next to rotel-agent.
     Collector,
+    /// 3. The agent's cost by process count; `--baseline` measured next to it.
+    Agent,
 }
 
 /// How much to measure.
@@ -105,6 +107,7 @@ impl Plan {
             Section::Churn => "churn",
             Section::Depth => "depth",
             Section::Collector => "collector",
+            Section::Agent => "agent",
         };
         self.only = Some(section);
         self.out = root.join(format!("target/bench-{name}{}.md", if self.smoke { "-smoke" } else { "" }));
@@ -170,6 +173,11 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
             eprintln!("xtask bench: only: BPF cost by stack depth");
             let table = slowdown::depth_only(&plan, &tools)?;
             report::render_only(&plan, &machine::describe(), started, |o| o.push_str(&table))
+        }
+        Some(Section::Agent) => {
+            eprintln!("xtask bench: only: agent cost");
+            let agent = agent_cost::run(&plan, &tools)?;
+            report::render_only(&plan, &machine::describe(), started, |o| report::agent(o, &plan, &agent))
         }
         Some(Section::Collector) => {
             eprintln!("xtask bench: only: OTLP collector, otelprof agent and rotel-agent");

@@ -162,51 +162,7 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
     }
     let _ = writeln!(o);
 
-    let _ = writeln!(o, "## 3. Agent cost\n");
-    let _ = writeln!(
-        o,
-        "`otelprof agent` at 99 Hz, whole node, reporting OTLP/HTTP to a local sink, for {:.0} s, with N background \
-         processes (`reference light`) that together keep about one CPU busy (each min(10%, 1/N) of a CPU), so \
-         the agent tracks N processes without being starved. CPU is user + system time of the agent process \
-         (`wait4` rusage), so it includes BPF loading, reading, process tracking, symbolization, encoding and export.\n",
-        plan.agent_seconds
-    );
-    let _ = writeln!(
-        o,
-        "| processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS (without mapped BPF maps) | RSS at the end: anonymous / file-backed (of which BPF maps) | unwind tables: files / processes | per 100 processes |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |"
-    );
-    for a in agent {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {:.2} | {:.1} | {:.1} MiB ({:.1} MiB) | {:.1} / {:.1} MiB ({:.1} MiB) | {:.1} MiB: {} / {} | {:.2} MiB |",
-            a.processes,
-            a.samples,
-            a.cpu_seconds,
-            a.cpu_ms_per_1000_samples(),
-            a.peak_rss_mib,
-            a.peak_rss_mib - a.bpf_map_mib,
-            a.anon_mib,
-            a.file_mib,
-            a.bpf_map_mib,
-            a.table_mib,
-            a.table_files,
-            a.table_processes,
-            a.table_mib * 100.0 / a.table_processes
-        );
-    }
-    let _ = writeln!(
-        o,
-        "\nFile-backed pages are the mapped binaries being symbolized and the BPF maps the agent maps: the ring \
-         buffer (8 MiB; the kernel maps its data pages twice) and the unwind rows array (32 MiB, written in place, \
-         docs/design/0006). Those maps are kernel memory that exists whether mapped or not and is resident in the \
-         mapping from the start, so the peak without them is the agent's own. Anonymous memory holds the parsed \
-         symbols (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache \
-         (bounded LRU). *Unwind tables* are the compiled `.eh_frame` rows in use in the rows array, one copy per \
-         distinct file however many processes map it, released 5 s after the last process using it exits: their \
-         size follows the distinct files in use (libc, ld.so and the programs), not the process count, so *per \
-         100 processes* falls as processes share files.\n"
-    );
+    agent_section(&mut o, plan, agent);
 
     let _ = writeln!(o, "\n## 4. Symbolization throughput\n");
     let _ = writeln!(
@@ -353,6 +309,60 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
 }
 
 /// "0.42" with more digits for small values, so that a share below 0.01 % is not shown as 0.
+/// Section 3: the agent's cost by process count (with `--baseline`, the older agent beside it).
+pub fn agent(o: &mut String, plan: &Plan, agent: &[crate::bench::agent_cost::AgentCost]) {
+    agent_section(o, plan, agent);
+}
+
+fn agent_section(o: &mut String, plan: &Plan, agent: &[crate::bench::agent_cost::AgentCost]) {
+    let _ = writeln!(o, "## 3. Agent cost\n");
+    let _ = writeln!(
+        o,
+        "`otelprof agent` at 99 Hz, whole node, reporting OTLP/HTTP to a local sink, for {:.0} s, with N background \
+         processes (`reference light`) that together keep about one CPU busy (each min(10%, 1/N) of a CPU), so \
+         the agent tracks N processes without being starved. CPU is user + system time of the agent process \
+         (`wait4` rusage), so it includes BPF loading, reading, process tracking, symbolization, encoding and export.\n",
+        plan.agent_seconds
+    );
+    let _ = writeln!(
+        o,
+        "| agent | processes | samples | agent CPU s | CPU ms per 1,000 samples | peak RSS (without mapped BPF maps) | RSS at the end: anonymous / file-backed (of which BPF maps) | unwind tables: files / processes | per 100 processes |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for a in agent {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.2} | {:.1} | {:.1} MiB ({:.1} MiB) | {:.1} / {:.1} MiB ({:.1} MiB) | {:.1} MiB: {} / {} | {:.2} MiB |",
+            if a.who == "baseline" { "baseline (`--baseline`)" } else { "this build" },
+            a.processes,
+            a.samples,
+            a.cpu_seconds,
+            a.cpu_ms_per_1000_samples(),
+            a.peak_rss_mib,
+            a.peak_rss_mib - a.bpf_map_mib,
+            a.anon_mib,
+            a.file_mib,
+            a.bpf_map_mib,
+            a.table_mib,
+            a.table_files,
+            a.table_processes,
+            a.table_mib * 100.0 / a.table_processes
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nFile-backed pages are the mapped binaries being symbolized and the BPF maps the agent maps: the ring \
+         buffer (8 MiB; the kernel maps its data pages twice) and the unwind rows array (32 MiB, written in place, \
+         docs/design/0006). Those maps are kernel memory that exists whether mapped or not and is resident in the \
+         mapping from the start, so the peak without them is the agent's own. Anonymous memory holds the parsed \
+         symbols (bounded: blazesym's parsed files are dropped after 64 distinct files) and the result cache \
+         (bounded LRU). *Unwind tables* are the compiled `.eh_frame` rows in use in the rows array, one copy per \
+         distinct file however many processes map it, released 5 s after the last process using it exits: their \
+         size follows the distinct files in use (libc, ld.so and the programs), not the process count, so *per \
+         100 processes* falls as processes share files.\n"
+    );
+}
+
 fn pct(v: f64) -> String {
     if !v.is_finite() {
         "n/a".into()
