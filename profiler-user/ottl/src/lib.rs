@@ -5,9 +5,12 @@
 
 #![deny(missing_docs)]
 
+pub mod ast;
 pub mod error;
 pub mod func;
 mod funcs;
+pub mod lexer;
+pub mod parser;
 pub mod value;
 
 pub use error::{CompileError, EvalError, Pos, RunError};
