@@ -27,7 +27,7 @@
 //! order; a named argument may skip earlier optional ones; an absent optional argument is
 //! [`Arg::Absent`] (read it with [`Args::get`]).
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use regex::Regex;
 
@@ -141,7 +141,7 @@ impl Function {
     pub fn call(&self, values: Vec<Value>) -> Result<Value, EvalError> {
         match self.imp {
             Implementation::Converter(f) => {
-                let args: Vec<Arg<'_>> = values.into_iter().map(Arg::Value).collect();
+                let args: Vec<Arg<'_>> = values.into_iter().map(|v| Arg::Value(Cow::Owned(v))).collect();
                 f(&Args::new(&args))
             }
             Implementation::Editor(_) => Err(EvalError::new(format!("{} is an editor, not a converter", self.name))),
@@ -174,8 +174,8 @@ impl Target for NoTarget {
 pub enum Arg<'a> {
     /// An optional argument that was not given (and an editor's target slot).
     Absent,
-    /// An evaluated value.
-    Value(Value),
+    /// An evaluated value: borrowed for literals (no copy per call), owned otherwise.
+    Value(Cow<'a, Value>),
     /// A regex compiled at compile time.
     Regex(&'a Regex),
     /// A converter passed by name.
@@ -207,7 +207,7 @@ impl<'a> Args<'a> {
     /// The value at `i`; `None` when absent (or not a value).
     pub fn get(&self, i: usize) -> Option<&Value> {
         match self.arg(i) {
-            Arg::Value(v) => Some(v),
+            Arg::Value(v) => Some(v.as_ref()),
             _ => None,
         }
     }
