@@ -401,7 +401,7 @@ impl Cx<'_, '_> {
                 let getter: Getter<C> = Box::new(move |c| apply_keys(get(c), &keys, c));
                 let setter: Option<Setter<C>> = set.map(|set| -> Setter<C> {
                     if k2.is_empty() {
-                        Box::new(move |c, v| set(c, v))
+                        Box::new(set)
                     } else {
                         Box::new(move |c, v| {
                             let rk = resolve_all(&k2, c)?;
@@ -551,6 +551,13 @@ impl Cx<'_, '_> {
                     let Expr::Literal(Value::String(s), _) = v else { return Err(bad("a string literal")) };
                     CArg::Regex(Regex::new(s).map_err(|e| self.err(v.at(), format!("invalid regex {s:?}: {e}")))?)
                 }
+                ParamType::Glob => {
+                    let Expr::Literal(Value::String(s), _) = v else { return Err(bad("a string literal")) };
+                    CArg::Regex(
+                        Regex::new(&glob_to_regex(s))
+                            .map_err(|e| self.err(v.at(), format!("invalid glob {s:?}: {e}")))?,
+                    )
+                }
                 ParamType::Function => {
                     let Expr::Enum(name, at) = v else { return Err(bad("a converter name")) };
                     let f = self.registry.get(name).copied().filter(|f| !f.is_editor());
@@ -559,7 +566,7 @@ impl Cx<'_, '_> {
                 ty => {
                     let ev = self.expr::<C>(v)?;
                     if let Ev::Const(c) = &ev {
-                        check_literal(ty, c).map_err(|want| bad(want))?;
+                        check_literal(ty, c).map_err(bad)?;
                     }
                     CArg::Ev(ev)
                 }
@@ -587,7 +594,7 @@ fn check_literal(ty: ParamType, v: &Value) -> Result<(), &'static str> {
         ParamType::Map => matches!(v, Value::Map(_)),
         ParamType::List => matches!(v, Value::List(_)),
         ParamType::Bytes => matches!(v, Value::Bytes(_)),
-        ParamType::Regex | ParamType::Target | ParamType::Function => false,
+        ParamType::Regex | ParamType::Glob | ParamType::Target | ParamType::Function => false,
     };
     if ok {
         return Ok(());
@@ -603,6 +610,43 @@ fn check_literal(ty: ParamType, v: &Value) -> Result<(), &'static str> {
         ParamType::Bytes => "bytes",
         _ => "something else",
     })
+}
+
+/// A glob (`*` any run, `?` one char, `[…]`/`[!…]` classes, `\\` escapes) as an anchored regex.
+pub fn glob_to_regex(glob: &str) -> String {
+    let mut out = String::from("^(?s:");
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    out.push_str(&regex::escape(&n.to_string()));
+                }
+            }
+            '[' => {
+                out.push('[');
+                if chars.peek() == Some(&'!') {
+                    chars.next();
+                    out.push('^');
+                }
+                for n in chars.by_ref() {
+                    if n == ']' {
+                        break;
+                    }
+                    if n == '\\' || n == '[' {
+                        out.push('\\');
+                    }
+                    out.push(n);
+                }
+                out.push(']');
+            }
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    out.push_str(")$");
+    out
 }
 
 /// Applies a comparison operator under OTTL's rules ([`Value::ottl_eq`], [`Value::ottl_cmp`]).

@@ -58,6 +58,9 @@ pub enum ParamType {
     /// A string literal that is a regular expression: compiled once, passed as
     /// [`Arg::Regex`]. A bad pattern is a compile error.
     Regex,
+    /// A string literal that is a glob (`*`, `?`, `[…]`), as `replace_match` takes: compiled
+    /// once to an anchored regex, passed as [`Arg::Regex`]. A bad glob is a compile error.
+    Glob,
     /// The path an editor writes (upstream's `GetSetter`): must be a settable path. Only the
     /// first parameter of an editor may have this type; it is passed as the editor's
     /// [`Target`], and its slot in [`Args`] is [`Arg::Absent`].

@@ -139,7 +139,7 @@ pub fn lex(src: &str) -> Result<Vec<Token>, CompileError> {
                 i += 1;
             }
             let digits = &src[hs..i];
-            if digits.is_empty() || digits.len() % 2 != 0 {
+            if digits.is_empty() || !digits.len().is_multiple_of(2) {
                 return Err(err(start, "bytes literal needs an even number of hex digits".into()));
             }
             Tok::Bytes(

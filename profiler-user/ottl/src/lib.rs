@@ -12,6 +12,9 @@ pub mod parser;
 mod run;
 pub mod value;
 
+#[cfg(test)]
+mod tests;
+
 pub use compile::Compiler;
 pub use error::{CompileError, EvalError, Pos, RunError};
 pub use func::Registry;

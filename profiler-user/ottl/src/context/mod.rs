@@ -357,7 +357,7 @@ pub(crate) fn set_id(dst: &mut Vec<u8>, v: Value, n: usize, from_hex: bool) -> R
 }
 
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
