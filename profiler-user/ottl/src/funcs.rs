@@ -1,0 +1,534 @@
+//! The built-in editors and converters: one [`Function`] entry each, listed in [`all`].
+//!
+//! Semantics follow upstream's `ottlfuncs` README; where an editor's target is not of the
+//! type it works on (e.g. `replace_pattern` on an int) it does nothing, as upstream.
+
+use regex::Regex;
+use sha2::Digest;
+
+use crate::{
+    error::EvalError,
+    func::{Args, Function, Param, ParamType as T, Target},
+    value::{hex, Map, Value},
+};
+
+const fn req(name: &'static str, ty: T) -> Param {
+    Param::required(name, ty)
+}
+const fn opt(name: &'static str, ty: T) -> Param {
+    Param::optional(name, ty)
+}
+
+/// Every built-in function.
+pub(crate) fn all() -> &'static [Function] {
+    ALL
+}
+
+const REPLACE_TAIL: [Param; 2] = [opt("function", T::Function), opt("replacement_format", T::String)];
+
+static ALL: &[Function] = &[
+    // --- editors ---
+    Function::editor("set", &[req("target", T::Target), req("value", T::Any)], set),
+    Function::editor("delete_key", &[req("target", T::Target), req("key", T::String)], delete_key),
+    Function::editor(
+        "delete_matching_keys",
+        &[req("target", T::Target), req("pattern", T::Regex)],
+        delete_matching_keys,
+    ),
+    Function::editor("keep_keys", &[req("target", T::Target), req("keys", T::List)], keep_keys),
+    Function::editor("keep_matching_keys", &[req("target", T::Target), req("pattern", T::Regex)], keep_matching_keys),
+    Function::editor("limit", &[req("target", T::Target), req("limit", T::Int), req("priority_keys", T::List)], limit),
+    Function::editor("truncate_all", &[req("target", T::Target), req("limit", T::Int)], truncate_all),
+    Function::editor(
+        "replace_pattern",
+        &[
+            req("target", T::Target),
+            req("regex", T::Regex),
+            req("replacement", T::String),
+            REPLACE_TAIL[0],
+            REPLACE_TAIL[1],
+        ],
+        replace_pattern,
+    ),
+    Function::editor(
+        "replace_all_patterns",
+        &[
+            req("target", T::Target),
+            req("mode", T::String),
+            req("regex", T::Regex),
+            req("replacement", T::String),
+            REPLACE_TAIL[0],
+            REPLACE_TAIL[1],
+        ],
+        replace_all_patterns,
+    ),
+    Function::editor(
+        "replace_match",
+        &[
+            req("target", T::Target),
+            req("pattern", T::Glob),
+            req("replacement", T::String),
+            REPLACE_TAIL[0],
+            REPLACE_TAIL[1],
+        ],
+        replace_match,
+    ),
+    Function::editor(
+        "replace_all_matches",
+        &[
+            req("target", T::Target),
+            req("pattern", T::Glob),
+            req("replacement", T::String),
+            REPLACE_TAIL[0],
+            REPLACE_TAIL[1],
+        ],
+        replace_all_matches,
+    ),
+    Function::editor(
+        "merge_maps",
+        &[req("target", T::Target), req("source", T::Map), req("strategy", T::String)],
+        merge_maps,
+    ),
+    Function::editor(
+        "flatten",
+        &[req("target", T::Target), opt("prefix", T::String), opt("depth", T::Int), opt("resolve_conflicts", T::Bool)],
+        flatten,
+    ),
+    Function::editor("append", &[req("target", T::Target), opt("value", T::Any), opt("values", T::List)], append),
+    // --- converters ---
+    Function::converter("Concat", &[req("vals", T::List), req("delimiter", T::String)], concat),
+    Function::converter("IsMatch", &[req("target", T::Any), req("pattern", T::Regex)], is_match),
+    Function::converter("Len", &[req("target", T::Any)], len),
+    Function::converter("SHA256", &[req("input", T::Any)], sha256),
+    Function::converter("Int", &[req("target", T::Any)], int),
+    Function::converter("String", &[req("target", T::Any)], string),
+    Function::converter("IsString", &[req("value", T::Any)], |a| {
+        Ok(Value::Bool(matches!(a.value(0), Value::String(_))))
+    }),
+    Function::converter("IsInt", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::Int(_))))),
+    Function::converter("IsDouble", &[req("value", T::Any)], |a| {
+        Ok(Value::Bool(matches!(a.value(0), Value::Double(_))))
+    }),
+    Function::converter("IsBool", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::Bool(_))))),
+    Function::converter("IsMap", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::Map(_))))),
+    Function::converter("IsList", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::List(_))))),
+    Function::converter("Split", &[req("target", T::String), req("delimiter", T::String)], split),
+    Function::converter("ToLowerCase", &[req("target", T::String)], |a| {
+        Ok(string_like(a.value(0))?.map_or(Value::Nil, |s| Value::String(s.to_lowercase())))
+    }),
+    Function::converter("ToUpperCase", &[req("target", T::String)], |a| {
+        Ok(string_like(a.value(0))?.map_or(Value::Nil, |s| Value::String(s.to_uppercase())))
+    }),
+    Function::converter(
+        "Substring",
+        &[req("target", T::String), req("start", T::Int), req("length", T::Int)],
+        substring,
+    ),
+    Function::converter("TraceID", &[req("bytes", T::Bytes)], |a| id(a, 16, "TraceID")),
+    Function::converter("SpanID", &[req("bytes", T::Bytes)], |a| id(a, 8, "SpanID")),
+];
+
+// --- helpers --------------------------------------------------------------------------------
+
+/// The target as a map, or `None` when it is not one (editors then do nothing).
+fn target_map(t: &dyn Target) -> Result<Option<Map>, EvalError> {
+    Ok(match t.get()? {
+        Value::Map(m) => Some(m),
+        _ => None,
+    })
+}
+
+/// Upstream's string-like view: strings as-is, bytes as hex, others formatted; nil is `None`.
+fn string_like(v: &Value) -> Result<Option<String>, EvalError> {
+    Ok(v.to_string_like())
+}
+
+/// Replaces every match of `re` in `s`: `replacement` with `$1` expansion, then (when given)
+/// the converter applied to the expanded text and the result put through `format` (`%s`).
+fn replace_regex(
+    re: &Regex,
+    s: &str,
+    replacement: &str,
+    func: Option<&Function>,
+    format: Option<&str>,
+) -> Result<String, EvalError> {
+    let Some(func) = func else {
+        return Ok(re.replace_all(s, replacement).into_owned());
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for caps in re.captures_iter(s) {
+        let m = caps.get(0).expect("group 0 always matches");
+        out.push_str(&s[last..m.start()]);
+        let mut expanded = String::new();
+        caps.expand(replacement, &mut expanded);
+        let v = func.call(vec![Value::String(expanded)])?;
+        let v = v.to_string_like().unwrap_or_default();
+        out.push_str(&format.unwrap_or("%s").replacen("%s", &v, 1));
+        last = m.end();
+    }
+    out.push_str(&s[last..]);
+    Ok(out)
+}
+
+/// The whole-value replacement of `replace_match`.
+fn replace_whole(replacement: &str, func: Option<&Function>, format: Option<&str>) -> Result<String, EvalError> {
+    match func {
+        None => Ok(replacement.to_owned()),
+        Some(f) => {
+            let v = f.call(vec![Value::String(replacement.to_owned())])?.to_string_like().unwrap_or_default();
+            Ok(format.unwrap_or("%s").replacen("%s", &v, 1))
+        }
+    }
+}
+
+fn opt_str<'a>(a: &'a Args<'_>, i: usize) -> Result<Option<&'a str>, EvalError> {
+    a.get(i).map(Value::expect_str).transpose()
+}
+
+// --- editors --------------------------------------------------------------------------------
+
+fn set(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    // Upstream: a nil value is no action.
+    match a.value(1) {
+        Value::Nil => Ok(()),
+        v => t.set(v.clone()),
+    }
+}
+
+fn delete_key(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    if m.remove(a.str(1)?).is_some() {
+        t.set(Value::Map(m))?;
+    }
+    Ok(())
+}
+
+fn delete_matching_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let re = a.regex(1)?;
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    let n = m.len();
+    m.retain(|k, _| !re.is_match(k));
+    if m.len() != n {
+        t.set(Value::Map(m))?;
+    }
+    Ok(())
+}
+
+fn keep_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let keys = a.strings(1)?;
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    m.retain(|k, _| keys.contains(&k));
+    t.set(Value::Map(m))
+}
+
+fn keep_matching_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let re = a.regex(1)?;
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    m.retain(|k, _| re.is_match(k));
+    t.set(Value::Map(m))
+}
+
+fn limit(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let limit = a.int(1)?;
+    if limit < 0 {
+        return Err(EvalError::new(format!("invalid limit for limit function, {limit} cannot be negative")));
+    }
+    let limit = limit as usize;
+    let priority = a.strings(2)?;
+    if priority.len() > limit {
+        return Err(EvalError::new(format!(
+            "invalid limit for limit function, {limit} cannot be less than number of priority attributes {}",
+            priority.len()
+        )));
+    }
+    let Some(m) = target_map(t)? else { return Ok(()) };
+    if m.len() <= limit {
+        return Ok(());
+    }
+    // Priority keys first (those present), then the others in order, up to `limit`.
+    let kept_priority = m.iter().filter(|(k, _)| priority.contains(k)).count().min(limit);
+    let mut others = limit - kept_priority;
+    let mut out = Map::new();
+    for (k, v) in m {
+        if priority.contains(&k.as_str()) {
+            out.insert(k, v);
+        } else if others > 0 {
+            others -= 1;
+            out.insert(k, v);
+        }
+    }
+    t.set(Value::Map(out))
+}
+
+fn truncate_all(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let limit = a.int(1)?;
+    if limit < 0 {
+        return Err(EvalError::new(format!("invalid limit for truncate_all function, {limit} cannot be negative")));
+    }
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    let limit = limit as usize;
+    for (_, v) in m.iter_mut() {
+        if let Value::String(s) = v {
+            if s.len() > limit {
+                // Cut at a char boundary at or below `limit` bytes: never split a character.
+                let mut end = limit;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+            }
+        }
+    }
+    t.set(Value::Map(m))
+}
+
+fn replace_pattern(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let Value::String(s) = t.get()? else { return Ok(()) };
+    let out = replace_regex(a.regex(1)?, &s, a.str(2)?, a.function(3), opt_str(a, 4)?)?;
+    if out != s {
+        t.set(Value::String(out))?;
+    }
+    Ok(())
+}
+
+fn replace_all_patterns(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let mode = a.str(1)?;
+    let (re, repl, func, fmt) = (a.regex(2)?, a.str(3)?, a.function(4), opt_str(a, 5)?);
+    let Some(m) = target_map(t)? else { return Ok(()) };
+    let mut out = Map::new();
+    match mode {
+        "value" => {
+            for (k, v) in m {
+                let v = match v {
+                    Value::String(s) => Value::String(replace_regex(re, &s, repl, func, fmt)?),
+                    other => other,
+                };
+                out.insert(k, v);
+            }
+        }
+        "key" => {
+            for (k, v) in m {
+                out.insert(replace_regex(re, &k, repl, func, fmt)?, v);
+            }
+        }
+        other => return Err(EvalError::new(format!("invalid mode {other:?}, must be \"key\" or \"value\""))),
+    }
+    t.set(Value::Map(out))
+}
+
+fn replace_match(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let Value::String(s) = t.get()? else { return Ok(()) };
+    if a.regex(1)?.is_match(&s) {
+        t.set(Value::String(replace_whole(a.str(2)?, a.function(3), opt_str(a, 4)?)?))?;
+    }
+    Ok(())
+}
+
+fn replace_all_matches(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let glob = a.regex(1)?;
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    let mut changed = false;
+    for (_, v) in m.iter_mut() {
+        if matches!(v, Value::String(s) if glob.is_match(s)) {
+            *v = Value::String(replace_whole(a.str(2)?, a.function(3), opt_str(a, 4)?)?);
+            changed = true;
+        }
+    }
+    if changed {
+        t.set(Value::Map(m))?;
+    }
+    Ok(())
+}
+
+fn merge_maps(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let strategy = a.str(2)?;
+    if !matches!(strategy, "insert" | "update" | "upsert") {
+        return Err(EvalError::new(format!(
+            "invalid value for strategy, {strategy:?} must be insert, update or upsert"
+        )));
+    }
+    let Value::Map(source) = a.value(1) else { return Ok(()) };
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    for (k, v) in source.iter() {
+        let present = m.get(k).is_some();
+        let write = match strategy {
+            "insert" => !present,
+            "update" => present,
+            _ => true,
+        };
+        if write {
+            m.insert(k, v.clone());
+        }
+    }
+    t.set(Value::Map(m))
+}
+
+fn flatten(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let prefix = opt_str(a, 1)?.unwrap_or("");
+    let depth = match a.get(2) {
+        Some(d) => {
+            let d = d.expect_int()?;
+            if d < 0 {
+                return Err(EvalError::new("invalid depth for flatten function, cannot be negative"));
+            }
+            d as usize
+        }
+        None => usize::MAX,
+    };
+    let resolve = a.get(3).map(Value::expect_bool).transpose()?.unwrap_or(false);
+    let Some(m) = target_map(t)? else { return Ok(()) };
+    let mut out = Map::new();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for (k, v) in m {
+        let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+        flatten_into(&mut out, key, v, 0, depth, resolve, &mut seen);
+    }
+    t.set(Value::Map(out))
+}
+
+fn flatten_into(
+    out: &mut Map,
+    key: String,
+    v: Value,
+    level: usize,
+    depth: usize,
+    resolve: bool,
+    seen: &mut std::collections::HashMap<String, usize>,
+) {
+    match v {
+        Value::Map(m) if level < depth => {
+            for (k, x) in m {
+                flatten_into(out, format!("{key}.{k}"), x, level + 1, depth, resolve, seen);
+            }
+        }
+        Value::List(l) if level < depth => {
+            for (i, x) in l.into_iter().enumerate() {
+                flatten_into(out, format!("{key}.{i}"), x, level + 1, depth, resolve, seen);
+            }
+        }
+        v => {
+            if resolve && out.get(&key).is_some() {
+                // Conflicting keys get a numeric suffix instead of overwriting (upstream's
+                // `resolve_conflicts`).
+                let n = seen.entry(key.clone()).or_insert(0);
+                loop {
+                    *n += 1;
+                    let k = format!("{key}.{n}");
+                    if out.get(&k).is_none() {
+                        out.insert(k, v);
+                        return;
+                    }
+                }
+            }
+            out.insert(key, v);
+        }
+    }
+}
+
+fn append(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let mut list = match t.get()? {
+        Value::Nil => Vec::new(),
+        Value::List(l) => l,
+        scalar => vec![scalar],
+    };
+    if let Some(v) = a.get(1) {
+        list.push(v.clone());
+    }
+    if let Some(vs) = a.get(2) {
+        list.extend(vs.expect_list()?.iter().cloned());
+    }
+    if a.get(1).is_none() && a.get(2).is_none() {
+        return Err(EvalError::new(
+            "at least one of the optional arguments (\"value\" or \"values\") must be provided",
+        ));
+    }
+    t.set(Value::List(list))
+}
+
+// --- converters -----------------------------------------------------------------------------
+
+fn concat(a: &Args<'_>) -> Result<Value, EvalError> {
+    let delim = a.str(1)?;
+    let mut out = String::new();
+    for (i, v) in a.value(0).expect_list()?.iter().enumerate() {
+        if i > 0 {
+            out.push_str(delim);
+        }
+        out.push_str(&v.to_string_like().unwrap_or_else(|| "<nil>".to_owned()));
+    }
+    Ok(Value::String(out))
+}
+
+fn is_match(a: &Args<'_>) -> Result<Value, EvalError> {
+    let re = a.regex(1)?;
+    Ok(Value::Bool(a.value(0).to_string_like().is_some_and(|s| re.is_match(&s))))
+}
+
+fn len(a: &Args<'_>) -> Result<Value, EvalError> {
+    Ok(Value::Int(match a.value(0) {
+        Value::String(s) => s.len() as i64,
+        Value::Bytes(b) => b.len() as i64,
+        Value::List(l) => l.len() as i64,
+        Value::Map(m) => m.len() as i64,
+        other => return Err(EvalError::new(format!("unsupported type {} for Len", other.ty()))),
+    }))
+}
+
+fn sha256(a: &Args<'_>) -> Result<Value, EvalError> {
+    let s = a.value(0).to_string_like().ok_or_else(|| EvalError::new("SHA256 of nil"))?;
+    Ok(Value::String(hex(&sha2::Sha256::digest(s.as_bytes()))))
+}
+
+fn int(a: &Args<'_>) -> Result<Value, EvalError> {
+    Ok(match a.value(0) {
+        Value::Int(i) => Value::Int(*i),
+        Value::Double(f) => Value::Int(*f as i64),
+        Value::Bool(b) => Value::Int(i64::from(*b)),
+        Value::String(s) => s.trim().parse::<i64>().map_or(Value::Nil, Value::Int),
+        _ => Value::Nil,
+    })
+}
+
+fn string(a: &Args<'_>) -> Result<Value, EvalError> {
+    Ok(a.value(0).to_string_like().map_or(Value::Nil, Value::String))
+}
+
+fn split(a: &Args<'_>) -> Result<Value, EvalError> {
+    let Some(s) = a.value(0).to_string_like() else { return Ok(Value::Nil) };
+    let d = a.str(1)?;
+    if d.is_empty() {
+        return Ok(Value::List(s.chars().map(|c| Value::String(c.to_string())).collect()));
+    }
+    Ok(Value::List(s.split(d).map(|p| Value::String(p.to_owned())).collect()))
+}
+
+fn substring(a: &Args<'_>) -> Result<Value, EvalError> {
+    let s = a.str(0)?;
+    let (start, length) = (a.int(1)?, a.int(2)?);
+    if start < 0 {
+        return Err(EvalError::new(format!("invalid start for substring function, {start} cannot be negative")));
+    }
+    if length <= 0 {
+        return Err(EvalError::new(format!(
+            "invalid length for substring function, {length} cannot be negative or zero"
+        )));
+    }
+    let (start, end) = (start as usize, start as usize + length as usize);
+    if end > s.len() {
+        return Err(EvalError::new(format!(
+            "invalid range for substring function, {end} cannot be past the end of the string"
+        )));
+    }
+    s.get(start..end)
+        .map(|x| Value::String(x.to_owned()))
+        .ok_or_else(|| EvalError::new("invalid range for substring function: not on a character boundary"))
+}
+
+fn id(a: &Args<'_>, n: usize, name: &str) -> Result<Value, EvalError> {
+    match a.value(0) {
+        Value::Bytes(b) if b.len() == n => Ok(Value::Bytes(b.clone())),
+        Value::Bytes(b) => Err(EvalError::new(format!("{name} needs {n} bytes, got {}", b.len()))),
+        other => Err(EvalError::new(format!("{name} needs bytes, got {}", other.ty()))),
+    }
+}

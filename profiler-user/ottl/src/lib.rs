@@ -1,0 +1,92 @@
+//! OTTL, the OpenTelemetry Transformation Language, for otelprof's collector (issue #13).
+//!
+//! A pure library: no I/O, no async, no logging. The collector's `transform` and `filter`
+//! processors and the `routing` connector compile their statements with it at config load
+//! and run them on each record.
+//!
+//! ```
+//! use otelprof_ottl::{context::SpanContext, Compiler, ErrorMode, Registry, Statements};
+//!
+//! let registry = Registry::standard();
+//! let compiler = Compiler::new(&registry);
+//! let stmt = compiler
+//!     .statement::<SpanContext>(
+//!         r#"set(span.attributes["card"], SHA256(span.attributes["card"])) where resource.attributes["env"] == "prod""#,
+//!     )
+//!     .unwrap();
+//! let group = Statements::new(vec![stmt], ErrorMode::Propagate);
+//! let mut ctx = SpanContext::default(); // a processor moves the real span, scope and resource in
+//! group.execute(&mut ctx).unwrap();
+//!
+//! let err = compiler.statement::<SpanContext>(r#"set(span.name, Sha256("x"))"#).err().unwrap();
+//! assert_eq!(err.to_string(), r#"1:16: unknown function "Sha256""#);
+//! ```
+//!
+//! # Stages, one module each
+//! - [`lexer`] → [`parser`] → [`ast`]: text to a tree with byte offsets; every error is
+//!   `line:col: message` ([`CompileError`]).
+//! - [`compile`]: the tree to closures, once. Paths resolve against the context's field table
+//!   to `fn` pointers ([`context::Field`]); literal arguments are type-checked against the
+//!   function's parameters; regex and glob literals are compiled; `and`/`or` short-circuit.
+//! - [`context`]: the record types statements run on (`resource`, `instrumentation_scope`,
+//!   `span`, `spanevent`, `log`, `metric`, `datapoint`, `profile`), each owning its record and
+//!   its parents, plus the per-record `cache` map.
+//! - [`value`]: the run-time [`Value`], OTLP `AnyValue` conversions, comparison and math rules.
+//! - [`func`]: the function registry. A function is one [`func::Function`] entry (name,
+//!   parameters, a plain `fn`); the built-ins are listed in one table (`funcs.rs`).
+//! - [`Statements`] / [`Conditions`]: running a group on a record under an [`ErrorMode`]
+//!   (`ignore` reports and goes on, `silent` goes on, `propagate` stops with a [`RunError`]).
+//!
+//! # Language implemented
+//! Statements `editor(args) [where cond]`; `and`/`or`/`not` with upstream's precedence and
+//! parentheses; `== != < <= > >=` with LANGUAGE.md's cross-type rules (ints and floats compare
+//! numerically, strings and bools order, nil equals only nil, other mixes are "not equal" and
+//! order false); literals string (escapes `\\ \" \n \r \t \uXXXX`), int, float, bool, nil,
+//! bytes `0x…`; list and map literals; `+ - * /` with precedence, int/float and time/duration
+//! arithmetic; paths with or without their context prefix and with string, int or computed
+//! keys (`span.attributes[cache["k"]]`); converters indexed (`Split(x, ",")[0]`); enums
+//! `SPAN_KIND_*`, `STATUS_CODE_*`, `SEVERITY_NUMBER_*`, `METRIC_DATA_TYPE_*`,
+//! `AGGREGATION_TEMPORALITY_*` (accepted in every context); named and optional arguments,
+//! converters passed by name (`replace_pattern(…, SHA256, "%s")`).
+//!
+//! Editors: `set`, `delete_key`, `delete_matching_keys`, `keep_keys`, `keep_matching_keys`,
+//! `limit`, `truncate_all`, `replace_pattern`, `replace_all_patterns`, `replace_match`,
+//! `replace_all_matches`, `merge_maps`, `flatten`, `append`.
+//! Converters: `Concat`, `IsMatch`, `Len`, `SHA256`, `Int`, `String`, `IsString`, `IsInt`,
+//! `IsDouble`, `IsBool`, `IsMap`, `IsList`, `Split`, `ToLowerCase`, `ToUpperCase`,
+//! `Substring`, `TraceID`, `SpanID`.
+//!
+//! # Not done yet
+//! - The rest of upstream's `ottlfuncs` converters (hashes other than SHA256, parsing, time
+//!   formatting, `Format`, `Keys`/`Values`, the metric helpers, …): to be added as registry
+//!   entries.
+//! - Paths: `span.events`/`links`, keyed `trace_state["k"]`, `metric.data_points`, data point
+//!   `exemplars` and summary `quantile_values`, profile `sample_type`/`period_type`, samples and
+//!   a per-sample context; `profile.attribute_indices` is read-only.
+//! - Context inference from path prefixes (which context a flat statement list runs in) and
+//!   walking OTLP requests into contexts are the processors' part.
+//! - Performance: getters return owned [`Value`]s (a read of `span.name` copies the string;
+//!   an attribute read converts only the looked-up entry); map editors read, change and
+//!   write the whole map. A borrowed read path and in-place map editing are the next step,
+//!   measured against the benchmark in issue #13.
+#![deny(missing_docs)]
+
+pub mod ast;
+pub mod compile;
+pub mod context;
+pub mod error;
+pub mod func;
+mod funcs;
+pub mod lexer;
+pub mod parser;
+mod run;
+pub mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub use compile::Compiler;
+pub use error::{CompileError, EvalError, Pos, RunError};
+pub use func::Registry;
+pub use run::{Condition, Conditions, ErrorMode, Statement, Statements, ValueExpr};
+pub use value::{Map, Value};
