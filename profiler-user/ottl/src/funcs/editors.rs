@@ -1,32 +1,19 @@
-//! The built-in editors and converters: one [`Function`] entry each, listed in [`all`].
+//! The editors: functions that change the record through their first (target) argument.
 //!
-//! Semantics follow upstream's `ottlfuncs` README; where an editor's target is not of the
-//! type it works on (e.g. `replace_pattern` on an int) it does nothing, as upstream.
+//! Where an editor's target is not of the type it works on (e.g. `replace_pattern` on an int)
+//! it does nothing, as upstream.
 
 use regex::Regex;
-use sha2::Digest;
 
+use super::{opt, opt_str, req};
 use crate::{
     error::EvalError,
     func::{Args, Function, Param, ParamType as T, Target},
-    value::{hex, Map, Value},
+    value::{Map, Value},
 };
-
-const fn req(name: &'static str, ty: T) -> Param {
-    Param::required(name, ty)
-}
-const fn opt(name: &'static str, ty: T) -> Param {
-    Param::optional(name, ty)
-}
-
-/// Every built-in function.
-pub(crate) fn all() -> &'static [Function] {
-    ALL
-}
-
 const REPLACE_TAIL: [Param; 2] = [opt("function", T::Function), opt("replacement_format", T::String)];
 
-static ALL: &[Function] = &[
+pub(super) static EDITORS: &[Function] = &[
     // --- editors ---
     Function::editor("set", &[req("target", T::Target), req("value", T::Any)], set),
     Function::editor("delete_key", &[req("target", T::Target), req("key", T::String)], delete_key),
@@ -95,37 +82,6 @@ static ALL: &[Function] = &[
         flatten,
     ),
     Function::editor("append", &[req("target", T::Target), opt("value", T::Any), opt("values", T::List)], append),
-    // --- converters ---
-    Function::converter("Concat", &[req("vals", T::List), req("delimiter", T::String)], concat),
-    Function::converter("IsMatch", &[req("target", T::Any), req("pattern", T::Regex)], is_match),
-    Function::converter("Len", &[req("target", T::Any)], len),
-    Function::converter("SHA256", &[req("input", T::Any)], sha256),
-    Function::converter("Int", &[req("target", T::Any)], int),
-    Function::converter("String", &[req("target", T::Any)], string),
-    Function::converter("IsString", &[req("value", T::Any)], |a| {
-        Ok(Value::Bool(matches!(a.value(0), Value::String(_))))
-    }),
-    Function::converter("IsInt", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::Int(_))))),
-    Function::converter("IsDouble", &[req("value", T::Any)], |a| {
-        Ok(Value::Bool(matches!(a.value(0), Value::Double(_))))
-    }),
-    Function::converter("IsBool", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::Bool(_))))),
-    Function::converter("IsMap", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::Map(_))))),
-    Function::converter("IsList", &[req("value", T::Any)], |a| Ok(Value::Bool(matches!(a.value(0), Value::List(_))))),
-    Function::converter("Split", &[req("target", T::String), req("delimiter", T::String)], split),
-    Function::converter("ToLowerCase", &[req("target", T::String)], |a| {
-        Ok(string_like(a.value(0))?.map_or(Value::Nil, |s| Value::String(s.to_lowercase())))
-    }),
-    Function::converter("ToUpperCase", &[req("target", T::String)], |a| {
-        Ok(string_like(a.value(0))?.map_or(Value::Nil, |s| Value::String(s.to_uppercase())))
-    }),
-    Function::converter(
-        "Substring",
-        &[req("target", T::String), req("start", T::Int), req("length", T::Int)],
-        substring,
-    ),
-    Function::converter("TraceID", &[req("bytes", T::Bytes)], |a| id(a, 16, "TraceID")),
-    Function::converter("SpanID", &[req("bytes", T::Bytes)], |a| id(a, 8, "SpanID")),
 ];
 
 // --- helpers --------------------------------------------------------------------------------
@@ -136,11 +92,6 @@ fn target_map(t: &dyn Target) -> Result<Option<Map>, EvalError> {
         Value::Map(m) => Some(m),
         _ => None,
     })
-}
-
-/// Upstream's string-like view: strings as-is, bytes as hex, others formatted; nil is `None`.
-fn string_like(v: &Value) -> Result<Option<String>, EvalError> {
-    Ok(v.to_string_like())
 }
 
 /// Replaces every match of `re` in `s`: `replacement` with `$1` expansion, then (when given)
@@ -180,10 +131,6 @@ fn replace_whole(replacement: &str, func: Option<&Function>, format: Option<&str
             Ok(format.unwrap_or("%s").replacen("%s", &v, 1))
         }
     }
-}
-
-fn opt_str<'a>(a: &'a Args<'_>, i: usize) -> Result<Option<&'a str>, EvalError> {
-    a.get(i).map(Value::expect_str).transpose()
 }
 
 // --- editors --------------------------------------------------------------------------------
@@ -444,91 +391,4 @@ fn append(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
         ));
     }
     t.set(Value::List(list))
-}
-
-// --- converters -----------------------------------------------------------------------------
-
-fn concat(a: &Args<'_>) -> Result<Value, EvalError> {
-    let delim = a.str(1)?;
-    let mut out = String::new();
-    for (i, v) in a.value(0).expect_list()?.iter().enumerate() {
-        if i > 0 {
-            out.push_str(delim);
-        }
-        out.push_str(&v.to_string_like().unwrap_or_else(|| "<nil>".to_owned()));
-    }
-    Ok(Value::String(out))
-}
-
-fn is_match(a: &Args<'_>) -> Result<Value, EvalError> {
-    let re = a.regex(1)?;
-    Ok(Value::Bool(a.value(0).to_string_like().is_some_and(|s| re.is_match(&s))))
-}
-
-fn len(a: &Args<'_>) -> Result<Value, EvalError> {
-    Ok(Value::Int(match a.value(0) {
-        Value::String(s) => s.len() as i64,
-        Value::Bytes(b) => b.len() as i64,
-        Value::List(l) => l.len() as i64,
-        Value::Map(m) => m.len() as i64,
-        other => return Err(EvalError::new(format!("unsupported type {} for Len", other.ty()))),
-    }))
-}
-
-fn sha256(a: &Args<'_>) -> Result<Value, EvalError> {
-    let s = a.value(0).to_string_like().ok_or_else(|| EvalError::new("SHA256 of nil"))?;
-    Ok(Value::String(hex(&sha2::Sha256::digest(s.as_bytes()))))
-}
-
-fn int(a: &Args<'_>) -> Result<Value, EvalError> {
-    Ok(match a.value(0) {
-        Value::Int(i) => Value::Int(*i),
-        Value::Double(f) => Value::Int(*f as i64),
-        Value::Bool(b) => Value::Int(i64::from(*b)),
-        Value::String(s) => s.trim().parse::<i64>().map_or(Value::Nil, Value::Int),
-        _ => Value::Nil,
-    })
-}
-
-fn string(a: &Args<'_>) -> Result<Value, EvalError> {
-    Ok(a.value(0).to_string_like().map_or(Value::Nil, Value::String))
-}
-
-fn split(a: &Args<'_>) -> Result<Value, EvalError> {
-    let Some(s) = a.value(0).to_string_like() else { return Ok(Value::Nil) };
-    let d = a.str(1)?;
-    if d.is_empty() {
-        return Ok(Value::List(s.chars().map(|c| Value::String(c.to_string())).collect()));
-    }
-    Ok(Value::List(s.split(d).map(|p| Value::String(p.to_owned())).collect()))
-}
-
-fn substring(a: &Args<'_>) -> Result<Value, EvalError> {
-    let s = a.str(0)?;
-    let (start, length) = (a.int(1)?, a.int(2)?);
-    if start < 0 {
-        return Err(EvalError::new(format!("invalid start for substring function, {start} cannot be negative")));
-    }
-    if length <= 0 {
-        return Err(EvalError::new(format!(
-            "invalid length for substring function, {length} cannot be negative or zero"
-        )));
-    }
-    let (start, end) = (start as usize, start as usize + length as usize);
-    if end > s.len() {
-        return Err(EvalError::new(format!(
-            "invalid range for substring function, {end} cannot be past the end of the string"
-        )));
-    }
-    s.get(start..end)
-        .map(|x| Value::String(x.to_owned()))
-        .ok_or_else(|| EvalError::new("invalid range for substring function: not on a character boundary"))
-}
-
-fn id(a: &Args<'_>, n: usize, name: &str) -> Result<Value, EvalError> {
-    match a.value(0) {
-        Value::Bytes(b) if b.len() == n => Ok(Value::Bytes(b.clone())),
-        Value::Bytes(b) => Err(EvalError::new(format!("{name} needs {n} bytes, got {}", b.len()))),
-        other => Err(EvalError::new(format!("{name} needs bytes, got {}", other.ty()))),
-    }
 }
