@@ -25,7 +25,22 @@ pub(super) static EDITORS: &[Function] = &[
     Function::editor("keep_keys", &[req("target", T::Target), req("keys", T::List)], keep_keys),
     Function::editor("keep_matching_keys", &[req("target", T::Target), req("pattern", T::Regex)], keep_matching_keys),
     Function::editor("limit", &[req("target", T::Target), req("limit", T::Int), req("priority_keys", T::List)], limit),
-    Function::editor("truncate_all", &[req("target", T::Target), req("limit", T::Int)], truncate_all),
+    Function::editor(
+        "truncate_all",
+        &[
+            req("target", T::Target),
+            req("limit", T::Int),
+            opt("utf8_safe", T::Bool),
+            opt("truncation_marker", T::String),
+        ],
+        truncate_all,
+    ),
+    Function::editor(
+        "delete_index",
+        &[req("target", T::Target), req("start_index", T::Int), opt("end_index", T::Int)],
+        delete_index,
+    ),
+    Function::editor("stringify_all", &[req("target", T::Target)], stringify_all),
     Function::editor(
         "replace_pattern",
         &[
@@ -208,24 +223,71 @@ fn limit(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
     t.set(Value::Map(out))
 }
 
+/// `truncate_all`: strings longer than `limit` bytes are cut, `truncation_marker` included in
+/// the limit. The cut is always on a character boundary: `utf8_safe = false` is accepted but
+/// cannot split a character here, since a [`Value::String`] is always valid UTF-8.
 fn truncate_all(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
     let limit = a.int(1)?;
     if limit < 0 {
         return Err(EvalError::new(format!("invalid limit for truncate_all function, {limit} cannot be negative")));
     }
-    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    a.get(2).map(Value::expect_bool).transpose()?;
+    let marker = opt_str(a, 3)?.unwrap_or("");
     let limit = limit as usize;
+    if marker.len() > limit {
+        return Err(EvalError::new(format!(
+            "invalid truncation_marker for truncate_all function, {} bytes is longer than the limit {limit}",
+            marker.len()
+        )));
+    }
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
     for (_, v) in m.iter_mut() {
         if let Value::String(s) = v {
             if s.len() > limit {
                 // Cut at a char boundary at or below `limit` bytes: never split a character.
-                let mut end = limit;
+                let mut end = limit - marker.len();
                 while !s.is_char_boundary(end) {
                     end -= 1;
                 }
                 s.truncate(end);
+                s.push_str(marker);
             }
         }
+    }
+    t.set(Value::Map(m))
+}
+
+/// `delete_index`: removes `[start, end)` (or the one element at `start`) from a list.
+fn delete_index(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let start = a.int(1)?;
+    let Value::List(mut l) = t.get()? else {
+        return Err(EvalError::new("delete_index: target is not a list"));
+    };
+    let end = a.get(2).map(Value::expect_int).transpose()?.unwrap_or(start.saturating_add(1));
+    let len = l.len() as i64;
+    if start < 0 || start >= len {
+        return Err(EvalError::new(format!("delete_index: startIndex {start} out of bounds for a list of {len}")));
+    }
+    if end < start || end > len {
+        return Err(EvalError::new(format!("delete_index: endIndex {end} must be between {start} and {len}")));
+    }
+    l.drain(start as usize..end as usize);
+    t.set(Value::List(l))
+}
+
+/// `stringify_all`: every non-string value of a map becomes its string form (numbers and
+/// bools formatted, bytes base64, maps and lists JSON, nil empty).
+fn stringify_all(t: &mut dyn Target, _: &Args<'_>) -> Result<(), EvalError> {
+    use base64::Engine;
+    let Some(mut m) = target_map(t)? else { return Ok(()) };
+    for (_, v) in m.iter_mut() {
+        let s = match &*v {
+            Value::String(_) => continue,
+            Value::Nil => String::new(),
+            Value::Bytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
+            other => other.to_json(),
+        };
+        *v = Value::String(s);
     }
     t.set(Value::Map(m))
 }
@@ -391,4 +453,66 @@ fn append(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
         ));
     }
     t.set(Value::List(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{context::LogContext, Compiler, ErrorMode, Registry, Statements, Value};
+
+    /// Runs `stmts` on an empty log record, then reads `log.attributes["x"]`.
+    fn after(stmts: &[&str]) -> Result<Value, String> {
+        let r = Registry::standard();
+        let c = Compiler::new(&r);
+        let list = stmts.iter().map(|s| c.statement::<LogContext>(s)).collect::<Result<Vec<_>, _>>();
+        let mut ctx = LogContext::default();
+        Statements::new(list.map_err(|e| e.to_string())?, ErrorMode::Propagate)
+            .execute(&mut ctx)
+            .map_err(|e| e.to_string())?;
+        c.value::<LogContext>(r#"log.attributes["x"]"#).unwrap().eval(&ctx).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn new_editor_table() {
+        use super::super::test_support::same;
+        let set = r#"set(log.attributes["x"], ["a", "b", "c", "d"])"#;
+        let list = |v: &[&str]| Value::List(v.iter().map(|s| Value::from(*s)).collect());
+        let map = |v: &[(&str, &str)]| Value::Map(v.iter().map(|(k, x)| ((*k).to_owned(), Value::from(*x))).collect());
+        let rows: Vec<(Vec<&str>, Result<Value, &str>)> = vec![
+            (vec![set, r#"delete_index(log.attributes["x"], 0)"#], Ok(list(&["b", "c", "d"]))),
+            (vec![set, r#"delete_index(log.attributes["x"], 1, 3)"#], Ok(list(&["a", "d"]))),
+            (vec![set, r#"delete_index(log.attributes["x"], Len(log.attributes["x"]) - 1)"#], Ok(list(&["a", "b", "c"]))),
+            (vec![set, r#"delete_index(log.attributes["x"], 2, 2)"#], Ok(list(&["a", "b", "c", "d"]))),
+            (vec![set, r#"delete_index(log.attributes["x"], 4)"#], Err("out of bounds")),
+            (vec![set, r#"delete_index(log.attributes["x"], 2, 1)"#], Err("must be between")),
+            (
+                vec![
+                    r#"set(log.attributes["x"], {"i": 42, "f": 3.14, "b": true, "s": "s", "m": {"a": [1]}, "y": 0x0102})"#,
+                    r#"stringify_all(log.attributes["x"])"#,
+                ],
+                Ok(map(&[("i", "42"), ("f", "3.14"), ("b", "true"), ("s", "s"), ("m", r#"{"a":[1]}"#), ("y", "AQI=")])),
+            ),
+            (
+                vec![
+                    r#"set(log.attributes["x"], {"a": "0123456789", "b": "short"})"#,
+                    r#"truncate_all(log.attributes["x"], 8, truncation_marker = "...")"#,
+                ],
+                Ok(map(&[("a", "01234..."), ("b", "short")])),
+            ),
+            (
+                vec![r#"set(log.attributes["x"], {"a": "一二三"})"#, r#"truncate_all(log.attributes["x"], 5, false)"#],
+                Ok(map(&[("a", "一")])),
+            ),
+            (
+                vec![r#"set(log.attributes["x"], {"a": "abc"})"#, r#"truncate_all(log.attributes["x"], 2, true, "...")"#],
+                Err("longer than the limit"),
+            ),
+        ];
+        for (stmts, want) in rows {
+            match (after(&stmts), want) {
+                (Ok(g), Ok(w)) => assert!(same(&g, &w), "{stmts:?}: want {w:?}, got {g:?}"),
+                (Err(g), Err(w)) => assert!(g.contains(w), "{stmts:?}: {g}"),
+                (g, w) => panic!("{stmts:?}: want {w:?}, got {g:?}"),
+            }
+        }
+    }
 }
