@@ -33,7 +33,7 @@
 //!   its parents, plus the per-record `cache` map.
 //! - [`value`]: the run-time [`Value`], OTLP `AnyValue` conversions, comparison and math rules.
 //! - [`func`]: the function registry. A function is one [`func::Function`] entry (name,
-//!   parameters, a plain `fn`); the built-ins are listed in one table (`funcs.rs`).
+//!   parameters, a plain `fn`); the built-ins live in `funcs/`, one module per group.
 //! - [`Statements`] / [`Conditions`]: running a group on a record under an [`ErrorMode`]
 //!   (`ignore` reports and goes on, `silent` goes on, `propagate` stops with a [`RunError`]).
 //!
@@ -49,17 +49,13 @@
 //! `AGGREGATION_TEMPORALITY_*` (accepted in every context); named and optional arguments,
 //! converters passed by name (`replace_pattern(…, SHA256, "%s")`).
 //!
-//! Editors: `set`, `delete_key`, `delete_matching_keys`, `keep_keys`, `keep_matching_keys`,
-//! `limit`, `truncate_all`, `replace_pattern`, `replace_all_patterns`, `replace_match`,
-//! `replace_all_matches`, `merge_maps`, `flatten`, `append`.
-//! Converters: `Concat`, `IsMatch`, `Len`, `SHA256`, `Int`, `String`, `IsString`, `IsInt`,
-//! `IsDouble`, `IsBool`, `IsMap`, `IsList`, `Split`, `ToLowerCase`, `ToUpperCase`,
-//! `Substring`, `TraceID`, `SpanID`.
+//! Functions: upstream's 16 editors and 87 of its 106 converters (strings, hashes, casts,
+//! maps and lists, parsing, IDs and encodings, time and duration). `FUNCTIONS.md` lists exactly
+//! which exist and which do not yet; a test keeps it equal to the registry.
 //!
 //! # Not done yet
-//! - The rest of upstream's `ottlfuncs` converters (hashes other than SHA256, parsing, time
-//!   formatting, `Format`, `Keys`/`Values`, the metric helpers, …): to be added as registry
-//!   entries.
+//! - The converters `FUNCTIONS.md` lists under "Not yet" (lambdas, XML, grok, `UserAgent`,
+//!   `CommunityID`, `IsRootSpan`) and the transform processor's metric functions.
 //! - Paths: `span.events`/`links`, keyed `trace_state["k"]`, `metric.data_points`, data point
 //!   `exemplars` and summary `quantile_values`, profile `sample_type`/`period_type`, samples and
 //!   a per-sample context; `profile.attribute_indices` is read-only.

@@ -113,11 +113,13 @@ fn sort(a: &Args<'_>) -> Result<Value, EvalError> {
     if !plain {
         return Err(fail("Sort", "sort with unsupported element type (only ints, doubles, strings and bools sort)"));
     }
-    let cmp: Box<dyn Fn(&Value, &Value) -> Ordering> = if numeric {
-        Box::new(|x, y| x.ottl_cmp(y).unwrap_or(Ordering::Equal))
-    } else {
-        let key = |v: &Value| v.to_string_like().unwrap_or_default();
-        Box::new(move |x, y| key(x).cmp(&key(y)))
+    let key = |v: &Value| v.to_string_like().unwrap_or_default();
+    let cmp = |x: &Value, y: &Value| {
+        if numeric {
+            x.ottl_cmp(y).unwrap_or(Ordering::Equal)
+        } else {
+            key(x).cmp(&key(y))
+        }
     };
     if desc {
         list.sort_by(|x, y| cmp(y, x));

@@ -480,7 +480,10 @@ mod tests {
         let rows: Vec<(Vec<&str>, Result<Value, &str>)> = vec![
             (vec![set, r#"delete_index(log.attributes["x"], 0)"#], Ok(list(&["b", "c", "d"]))),
             (vec![set, r#"delete_index(log.attributes["x"], 1, 3)"#], Ok(list(&["a", "d"]))),
-            (vec![set, r#"delete_index(log.attributes["x"], Len(log.attributes["x"]) - 1)"#], Ok(list(&["a", "b", "c"]))),
+            (
+                vec![set, r#"delete_index(log.attributes["x"], Len(log.attributes["x"]) - 1)"#],
+                Ok(list(&["a", "b", "c"])),
+            ),
             (vec![set, r#"delete_index(log.attributes["x"], 2, 2)"#], Ok(list(&["a", "b", "c", "d"]))),
             (vec![set, r#"delete_index(log.attributes["x"], 4)"#], Err("out of bounds")),
             (vec![set, r#"delete_index(log.attributes["x"], 2, 1)"#], Err("must be between")),
@@ -503,7 +506,10 @@ mod tests {
                 Ok(map(&[("a", "一")])),
             ),
             (
-                vec![r#"set(log.attributes["x"], {"a": "abc"})"#, r#"truncate_all(log.attributes["x"], 2, true, "...")"#],
+                vec![
+                    r#"set(log.attributes["x"], {"a": "abc"})"#,
+                    r#"truncate_all(log.attributes["x"], 2, true, "...")"#,
+                ],
                 Err("longer than the limit"),
             ),
         ];

@@ -108,3 +108,19 @@ mod test_support {
         Value::String(v.to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Registry;
+
+    /// FUNCTIONS.md's "Built in" list is exactly the registry.
+    #[test]
+    fn functions_md_matches_registry() {
+        let md = include_str!("../../FUNCTIONS.md");
+        let built_in = md.split("## Built in").nth(1).and_then(|s| s.split("## Not yet").next()).unwrap();
+        let mut listed: Vec<&str> =
+            built_in.lines().filter_map(|l| l.strip_prefix("- `")).filter_map(|l| l.split('`').next()).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, Registry::standard().names());
+    }
+}

@@ -275,7 +275,7 @@ fn is_valid_luhn(a: &Args<'_>) -> Result<Value, EvalError> {
             }
         })
         .sum();
-    Ok(Value::Bool(sum % 10 == 0))
+    Ok(Value::Bool(sum.is_multiple_of(10)))
 }
 
 // --- Format: Go's fmt.Sprintf verbs over OTTL values ------------------------------------------
