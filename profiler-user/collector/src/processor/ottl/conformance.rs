@@ -54,7 +54,11 @@ struct Case {
     expected_error: Option<String>,
 }
 
-fn request(v: &serde_yaml::Value, fixtures: &BTreeMap<String, serde_yaml::Value>, signal: Signal) -> Result<Data, String> {
+fn request(
+    v: &serde_yaml::Value,
+    fixtures: &BTreeMap<String, serde_yaml::Value>,
+    signal: Signal,
+) -> Result<Data, String> {
     let bytes = match v {
         serde_yaml::Value::String(name) if fixtures.contains_key(name) => {
             serde_json::to_vec(&fixtures[name]).map_err(|e| e.to_string())?

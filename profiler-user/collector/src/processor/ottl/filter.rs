@@ -123,8 +123,11 @@ struct Program {
 
 pub struct FilterFactory;
 
-/// The old shape's lists of one signal: `(key, context, conditions)`.
-fn legacy(c: &mut Config, signal: Signal) -> Option<(&'static str, Vec<(&'static str, Ctx, Vec<String>)>)> {
+/// One list of the old shape: its key, its context and its conditions.
+type LegacyList = (&'static str, Ctx, Vec<String>);
+
+/// The old shape's lists of one signal, under the signal's key.
+fn legacy(c: &mut Config, signal: Signal) -> Option<(&'static str, Vec<LegacyList>)> {
     Some(match signal {
         Signal::Traces => {
             let t = c.traces.take()?;
@@ -155,7 +158,8 @@ impl ProcessorFactory for FilterFactory {
         path: &str,
     ) -> Result<Box<dyn BuildProcessor>, ConfigError> {
         let mut config: Config = deserialize_at(path, config)?;
-        let mode = group::error_mode(config.error_mode.as_deref(), &format!("{path}.error_mode"), ErrorMode::Propagate)?;
+        let mode =
+            group::error_mode(config.error_mode.as_deref(), &format!("{path}.error_mode"), ErrorMode::Propagate)?;
         let registry = Registry::standard();
         let compiler = Compiler::new(&registry);
         let mut by_signal: [Vec<Group<Filter>>; 4] = Default::default();
@@ -292,3 +296,30 @@ impl Consumer for FilterProcessor {
 
 #[async_trait]
 impl Processor for FilterProcessor {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{consumer::testing::Sink, processor::pdata::testing::traces};
+
+    #[test]
+    fn dropped_spans_are_counted_and_an_empty_request_is_not_passed_on() {
+        let host = Host::new(Duration::from_secs(1));
+        let id = ComponentId::parse("filter").unwrap();
+        let yaml = "trace_conditions: ['span.name != \"\"', 'span.name == \"\"']";
+        let b = FilterFactory.create(&id, serde_yaml::from_str(yaml).unwrap(), "processors.filter").unwrap();
+        let sink = Arc::new(Sink::default());
+        let p = b.build(Signal::Traces, sink.clone(), &host).unwrap();
+        p.consume(traces(0, &[&[2, 1]])).unwrap();
+        assert!(sink.got.lock().unwrap().is_empty());
+        let mut out = String::new();
+        host.telemetry.render(&mut out);
+        assert!(out.contains("otelcol_processor_filter_spans_filtered_total{processor=\"filter\"} 3\n"), "{out}");
+        assert!(
+            out.contains("otelcol_processor_incoming_items_total{processor=\"filter\",otel_signal=\"traces\"} 3\n"),
+            "{out}"
+        );
+    }
+}

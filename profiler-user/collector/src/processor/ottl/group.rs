@@ -170,7 +170,9 @@ pub fn entries(
                 };
                 GroupSpec { ctx, conditions, statements, error_mode: default_mode }
             }
-            v @ serde_yaml::Value::Mapping(_) => group(crate::config::deserialize_at(&at, v)?, &at, signal, kind, default_mode)?,
+            v @ serde_yaml::Value::Mapping(_) => {
+                group(crate::config::deserialize_at(&at, v)?, &at, signal, kind, default_mode)?
+            }
             _ => {
                 let what = if kind == Kind::Statement { "a statement" } else { "a condition" };
                 return Err(ConfigError::new(at, format!("expected {what} (a string) or a group (context, …)")));
@@ -181,7 +183,13 @@ pub fn entries(
     Ok(out)
 }
 
-fn group(g: GroupConfig, at: &str, signal: Signal, kind: Kind, default_mode: ErrorMode) -> Result<GroupSpec, ConfigError> {
+fn group(
+    g: GroupConfig,
+    at: &str,
+    signal: Signal,
+    kind: Kind,
+    default_mode: ErrorMode,
+) -> Result<GroupSpec, ConfigError> {
     let error_mode = error_mode(g.error_mode.as_deref(), &format!("{at}.error_mode"), default_mode)?;
     let sources = |list: Vec<String>, key: &str| -> Vec<Source> {
         list.into_iter().enumerate().map(|(j, text)| Source { text, path: format!("{at}.{key}[{j}]") }).collect()

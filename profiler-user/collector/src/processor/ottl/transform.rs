@@ -98,7 +98,8 @@ impl ProcessorFactory for TransformFactory {
         path: &str,
     ) -> Result<Box<dyn BuildProcessor>, ConfigError> {
         let config: Config = deserialize_at(path, config)?;
-        let mode = group::error_mode(config.error_mode.as_deref(), &format!("{path}.error_mode"), ErrorMode::Propagate)?;
+        let mode =
+            group::error_mode(config.error_mode.as_deref(), &format!("{path}.error_mode"), ErrorMode::Propagate)?;
         let registry = Registry::standard();
         let compiler = Compiler::new(&registry);
         let mut by_signal: [Vec<Group<Transform>>; 4] = Default::default();
@@ -203,3 +204,27 @@ impl Consumer for TransformProcessor {
 
 #[async_trait]
 impl Processor for TransformProcessor {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{consumer::testing::Sink, processor::pdata::testing::traces};
+
+    #[test]
+    fn propagate_rejects_permanently_and_counts_the_items() {
+        let host = Host::new(Duration::from_secs(1));
+        let id = ComponentId::parse("transform/x").unwrap();
+        let yaml = "trace_statements: ['set(span.kind, span.name)']";
+        let b = TransformFactory.create(&id, serde_yaml::from_str(yaml).unwrap(), "processors.transform/x").unwrap();
+        let sink = Arc::new(Sink::default());
+        let p = b.build(Signal::Traces, sink.clone(), &host).unwrap();
+        let err = p.consume(traces(0, &[&[2, 1]])).unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(sink.got.lock().unwrap().is_empty());
+        let mut out = String::new();
+        host.telemetry.render(&mut out);
+        assert!(out.contains("otelcol_processor_dropped_spans_total{processor=\"transform/x\"} 3\n"), "{out}");
+    }
+}

@@ -224,7 +224,10 @@ pub fn span_events(r: &mut ExportTraceServiceRequest, f: Visit<SpanEventContext>
     })
 }
 
-pub fn logs(r: &mut opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest, f: Visit<LogContext>) -> Result<(), RunError> {
+pub fn logs(
+    r: &mut opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+    f: Visit<LogContext>,
+) -> Result<(), RunError> {
     items_in(&mut r.resource_logs, &mut LogContext::default(), f)
 }
 
