@@ -227,4 +227,28 @@ mod tests {
         host.telemetry.render(&mut out);
         assert!(out.contains("otelcol_processor_dropped_spans_total{processor=\"transform/x\"} 3\n"), "{out}");
     }
+
+    #[test]
+    fn a_bad_statement_in_a_config_file_names_key_position_and_line() {
+        let text = r#"
+receivers:
+  otlp:
+    protocols: {grpc: {}}
+processors:
+  transform:
+    log_statements:
+      - set(log.attributes["a"], "1")
+      - set(log.attributes["b"], "2")
+      - set(log.body, Sha256(log.body))
+exporters:
+  debug: {}
+service:
+  pipelines:
+    logs: {receivers: [otlp], processors: [transform], exporters: [debug]}
+"#;
+        let e = crate::config::parse(text, &crate::factories::Factories::builtin()).err().unwrap();
+        assert_eq!(e.path, "processors.transform.log_statements[2]");
+        assert_eq!(e.message, r#"1:15: unknown function "Sha256""#);
+        assert!(e.to_string().contains("line 10"), "{e}");
+    }
 }
