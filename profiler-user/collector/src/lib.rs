@@ -7,8 +7,8 @@
 //!
 //! The data path, one folder per stage: [`receiver`] (`otlp`: OTLP/gRPC and OTLP/HTTP; the
 //! profiler's `profiling` receiver lives in the `otelprof-profiling` crate) → [`processor`]
-//! (`memory_limiter`, `batch`, `resource`, `resourcedetection`; OTTL's `transform` / `filter`
-//! come here, issue #13) → [`exporter`] (`otlp`, `otlphttp`, `debug`, `file`, behind one bounded
+//! (`memory_limiter`, `batch`, `resource`, `resourcedetection`, and OTTL's `transform` and
+//! `filter`, issue #13) → [`exporter`] (`otlp`, `otlphttp`, `debug`, `file`, behind one bounded
 //! sending queue with retries).
 //!
 //! What they share:

@@ -5,6 +5,7 @@
 //! - [`memory_limiter`]: refuses data, retryably, while the process uses too much memory.
 //! - [`resource`]: attribute actions on every resource (insert, update, upsert, delete, hash,
 //!   extract, convert).
+//! - [`ottl`]: `transform` and `filter`, OTTL statements and conditions (issue #13).
 //! - [`resourcedetection`]: adds what is known about the host and the environment to every
 //!   resource (`env`, `system` detectors).
 //!
@@ -15,6 +16,7 @@ pub mod attraction;
 pub mod batch;
 pub mod map_resources;
 pub mod memory_limiter;
+pub mod ottl;
 pub mod pdata;
 pub mod resource;
 pub mod resourcedetection;
@@ -26,6 +28,8 @@ pub fn factories() -> Vec<Box<dyn ProcessorFactory>> {
     vec![
         Box::new(batch::BatchFactory),
         Box::new(memory_limiter::MemoryLimiterFactory),
+        Box::new(ottl::transform::TransformFactory),
+        Box::new(ottl::filter::FilterFactory),
         Box::new(resource::ResourceFactory),
         Box::new(resourcedetection::ResourceDetectionFactory),
     ]
