@@ -48,9 +48,11 @@ use crate::{consumer::ConsumeError, signal::Signal};
 /// A TLS handshake that has not completed by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After an early answer (413, 415, …) up to this much of the unread body is read and thrown
-/// away, so that an HTTP/1.1 client still sending sees the answer instead of a reset.
-const DISCARD_LIMIT: usize = 4 << 20;
-const DISCARD_TIME: Duration = Duration::from_secs(2);
+/// away, so that an HTTP/1.1 client still sending sees the answer instead of a broken pipe
+/// (a 5 MiB body refused after 4 MiB failed that way on a loaded machine). Nothing is kept:
+/// the cost of a hostile sender is bandwidth, bounded by the bytes and the time.
+const DISCARD_LIMIT: usize = 64 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
 
 /// The HTTP server's checked settings.
 #[derive(Clone, Debug)]
