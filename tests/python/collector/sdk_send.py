@@ -4,6 +4,7 @@ writes a manifest of what was sent.
 
   sdk_send.py --protocol grpc|http/protobuf|http/json --endpoint URL --signals traces,metrics,logs
               --manifest FILE [--compression none|gzip] [--seed N] [--temporality cumulative|delta]
+              [--resource-attr KEY=VALUE ...] [--span-attr KEY=VALUE ...]
 
 --endpoint is the base URL: http://127.0.0.1:4317 for grpc, http://127.0.0.1:4318 for the HTTP
 protocols (the signal paths /v1/traces, /v1/metrics, /v1/logs are appended).
@@ -15,7 +16,9 @@ histogram (SDK View with ExponentialBucketHistogramAggregation), with attribute 
 Logs: 6 records through the SDK LoggerProvider with severities, string/map/array/int bodies,
 attributes, event names and the trace/span ids of the active span. Providers are flushed and shut
 down before exit. Span and trace ids come from --seed; timestamps from --base-time-ns (default:
-now, whole seconds).
+now, whole seconds). --resource-attr adds a string attribute to the resource of every signal and
+--span-attr one to every span (both repeatable, none by default), for tests of processors that
+look at them (the OTTL end-to-end test's `env` and `card`).
 
 The SDK's own exporters do the sending (OTLPSpanExporter etc. of opentelemetry-exporter-otlp-proto-
 grpc/-http). For http/json, which the Python SDK does not have, the HTTP exporters' protobuf request
@@ -50,7 +53,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExp
 from opentelemetry.sdk.metrics.view import (  # noqa: E402
     ExplicitBucketHistogramAggregation, ExponentialBucketHistogramAggregation, View)
 from opentelemetry.sdk.resources import Resource  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.id_generator import IdGenerator  # noqa: E402
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState  # noqa: E402
@@ -205,10 +208,33 @@ EVERY_TYPE = {
 }
 
 
+def key_values(pairs, flag):
+    """`KEY=VALUE` arguments as a dict of strings."""
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {p!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def resource(args):
-    return Resource.create({"service.name": "otelprof-peer-test", "service.version": "1.0.0",
-                            "service.instance.id": f"peer-{args.seed}", "peer.run": args.seed,
-                            "peer.flag": True, "peer.ratio": 0.75, "peer.tags": ["x", "y"]})
+    attrs = {"service.name": "otelprof-peer-test", "service.version": "1.0.0",
+             "service.instance.id": f"peer-{args.seed}", "peer.run": args.seed,
+             "peer.flag": True, "peer.ratio": 0.75, "peer.tags": ["x", "y"]}
+    attrs.update(args.resource_attrs)
+    return Resource.create(attrs)
+
+
+class SpanAttributes(SpanProcessor):
+    """Sets the --span-attr attributes on every span when it starts."""
+
+    def __init__(self, attrs):
+        self._attrs = attrs
+
+    def on_start(self, span, parent_context=None):
+        span.set_attributes(self._attrs)
 
 
 def send_traces(tp, t0):
@@ -334,9 +360,15 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="seeds trace and span ids (default 1)")
     ap.add_argument("--base-time-ns", type=int, help="start of the explicit timestamps (default: now)")
     ap.add_argument("--timeout", type=float, default=10.0, help="exporter timeout in seconds")
+    ap.add_argument("--resource-attr", action="append", default=[], metavar="KEY=VALUE",
+                    help="a string attribute added to the resource (repeatable)")
+    ap.add_argument("--span-attr", action="append", default=[], metavar="KEY=VALUE",
+                    help="a string attribute set on every span (repeatable)")
     args = ap.parse_args()
     try:
         signals = parse_signals(args.signals)
+        args.resource_attrs = key_values(args.resource_attr, "--resource-attr")
+        args.span_attrs = key_values(args.span_attr, "--span-attr")
     except ValueError as e:
         ap.error(str(e))
     if not args.endpoint.startswith(("http://", "https://")):
@@ -348,6 +380,8 @@ def main():
 
     # Traces always go through a TracerProvider: the logs' and the exemplars' span contexts come from it.
     tp = TracerProvider(resource=res, id_generator=SeededIds(args.seed))
+    if args.span_attrs:
+        tp.add_span_processor(SpanAttributes(args.span_attrs))
     if "traces" in signals:
         tp.add_span_processor(BatchSpanProcessor(make_exporter("traces", args, recorder), schedule_delay_millis=60_000))
     ctx_span = send_traces(tp, t0)[1]
