@@ -10,6 +10,9 @@
 //! its CPU time (`/proc/PID/stat`) from the start of the load until the sink had everything, less
 //! what it used idle over as long, per million items, and its peak RSS (`VmHWM`). Rounds alternate
 //! which collector goes first; the report gives medians.
+//!
+//! For traces a third subject, `otelprof agent` with a 5-statement OTTL `transform` before the
+//! batch processor, gives what the transform adds per span (issue #13).
 
 use std::{
     fmt::Write as _,
@@ -61,6 +64,8 @@ impl Signal {
 pub enum Subject {
     Rotel,
     Otelprof,
+    /// `otelprof agent` with [`TRANSFORM`] in its traces pipeline.
+    OtelprofTransform,
 }
 
 impl Subject {
@@ -68,9 +73,29 @@ impl Subject {
         match self {
             Subject::Rotel => "rotel-agent",
             Subject::Otelprof => "otelprof agent",
+            Subject::OtelprofTransform => "otelprof agent + 5-statement transform",
+        }
+    }
+    fn slug(self) -> &'static str {
+        match self {
+            Subject::Rotel => "rotel",
+            Subject::Otelprof => "otelprof",
+            Subject::OtelprofTransform => "otelprof-transform",
         }
     }
 }
+
+/// The transform of [`Subject::OtelprofTransform`]: the statement kinds of issue #13 (those of
+/// `benches/benches/ottl.rs`) on the attributes `otlp_load` sends; every statement has work on
+/// most spans, none fails (the default `error_mode: propagate` would refuse the request).
+const TRANSFORM: &str = r#"  transform:
+    trace_statements:
+      - 'set(span.attributes["tier"], "gold") where resource.attributes["deployment.environment.name"] == "production"'
+      - 'replace_pattern(span.attributes["url.path"], "/[0-9]+", "/{id}")'
+      - 'delete_key(span.attributes, "user_agent.original")'
+      - 'keep_keys(span.attributes, ["http.request.method", "http.route", "http.response.status_code", "url.path", "server.address", "tier"])'
+      - 'set(span.attributes["route.head"], ToUpperCase(Split(span.attributes["http.route"], "/")[1])) where span.attributes["http.route"] != nil'
+"#;
 
 /// One collector, one signal, one round.
 #[derive(Clone, Debug)]
@@ -118,6 +143,7 @@ pub struct CollectorBench {
     pub rotel_command: String,
     pub otelprof_command: String,
     pub otelprof_config: String,
+    pub transform_config: String,
     pub load_command: String,
     /// Why otelprof has no rows, when it has none.
     pub otelprof_not_runnable: Option<String>,
@@ -321,8 +347,10 @@ struct Ports {
     sink: u16,
 }
 
-/// The configuration `otelprof agent` is started with.
-fn otelprof_config(receiver: impl std::fmt::Display, sink: impl std::fmt::Display) -> String {
+/// The configuration `otelprof agent` is started with; `transform` puts [`TRANSFORM`] before the
+/// batch processor of the traces pipeline.
+fn otelprof_config(receiver: impl std::fmt::Display, sink: impl std::fmt::Display, transform: bool) -> String {
+    let (processor, traces) = if transform { (TRANSFORM, "transform, batch") } else { ("", "batch") };
     format!(
         r#"receivers:
   otlp:
@@ -330,14 +358,14 @@ fn otelprof_config(receiver: impl std::fmt::Display, sink: impl std::fmt::Displa
       grpc: {{ endpoint: "127.0.0.1:{receiver}" }}
 processors:
   batch: {{}}
-exporters:
+{processor}exporters:
   otlp:
     endpoint: "127.0.0.1:{sink}"
     tls: {{ insecure: true }}
     compression: gzip
 service:
   pipelines:
-    traces: {{ receivers: [otlp], processors: [batch], exporters: [otlp] }}
+    traces: {{ receivers: [otlp], processors: [{traces}], exporters: [otlp] }}
     logs: {{ receivers: [otlp], processors: [batch], exporters: [otlp] }}
   telemetry:
     metrics: {{ address: "127.0.0.1:0" }}
@@ -369,9 +397,9 @@ fn command(ctx: &Ctx, subject: Subject, p: &Ports, slug: &str) -> Result<Command
                 .arg(ctx.dir.join(format!("{slug}.rotel.log")));
             c
         }
-        Subject::Otelprof => {
+        Subject::Otelprof | Subject::OtelprofTransform => {
             let config = ctx.dir.join(format!("{slug}.yaml"));
-            std::fs::write(&config, otelprof_config(p.receiver, p.sink))
+            std::fs::write(&config, otelprof_config(p.receiver, p.sink, subject == Subject::OtelprofTransform))
                 .with_context(|| format!("writing {}", config.display()))?;
             let mut c = Command::new(&ctx.otelprof);
             c.args(["agent", "--config"]).arg(&config);
@@ -398,7 +426,7 @@ fn show(cmd: &Command) -> String {
 
 /// One collector with one signal: idle, then the load until the sink has it all.
 fn measure(ctx: &Ctx, subject: Subject, signal: Signal, round: usize, commands: &mut Commands) -> Result<Run> {
-    let slug = format!("{}-{}-{round}", if subject == Subject::Rotel { "rotel" } else { "otelprof" }, signal.name());
+    let slug = format!("{}-{}-{round}", subject.slug(), signal.name());
     let mut sink = Sink::start(&ctx.sink_exe)?;
     let ports = Ports { receiver: free_port()?, http: free_port()?, sink: sink.port };
     let cmd = command(ctx, subject, &ports, &slug)?;
@@ -470,7 +498,12 @@ struct Commands {
 
 impl Commands {
     fn note(&mut self, subject: Subject, collector: String, load: String) {
-        let slot = if subject == Subject::Rotel { &mut self.rotel } else { &mut self.otelprof };
+        let slot = match subject {
+            Subject::Rotel => &mut self.rotel,
+            Subject::Otelprof => &mut self.otelprof,
+            // Same binary and command line, another config file.
+            Subject::OtelprofTransform => return,
+        };
         slot.get_or_insert(collector);
         self.load.get_or_insert(load);
     }
@@ -515,20 +548,22 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<CollectorBench> {
     for round in 0..rounds {
         for (k, signal) in [Signal::Traces, Signal::Logs].into_iter().enumerate() {
             // Alternate who goes first, so that neither always meets a warmer (or busier) machine.
-            let order = if (round + k) % 2 == 0 {
-                [Subject::Rotel, Subject::Otelprof]
-            } else {
-                [Subject::Otelprof, Subject::Rotel]
-            };
+            let mut order = vec![Subject::Rotel, Subject::Otelprof];
+            if signal == Signal::Traces {
+                order.push(Subject::OtelprofTransform);
+            }
+            if (round + k) % 2 == 1 {
+                order.reverse();
+            }
             for subject in order {
-                if subject == Subject::Otelprof && not_runnable.is_some() {
+                if subject != Subject::Rotel && not_runnable.is_some() {
                     continue;
                 }
                 let r = match measure(&ctx, subject, signal, round, &mut commands) {
                     Ok(r) => r,
                     // The collector in otelprof may not be there yet: its absence is a finding,
                     // not a reason to lose rotel's rows.
-                    Err(e) if subject == Subject::Otelprof => {
+                    Err(e) if subject != Subject::Rotel => {
                         let why = format!("{e:#}");
                         eprintln!("xtask bench: collector: otelprof: not runnable ({why})");
                         not_runnable = Some(why);
@@ -563,7 +598,8 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<CollectorBench> {
         otelprof_command: commands
             .otelprof
             .unwrap_or_else(|| format!("{} agent --config FILE", tools.otelprof.display())),
-        otelprof_config: otelprof_config("RECV_PORT", "SINK_PORT"),
+        otelprof_config: otelprof_config("RECV_PORT", "SINK_PORT", false),
+        transform_config: TRANSFORM.to_string(),
         load_command: commands.load.unwrap_or_default(),
         otelprof_not_runnable: not_runnable,
     })
@@ -609,7 +645,12 @@ pub fn render(o: &mut String, c: &CollectorBench) {
     let med = |runs: &[&Run], f: fn(&Run) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
     for signal in [Signal::Traces, Signal::Logs] {
         let mut medians = Vec::new();
-        for subject in [Subject::Rotel, Subject::Otelprof] {
+        let mut transform = None;
+        let subjects: &[Subject] = match signal {
+            Signal::Traces => &[Subject::Rotel, Subject::Otelprof, Subject::OtelprofTransform],
+            Signal::Logs => &[Subject::Rotel, Subject::Otelprof],
+        };
+        for &subject in subjects {
             let runs: Vec<&Run> = c.runs.iter().filter(|r| r.subject == subject && r.signal == signal).collect();
             if runs.is_empty() {
                 let why = c.otelprof_not_runnable.as_deref().unwrap_or("not run");
@@ -618,7 +659,11 @@ pub fn render(o: &mut String, c: &CollectorBench) {
             }
             let (cpu, peak, idle) =
                 (med(&runs, Run::cpu_per_million), med(&runs, |r| r.peak_rss_mib), med(&runs, |r| r.idle_rss_mib));
-            medians.push((cpu, peak, idle));
+            if subject == Subject::OtelprofTransform {
+                transform = Some((cpu, peak, idle));
+            } else {
+                medians.push((cpu, peak, idle));
+            }
             let sum = |f: fn(&Run) -> u64| runs.iter().map(|r| f(r)).sum::<u64>();
             let _ = writeln!(
                 o,
@@ -642,13 +687,29 @@ pub fn render(o: &mut String, c: &CollectorBench) {
                 ratio(op, rp),
                 ratio(oi, ri)
             );
+            if let Some((tc, tp, ti)) = transform {
+                let _ = writeln!(
+                    o,
+                    "| {} | otelprof + transform / otelprof | {} | {} | {} | | | | |",
+                    signal.name(),
+                    ratio(tc, oc),
+                    ratio(tp, op),
+                    ratio(ti, oi)
+                );
+            }
         }
     }
-    let _ = writeln!(o, "\nGoal: otelprof at or below rotel-agent in CPU per million items and in peak RSS.\n");
+    let _ = writeln!(
+        o,
+        "\nGoal: otelprof at or below rotel-agent in CPU per million items and in peak RSS; the 5-statement \
+         transform adding ≤ 30 % CPU per span (otelprof + transform / otelprof ≤ 1.30×).\n"
+    );
     let _ = writeln!(o, "- rotel: {}; its command (first run; ports and files change per run):", c.rotel_version);
     let _ = writeln!(o, "  `{}`", c.rotel_command);
     let _ = writeln!(o, "- otelprof: `{}` with:\n", c.otelprof_command);
     let _ = writeln!(o, "```yaml\n{}```\n", c.otelprof_config);
+    let _ = writeln!(o, "- otelprof + transform: the same, with `processors: [transform, batch]` for traces and:\n");
+    let _ = writeln!(o, "```yaml\n{}```\n", c.transform_config);
     let _ = writeln!(o, "- load (first run): `{}`\n", c.load_command);
 }
 
@@ -670,10 +731,15 @@ mod tests {
 
     #[test]
     fn config_has_the_ports() {
-        let c = otelprof_config(4317, 9999);
+        let c = otelprof_config(4317, 9999, false);
         assert!(c.contains("grpc: { endpoint: \"127.0.0.1:4317\" }"));
         assert!(c.contains("endpoint: \"127.0.0.1:9999\""));
         assert!(c.contains("batch: {}"));
+        assert!(!c.contains("transform"));
+        let t = otelprof_config(4317, 9999, true);
+        assert!(t.contains("processors: [transform, batch], exporters"), "{t}");
+        assert!(t.contains("  transform:\n    trace_statements:\n"), "{t}");
+        assert!(t.contains("logs: { receivers: [otlp], processors: [batch]"), "{t}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Symbolization and encoding: runs the criterion benches of `benches/` and reads their results.
+//! Symbolization, encoding and OTTL: runs the criterion benches of `benches/` and reads their results.
 
 use std::process::Command;
 
@@ -31,8 +31,17 @@ pub struct Micro {
 }
 
 pub fn run(plan: &Plan, tools: &Tools) -> Result<Micro> {
+    run_benches(plan, tools, None)
+}
+
+/// Runs one bench of `benches/benches/` (all when `None`) and reads every result there is.
+pub fn run_benches(plan: &Plan, tools: &Tools, bench: Option<&str>) -> Result<Micro> {
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(&tools.root).args(["bench", "-p", "otelprof-benches", "--"]);
+    cmd.current_dir(&tools.root).args(["bench", "-p", "otelprof-benches"]);
+    if let Some(bench) = bench {
+        cmd.args(["--bench", bench]);
+    }
+    cmd.arg("--");
     if plan.smoke {
         cmd.arg("--quick");
     }

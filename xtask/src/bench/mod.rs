@@ -15,7 +15,10 @@
 //! 8. [`churn`]: the profilers' own cost (CPU, BPF run time, peak RSS) and the steady workload's
 //!    complete stacks, steady and under process churn; `--baseline` adds an older otelprof.
 //! 9. [`collector`]: the OTLP collector's CPU per million spans and log records and its peak RSS,
-//!    `otelprof agent` next to `rotel-agent`, same load, same sink.
+//!    `otelprof agent` next to `rotel-agent`, same load, same sink, and `otelprof agent` with a
+//!    5-statement `transform` in its traces pipeline.
+//! 10. [`micro`] again: OTTL, ns per statement per record and the `transform` processor's spans
+//!     per second on in-memory requests.
 //!
 //! `--smoke` runs every part briefly and writes to `target/bench-smoke.md`: it checks the harness,
 //! its numbers mean nothing. `--only churn` runs one section and writes it alone to
@@ -50,6 +53,8 @@ pub enum Section {
     Collector,
     /// 3. The agent's cost by process count; `--baseline` measured next to it.
     Agent,
+    /// 10. OTTL statements and the transform processor (criterion, no root, no BPF).
+    Ottl,
 }
 
 /// How much to measure.
@@ -108,6 +113,7 @@ impl Plan {
             Section::Depth => "depth",
             Section::Collector => "collector",
             Section::Agent => "agent",
+            Section::Ottl => "ottl",
         };
         self.only = Some(section);
         self.out = root.join(format!("target/bench-{name}{}.md", if self.smoke { "-smoke" } else { "" }));
@@ -154,6 +160,15 @@ fn build(root: &Path) -> Result<Tools> {
 }
 
 pub fn run(plan: Plan, root: &Path) -> Result<()> {
+    if plan.only == Some(Section::Ottl) {
+        // Criterion alone: neither the profiler binary nor the reference workload.
+        eprintln!("xtask bench: only: OTTL (criterion)");
+        let tools = Tools { root: root.to_path_buf(), otelprof: PathBuf::new(), reference: PathBuf::new(), perf: None };
+        let micro = micro::run_benches(&plan, &tools, Some("ottl"))?;
+        let text =
+            report::render_only(&plan, &machine::describe(), std::time::SystemTime::now(), |o| report::ottl(o, &micro));
+        return write(&plan, text);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads BPF and runs perf -a: run it as root");
@@ -179,6 +194,7 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
             let agent = agent_cost::run(&plan, &tools)?;
             report::render_only(&plan, &machine::describe(), started, |o| report::agent(o, &plan, &agent))
         }
+        Some(Section::Ottl) => unreachable!("run above, without root or a build"),
         Some(Section::Collector) => {
             eprintln!("xtask bench: only: OTLP collector, otelprof agent and rotel-agent");
             let bench = collector::run(&plan, &tools)?;
@@ -208,9 +224,14 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
                 Ok(bench) => collector::render(&mut text, &bench),
                 Err(e) => text += &format!("## 9. Collector: OTLP throughput and memory\n\nNot run: {e:#}\n"),
             }
+            report::ottl(&mut text, &measured.micro);
             text
         }
     };
+    write(&plan, text)
+}
+
+fn write(plan: &Plan, text: String) -> Result<()> {
     eprintln!("xtask bench: writing {}", plan.out.display());
     if let Some(dir) = plan.out.parent() {
         std::fs::create_dir_all(dir)?;

@@ -310,6 +310,55 @@ pub fn render(plan: &Plan, machine: &str, started: SystemTime, m: &Measured) -> 
 
 /// "0.42" with more digits for small values, so that a share below 0.01 % is not shown as 0.
 /// Section 3: the agent's cost by process count (with `--baseline`, the older agent beside it).
+/// OTTL statement kinds of `benches/benches/ottl.rs`, in the order of the issue: the
+/// criterion function and what the row says.
+const OTTL_STATEMENTS: [(&str, &str); 5] = [
+    (
+        "set_where",
+        r#"`set(span.attributes["tier"], "gold") where resource.attributes["deployment.environment"] == "prod"`"#,
+    ),
+    ("replace_pattern", r#"`replace_pattern(span.attributes["http.url"], "token=[^&]*", "token=***")`"#),
+    ("keep_keys", r#"`keep_keys(span.attributes, [4 keys])`"#),
+    ("delete_key", r#"`delete_key(span.attributes, "user.email")`"#),
+    (
+        "converter_chain",
+        r#"`set(span.attributes["route.head"], ToUpperCase(Split(span.attributes["http.route"], "/")[1]))`"#,
+    ),
+];
+
+/// 10. OTTL: ns per statement per record, and the transform processor's spans per second.
+pub fn ottl(o: &mut String, micro: &Micro) {
+    let get = |group: &str, f: &str| micro.results.iter().find(|m| m.group == group && m.function == f);
+    let _ = writeln!(o, "## 10. OTTL\n");
+    let _ = writeln!(
+        o,
+        "Criterion (`benches/benches/ottl.rs`): one compiled statement on one span context (a resource with 5 \
+         attributes, a span with 8), each run on a fresh copy made and dropped outside the measured time.\n"
+    );
+    let _ = writeln!(o, "| statement | ns per record |\n| --- | --- |");
+    for (f, label) in OTTL_STATEMENTS {
+        let t = get("ottl_statement", f).map(|m| format!("{:.0}", m.mean_ns)).unwrap_or("n/a".into());
+        let _ = writeln!(o, "| {label} | {t} |");
+    }
+    let _ = writeln!(o, "\nGoal: ≤ 200 ns per simple statement per record.\n");
+    let _ = writeln!(
+        o,
+        "The `transform` processor built by its factory (`trace_statements`: the five statements above), on an \
+         in-memory request of 1,000 spans (one resource, one scope), to a consumer that drops it; next to it the \
+         same processor without statements. One core.\n"
+    );
+    let _ = writeln!(o, "| processor | time per 1,000 spans | spans per second |\n| --- | --- | --- |");
+    for (f, label) in
+        [("transform_5_statements", "transform, 5 statements"), ("transform_no_statements", "transform, none")]
+    {
+        let m = get("ottl_transform_1k_spans", f);
+        let t = m.map(|m| format!("{:.0} µs", m.mean_ns / 1e3)).unwrap_or("n/a".into());
+        let r = m.map(|m| rate(m.per_second())).unwrap_or("n/a".into());
+        let _ = writeln!(o, "| {label} | {t} | {r} |");
+    }
+    let _ = writeln!(o, "\nGoal: ≥ 1 M spans/s per core through a 5-statement transform.\n");
+}
+
 pub fn agent(o: &mut String, plan: &Plan, agent: &[crate::bench::agent_cost::AgentCost]) {
     agent_section(o, plan, agent);
 }
