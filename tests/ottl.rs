@@ -4,8 +4,7 @@
 //! arrives at `sink.py` is decoded in Python (opentelemetry-proto, `otlp_check.py`), not by us.
 //! A bad statement is refused at config load with its place.
 //!
-//! Not here yet: routing by tenant to two exporters, which needs the `routing` connector
-//! (otelprof has no connectors yet).
+//! Routing: the `routing` connector sends each tenant's telemetry to its own exporter.
 
 mod common;
 
@@ -200,6 +199,106 @@ service:
             assert_eq!(attr(l, "tagged"), Some("yes"), "{env}: {l}");
             if l["severity_number"] == 21 {
                 assert_eq!(l["severity_text"], "FATAL", "{env}: {l}");
+            }
+        }
+    }
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// SDK → otlp receiver → transform (tag) → `routing` connector, three sends with tenants A, B
+/// and C: A's traces, metrics and logs go through the `*/a` pipelines to sink A, B's to sink B,
+/// C's (no route) to the default pipelines' `debug` exporter. Each sink holds exactly its
+/// tenant's records, all of them, tagged; the connector's counters agree.
+#[test]
+fn sdk_telemetry_is_routed_by_tenant_to_two_exporters() {
+    const T: &str = "sdk_telemetry_is_routed_by_tenant_to_two_exporters";
+    if !python_peers(T) {
+        return;
+    }
+    let dir = scratch("ottl-route");
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let (sink_a, sink_b) = (Sink::start(&dir_a), Sink::start(&dir_b));
+    let g = free_addr();
+    let mut pipelines = String::new();
+    for signal in ["traces", "metrics", "logs"] {
+        pipelines += &format!(
+            "    {signal}: {{ receivers: [otlp], processors: [transform], exporters: [routing] }}
+    {signal}/a: {{ receivers: [routing], exporters: [otlp/a] }}
+    {signal}/b: {{ receivers: [routing], exporters: [otlp/b] }}
+    {signal}/other: {{ receivers: [routing], exporters: [debug] }}
+"
+        );
+    }
+    let config = format!(
+        r#"receivers:
+  otlp: {{ protocols: {{ grpc: {{ endpoint: '{g}' }} }} }}
+processors:
+  transform:
+    trace_statements: ['set(span.attributes["tagged"], "yes")']
+    metric_statements: ['set(datapoint.attributes["tagged"], "yes")']
+    log_statements: ['set(log.attributes["tagged"], "yes")']
+connectors:
+  routing:
+    default_pipelines: [traces/other, metrics/other, logs/other]
+    table:
+      - statement: route() where resource.attributes["tenant"] == "A"
+        pipelines: [traces/a, metrics/a, logs/a]
+      - condition: attributes["tenant"] == "B"
+        pipelines: [traces/b, metrics/b, logs/b]
+exporters:
+  otlp/a: {{ endpoint: '127.0.0.1:{}', tls: {{ insecure: true }} }}
+  otlp/b: {{ endpoint: '127.0.0.1:{}', tls: {{ insecure: true }} }}
+  debug: {{ verbosity: basic }}
+service:
+  pipelines:
+{pipelines}"#,
+        sink_a.grpc, sink_b.grpc
+    );
+    let agent = Collector::start(&dir, &config);
+    let url = format!("http://{g}");
+    let send = |tenant: &str, seed: u32| {
+        let extra = ["--resource-attr", &format!("tenant={tenant}"), "--resource-attr", &format!("env={tenant}")];
+        sdk_send_with(&dir, "grpc", &url, "traces,metrics,logs", seed, 1000 * seed as u64, &extra)
+    };
+    let sends = [("A", send("A", 1)), ("B", send("B", 2)), ("C", send("C", 3))];
+
+    for (signal, unit) in [("traces", "spans"), ("metrics", "metric_points"), ("logs", "log_records")] {
+        let sent = |tenant: &str| sends.iter().find(|(t, _)| *t == tenant).map_or(0, |(_, s)| s.items(signal));
+        for (tenant, pipeline) in [("A", "a"), ("B", "b"), ("C", "other")] {
+            assert!(sent(tenant) > 0, "the SDK sent no {signal} for {tenant}");
+            let labels = [("connector", "routing"), ("pipeline", &format!("{signal}/{pipeline}") as &str)];
+            agent.wait_value("otelprof_connector_routing_routed_items_total", &labels, Duration::from_secs(10), |v| {
+                v == sent(tenant) as f64
+            });
+        }
+        for exporter in ["otlp/a", "otlp/b"] {
+            let want = sent(if exporter == "otlp/a" { "A" } else { "B" }) as f64;
+            agent.wait_value(
+                &format!("otelcol_exporter_sent_{unit}_total"),
+                &[("exporter", exporter)],
+                Duration::from_secs(10),
+                |v| v == want,
+            );
+        }
+        for bad in ["otelprof_connector_routing_unrouted_items_total", "otelprof_connector_routing_refused_items_total"]
+        {
+            assert_eq!(agent.value(bad, &[]), 0.0, "{bad}\n{}", agent.metrics());
+        }
+    }
+
+    for (sink, tenant) in [(&sink_a, "A"), (&sink_b, "B")] {
+        let decoded = decode(&sink.dir);
+        let (_, sent) = sends.iter().find(|(t, _)| *t == tenant).unwrap();
+        for (kind, signal) in [("spans", "traces"), ("points", "metrics"), ("logs", "logs")] {
+            let all = decoded[kind].as_array().unwrap();
+            let mine = records(&decoded, kind, tenant);
+            assert_eq!(mine.len(), all.len(), "sink {tenant} holds only {tenant}'s {kind}: {all:?}");
+            assert_eq!(mine.len() as u64, sent.items(signal), "sink {tenant}: every {kind} of {tenant}");
+            for r in &mine {
+                assert_eq!(attr(r, "tagged"), Some("yes"), "{tenant}: {r}");
             }
         }
     }

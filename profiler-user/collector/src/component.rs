@@ -1,5 +1,5 @@
-//! What every component shares: its id, the traits of the three kinds, and the [`Host`] it is
-//! built with. Learning one component teaches all: a factory parses and checks the
+//! What every component shares: its id, the traits of the four kinds (receiver, processor,
+//! exporter, connector), and the [`Host`] it is built with. Learning one component teaches all: a factory parses and checks the
 //! component's config (errors name the key path), the result is built per pipeline signal,
 //! registers its own metrics and health in the host, and stops in the graph's shutdown order
 //! (receivers → processors → exporters).
@@ -194,6 +194,56 @@ pub trait ExporterFactory: Send + Sync {
         config: serde_yaml::Value,
         path: &str,
     ) -> Result<Box<dyn BuildExporter>, ConfigError>;
+}
+
+/// A connector between pipelines: the exporter of the pipelines that list it under
+/// `exporters` and the receiver of those that list it under `receivers` (the Collector's
+/// connectors). Built once per (exporting signal, receiving signal); its `consume` is called
+/// by the exporting pipelines and hands data on to the receiving pipelines' first consumers,
+/// synchronously, so a refusal downstream reaches the sender.
+#[async_trait]
+pub trait Connector: Consumer {
+    /// Called after the processors of every pipeline that exports to it have shut down, and
+    /// before those of the pipelines it feeds: hand on what is held.
+    async fn shutdown(&self) {}
+}
+
+/// The pipelines a connector feeds, by id, each with its first consumer.
+pub type Routes = BTreeMap<crate::config::PipelineId, Arc<dyn Consumer>>;
+
+/// A connector's checked config: builds one connector per (exporting, receiving) signal pair.
+pub trait BuildConnector: Send + Sync {
+    /// Checks the config against the pipelines that receive from the connector (`receiving`,
+    /// of signal `to`), when the whole config is known: a routing table that names a pipeline
+    /// which does not receive from it is an error at `path`'s key.
+    fn check(
+        &self,
+        from: Signal,
+        to: Signal,
+        receiving: &[crate::config::PipelineId],
+        path: &str,
+    ) -> Result<(), ConfigError>;
+    /// Builds the connector for data of `from` handed on as `to` to `routes`.
+    fn build(
+        &self,
+        from: Signal,
+        to: Signal,
+        routes: Routes,
+        host: &Host,
+    ) -> Result<Arc<dyn Connector>, ComponentError>;
+}
+
+/// Makes connectors of one type from their config.
+pub trait ConnectorFactory: Send + Sync {
+    fn kind(&self) -> &'static str;
+    /// The (exporting pipeline's signal, receiving pipeline's signal) pairs it connects.
+    fn pairs(&self) -> &'static [(Signal, Signal)];
+    fn create(
+        &self,
+        id: &ComponentId,
+        config: serde_yaml::Value,
+        path: &str,
+    ) -> Result<Box<dyn BuildConnector>, ConfigError>;
 }
 
 /// A consumer that does nothing but count: for tests and for `validate`.

@@ -1,10 +1,10 @@
-//! The registry of component types: which `receivers:`, `processors:` and `exporters:` entries
-//! the config may have, and the factory that parses each one's config.
+//! The registry of component types: which `receivers:`, `processors:`, `exporters:` and
+//! `connectors:` entries the config may have, and the factory that parses each one's config.
 //!
 //! [`Factories::builtin`] has everything this crate implements; the binary adds the types that
 //! live elsewhere (the `profiling` receiver) with [`Factories::with_receiver`].
 
-use crate::component::{ExporterFactory, ProcessorFactory, ReceiverFactory};
+use crate::component::{ConnectorFactory, ExporterFactory, ProcessorFactory, ReceiverFactory};
 
 /// The component types a config may use.
 #[derive(Default)]
@@ -12,6 +12,7 @@ pub struct Factories {
     pub receivers: Vec<Box<dyn ReceiverFactory>>,
     pub processors: Vec<Box<dyn ProcessorFactory>>,
     pub exporters: Vec<Box<dyn ExporterFactory>>,
+    pub connectors: Vec<Box<dyn ConnectorFactory>>,
 }
 
 impl Factories {
@@ -26,6 +27,7 @@ impl Factories {
             receivers: crate::receiver::factories(),
             processors: crate::processor::factories(),
             exporters: crate::exporter::factories(),
+            connectors: crate::connector::factories(),
         }
     }
 
@@ -44,6 +46,11 @@ impl Factories {
         self
     }
 
+    pub fn with_connector(mut self, factory: impl ConnectorFactory + 'static) -> Self {
+        self.connectors.push(Box::new(factory));
+        self
+    }
+
     /// The receiver factory of a type (`otlp`).
     pub fn receiver(&self, kind: &str) -> Option<&dyn ReceiverFactory> {
         self.receivers.iter().find(|f| f.kind() == kind).map(|f| &**f)
@@ -58,6 +65,10 @@ impl Factories {
         self.exporters.iter().find(|f| f.kind() == kind || f.aliases().contains(&kind)).map(|f| &**f)
     }
 
+    pub fn connector(&self, kind: &str) -> Option<&dyn ConnectorFactory> {
+        self.connectors.iter().find(|f| f.kind() == kind).map(|f| &**f)
+    }
+
     /// The known receiver types, for errors that list them.
     pub fn receiver_kinds(&self) -> Vec<&'static str> {
         self.receivers.iter().map(|f| f.kind()).collect()
@@ -65,6 +76,10 @@ impl Factories {
 
     pub fn processor_kinds(&self) -> Vec<&'static str> {
         self.processors.iter().map(|f| f.kind()).collect()
+    }
+
+    pub fn connector_kinds(&self) -> Vec<&'static str> {
+        self.connectors.iter().map(|f| f.kind()).collect()
     }
 
     /// The known exporter types and their aliases.
@@ -133,6 +148,7 @@ pub(crate) mod testing {
                 .with_processor(Batch(self.clone()))
                 .with_exporter(TestExporters { lab: self.clone(), kind: "otlp", aliases: &["otlp_grpc"] })
                 .with_exporter(TestExporters { lab: self.clone(), kind: "debug", aliases: &[] })
+                .with_connector(crate::connector::routing::RoutingFactory)
         }
 
         /// The stand-in receivers and exporters with this crate's real processors.

@@ -11,7 +11,12 @@
 //!   signal it is in (a fan-out when there are several). So several receivers feed one
 //!   pipeline (fan-in: they hold the same consumer) and one pipeline feeds several exporters
 //!   (fan-out). Data is cloned only at a fan-out, once per extra consumer
-//!   ([`crate::consumer::Fanout`]).
+//!   ([`crate::consumer::Fanout`]);
+//! - a connector (`routing`) is one instance per (connector id, exporting signal, receiving
+//!   signal): an exporter of every pipeline that lists it under `exporters`, handing data to
+//!   the first consumers of the pipelines that list it under `receivers`. So pipelines are
+//!   built fed-first (the config refused cycles), and a connector knows at build time every
+//!   pipeline it can send to.
 //!
 //! Building parses nothing more and opens nothing: exporters and processors exist (an
 //! exporter's sending task may be spawned, it connects lazily), receivers are not started.
@@ -28,7 +33,9 @@
 //!    nothing enters the pipelines after this step;
 //! 2. processors' `shutdown`, pipeline by pipeline and in each from first to last: a processor
 //!    that holds data (the batch processor) hands it on to the next, which is still running,
-//!    and whose own shutdown comes after;
+//!    and whose own shutdown comes after. Pipelines that feed connectors go before the
+//!    pipelines they feed, and a connector shuts down between the two, so what a feeding
+//!    pipeline's batch hands on at its shutdown still passes through the fed pipelines;
 //! 3. exporters' `shutdown(deadline)`, all at once (they are independent): each sends what is
 //!    queued until the deadline, then drops and counts the rest.
 //!
@@ -40,8 +47,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{
-    component::{ComponentError, ComponentId, Exporter, Host, Outputs, Processor, Receiver},
-    config::{PipelineId, ServiceConfig, TelemetrySettings},
+    component::{ComponentError, ComponentId, Connector, Exporter, Host, Outputs, Processor, Receiver, Routes},
+    config::{downstream, PipelineId, ServiceConfig, TelemetrySettings},
     consumer::{Consumer, Fanout},
     signal::Signal,
     telemetry_server::Readiness,
@@ -57,7 +64,40 @@ struct WiredReceiver {
 /// A pipeline's processors, first to last.
 struct ProcessorChain {
     pipeline: PipelineId,
+    /// The pipeline's place in the config.
+    index: usize,
     processors: Vec<(ComponentId, Arc<dyn Processor>)>,
+}
+
+/// The connector of one id for one (exporting, receiving) signal pair.
+struct SignalConnector {
+    id: ComponentId,
+    from: Signal,
+    to: Signal,
+    connector: Arc<dyn Connector>,
+    /// The pipelines that export to it (their indexes in the config).
+    feeders: Vec<usize>,
+}
+
+/// Pipeline indexes in an order where every pipeline comes after all those it feeds through
+/// connectors (the config check refused cycles).
+fn feeders_last(next: &[Vec<(usize, ComponentId)>]) -> Vec<usize> {
+    fn visit(i: usize, next: &[Vec<(usize, ComponentId)>], seen: &mut [bool], out: &mut Vec<usize>) {
+        if seen[i] {
+            return;
+        }
+        seen[i] = true;
+        for (j, _) in &next[i] {
+            visit(*j, next, seen, out);
+        }
+        out.push(i);
+    }
+    let mut seen = vec![false; next.len()];
+    let mut out = Vec::with_capacity(next.len());
+    for i in 0..next.len() {
+        visit(i, next, &mut seen, &mut out);
+    }
+    out
 }
 
 /// The exporter of one id for one signal.
@@ -73,7 +113,9 @@ pub struct Graph {
     readiness: Readiness,
     telemetry: TelemetrySettings,
     receivers: Vec<WiredReceiver>,
+    /// Feeding pipelines before the pipelines they feed.
     chains: Vec<ProcessorChain>,
+    connectors: Vec<SignalConnector>,
     exporters: Vec<SignalExporter>,
 }
 
@@ -84,6 +126,7 @@ pub struct RunningGraph {
     telemetry: TelemetrySettings,
     receivers: Vec<(ComponentId, JoinHandle<()>)>,
     chains: Vec<ProcessorChain>,
+    connectors: Vec<SignalConnector>,
     exporters: Vec<SignalExporter>,
 }
 
@@ -100,14 +143,21 @@ impl Graph {
     /// sending tasks). An error names the component; the caller exits (parts built before it
     /// are not shut down).
     pub fn build(config: ServiceConfig, host: &Host) -> Result<Graph, ComponentError> {
-        let ServiceConfig { receivers, processors, exporters: exporter_configs, pipelines, telemetry } = config;
+        let ServiceConfig {
+            receivers,
+            processors,
+            exporters: exporter_configs,
+            connectors: connector_configs,
+            pipelines,
+            telemetry,
+        } = config;
 
         // One exporter per (id, signal), in the order pipelines first use them.
         let mut exporters: Vec<SignalExporter> = Vec::new();
         for p in &pipelines {
             let signal = p.id.signal();
             for id in &p.exporters {
-                if exporters.iter().any(|e| e.id == *id && e.signal == signal) {
+                if connector_configs.contains_key(id) || exporters.iter().any(|e| e.id == *id && e.signal == signal) {
                     continue;
                 }
                 let config = exporter_configs.get(id).ok_or_else(|| missing("exporters", id))?;
@@ -116,17 +166,46 @@ impl Graph {
             }
         }
 
-        // Each pipeline's chain, back to front; remember its first consumer.
-        let mut chains = Vec::new();
-        let mut firsts: Vec<(&PipelineId, Arc<dyn Consumer>)> = Vec::new();
-        for p in &pipelines {
+        // Pipelines fed through a connector are built before those that feed them, so a
+        // connector is built knowing the first consumers of the pipelines it feeds.
+        let next = downstream(&pipelines, |c| connector_configs.get(c).map(|x| x.pairs));
+        let order = feeders_last(&next);
+        let mut firsts: Vec<Option<Arc<dyn Consumer>>> = vec![None; pipelines.len()];
+        let mut chains: Vec<Option<ProcessorChain>> = (0..pipelines.len()).map(|_| None).collect();
+        let mut connectors: Vec<SignalConnector> = Vec::new();
+        for &i in &order {
+            let p = &pipelines[i];
             let signal = p.id.signal();
-            let to_exporters: Vec<Arc<dyn Consumer>> = p
-                .exporters
-                .iter()
-                .filter_map(|id| exporters.iter().find(|e| e.id == *id && e.signal == signal))
-                .map(|e| e.exporter.clone() as Arc<dyn Consumer>)
-                .collect();
+            let mut to_exporters: Vec<Arc<dyn Consumer>> = Vec::new();
+            for id in &p.exporters {
+                if let Some(c) = connector_configs.get(id) {
+                    for &(from, to) in c.pairs.iter().filter(|(from, _)| *from == signal) {
+                        if let Some(k) = connectors.iter().position(|x| x.id == *id && x.from == from && x.to == to) {
+                            connectors[k].feeders.push(i);
+                            to_exporters.push(connectors[k].connector.clone());
+                            continue;
+                        }
+                        let mut routes = Routes::new();
+                        for (j, q) in pipelines.iter().enumerate() {
+                            if q.id.signal() == to && q.receivers.contains(id) {
+                                let first = firsts[j].clone().ok_or_else(|| {
+                                    ComponentError::new(format!("connectors.{id}"), "the pipelines form a cycle")
+                                })?;
+                                routes.insert(q.id.clone(), first);
+                            }
+                        }
+                        if routes.is_empty() {
+                            continue;
+                        }
+                        let connector =
+                            c.build.build(from, to, routes, host).map_err(|e| named("connectors", id, signal, e))?;
+                        to_exporters.push(connector.clone());
+                        connectors.push(SignalConnector { id: id.clone(), from, to, connector, feeders: vec![i] });
+                    }
+                } else if let Some(e) = exporters.iter().find(|e| e.id == *id && e.signal == signal) {
+                    to_exporters.push(e.exporter.clone());
+                }
+            }
             let mut next = Fanout::build(to_exporters);
             let mut chain = Vec::with_capacity(p.processors.len());
             for id in p.processors.iter().rev() {
@@ -136,17 +215,19 @@ impl Graph {
                 chain.push((id.clone(), processor));
             }
             chain.reverse();
-            chains.push(ProcessorChain { pipeline: p.id.clone(), processors: chain });
-            firsts.push((&p.id, next));
+            chains[i] = Some(ProcessorChain { pipeline: p.id.clone(), index: i, processors: chain });
+            firsts[i] = Some(next);
         }
+        // Shut down feeders first: the reverse of the build order.
+        let chains: Vec<ProcessorChain> = order.iter().rev().filter_map(|&i| chains[i].take()).collect();
 
         // Each receiver: per signal, the first consumers of its pipelines of that signal.
         let mut wired = Vec::new();
         for (id, receiver) in receivers {
             let mut by_signal: BTreeMap<Signal, Vec<Arc<dyn Consumer>>> = BTreeMap::new();
-            for (p, (pid, first)) in pipelines.iter().zip(&firsts) {
-                if p.receivers.contains(&id) {
-                    by_signal.entry(pid.signal()).or_default().push(first.clone());
+            for (p, first) in pipelines.iter().zip(&firsts) {
+                if let (true, Some(first)) = (p.receivers.contains(&id), first) {
+                    by_signal.entry(p.id.signal()).or_default().push(first.clone());
                 }
             }
             let mut outputs = Outputs::default();
@@ -162,6 +243,7 @@ impl Graph {
             telemetry,
             receivers: wired,
             chains,
+            connectors,
             exporters,
         })
     }
@@ -185,15 +267,18 @@ impl Graph {
     /// Shuts down what was built without starting it (after `otelprof validate`): processors
     /// and exporters, as [`RunningGraph::shutdown`] does.
     pub async fn shutdown(self) -> ShutdownReport {
-        let Graph { host, readiness, telemetry, receivers: _, chains, exporters } = self;
-        RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, exporters }.shutdown().await
+        let Graph { host, readiness, telemetry, receivers: _, chains, connectors, exporters } = self;
+        RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, connectors, exporters }
+            .shutdown()
+            .await
     }
 
     /// Starts the receivers (everything else exists already). A receiver that fails to start
     /// fails the start: those already started are stopped and the graph is shut down.
     pub async fn start(self) -> Result<RunningGraph, ComponentError> {
-        let Graph { host, readiness, telemetry, receivers, chains, exporters } = self;
-        let mut running = RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, exporters };
+        let Graph { host, readiness, telemetry, receivers, chains, connectors, exporters } = self;
+        let mut running =
+            RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, connectors, exporters };
         for r in receivers {
             match r.receiver.start(r.outputs, &running.host).await {
                 Ok(handle) => running.receivers.push((r.id, handle)),
@@ -237,7 +322,7 @@ impl RunningGraph {
 
     /// Stops everything in the order of the module docs, within `host.shutdown_timeout`.
     pub async fn shutdown(self) -> ShutdownReport {
-        let RunningGraph { host, readiness, receivers, chains, exporters, .. } = self;
+        let RunningGraph { host, readiness, receivers, chains, connectors, exporters, .. } = self;
         readiness.set(false);
         host.health.shutting_down();
         let deadline = Instant::now() + host.shutdown_timeout;
@@ -256,10 +341,23 @@ impl RunningGraph {
             }
         }
 
+        // Pipelines feeding connectors first; a connector once every pipeline feeding it is
+        // done, before the pipelines it feeds.
+        let mut done = vec![false; chains.iter().map(|c| c.index + 1).max().unwrap_or(0)];
+        let mut connectors: Vec<Option<SignalConnector>> = connectors.into_iter().map(Some).collect();
         for chain in &chains {
             for (id, processor) in &chain.processors {
                 if tokio::time::timeout_at(deadline, processor.shutdown()).await.is_err() {
                     report.left.push(format!("processors.{id} ({})", chain.pipeline));
+                }
+            }
+            done[chain.index] = true;
+            for slot in connectors.iter_mut() {
+                if slot.as_ref().is_some_and(|c| c.feeders.iter().all(|&f| done[f])) {
+                    let Some(c) = slot.take() else { continue };
+                    if tokio::time::timeout_at(deadline, c.connector.shutdown()).await.is_err() {
+                        report.left.push(format!("connectors.{} ({} → {})", c.id, c.from, c.to));
+                    }
                 }
             }
         }
@@ -420,6 +518,53 @@ service:
         assert_eq!(exporters, ["shutdown exporters.debug traces", "shutdown exporters.otlp traces"]);
         assert_eq!(lab.received("otlp", Signal::Traces), [5], "what the processor held reached the exporters");
         assert_eq!(lab.received("debug", Signal::Traces), [5]);
+    }
+
+    #[tokio::test]
+    async fn a_connector_feeds_pipelines_built_before_it_and_shuts_down_between_them() {
+        let lab = Lab::default();
+        let (graph, _) = build(
+            &lab,
+            r#"
+receivers: {otlp: }
+processors: {batch/hold: {hold: true}, batch: }
+exporters: {otlp: , debug: }
+connectors:
+  routing:
+    default_pipelines: [traces/b]
+    table: [{condition: 'attributes["tenant"] == "A"', pipelines: [traces/a]}]
+service:
+  pipelines:
+    traces/in: {receivers: [otlp], processors: [batch/hold], exporters: [routing]}
+    traces/a: {receivers: [routing], processors: [batch], exporters: [otlp]}
+    traces/b: {receivers: [routing], exporters: [debug]}
+"#,
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            lab.events(),
+            [
+                "build exporters.otlp traces",
+                "build exporters.debug traces",
+                "build processors.batch traces",
+                "build processors.batch/hold traces"
+            ],
+            "the fed pipelines first"
+        );
+        let running = graph.start().await.unwrap();
+        lab.outputs("otlp").get(Signal::Traces).unwrap().consume(spans(5)).unwrap();
+        assert_eq!(lab.received("debug", Signal::Traces), [] as [u64; 0], "held by batch/hold");
+        lab.clear_events();
+        assert_eq!(running.shutdown().await, ShutdownReport::default());
+        let events = lab.events();
+        let at = |e: &str| events.iter().position(|x| x == e).unwrap_or_else(|| panic!("no {e}: {events:?}"));
+        assert!(at("shutdown processors.batch/hold traces") < at("shutdown processors.batch traces"), "{events:?}");
+        assert_eq!(
+            lab.received("debug", Signal::Traces),
+            [5],
+            "no tenant: the default pipeline, after the feeder's flush"
+        );
+        assert_eq!(lab.received("otlp", Signal::Traces), [] as [u64; 0]);
     }
 
     #[tokio::test]

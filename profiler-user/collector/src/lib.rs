@@ -9,7 +9,8 @@
 //! profiler's `profiling` receiver lives in the `otelprof-profiling` crate) → [`processor`]
 //! (`memory_limiter`, `batch`, `resource`, `resourcedetection`, and OTTL's `transform` and
 //! `filter`, issue #13) → [`exporter`] (`otlp`, `otlphttp`, `debug`, `file`, behind one bounded
-//! sending queue with retries).
+//! sending queue with retries); between pipelines, [`connector`] (`routing`: OTTL conditions
+//! choose the pipelines, issue #13).
 //!
 //! What they share:
 //! - [`signal`]: the four signals and the data that crosses every seam ([`signal::Data`]: an
@@ -19,13 +20,14 @@
 //! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter traits and the
 //!   [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`config`] and [`factories`]: the config file checked against the known component types
-//!   (`extensions:` — OpAMP, issue #14 — and `connectors:` are refused until they exist);
+//!   (`extensions:` — OpAMP, issue #14 — are refused until they exist);
 //!   [`graph`]: the pipelines built from it, started and shut down in order.
 //! - [`telemetry`] and [`telemetry_server`]: own metrics in the Collector's names, `/metrics`,
 //!   `/healthz`, `/readyz`; [`health`]: component liveness.
 
 pub mod component;
 pub mod config;
+pub mod connector;
 pub mod consumer;
 pub mod exporter;
 pub mod factories;

@@ -131,6 +131,16 @@ impl Data {
         })
     }
 
+    /// An empty request of `signal`.
+    pub fn empty(signal: Signal) -> Data {
+        match signal {
+            Signal::Traces => Data::Traces(Default::default()),
+            Signal::Metrics => Data::Metrics(Default::default()),
+            Signal::Logs => Data::Logs(Default::default()),
+            Signal::Profiles => Data::Profiles(Default::default()),
+        }
+    }
+
     /// No resources at all (nothing to send).
     pub fn is_empty(&self) -> bool {
         match self {

@@ -18,10 +18,12 @@ mod parse;
 mod positions;
 mod service;
 
+pub(crate) use parse::downstream;
 pub use parse::{load, parse};
 pub use positions::Position;
 pub use service::{
-    LogsSettings, MetricsLevel, MetricsSettings, Pipeline, PipelineId, ServiceConfig, TelemetrySettings,
+    ConnectorConfig, LogsSettings, MetricsLevel, MetricsSettings, Pipeline, PipelineId, ServiceConfig,
+    TelemetrySettings,
 };
 
 /// A config error, with the path of the key it is about (`receivers.otlp.protocols.grpc`) and,

@@ -1,7 +1,7 @@
 //! The config file, top to bottom: YAML, `${env:…}`, the component sections (each entry
-//! parsed by its type's factory), `connectors`/`extensions` (not supported yet), then
-//! `service` (pipelines and telemetry), with the cross-checks between them. Every error gets
-//! the position of its key path in the text.
+//! parsed by its type's factory, connectors too), `extensions` (not supported yet), then
+//! `service` (pipelines and telemetry), with the cross-checks between them: connectors used on
+//! both sides and without cycles. Every error gets the position of its key path in the text.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -129,7 +129,24 @@ fn check(
         declared.signals.insert(path.to_string(), f.signals());
         f.create(id, value, path)
     })?;
-    not_yet(connectors, "connectors", "connectors are not supported yet")?;
+    let connectors = components(connectors, "connectors", |id, value, path| {
+        let f = factories
+            .connector(id.kind())
+            .ok_or_else(|| unknown_type("connector", path, id, &factories.connector_kinds()))?;
+        for section in ["receivers", "exporters"] {
+            if declared.signals.contains_key(&format!("{section}.{id}")) {
+                return Err(ConfigError::new(
+                    path,
+                    format!(
+                        "`{id}` is also declared under `{section}:`: pipelines name connectors in their receivers \
+                         and exporters lists, so a connector's id must differ from every receiver's and exporter's"
+                    ),
+                ));
+            }
+        }
+        declared.connectors.insert(id.clone(), f.pairs());
+        Ok(service::ConnectorConfig { pairs: f.pairs(), build: f.create(id, value, path)? })
+    })?;
     not_yet(extensions, "extensions", "extensions are not supported yet (extensions: opamp comes with issue #14)")?;
 
     let service = service_section(service)?;
@@ -140,24 +157,28 @@ fn check(
     )?;
     let telemetry = service::telemetry("service.telemetry", service.telemetry)?;
     let pipelines = pipelines(service.pipelines, &declared)?;
+    connections(&pipelines, &declared, &connectors)?;
 
     // Only what a pipeline uses is kept (and later built); the rest was checked and is dropped.
     let mut used = HashSet::new();
     for p in &pipelines {
         for id in &p.receivers {
             used.insert(format!("receivers.{id}"));
+            used.insert(format!("connectors.{id}"));
         }
         for id in &p.processors {
             used.insert(format!("processors.{id}"));
         }
         for id in &p.exporters {
             used.insert(format!("exporters.{id}"));
+            used.insert(format!("connectors.{id}"));
         }
     }
     Ok(ServiceConfig {
         receivers: keep("receivers", receivers, &used, warnings),
         processors: keep("processors", processors, &used, warnings),
         exporters: keep("exporters", exporters, &used, warnings),
+        connectors: keep("connectors", connectors, &used, warnings),
         pipelines,
         telemetry,
     })
@@ -194,10 +215,12 @@ fn key_text(key: &Value) -> String {
     }
 }
 
-/// The signals each declared component supports, by its path (`receivers.otlp`).
+/// The signals each declared component supports, by its path (`receivers.otlp`), and the
+/// signal pairs of each connector.
 #[derive(Default)]
 struct Declared {
     signals: HashMap<String, &'static [Signal]>,
+    connectors: HashMap<ComponentId, &'static [(Signal, Signal)]>,
 }
 
 /// The error for a top-level key that is not the Collector's, with where old otelprof keys went.
@@ -360,6 +383,20 @@ fn list(
     for (i, raw) in ids.iter().enumerate() {
         let at = format!("{list_path}[{i}]");
         let id = ComponentId::parse(raw).map_err(|m| ConfigError::new(&at, m))?;
+        if let Some(pairs) = declared.connectors.get(&id) {
+            connector_in_list(&at, pipeline, which, &id, pairs)?;
+            if let Some(first) = out.iter().position(|x| *x == id) {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "`{id}` is already in this pipeline ({}[{first}]): a component is listed once",
+                        which.name()
+                    ),
+                ));
+            }
+            out.push(id);
+            continue;
+        }
         let Some(signals) = declared.signals.get(&format!("{}.{id}", which.name())) else {
             return Err(ConfigError::new(
                 at,
@@ -387,6 +424,172 @@ fn list(
         out.push(id);
     }
     Ok(out)
+}
+
+/// A connector in a pipeline's list: only receivers and exporters, and only for a signal it
+/// connects on that side.
+fn connector_in_list(
+    at: &str,
+    pipeline: &PipelineId,
+    which: List,
+    id: &ComponentId,
+    pairs: &[(Signal, Signal)],
+) -> Result<(), ConfigError> {
+    let side: Vec<Signal> = match which {
+        List::Processors => {
+            return Err(ConfigError::new(
+                at,
+                format!("`{id}` is a connector: it goes in a pipeline's receivers or exporters, not its processors"),
+            ))
+        }
+        List::Exporters => pairs.iter().map(|p| p.0).collect(),
+        List::Receivers => pairs.iter().map(|p| p.1).collect(),
+    };
+    if side.contains(&pipeline.signal()) {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = side.iter().map(|s| s.name()).collect();
+    names.dedup();
+    Err(ConfigError::new(
+        at,
+        format!(
+            "the connector `{id}` cannot be a{} {} of {} (it takes {}), so it cannot be in pipeline `{pipeline}`",
+            if matches!(which, List::Exporters) { "n" } else { "" },
+            which.singular(),
+            pipeline.signal(),
+            names.join(", ")
+        ),
+    ))
+}
+
+/// The checks that need every pipeline: each connector is used on both sides for a pair of
+/// signals it connects, its own config agrees with the pipelines it feeds, and no pipeline
+/// feeds itself through connectors.
+fn connections(
+    pipelines: &[Pipeline],
+    declared: &Declared,
+    connectors: &[(ComponentId, service::ConnectorConfig)],
+) -> Result<(), ConfigError> {
+    let path_of = |p: &Pipeline, which: List, id: &ComponentId| {
+        let list = match which {
+            List::Receivers => &p.receivers,
+            List::Processors => &p.processors,
+            List::Exporters => &p.exporters,
+        };
+        let i = list.iter().position(|x| x == id).unwrap_or(0);
+        format!("{}.{}[{i}]", join("service.pipelines", &p.id.to_string()), which.name())
+    };
+    for (id, connector) in connectors {
+        let pairs = connector.pairs;
+        let exporting: Vec<&Pipeline> = pipelines.iter().filter(|p| p.exporters.contains(id)).collect();
+        let receiving: Vec<&Pipeline> = pipelines.iter().filter(|p| p.receivers.contains(id)).collect();
+        for p in &exporting {
+            if !receiving.iter().any(|q| pairs.contains(&(p.id.signal(), q.id.signal()))) {
+                return Err(ConfigError::new(
+                    path_of(p, List::Exporters, id),
+                    format!(
+                        "the connector `{id}` is an exporter of `{}` but no pipeline it can feed lists it under \
+                         receivers: data sent to it would go nowhere",
+                        p.id
+                    ),
+                ));
+            }
+        }
+        for q in &receiving {
+            if !exporting.iter().any(|p| pairs.contains(&(p.id.signal(), q.id.signal()))) {
+                return Err(ConfigError::new(
+                    path_of(q, List::Receivers, id),
+                    format!(
+                        "the connector `{id}` is a receiver of `{}` but no pipeline that can feed it lists it under \
+                         exporters: it would never receive anything",
+                        q.id
+                    ),
+                ));
+            }
+        }
+        for &(from, to) in pairs {
+            if !exporting.iter().any(|p| p.id.signal() == from) {
+                continue;
+            }
+            let fed: Vec<PipelineId> = receiving.iter().filter(|q| q.id.signal() == to).map(|q| q.id.clone()).collect();
+            if !fed.is_empty() {
+                connector.build.check(from, to, &fed, &format!("connectors.{id}"))?;
+            }
+        }
+    }
+    if let Some(cycle) = cycle(pipelines, declared) {
+        let first = &pipelines[cycle[0].0];
+        let text: Vec<String> =
+            cycle.iter().map(|(p, c)| format!("{} → {c}", pipelines[*p].id)).chain([first.id.to_string()]).collect();
+        return Err(ConfigError::new(
+            path_of(first, List::Exporters, &cycle[0].1),
+            format!("the pipelines form a cycle through connectors: {}", text.join(" → ")),
+        ));
+    }
+    Ok(())
+}
+
+/// The pipelines each pipeline feeds through connectors: `(index of the fed pipeline, the
+/// connector)`.
+pub(crate) fn downstream(
+    pipelines: &[Pipeline],
+    connector_pairs: impl Fn(&ComponentId) -> Option<&'static [(Signal, Signal)]>,
+) -> Vec<Vec<(usize, ComponentId)>> {
+    pipelines
+        .iter()
+        .map(|p| {
+            let mut out = Vec::new();
+            for c in &p.exporters {
+                let Some(pairs) = connector_pairs(c) else { continue };
+                for (j, q) in pipelines.iter().enumerate() {
+                    if q.receivers.contains(c) && pairs.contains(&(p.id.signal(), q.id.signal())) {
+                        out.push((j, c.clone()));
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// A cycle of pipelines through connectors, as (pipeline index, connector it exports to), if any.
+fn cycle(pipelines: &[Pipeline], declared: &Declared) -> Option<Vec<(usize, ComponentId)>> {
+    let next = downstream(pipelines, |c| declared.connectors.get(c).copied());
+    // 0: not seen, 1: on the current path, 2: done.
+    let mut state = vec![0u8; pipelines.len()];
+    let mut path: Vec<(usize, ComponentId)> = Vec::new();
+    fn visit(
+        i: usize,
+        next: &[Vec<(usize, ComponentId)>],
+        state: &mut [u8],
+        path: &mut Vec<(usize, ComponentId)>,
+    ) -> Option<usize> {
+        state[i] = 1;
+        for (j, c) in &next[i] {
+            path.push((i, c.clone()));
+            match state[*j] {
+                1 => return Some(*j),
+                0 => {
+                    if let Some(start) = visit(*j, next, state, path) {
+                        return Some(start);
+                    }
+                }
+                _ => {}
+            }
+            path.pop();
+        }
+        state[i] = 2;
+        None
+    }
+    for i in 0..pipelines.len() {
+        if state[i] == 0 {
+            if let Some(start) = visit(i, &next, &mut state, &mut path) {
+                let from = path.iter().position(|(p, _)| *p == start).unwrap_or(0);
+                return Some(path.split_off(from));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -582,10 +785,76 @@ service:
         fails(&bad, "service.pipelines.traces.processor", "unknown field `processor`", 26, "[batch]");
     }
 
+    /// Traces in through `otlp`, routed by tenant to `traces/a` and `traces/b`.
+    const ROUTED: &str = r#"
+receivers: {otlp: }
+exporters: {otlp: , debug: }
+connectors:
+  routing:
+    default_pipelines: [traces/b]
+    table:
+      - condition: attributes["tenant"] == "A"
+        pipelines: [traces/a]
+service:
+  pipelines:
+    traces/in: {receivers: [otlp], exporters: [routing]}
+    traces/a: {receivers: [routing], exporters: [otlp]}
+    traces/b: {receivers: [routing], exporters: [debug]}
+"#;
+
+    #[test]
+    fn connectors_join_pipelines_and_are_checked_on_both_sides() {
+        let (c, warnings) = parse(ROUTED).unwrap();
+        assert_eq!(warnings, []);
+        assert_eq!(c.connectors.keys().map(|k| k.to_string()).collect::<Vec<_>>(), ["routing"]);
+        assert_eq!(c.pipelines[0].exporters[0].to_string(), "routing");
+
+        let bad = ROUTED.replace("    traces/a: {receivers: [routing], exporters: [otlp]}\n", "");
+        fails(&bad, "connectors.routing.table[0].pipelines[0]", "pipeline `traces/a` does not list", 9, "traces/a");
+        let bad = ROUTED.replace("receivers: [otlp], exporters: [routing]", "receivers: [otlp], exporters: [otlp]");
+        fails(&bad, "service.pipelines.traces/a.receivers[0]", "would never receive anything", 13, "routing");
+        let bad = ROUTED.replace(
+            "traces/a: {receivers: [routing], exporters: [otlp]}\n    traces/b: {receivers: [routing], exporters: [debug]}",
+            "traces/a: {receivers: [otlp], exporters: [otlp]}\n    traces/b: {receivers: [otlp], exporters: [debug]}",
+        );
+        fails(&bad, "service.pipelines.traces/in.exporters[0]", "data sent to it would go nowhere", 12, "routing");
+        let bad = ROUTED
+            .replace("exporters: [otlp]}", "exporters: [otlp]}\n    logs: {receivers: [routing], exporters: [debug]}");
+        fails(&bad, "service.pipelines.logs.receivers[0]", "would never receive anything", 14, "routing");
+        let bad = ROUTED.replace(
+            "traces/a: {receivers: [routing], exporters: [otlp]}",
+            "traces/a: {receivers: [routing], processors: [routing], exporters: [otlp]}",
+        );
+        fails(&bad, "service.pipelines.traces/a.processors[0]", "is a connector", 13, "routing");
+        let bad = ROUTED.replace(
+            "traces/b: {receivers: [routing], exporters: [debug]}",
+            "traces/b: {receivers: [routing], exporters: [routing]}",
+        );
+        fails(
+            &bad,
+            "service.pipelines.traces/b.exporters[0]",
+            "cycle through connectors: traces/b → routing → traces/b",
+            14,
+            "routing",
+        );
+        let two = ROUTED
+            .replace(
+                "connectors:\n",
+                "connectors:\n  routing/2: {table: [{statement: route(), pipelines: [traces/in]}]}\n",
+            )
+            .replace(
+                "traces/b: {receivers: [routing], exporters: [debug]}",
+                "traces/b: {receivers: [routing], exporters: [routing/2]}",
+            )
+            .replace("traces/in: {receivers: [otlp]", "traces/in: {receivers: [otlp, routing/2]");
+        let e = parse(&two).err().unwrap();
+        assert!(e.message.contains("traces/in → routing → traces/b → routing/2 → traces/in"), "{e}");
+    }
+
     #[test]
     fn sections_and_old_keys() {
         let bad = FULL.replace("connectors: {}", "connectors: {forward: }");
-        fails(&bad, "connectors.forward", "connectors are not supported yet", 19, "forward");
+        fails(&bad, "connectors.forward", "unknown connector type `forward` (known types: routing)", 19, "forward");
         let bad = FULL.replace("extensions: {}", "extensions:\n  opamp: {}");
         fails(&bad, "extensions.opamp", "extensions: opamp comes with issue #14", 21, "{}");
         let bad = FULL.replace("  extensions: []", "  extensions: [opamp]");

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::{
-    component::{BuildExporter, BuildProcessor, ComponentId, Receiver},
+    component::{BuildConnector, BuildExporter, BuildProcessor, ComponentId, Receiver},
     signal::Signal,
 };
 
@@ -68,6 +68,8 @@ pub struct ServiceConfig {
     pub receivers: BTreeMap<ComponentId, Box<dyn Receiver>>,
     pub processors: BTreeMap<ComponentId, Box<dyn BuildProcessor>>,
     pub exporters: BTreeMap<ComponentId, Box<dyn BuildExporter>>,
+    /// Connectors, each listed under `exporters` of some pipelines and `receivers` of others.
+    pub connectors: BTreeMap<ComponentId, ConnectorConfig>,
     pub pipelines: Vec<Pipeline>,
     pub telemetry: TelemetrySettings,
 }
@@ -78,10 +80,18 @@ impl fmt::Debug for ServiceConfig {
             .field("receivers", &self.receivers.keys().collect::<Vec<_>>())
             .field("processors", &self.processors.keys().collect::<Vec<_>>())
             .field("exporters", &self.exporters.keys().collect::<Vec<_>>())
+            .field("connectors", &self.connectors.keys().collect::<Vec<_>>())
             .field("pipelines", &self.pipelines)
             .field("telemetry", &self.telemetry)
             .finish()
     }
+}
+
+/// A connector's checked config and the signal pairs its type connects.
+pub struct ConnectorConfig {
+    /// (exporting pipeline's signal, receiving pipeline's signal).
+    pub pairs: &'static [(Signal, Signal)],
+    pub build: Box<dyn BuildConnector>,
 }
 
 /// `service.telemetry`.

@@ -22,7 +22,7 @@
 pub mod filter;
 pub mod transform;
 
-mod group;
+pub(crate) mod group;
 mod walk;
 
 #[cfg(test)]
