@@ -150,25 +150,26 @@ impl ConnectorFactory for RoutingFactory {
 }
 
 fn route(r: RouteConfig, at: &str) -> Result<Route, ConfigError> {
-    let ctx =
-        match r.context.as_deref() {
-            None => Ctx::Resource,
-            Some("request") => {
+    let ctx = match r.context.as_deref() {
+        None => Ctx::Resource,
+        Some("request") => {
+            return Err(ConfigError::new(
+                format!("{at}.context"),
+                "the `request` context (request headers) is not supported yet: route on resource attributes",
+            ))
+        }
+        Some(name) => match Ctx::parse(name) {
+            Some(Ctx::SpanEvent) | None => {
                 return Err(ConfigError::new(
-                    format!("{at}.context"),
-                    "the `request` context (request headers) is not supported yet: route on resource attributes",
-                ))
-            }
-            Some(name) => match Ctx::parse(name) {
-                Some(Ctx::SpanEvent) | None => return Err(ConfigError::new(
                     format!("{at}.context"),
                     format!(
                         "{name:?} is not a routing context (resource, scope, span, metric, datapoint, log, profile)"
                     ),
-                )),
-                Some(c) => c,
-            },
-        };
+                ))
+            }
+            Some(c) => c,
+        },
+    };
     let condition = match (r.statement, r.condition) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(at, "give either `statement` or `condition`, not both"));

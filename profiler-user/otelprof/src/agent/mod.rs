@@ -210,6 +210,25 @@ mod tests {
         assert_eq!(cfg.telemetry.metrics.address.as_deref(), Some("0.0.0.0:8888"));
     }
 
+    /// Every complete config (a ```yaml block with `service:`) of the README's OTTL section.
+    #[test]
+    fn the_readme_routing_example_is_a_valid_config() {
+        let readme = include_str!("../../../../README.md");
+        let section =
+            readme.split("\n### Transforming, filtering and routing with OTTL").nth(1).expect("the OTTL section");
+        let section = section.split("\n### ").next().unwrap_or(section);
+        let configs: Vec<&str> = section
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|b| b.split("\n```").next())
+            .filter(|b| b.contains("\nservice:"))
+            .collect();
+        assert_eq!(configs.len(), 1, "one complete config in the OTTL section");
+        let cfg = check("README routing", configs[0]);
+        assert_eq!(cfg.connectors.keys().map(|c| c.to_string()).collect::<Vec<_>>(), ["routing"]);
+        assert_eq!(cfg.pipelines.len(), 4);
+    }
+
     #[test]
     fn the_daemonset_config_is_valid_and_serves_its_probes() {
         let cfg = check("deploy/daemonset.yaml", &daemonset_config());
