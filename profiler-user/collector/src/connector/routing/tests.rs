@@ -67,10 +67,14 @@ impl Setup {
 
 /// Builds `routing` from `yaml` for logs, feeding a sink per pipeline of `pipelines`.
 fn setup(yaml: &str, pipelines: &[&str]) -> Result<Setup, ConfigError> {
+    setup_for(Signal::Logs, yaml, pipelines)
+}
+
+fn setup_for(signal: Signal, yaml: &str, pipelines: &[&str]) -> Result<Setup, ConfigError> {
     let id = ComponentId::parse("routing").unwrap();
     let build = RoutingFactory.create(&id, serde_yaml::from_str(yaml).unwrap(), "connectors.routing")?;
     let ids: Vec<PipelineId> = pipelines.iter().map(|p| PipelineId::parse(p).unwrap()).collect();
-    build.check(Signal::Logs, Signal::Logs, &ids, "connectors.routing")?;
+    build.check(signal, signal, &ids, "connectors.routing")?;
     let host = Host::new(Duration::from_secs(1));
     let mut sinks = BTreeMap::new();
     let mut routes = Routes::new();
@@ -79,7 +83,7 @@ fn setup(yaml: &str, pipelines: &[&str]) -> Result<Setup, ConfigError> {
         routes.insert(p.clone(), sink.clone() as Arc<dyn Consumer>);
         sinks.insert(p.to_string(), sink);
     }
-    let connector = build.build(Signal::Logs, Signal::Logs, routes, &host).unwrap();
+    let connector = build.build(signal, signal, routes, &host).unwrap();
     Ok(Setup { connector, sinks, host })
 }
 
@@ -213,4 +217,33 @@ fn config_mistakes_are_named_by_key() {
     let e = err("table: [{statement: 'route() where attributes[\"x\"] == Sha256(\"a\")', pipelines: [logs/a]}]");
     assert_eq!(e.path, "connectors.routing.table[0].statement");
     assert!(e.message.starts_with("1:34: "), "{e}");
+}
+
+#[test]
+fn split_profiles_each_keep_the_whole_dictionary() {
+    let s = setup_for(
+        Signal::Profiles,
+        "default_pipelines: [profiles/early]\ntable: [{context: profile, condition: 'profile.time_unix_nano > 1500', pipelines: [profiles/late]}]",
+        &["profiles/early", "profiles/late"],
+    )
+    .unwrap();
+    let text = r#"{"resourceProfiles": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+        "scopeProfiles": [{"scope": {"name": "lib"}, "profiles": [
+            {"profileId": "0102030405060708090a0b0c0d0e0f10", "timeUnixNano": "1000", "attributeIndices": [1]},
+            {"profileId": "1112131415161718191a1b1c1d1e1f20", "timeUnixNano": "2000", "attributeIndices": [1]}]}]}],
+        "dictionary": {"stringTable": ["", "host"], "attributeTable": [{}, {"keyStrindex": 1, "value": {"stringValue": "h1"}}]}}"#;
+    s.connector.consume(json::decode(Signal::Profiles, text.as_bytes()).unwrap()).unwrap();
+    for (pipeline, time) in [("profiles/early", 1000), ("profiles/late", 2000)] {
+        let got = s.sinks[pipeline].got.lock().unwrap();
+        assert_eq!(got.len(), 1, "{pipeline}");
+        let Data::Profiles(r) = &got[0] else { panic!("not profiles") };
+        let profiles: Vec<_> =
+            r.resource_profiles.iter().flat_map(|r| &r.scope_profiles).flat_map(|s| &s.profiles).collect();
+        assert_eq!(profiles.iter().map(|p| p.time_unix_nano).collect::<Vec<_>>(), [time], "{pipeline}");
+        let dict = r.dictionary.as_ref().expect("each part carries the dictionary");
+        assert_eq!(dict.string_table, ["", "host"], "{pipeline}");
+        assert_eq!(dict.attribute_table.len(), 2, "{pipeline}");
+        let resource = r.resource_profiles[0].resource.as_ref().unwrap();
+        assert_eq!(resource.attributes[0].key, "service.name", "{pipeline}: the resource goes along");
+    }
 }
