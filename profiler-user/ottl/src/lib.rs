@@ -84,5 +84,6 @@ mod tests;
 pub use compile::Compiler;
 pub use error::{CompileError, EvalError, Pos, RunError};
 pub use func::Registry;
+pub use funcs::{function_choices, function_contexts, Choice};
 pub use run::{Condition, Conditions, ErrorMode, Statement, Statements, ValueExpr};
 pub use value::{Map, Value};
