@@ -176,19 +176,31 @@ impl Context for ProfileContext {
             ["profile", "sample_type"] => Field::Value { get: |c| value_type_map(c, Which::Sample), set: None },
             ["profile", "period_type"] => Field::Value { get: |c| value_type_map(c, Which::Period), set: None },
             ["profile", "sample_type", "type"] => Field::Value {
-                get: |c| value_type(&c.profile, Which::Sample).map_or(Value::Nil, |t| string_at(&c.dictionary, t.type_strindex)),
+                get: |c| {
+                    value_type(&c.profile, Which::Sample)
+                        .map_or(Value::Nil, |t| string_at(&c.dictionary, t.type_strindex))
+                },
                 set: Some(|c, v| set_value_type(c, Which::Sample, false, v)),
             },
             ["profile", "sample_type", "unit"] => Field::Value {
-                get: |c| value_type(&c.profile, Which::Sample).map_or(Value::Nil, |t| string_at(&c.dictionary, t.unit_strindex)),
+                get: |c| {
+                    value_type(&c.profile, Which::Sample)
+                        .map_or(Value::Nil, |t| string_at(&c.dictionary, t.unit_strindex))
+                },
                 set: Some(|c, v| set_value_type(c, Which::Sample, true, v)),
             },
             ["profile", "period_type", "type"] => Field::Value {
-                get: |c| value_type(&c.profile, Which::Period).map_or(Value::Nil, |t| string_at(&c.dictionary, t.type_strindex)),
+                get: |c| {
+                    value_type(&c.profile, Which::Period)
+                        .map_or(Value::Nil, |t| string_at(&c.dictionary, t.type_strindex))
+                },
                 set: Some(|c, v| set_value_type(c, Which::Period, false, v)),
             },
             ["profile", "period_type", "unit"] => Field::Value {
-                get: |c| value_type(&c.profile, Which::Period).map_or(Value::Nil, |t| string_at(&c.dictionary, t.unit_strindex)),
+                get: |c| {
+                    value_type(&c.profile, Which::Period)
+                        .map_or(Value::Nil, |t| string_at(&c.dictionary, t.unit_strindex))
+                },
                 set: Some(|c, v| set_value_type(c, Which::Period, true, v)),
             },
             ["profile", "profile_id"] => fld!(id 16, p, p_mut, profile_id),

@@ -220,8 +220,8 @@ fn group(
         Some(name) => match Ctx::parse(&name).filter(|c| Ctx::of(signal).contains(c)) {
             Some(c) => {
                 for src in &statements {
-                    let ast = parser::parse_statement(&src.text)
-                        .map_err(|e| ConfigError::new(&src.path, e.to_string()))?;
+                    let ast =
+                        parser::parse_statement(&src.text).map_err(|e| ConfigError::new(&src.path, e.to_string()))?;
                     if let Some(bound) = function_bound(src, &ast.editor, signal)? {
                         if !bound.contexts.contains(&c) {
                             return Err(bound.refuse(format!(
@@ -312,7 +312,12 @@ fn function_bound<'a>(src: &'a Source, call: &Call, signal: Signal) -> Result<Op
     if contexts.is_empty() {
         return Err(here(
             call.at,
-            format!("{:?} runs in the {} context: it cannot be used in {} statements", call.name, names.join(" or "), singular(signal)),
+            format!(
+                "{:?} runs in the {} context: it cannot be used in {} statements",
+                call.name,
+                names.join(" or "),
+                singular(signal)
+            ),
         ));
     }
     Ok(Some(Bound { contexts, name: call.name.clone(), src, at: call.at }))

@@ -89,8 +89,7 @@ fn summary_to_sum(
             c.new_metrics.push(new);
         }
         Record::Point(c) => {
-            let (Some(Data::Summary(_)), crate::context::DataPoint::Summary(p)) = (&c.metric.data, &c.datapoint)
-            else {
+            let (Some(Data::Summary(_)), crate::context::DataPoint::Summary(p)) = (&c.metric.data, &c.datapoint) else {
                 return Ok(());
             };
             let name = format!("{}{suffix}", c.metric.name);
