@@ -17,7 +17,7 @@ use crate::{
     ast::{self, BoolExpr, CmpOp, Expr, Key},
     context::{Context, Field},
     error::{CompileError, EvalError},
-    func::{Arg, Args, Function, Implementation, NoTarget, ParamType, Registry, Target},
+    func::{Arg, Args, Function, Implementation, ParamType, Registry, Target},
     parser,
     value::{Map, Type, Value},
 };
@@ -227,8 +227,23 @@ impl<C> Target for PathTarget<'_, C> {
     }
 }
 
+/// The target of an editor without a target parameter: the record itself ([`Target::record`]).
+struct RecordTarget<'a>(&'a mut dyn std::any::Any);
+
+impl Target for RecordTarget<'_> {
+    fn get(&self) -> Result<Value, EvalError> {
+        Err(EvalError::new("function has no target"))
+    }
+    fn set(&mut self, _: Value) -> Result<(), EvalError> {
+        Err(EvalError::new("function has no target"))
+    }
+    fn record(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self.0)
+    }
+}
+
 /// Runs an editor over evaluated arguments.
-pub(crate) fn run_editor<C>(
+pub(crate) fn run_editor<C: 'static>(
     editor: crate::func::EditorFn,
     target: Option<&(Getter<C>, Setter<C>)>,
     args: &[CArg<C>],
@@ -238,7 +253,7 @@ pub(crate) fn run_editor<C>(
     let args = Args::new(&evaluated);
     match target {
         Some((get, set)) => editor(&mut PathTarget { ctx: c, get, set }, &args),
-        None => editor(&mut NoTarget, &args),
+        None => editor(&mut RecordTarget(c), &args),
     }
 }
 
@@ -387,8 +402,12 @@ impl Cx<'_, '_> {
         };
         let field = if full == ["cache"] || full == [C::NAME, "cache"] {
             Some(Field::Map { get: C::cache, get_mut: C::cache_mut })
-        } else {
+        } else if p.keys.is_empty() {
             C::field(&full)
+        } else {
+            // A context may read a keyed path its own way, under the name with a trailing
+            // "[]" (`span.trace_state["k"]`: the entries of a string).
+            C::field(&[full.as_slice(), &["[]"]].concat()).or_else(|| C::field(&full))
         };
         let Some(field) = field else {
             return Err(self.err(p.at, format!("unknown path {:?} in context {}", fields.join("."), C::NAME)));

@@ -158,6 +158,12 @@ pub trait Target {
     fn get(&self) -> Result<Value, EvalError>;
     /// Writes a new value.
     fn set(&mut self, value: Value) -> Result<(), EvalError>;
+    /// The whole record, for an editor without a target parameter that works on its context
+    /// rather than on one path (the transform processor's metric functions downcast it to
+    /// `MetricContext`). `None` for a path target.
+    fn record(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// A [`Target`] for editors that have none (their first parameter is not a target).

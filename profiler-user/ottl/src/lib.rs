@@ -50,15 +50,20 @@
 //! converters passed by name (`replace_pattern(…, SHA256, "%s")`).
 //!
 //! Functions: upstream's 16 editors and 87 of its 106 converters (strings, hashes, casts,
-//! maps and lists, parsing, IDs and encodings, time and duration). `FUNCTIONS.md` lists exactly
-//! which exist and which do not yet; a test keeps it equal to the registry.
+//! maps and lists, parsing, IDs and encodings, time and duration), and 12 of the transform
+//! processor's metric functions (`convert_*`, `extract_*`, `copy_metric`, `scale_metric`,
+//! `aggregate_*`). `FUNCTIONS.md` lists exactly which exist and which do not yet; a test keeps
+//! it equal to the registry. The metric functions work on the whole record rather than on a
+//! path ([`func::Target::record`]); [`function_contexts`] says which contexts each runs in, so
+//! that a processor can place a statement by its functions as well as by its paths.
 //!
 //! # Not done yet
 //! - The converters `FUNCTIONS.md` lists under "Not yet" (lambdas, XML, grok, `UserAgent`,
-//!   `CommunityID`, `IsRootSpan`) and the transform processor's metric functions.
-//! - Paths: `span.events`/`links`, keyed `trace_state["k"]`, `metric.data_points`, data point
-//!   `exemplars` and summary `quantile_values`, profile `sample_type`/`period_type`, samples and
-//!   a per-sample context; `profile.attribute_indices` is read-only.
+//!   `CommunityID`, `IsRootSpan`) and the transform processor's `extract_percentile_metric`,
+//!   `merge_histogram_buckets` and log/trace-only functions.
+//! - Paths: writing `span.events`/`links`, `metric.data_points`, data point `exemplars` and
+//!   summary `quantile_values` (all read-only lists of maps), profile samples and a per-sample
+//!   context; `profile.attribute_indices` is read-only.
 //! - Context inference from path prefixes (which context a flat statement list runs in) and
 //!   walking OTLP requests into contexts are the processors' part.
 //! - Performance: getters return owned [`Value`]s (a read of `span.name` copies the string;
@@ -84,5 +89,6 @@ mod tests;
 pub use compile::Compiler;
 pub use error::{CompileError, EvalError, Pos, RunError};
 pub use func::Registry;
+pub use funcs::{function_choices, function_contexts, Choice};
 pub use run::{Condition, Conditions, ErrorMode, Statement, Statements, ValueExpr};
 pub use value::{Map, Value};

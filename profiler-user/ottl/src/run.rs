@@ -41,7 +41,7 @@ pub struct Statement<C> {
     pub(crate) args: Vec<CArg<C>>,
 }
 
-impl<C> Statement<C> {
+impl<C: 'static> Statement<C> {
     /// The source text.
     pub fn source(&self) -> &str {
         &self.src
@@ -103,7 +103,7 @@ pub struct Statements<C> {
     pub error_mode: ErrorMode,
 }
 
-impl<C> Statements<C> {
+impl<C: 'static> Statements<C> {
     /// A group without conditions.
     pub fn new(statements: Vec<Statement<C>>, error_mode: ErrorMode) -> Self {
         Statements { conditions: Vec::new(), statements, error_mode }

@@ -417,7 +417,7 @@ fn context_paths() {
         data: Some(Data::Sum(Sum { aggregation_temporality: 2, is_monotonic: true, data_points: vec![] })),
         ..Default::default()
     };
-    let mut m = MetricContext { resource: resource(), scope: scope(), metric: sum.clone(), cache: Default::default() };
+    let mut m = MetricContext { resource: resource(), scope: scope(), metric: sum.clone(), ..Default::default() };
     run(
         &mut m,
         &[
@@ -439,7 +439,7 @@ fn context_paths() {
             value: Some(number_data_point::Value::AsInt(7)),
             ..Default::default()
         }),
-        cache: Default::default(),
+        ..Default::default()
     };
     run(
         &mut dp,

@@ -1,14 +1,19 @@
 //! The `datapoint` context: every kind of metric data point, with `metric.*` readable.
 //!
 //! A path that does not exist on the current point's kind reads `nil` and refuses writes
-//! (e.g. `datapoint.value_int` on a histogram point). TODO: `exemplars` and summary
-//! `quantile_values` are not paths yet.
+//! (e.g. `datapoint.value_int` on a histogram point). `datapoint.exemplars` and the summary's
+//! `datapoint.quantile_values` read as lists of maps and are read-only.
+//!
+//! While a point is visited its metric's point list is empty (the walk moved the points out),
+//! so `metric.data_points` reads `[]` here. New metrics made from a point
+//! (`convert_summary_sum_val_to_sum`, …) go to [`DataPointContext::new_metrics`], as in the
+//! metric context.
 
 use opentelemetry_proto::tonic::{
     common::v1::{InstrumentationScope, KeyValue},
     metrics::v1::{
-        exponential_histogram_data_point::Buckets, number_data_point, ExponentialHistogramDataPoint,
-        HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+        exemplar, exponential_histogram_data_point::Buckets, number_data_point, Exemplar,
+        ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
     },
     resource::v1::Resource,
 };
@@ -54,9 +59,126 @@ pub struct DataPointContext {
     pub datapoint: DataPoint,
     /// The per-record cache.
     pub cache: Map,
+    /// Metrics made by the statements, appended to the scope when the walk leaves it (see
+    /// [`super::MetricContext::new_metrics`]).
+    pub new_metrics: Vec<Metric>,
 }
 
 parents!(DataPointContext);
+
+/// A borrowed data point of any kind.
+#[derive(Clone, Copy, Debug)]
+pub enum DataPointRef<'a> {
+    /// Gauge and sum points.
+    Number(&'a NumberDataPoint),
+    /// Histogram points.
+    Histogram(&'a HistogramDataPoint),
+    /// Exponential histogram points.
+    ExponentialHistogram(&'a ExponentialHistogramDataPoint),
+    /// Summary points.
+    Summary(&'a SummaryDataPoint),
+}
+
+impl DataPoint {
+    /// The point, borrowed.
+    pub fn as_ref(&self) -> DataPointRef<'_> {
+        match self {
+            DataPoint::Number(p) => DataPointRef::Number(p),
+            DataPoint::Histogram(p) => DataPointRef::Histogram(p),
+            DataPoint::ExponentialHistogram(p) => DataPointRef::ExponentialHistogram(p),
+            DataPoint::Summary(p) => DataPointRef::Summary(p),
+        }
+    }
+}
+
+/// A point as a map whose keys are its `datapoint.*` path names (`metric.data_points`).
+pub fn point_map(p: &DataPointRef<'_>) -> Value {
+    let mut m = Map::new();
+    macro_rules! common_fields {
+        ($p:expr) => {{
+            m.insert("attributes", Value::Map(Map::from_key_values(&$p.attributes)));
+            m.insert("start_time_unix_nano", int_of($p.start_time_unix_nano));
+            m.insert("time_unix_nano", int_of($p.time_unix_nano));
+            m.insert("flags", Value::Int($p.flags.into()));
+        }};
+    }
+    match *p {
+        DataPointRef::Number(p) => {
+            common_fields!(p);
+            match p.value {
+                Some(number_data_point::Value::AsInt(i)) => m.insert("value_int", Value::Int(i)),
+                Some(number_data_point::Value::AsDouble(d)) => m.insert("value_double", Value::Double(d)),
+                None => {}
+            }
+        }
+        DataPointRef::Histogram(p) => {
+            common_fields!(p);
+            m.insert("count", int_of(p.count));
+            if let Some(sum) = p.sum {
+                m.insert("sum", Value::Double(sum));
+            }
+            m.insert("bucket_counts", u64_list(&p.bucket_counts));
+            m.insert("explicit_bounds", Value::List(p.explicit_bounds.iter().map(|x| Value::Double(*x)).collect()));
+        }
+        DataPointRef::ExponentialHistogram(p) => {
+            common_fields!(p);
+            m.insert("count", int_of(p.count));
+            if let Some(sum) = p.sum {
+                m.insert("sum", Value::Double(sum));
+            }
+            m.insert("scale", Value::Int(p.scale.into()));
+            m.insert("zero_count", int_of(p.zero_count));
+            for (name, b) in [("positive", &p.positive), ("negative", &p.negative)] {
+                let mut bm = Map::new();
+                let b = b.clone().unwrap_or_default();
+                bm.insert("offset", Value::Int(b.offset.into()));
+                bm.insert("bucket_counts", u64_list(&b.bucket_counts));
+                m.insert(name, Value::Map(bm));
+            }
+        }
+        DataPointRef::Summary(p) => {
+            common_fields!(p);
+            m.insert("count", int_of(p.count));
+            m.insert("sum", Value::Double(p.sum));
+            m.insert("quantile_values", quantiles(p));
+        }
+    }
+    Value::Map(m)
+}
+
+fn quantiles(p: &SummaryDataPoint) -> Value {
+    Value::List(
+        p.quantile_values
+            .iter()
+            .map(|q| {
+                let mut m = Map::new();
+                m.insert("quantile", Value::Double(q.quantile));
+                m.insert("value", Value::Double(q.value));
+                Value::Map(m)
+            })
+            .collect(),
+    )
+}
+
+fn exemplars(list: &[Exemplar]) -> Value {
+    Value::List(
+        list.iter()
+            .map(|e| {
+                let mut m = Map::new();
+                m.insert("filtered_attributes", Value::Map(Map::from_key_values(&e.filtered_attributes)));
+                m.insert("time_unix_nano", int_of(e.time_unix_nano));
+                match e.value {
+                    Some(exemplar::Value::AsInt(i)) => m.insert("value_int", Value::Int(i)),
+                    Some(exemplar::Value::AsDouble(d)) => m.insert("value_double", Value::Double(d)),
+                    None => {}
+                }
+                m.insert("span_id", Value::Bytes(e.span_id.clone()));
+                m.insert("trace_id", Value::Bytes(e.trace_id.clone()));
+                Value::Map(m)
+            })
+            .collect(),
+    )
+}
 
 impl HasMetric for DataPointContext {
     fn metric(&self) -> &Metric {
@@ -257,6 +379,22 @@ impl Context for DataPointContext {
                     DataPoint::ExponentialHistogram(p) => set_u64(&mut p.zero_count, v),
                     _ => Err(no_field("zero_count")),
                 }),
+            },
+            ["exemplars"] => Field::Value {
+                get: |c| match &c.datapoint {
+                    DataPoint::Number(p) => exemplars(&p.exemplars),
+                    DataPoint::Histogram(p) => exemplars(&p.exemplars),
+                    DataPoint::ExponentialHistogram(p) => exemplars(&p.exemplars),
+                    DataPoint::Summary(_) => Value::Nil,
+                },
+                set: None,
+            },
+            ["quantile_values"] => Field::Value {
+                get: |c| match &c.datapoint {
+                    DataPoint::Summary(p) => quantiles(p),
+                    _ => Value::Nil,
+                },
+                set: None,
             },
             ["positive", "offset"] => Field::Value {
                 get: |c| buckets(c, true).map_or(Value::Nil, |b| Value::Int(b.offset.into())),

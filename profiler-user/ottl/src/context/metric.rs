@@ -1,6 +1,13 @@
 //! The `metric` context, and the `metric.*` paths every data point statement can read.
 //!
-//! TODO: `metric.data_points` (the list) is not a path yet.
+//! `metric.data_points` reads the points as a list of maps (one map per point, with the
+//! `datapoint.*` field names as keys, see [`super::datapoint::point_map`]); it is read-only,
+//! as the points are edited one by one in the `datapoint` context.
+//!
+//! Functions that make new metrics (`copy_metric`, `extract_sum_metric`, …) cannot push them
+//! into the scope's metric list while the walk holds it: they go to
+//! [`MetricContext::new_metrics`], and the walk appends them to the scope once every metric of
+//! the scope was visited.
 
 use opentelemetry_proto::tonic::{
     common::v1::InstrumentationScope,
@@ -8,7 +15,7 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use super::{cache_fns, fields::fld, parent_field, parents, Context, Field};
+use super::{cache_fns, datapoint::DataPointRef, fields::fld, parent_field, parents, Context, Field};
 use crate::{
     error::EvalError,
     value::{Map, Value},
@@ -25,6 +32,10 @@ pub struct MetricContext {
     pub metric: Metric,
     /// The per-record cache.
     pub cache: Map,
+    /// Metrics made by the statements (`copy_metric`, `extract_*`, `convert_summary_*`), in
+    /// the order they were made. They belong after the scope's last metric: the walk appends
+    /// them when it leaves the scope, so the group that made them does not visit them.
+    pub new_metrics: Vec<Metric>,
 }
 
 parents!(MetricContext);
@@ -79,6 +90,22 @@ fn set_temporality(m: &mut Metric, v: Value) -> Result<(), EvalError> {
     Ok(())
 }
 
+/// The metric's points as a list of maps (empty for a metric without data).
+fn data_points(m: &Metric) -> Value {
+    use super::datapoint::point_map as map;
+    let maps: Vec<Value> = match &m.data {
+        None => Vec::new(),
+        Some(Data::Gauge(x)) => x.data_points.iter().map(|p| map(&DataPointRef::Number(p))).collect(),
+        Some(Data::Sum(x)) => x.data_points.iter().map(|p| map(&DataPointRef::Number(p))).collect(),
+        Some(Data::Histogram(x)) => x.data_points.iter().map(|p| map(&DataPointRef::Histogram(p))).collect(),
+        Some(Data::ExponentialHistogram(x)) => {
+            x.data_points.iter().map(|p| map(&DataPointRef::ExponentialHistogram(p))).collect()
+        }
+        Some(Data::Summary(x)) => x.data_points.iter().map(|p| map(&DataPointRef::Summary(p))).collect(),
+    };
+    Value::List(maps)
+}
+
 /// `metric.*` paths (the part after `metric`).
 pub fn metric_field<C: HasMetric>(rest: &[&str]) -> Option<Field<C>> {
     Some(match rest {
@@ -87,6 +114,7 @@ pub fn metric_field<C: HasMetric>(rest: &[&str]) -> Option<Field<C>> {
         ["unit"] => fld!(str, metric, metric_mut, unit),
         ["metadata"] => fld!(attrs, metric, metric_mut, metadata),
         ["type"] => Field::Value { get: |c| Value::Int(metric_type(c.metric())), set: None },
+        ["data_points"] => Field::Value { get: |c| data_points(c.metric()), set: None },
         ["aggregation_temporality"] => Field::Value {
             get: |c| Value::Int(temporality(c.metric())),
             set: Some(|c, v| set_temporality(c.metric_mut(), v)),

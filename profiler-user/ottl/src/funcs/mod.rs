@@ -19,6 +19,7 @@ mod collections;
 mod editors;
 mod hash;
 mod ids;
+mod metrics;
 mod parse;
 mod strings;
 mod time;
@@ -41,7 +42,10 @@ const GROUPS: &[&[Function]] = &[
     parse::FUNCTIONS,
     ids::FUNCTIONS,
     time::FUNCTIONS,
+    metrics::FUNCTIONS,
 ];
+
+pub use metrics::{function_choices, function_contexts, Choice};
 
 /// Every built-in function.
 pub(crate) fn all() -> impl Iterator<Item = &'static Function> {

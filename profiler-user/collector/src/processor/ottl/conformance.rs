@@ -16,6 +16,10 @@
 //!     expected: {...}       # `{}`: nothing passed on
 //!     # or expected_error: a substring of the config error or of the refusal
 //! ```
+//!
+//! Profiles: every input and every output must pass `otelprof_encode::otlp::validate` (the
+//! dictionary rules consumers rely on), so a transform that edits a shared dictionary entry, or
+//! appends a duplicate, fails its case even when the expected request was written the same way.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -73,6 +77,15 @@ fn show(d: &Data) -> String {
     crate::exporter::json::encode(d).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
+/// A profiles request's `validate()` violations, as an error naming `what` it is.
+fn valid(d: &Data, what: &str) -> Result<(), String> {
+    let Data::Profiles(r) = d else { return Ok(()) };
+    match otelprof_encode::otlp::validate(r).as_slice() {
+        [] => Ok(()),
+        errors => Err(format!("the {what} fails otlp::validate: {}", errors.join("; "))),
+    }
+}
+
 fn run(case: &Case, fixtures: &BTreeMap<String, serde_yaml::Value>) -> Result<(), String> {
     let signal = Signal::parse(&case.signal).ok_or_else(|| format!("unknown signal {:?}", case.signal))?;
     let factory = factories()
@@ -93,6 +106,7 @@ fn run(case: &Case, fixtures: &BTreeMap<String, serde_yaml::Value>) -> Result<()
     let host = Host::new(Duration::from_secs(1));
     let p = build.build(signal, sink.clone(), &host).map_err(|e| e.to_string())?;
     let input = request(case.input.as_ref().ok_or("no input")?, fixtures, signal)?;
+    valid(&input, "input")?;
     if let Err(e) = p.consume(input) {
         return want_err(e.to_string());
     }
@@ -101,6 +115,9 @@ fn run(case: &Case, fixtures: &BTreeMap<String, serde_yaml::Value>) -> Result<()
     }
     let want = request(case.expected.as_ref().ok_or("neither expected nor expected_error")?, fixtures, signal)?;
     let got = sink.got.lock().map_err(|e| e.to_string())?;
+    for out in got.iter() {
+        valid(out, "output")?;
+    }
     match got.as_slice() {
         [] if want.is_empty() => Ok(()),
         [] => Err(format!("nothing was passed on; expected {}", show(&want))),
@@ -129,4 +146,24 @@ fn conformance_table() {
         failures.join("\n")
     );
     eprintln!("{} conformance cases passed", table.cases.len());
+}
+
+/// Issue #13 asks for at least 150 cases; the table has grown past 170 and must not shrink
+/// unnoticed.
+#[test]
+fn conformance_table_size() {
+    let table: Table = serde_yaml::from_str(TABLE).expect("tests/ottl/conformance.yaml parses");
+    assert!(table.cases.len() >= 170, "{} cases", table.cases.len());
+}
+
+/// The profiles check is live: a request whose dictionary lacks its zero entries is refused.
+#[test]
+fn invalid_profiles_are_caught() {
+    let bad = json::decode(
+        Signal::Profiles,
+        br#"{"resourceProfiles": [], "dictionary": {"stringTable": [""], "attributeTable": []}}"#,
+    )
+    .expect("decodes");
+    let err = valid(&bad, "output").unwrap_err();
+    assert!(err.contains("attribute_table is empty"), "{err}");
 }

@@ -8,6 +8,14 @@
 //! resource.attributes["env"])` runs once per span, with the span's resource reachable. `cache`
 //! paths do not count. A path without a context prefix cannot be placed and is an error in a
 //! flat entry (inside a group with a `context` it means that context's field, as before).
+//!
+//! Functions count too, as upstream: an editor bound to contexts
+//! ([`otelprof_ottl::function_contexts`], the metric functions) puts the statement in the
+//! first of them that can read every path (`convert_sum_to_gauge()` alone runs per metric);
+//! when none can (`convert_sum_to_gauge() where datapoint.attributes["x"] == "y"`), or when a
+//! group's `context` is not one of them, the config is refused at the function. A literal
+//! outside a function's fixed choices (`convert_gauge_to_sum("weekly", …)`) is refused at load
+//! too, where upstream's parser refuses it.
 
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -210,7 +218,23 @@ fn group(
     }
     let ctx = match g.context {
         Some(name) => match Ctx::parse(&name).filter(|c| Ctx::of(signal).contains(c)) {
-            Some(c) => c,
+            Some(c) => {
+                for src in &statements {
+                    let ast =
+                        parser::parse_statement(&src.text).map_err(|e| ConfigError::new(&src.path, e.to_string()))?;
+                    if let Some(bound) = function_bound(src, &ast.editor, signal)? {
+                        if !bound.contexts.contains(&c) {
+                            return Err(bound.refuse(format!(
+                                "{:?} runs in the {} context, not in {}",
+                                bound.name,
+                                bound.contexts.iter().map(|c| c.name()).collect::<Vec<_>>().join(" or "),
+                                c.name()
+                            )));
+                        }
+                    }
+                }
+                c
+            }
             None => {
                 return Err(ConfigError::new(
                     format!("{at}.context"),
@@ -244,10 +268,67 @@ impl Ctx {
     }
 }
 
-/// The lowest context the paths of `sources` need. Errors carry the source's key path and the
-/// position in it.
+/// A statement's editor that runs in some contexts only, and where it is.
+struct Bound<'a> {
+    /// The contexts it runs in, preferred first (those of the signal).
+    contexts: Vec<Ctx>,
+    name: String,
+    src: &'a Source,
+    at: usize,
+}
+
+impl Bound<'_> {
+    /// A config error at the function.
+    fn refuse(&self, msg: String) -> ConfigError {
+        ConfigError::new(&self.src.path, otelprof_ottl::CompileError::new(&self.src.text, self.at, msg).to_string())
+    }
+}
+
+/// Checks the fixed-choice literals of the editor `call` and returns the contexts it is bound
+/// to, if it is.
+fn function_bound<'a>(src: &'a Source, call: &Call, signal: Signal) -> Result<Option<Bound<'a>>, ConfigError> {
+    let here = |at: usize, msg: String| {
+        ConfigError::new(&src.path, otelprof_ottl::CompileError::new(&src.text, at, msg).to_string())
+    };
+    for choice in otelprof_ottl::function_choices(&call.name) {
+        let arg = call.args.iter().enumerate().find(|(i, a)| match &a.name {
+            Some(n) => n == choice.param,
+            None => *i == choice.index,
+        });
+        if let Some((_, a)) = arg {
+            if let Expr::Literal(otelprof_ottl::Value::String(v), at) = &a.value {
+                if !choice.values.contains(&v.as_str()) {
+                    return Err(here(
+                        *at,
+                        format!("{:?}: {v:?} is not one of {}", call.name, choice.values.join(", ")),
+                    ));
+                }
+            }
+        }
+    }
+    let Some(names) = otelprof_ottl::function_contexts(&call.name) else { return Ok(None) };
+    let contexts: Vec<Ctx> =
+        names.iter().filter_map(|n| Ctx::parse(n)).filter(|c| Ctx::of(signal).contains(c)).collect();
+    if contexts.is_empty() {
+        return Err(here(
+            call.at,
+            format!(
+                "{:?} runs in the {} context: it cannot be used in {} statements",
+                call.name,
+                names.join(" or "),
+                singular(signal)
+            ),
+        ));
+    }
+    Ok(Some(Bound { contexts, name: call.name.clone(), src, at: call.at }))
+}
+
+/// The lowest context the paths of `sources` need, or the first context their functions are
+/// bound to that can read those paths. Errors carry the source's key path and the position in
+/// it.
 pub fn infer<'a>(sources: impl IntoIterator<Item = (&'a Source, Kind)>, signal: Signal) -> Result<Ctx, ConfigError> {
     let mut deepest: Option<Ctx> = None;
+    let mut bounds: Vec<Bound<'a>> = Vec::new();
     let mut first_path = None;
     for (src, kind) in sources {
         first_path.get_or_insert_with(|| src.path.clone());
@@ -256,6 +337,7 @@ pub fn infer<'a>(sources: impl IntoIterator<Item = (&'a Source, Kind)>, signal: 
         match kind {
             Kind::Statement => {
                 let ast = parser::parse_statement(&src.text).map_err(err)?;
+                bounds.extend(function_bound(src, &ast.editor, signal)?);
                 call_paths(&ast.editor, &mut paths);
                 if let Some(c) = &ast.condition {
                     bool_paths(c, &mut paths);
@@ -288,6 +370,22 @@ pub fn infer<'a>(sources: impl IntoIterator<Item = (&'a Source, Kind)>, signal: 
             };
             deepest = Some(deepest.map_or(ctx, |d| d.max_depth(ctx)));
         }
+    }
+    if let Some(first) = bounds.first() {
+        // The first context every bound function runs in that reads the deepest path.
+        let fits = |c: &Ctx| deepest.is_none_or(|d| c.depth() >= d.depth());
+        return match first.contexts.iter().copied().find(|c| fits(c) && bounds.iter().all(|b| b.contexts.contains(c))) {
+            Some(c) => Ok(c),
+            None => {
+                let b = bounds.iter().find(|b| !b.contexts.iter().any(fits)).unwrap_or(first);
+                let wanted = b.contexts.iter().map(|c| c.name()).collect::<Vec<_>>().join(" or ");
+                let need = deepest.map_or("another", Ctx::name);
+                Err(b.refuse(format!(
+                    "{:?} runs in the {wanted} context, but the paths here need the {need} context: put them in separate groups",
+                    b.name
+                )))
+            }
+        };
     }
     deepest.ok_or_else(|| {
         ConfigError::new(

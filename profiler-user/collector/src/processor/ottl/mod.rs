@@ -14,10 +14,12 @@
 //! type-check is a config error naming the key and the place in the statement
 //! (`processors.transform.log_statements[2]: 1:17: unknown function "Sha256"`).
 //!
-//! Not done yet: `shared_cache`, the filter's old pre-OTTL `include`/`exclude` shape, the
-//! filter's metric-only functions (`HasAttrOnDatapoint`, …), and inferring a context from a
-//! statement's functions (only its paths count, so `convert_sum_to_gauge()` alone needs a group
-//! with `context: metric`).
+//! A statement's context is inferred from its paths and from its functions: the transform
+//! processor's metric functions (`convert_sum_to_gauge()`, `copy_metric(…)`, …) place it in the
+//! metric context, and the metrics they make are appended to their scope after the walk.
+//!
+//! Not done yet: `shared_cache`, the filter's old pre-OTTL `include`/`exclude` shape and the
+//! filter's metric-only functions (`HasAttrOnDatapoint`, …).
 
 pub mod filter;
 pub mod transform;

@@ -12,7 +12,8 @@
 //!         conditions: ['resource.attributes["tenant"] == nil']
 //!         statements: ['set(resource.attributes["tenant"], "default")']
 //!         error_mode: silent
-//!     metric_statements: [...]
+//!     metric_statements:
+//!       - convert_sum_to_gauge() where metric.name == "system.processes.count"
 //!     log_statements: [...]
 //!     profile_statements: [...]
 //! ```
@@ -26,6 +27,12 @@
 //! statement, `silent` goes on without logging, `propagate` refuses the whole request
 //! (`ConsumeError::Rejected`, a permanent error: the same data would fail again) and counts its
 //! items in `otelcol_processor_dropped_{spans,…}`.
+//!
+//! Metrics: the transform processor's metric functions (`convert_sum_to_gauge()`,
+//! `extract_sum_metric(true)`, `copy_metric(name = "x")`, `scale_metric(0.001, "s")`,
+//! `aggregate_on_attributes("sum", ["host"])`, …) run in the metric context, which a flat
+//! statement gets from them; a metric they make joins its scope once the group has walked it,
+//! so the next entries see it and the group that made it does not.
 //!
 //! Profiles: the request's dictionary is shared by its profiles, so a write to a profile's
 //! attributes appends dictionary entries and re-points the profile; no shared entry is edited.

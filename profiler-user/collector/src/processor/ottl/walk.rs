@@ -7,6 +7,10 @@
 //! every record a fresh one. On an error the walk stops at once: the request is refused whole,
 //! so what was moved out is not put back.
 //!
+//! Metrics the statements make (`copy_metric`, `extract_*`, …) wait in the context's
+//! `new_metrics` and are appended to the scope's metric list when the walk leaves the scope, so
+//! the group that made them does not visit them (later groups do).
+//!
 //! A `None` resource or scope is given to the context as an empty one and stays `None` when
 //! nothing was written to it. Profiles: the request's dictionary is moved into the
 //! [`ProfileContext`] for the whole walk (writes append to it) and back at the end.
@@ -85,23 +89,40 @@ entry!(ResourceProfiles, scope_profiles, ScopeProfiles, profiles, Profile);
 trait ItemContext {
     type Item: Default;
     fn parts(&mut self) -> (&mut Resource, &mut InstrumentationScope, &mut Self::Item, &mut Map);
+    /// Items the statements made, to append to the scope being left.
+    fn new_items(&mut self) -> Vec<Self::Item> {
+        Vec::new()
+    }
 }
 
 macro_rules! item_context {
     ($c:ty, $field:ident, $item:ty) => {
+        item_context!($c, $field, $item,);
+    };
+    ($c:ty, $field:ident, $item:ty, $($more:tt)*) => {
         impl ItemContext for $c {
             type Item = $item;
             fn parts(&mut self) -> (&mut Resource, &mut InstrumentationScope, &mut $item, &mut Map) {
                 (&mut self.resource, &mut self.scope, &mut self.$field, &mut self.cache)
             }
+            $($more)*
+        }
+    };
+}
+
+/// The metric contexts' `new_metrics`.
+macro_rules! new_metrics {
+    () => {
+        fn new_items(&mut self) -> Vec<Metric> {
+            take(&mut self.new_metrics)
         }
     };
 }
 
 item_context!(SpanContext, span, Span);
 item_context!(SpanEventContext, span, Span);
-item_context!(MetricContext, metric, Metric);
-item_context!(DataPointContext, metric, Metric);
+item_context!(MetricContext, metric, Metric, new_metrics!(););
+item_context!(DataPointContext, metric, Metric, new_metrics!(););
 item_context!(LogContext, log, LogRecord);
 item_context!(ProfileContext, profile, Profile);
 
@@ -174,6 +195,8 @@ where
                 *item = take(ctx.parts().2);
                 Ok(keep)
             })?;
+            let new = ctx.new_items();
+            s.items().extend(new);
             restore(s.scope(), take(ctx.parts().1), was_s);
         }
         restore(e.resource(), take(ctx.parts().0), was_r);
