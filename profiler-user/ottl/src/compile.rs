@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use regex::Regex;
 
 use crate::{
@@ -173,7 +174,8 @@ impl<'r> Compiler<'r> {
             },
             _ => None,
         };
-        Ok(crate::Statement { src: src.to_owned(), condition, editor, target, args })
+        let attrs = target.as_ref().and_then(|_| cx.attributes_target::<C>(call, &func));
+        Ok(crate::Statement { src: src.to_owned(), condition, editor, target, attrs, args })
     }
 
     /// Parses and compiles one condition.
@@ -211,11 +213,16 @@ impl<C> CArg<C> {
     }
 }
 
+/// A whole attribute list of the record, for editors that change it in place.
+pub(crate) type AttrsMut<C> = fn(&mut C) -> &mut Vec<KeyValue>;
+
 /// An editor's target bound to the record.
 pub(crate) struct PathTarget<'a, C> {
     pub(crate) ctx: &'a mut C,
     pub(crate) get: &'a Getter<C>,
     pub(crate) set: &'a Setter<C>,
+    /// Set when the target is a whole attribute list (`span.attributes`).
+    pub(crate) attrs: Option<AttrsMut<C>>,
 }
 
 impl<C> Target for PathTarget<'_, C> {
@@ -224,6 +231,9 @@ impl<C> Target for PathTarget<'_, C> {
     }
     fn set(&mut self, value: Value) -> Result<(), EvalError> {
         (self.set)(self.ctx, value)
+    }
+    fn attributes_mut(&mut self) -> Option<&mut Vec<KeyValue>> {
+        self.attrs.map(|f| f(self.ctx))
     }
 }
 
@@ -246,13 +256,26 @@ impl Target for RecordTarget<'_> {
 pub(crate) fn run_editor<C: 'static>(
     editor: crate::func::EditorFn,
     target: Option<&(Getter<C>, Setter<C>)>,
+    attrs: Option<AttrsMut<C>>,
     args: &[CArg<C>],
     c: &mut C,
 ) -> Result<(), EvalError> {
-    let evaluated = args.iter().map(|a| a.eval(c)).collect::<Result<Vec<_>, _>>()?;
-    let args = Args::new(&evaluated);
+    // Editors take at most a handful of arguments: evaluate them on the stack.
+    const INLINE: usize = 8;
+    let mut inline: [Arg<'_>; INLINE] = std::array::from_fn(|_| Arg::Absent);
+    let heap;
+    let evaluated: &[Arg<'_>] = if args.len() <= INLINE {
+        for (slot, a) in inline.iter_mut().zip(args) {
+            *slot = a.eval(c)?;
+        }
+        &inline[..args.len()]
+    } else {
+        heap = args.iter().map(|a| a.eval(c)).collect::<Result<Vec<_>, _>>()?;
+        &heap
+    };
+    let args = Args::new(evaluated);
     match target {
-        Some((get, set)) => editor(&mut PathTarget { ctx: c, get, set }, &args),
+        Some((get, set)) => editor(&mut PathTarget { ctx: c, get, set, attrs }, &args),
         None => editor(&mut RecordTarget(c), &args),
     }
 }
@@ -312,12 +335,37 @@ impl Cx<'_, '_> {
                 }),
             },
             BoolExpr::Compare { left, op, right, .. } => {
+                if let Some(fast) =
+                    self.attribute_is::<C>(left, *op, right).or_else(|| self.attribute_is::<C>(right, *op, left))
+                {
+                    return Ok(fast);
+                }
                 let l = self.expr::<C>(left)?;
                 let r = self.expr::<C>(right)?;
                 let op = *op;
                 Box::new(move |c| Ok(compare(&*l.eval(c)?, op, &*r.eval(c)?)))
             }
         })
+    }
+
+    /// `attributes["k"] == "literal"` (or `!=`), the most common condition, compared on the
+    /// OTLP value in place: no conversion, no copy. Same result as the general path (a missing
+    /// key or a value of another type is not equal).
+    fn attribute_is<C: Context>(&self, path: &Expr, op: CmpOp, literal: &Expr) -> Option<Cond<C>> {
+        let (Expr::Path(p), Expr::Literal(Value::String(want), _)) = (path, literal) else { return None };
+        let equal = match op {
+            CmpOp::Eq => true,
+            CmpOp::Ne => false,
+            _ => return None,
+        };
+        let [Key::String(key, _)] = p.keys.as_slice() else { return None };
+        let Ok(Field::Attributes { get, .. }) = self.field::<C>(p) else { return None };
+        let (key, want) = (key.clone(), want.clone());
+        Some(Box::new(move |c| {
+            let value = get(c).iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref());
+            let same = matches!(value, Some(any_value::Value::StringValue(s)) if *s == want);
+            Ok(same == equal)
+        }))
     }
 
     fn expr<C: Context>(&self, e: &Expr) -> Result<Ev<C>, CompileError> {
@@ -392,8 +440,8 @@ impl Cx<'_, '_> {
             .collect()
     }
 
-    /// Resolves a path to its getter and (when writable) setter.
-    fn path<C: Context>(&self, p: &ast::Path) -> Result<(Getter<C>, Option<Setter<C>>), CompileError> {
+    /// The context's field a path names (keys aside).
+    fn field<C: Context>(&self, p: &ast::Path) -> Result<Field<C>, CompileError> {
         let fields: Vec<&str> = p.fields.iter().map(String::as_str).collect();
         let full: Vec<&str> = if fields[0] == C::NAME || C::PARENTS.contains(&fields[0]) || fields[0] == "cache" {
             fields.clone()
@@ -409,9 +457,27 @@ impl Cx<'_, '_> {
             // "[]" (`span.trace_state["k"]`: the entries of a string).
             C::field(&[full.as_slice(), &["[]"]].concat()).or_else(|| C::field(&full))
         };
-        let Some(field) = field else {
-            return Err(self.err(p.at, format!("unknown path {:?} in context {}", fields.join("."), C::NAME)));
-        };
+        field.ok_or_else(|| self.err(p.at, format!("unknown path {:?} in context {}", fields.join("."), C::NAME)))
+    }
+
+    /// The setter-free in-place access to an editor's target when it is a whole attribute
+    /// list (`span.attributes`, no keys).
+    fn attributes_target<C: Context>(&self, call: &ast::Call, func: &Function) -> Option<AttrsMut<C>> {
+        let first = func.params.first()?;
+        let arg = call.args.iter().find(|a| a.name.as_deref().is_none_or(|n| n == first.name))?;
+        let ast::Expr::Path(p) = &arg.value else { return None };
+        if !p.keys.is_empty() {
+            return None;
+        }
+        match self.field::<C>(p).ok()? {
+            Field::Attributes { get_mut, .. } => Some(get_mut),
+            _ => None,
+        }
+    }
+
+    /// Resolves a path to its getter and (when writable) setter.
+    fn path<C: Context>(&self, p: &ast::Path) -> Result<(Getter<C>, Option<Setter<C>>), CompileError> {
+        let field = self.field::<C>(p)?;
         let keys = self.keys::<C>(&p.keys)?;
         Ok(match field {
             Field::Value { get, set } => {

@@ -164,6 +164,12 @@ pub trait Target {
     fn record(&mut self) -> Option<&mut dyn std::any::Any> {
         None
     }
+    /// The target as the OTLP attribute list it is (`span.attributes`), so map editors
+    /// (`delete_key`, `keep_keys`, …) change it in place instead of converting the whole map
+    /// to a [`Value`] and writing it back. `None` for any other target.
+    fn attributes_mut(&mut self) -> Option<&mut Vec<opentelemetry_proto::tonic::common::v1::KeyValue>> {
+        None
+    }
 }
 
 /// A [`Target`] for editors that have none (their first parameter is not a target).

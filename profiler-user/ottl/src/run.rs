@@ -38,6 +38,8 @@ pub struct Statement<C> {
     pub(crate) condition: Option<Cond<C>>,
     pub(crate) editor: EditorFn,
     pub(crate) target: Option<(Getter<C>, Setter<C>)>,
+    /// The target as a whole attribute list, when it is one (in-place map editors).
+    pub(crate) attrs: Option<crate::compile::AttrsMut<C>>,
     pub(crate) args: Vec<CArg<C>>,
 }
 
@@ -54,7 +56,7 @@ impl<C: 'static> Statement<C> {
                 return Ok(());
             }
         }
-        run_editor(self.editor, self.target.as_ref(), &self.args, ctx)
+        run_editor(self.editor, self.target.as_ref(), self.attrs, &self.args, ctx)
     }
 }
 

@@ -159,6 +159,11 @@ fn set(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
 }
 
 fn delete_key(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    if let Some(kvs) = t.attributes_mut() {
+        let key = a.str(1)?;
+        kvs.retain(|kv| kv.key != key);
+        return Ok(());
+    }
     let Some(mut m) = target_map(t)? else { return Ok(()) };
     if m.remove(a.str(1)?).is_some() {
         t.set(Value::Map(m))?;
@@ -168,6 +173,10 @@ fn delete_key(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
 
 fn delete_matching_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
     let re = a.regex(1)?;
+    if let Some(kvs) = t.attributes_mut() {
+        kvs.retain(|kv| !re.is_match(&kv.key));
+        return Ok(());
+    }
     let Some(mut m) = target_map(t)? else { return Ok(()) };
     let n = m.len();
     m.retain(|k, _| !re.is_match(k));
@@ -178,6 +187,15 @@ fn delete_matching_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalErro
 }
 
 fn keep_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
+    let keys = a.value(1).expect_list()?;
+    let wanted = |k: &str| keys.iter().any(|x| matches!(x, Value::String(s) if s == k));
+    if let Some(kvs) = t.attributes_mut() {
+        if let Some(bad) = keys.iter().find(|x| !matches!(x, Value::String(_))) {
+            return Err(crate::value::type_error(crate::value::Type::String, bad));
+        }
+        kvs.retain(|kv| wanted(&kv.key));
+        return Ok(());
+    }
     let keys = a.strings(1)?;
     let Some(mut m) = target_map(t)? else { return Ok(()) };
     m.retain(|k, _| keys.contains(&k));
@@ -186,6 +204,10 @@ fn keep_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
 
 fn keep_matching_keys(t: &mut dyn Target, a: &Args<'_>) -> Result<(), EvalError> {
     let re = a.regex(1)?;
+    if let Some(kvs) = t.attributes_mut() {
+        kvs.retain(|kv| re.is_match(&kv.key));
+        return Ok(());
+    }
     let Some(mut m) = target_map(t)? else { return Ok(()) };
     m.retain(|k, _| re.is_match(k));
     t.set(Value::Map(m))
