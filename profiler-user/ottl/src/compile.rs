@@ -126,6 +126,26 @@ fn set_nested(v: &mut Value, keys: &[RKey<'_>], new: Value) -> Result<(), EvalEr
     }
 }
 
+/// Sets `attrs[key]` (then `rest` inside it), adding the entry when absent.
+fn set_attribute(attrs: &mut Vec<KeyValue>, key: &str, rest: &[RKey<'_>], v: Value) -> Result<(), EvalError> {
+    let i = match attrs.iter().position(|kv| kv.key == key) {
+        Some(i) => i,
+        None => {
+            attrs.push(KeyValue { key: key.to_string(), ..Default::default() });
+            attrs.len() - 1
+        }
+    };
+    let slot = &mut attrs[i];
+    if rest.is_empty() {
+        slot.value = Some(v.into_any_value());
+    } else {
+        let mut cur = slot.value.as_ref().map_or(Value::Nil, Value::from_any_value);
+        set_nested(&mut cur, rest, v)?;
+        slot.value = Some(cur.into_any_value());
+    }
+    Ok(())
+}
+
 fn resolve_all<C>(keys: &[CKey<C>], c: &C) -> Result<Vec<RKey<'static>>, EvalError> {
     keys.iter()
         .map(|k| {
@@ -544,6 +564,10 @@ impl Cx<'_, '_> {
                     }
                 });
                 let setter: Setter<C> = Box::new(move |c, v| {
+                    // The common case, one literal key: no key vector, no key copy.
+                    if let [CKey::Str(s)] = k2.as_slice() {
+                        return set_attribute(get_mut(c), s, &[], v);
+                    }
                     let rk = resolve_all(&k2, c)?;
                     let attrs = get_mut(c);
                     match rk.split_first() {
@@ -554,27 +578,7 @@ impl Cx<'_, '_> {
                             *attrs = m.to_key_values();
                             Ok(())
                         }
-                        Some((RKey::Str(s), rest)) => {
-                            let i = match attrs.iter().position(|kv| kv.key == *s) {
-                                Some(i) => i,
-                                None => {
-                                    attrs.push(opentelemetry_proto::tonic::common::v1::KeyValue {
-                                        key: s.to_string(),
-                                        ..Default::default()
-                                    });
-                                    attrs.len() - 1
-                                }
-                            };
-                            let slot = &mut attrs[i];
-                            if rest.is_empty() {
-                                slot.value = Some(v.to_any_value());
-                            } else {
-                                let mut cur = slot.value.as_ref().map_or(Value::Nil, Value::from_any_value);
-                                set_nested(&mut cur, rest, v)?;
-                                slot.value = Some(cur.to_any_value());
-                            }
-                            Ok(())
-                        }
+                        Some((RKey::Str(s), rest)) => set_attribute(attrs, s, rest, v),
                         Some((RKey::Int(_), _)) => Err(EvalError::new("attributes are indexed by string keys")),
                     }
                 });

@@ -406,6 +406,16 @@ impl Value {
         }
     }
 
+    /// [`Value::to_any_value`], moving strings and bytes instead of copying them.
+    pub fn into_any_value(self) -> AnyValue {
+        use any_value::Value as V;
+        match self {
+            Value::String(s) => AnyValue { value: Some(V::StringValue(s)) },
+            Value::Bytes(b) => AnyValue { value: Some(V::BytesValue(b)) },
+            other => other.to_any_value(),
+        }
+    }
+
     /// To an OTLP value: `Nil` is an empty `AnyValue`, times and durations are `Int`
     /// nanoseconds.
     pub fn to_any_value(&self) -> AnyValue {
