@@ -272,6 +272,36 @@ impl Target for RecordTarget<'_> {
     }
 }
 
+/// How many arguments a call evaluates on the stack: more than any built-in function takes.
+const INLINE_ARGS: usize = 8;
+
+/// A call's evaluated arguments: on the stack for up to [`INLINE_ARGS`], so a call allocates
+/// nothing for them.
+pub(crate) enum Evaluated<'a> {
+    Inline([Arg<'a>; INLINE_ARGS], usize),
+    Heap(Vec<Arg<'a>>),
+}
+
+impl<'a> Evaluated<'a> {
+    pub(crate) fn of<C>(args: &'a [CArg<C>], c: &C) -> Result<Self, EvalError> {
+        if args.len() > INLINE_ARGS {
+            return Ok(Evaluated::Heap(args.iter().map(|a| a.eval(c)).collect::<Result<_, _>>()?));
+        }
+        let mut inline: [Arg<'a>; INLINE_ARGS] = std::array::from_fn(|_| Arg::Absent);
+        for (slot, a) in inline.iter_mut().zip(args) {
+            *slot = a.eval(c)?;
+        }
+        Ok(Evaluated::Inline(inline, args.len()))
+    }
+
+    pub(crate) fn args(&self) -> Args<'_> {
+        Args::new(match self {
+            Evaluated::Inline(a, n) => &a[..*n],
+            Evaluated::Heap(v) => v,
+        })
+    }
+}
+
 /// Runs an editor over evaluated arguments.
 pub(crate) fn run_editor<C: 'static>(
     editor: crate::func::EditorFn,
@@ -280,20 +310,8 @@ pub(crate) fn run_editor<C: 'static>(
     args: &[CArg<C>],
     c: &mut C,
 ) -> Result<(), EvalError> {
-    // Editors take at most a handful of arguments: evaluate them on the stack.
-    const INLINE: usize = 8;
-    let mut inline: [Arg<'_>; INLINE] = std::array::from_fn(|_| Arg::Absent);
-    let heap;
-    let evaluated: &[Arg<'_>] = if args.len() <= INLINE {
-        for (slot, a) in inline.iter_mut().zip(args) {
-            *slot = a.eval(c)?;
-        }
-        &inline[..args.len()]
-    } else {
-        heap = args.iter().map(|a| a.eval(c)).collect::<Result<Vec<_>, _>>()?;
-        &heap
-    };
-    let args = Args::new(evaluated);
+    let evaluated = Evaluated::of(args, c)?;
+    let args = evaluated.args();
     match target {
         Some((get, set)) => editor(&mut PathTarget { ctx: c, get, set, attrs }, &args),
         None => editor(&mut RecordTarget(c), &args),
@@ -440,8 +458,7 @@ impl Cx<'_, '_> {
                 let args = self.args::<C>(call, func)?;
                 let keys = self.keys::<C>(&call.keys)?;
                 Ev::Get(Box::new(move |c| {
-                    let evaluated = args.iter().map(|a| a.eval(c)).collect::<Result<Vec<_>, _>>()?;
-                    let v = f(&Args::new(&evaluated))?;
+                    let v = f(&Evaluated::of(&args, c)?.args())?;
                     apply_keys(v, &keys, c)
                 }))
             }

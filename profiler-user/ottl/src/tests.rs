@@ -515,3 +515,47 @@ fn cache_is_per_context_value() {
         .unwrap();
     assert_eq!(read(&ctx, r#"span.attributes["from_cache"]"#), Value::from("GET /users"));
 }
+
+/// Map editors on an attribute list change it in place; on any other map (the cache) they go
+/// through `Value`. Both ways give the same keys, in the same order.
+#[test]
+fn map_editors_agree_in_place_and_through_values() {
+    for editor in [
+        r#"delete_key({t}, "http.status_code")"#,
+        r#"delete_matching_keys({t}, "^http\\.")"#,
+        r#"keep_keys({t}, ["user", "http.method"])"#,
+        r#"keep_matching_keys({t}, "^http\\.")"#,
+    ] {
+        let mut ctx = span_ctx();
+        let copy = r#"set(cache["m"], span.attributes)"#.to_string();
+        run(
+            &mut ctx,
+            &[copy.as_str(), &editor.replace("{t}", "span.attributes"), &editor.replace("{t}", r#"cache["m"]"#)],
+        )
+        .unwrap();
+        let in_place: Vec<String> = ctx.span.attributes.iter().map(|kv| kv.key.clone()).collect();
+        let Value::Map(m) = read(&ctx, r#"cache["m"]"#) else { panic!("{editor}: the cache holds a map") };
+        let through_values: Vec<String> = m.iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(in_place, through_values, "{editor}");
+        assert!(in_place.len() < span_ctx().span.attributes.len(), "{editor} removed something: {in_place:?}");
+    }
+}
+
+#[test]
+fn attribute_equality_is_the_general_comparison() {
+    let ctx = span_ctx();
+    for (cond, want) in [
+        (r#"span.attributes["http.method"] == "GET""#, true),
+        (r#""GET" == span.attributes["http.method"]"#, true),
+        (r#"span.attributes["http.method"] != "GET""#, false),
+        (r#"span.attributes["http.status_code"] == "200""#, false),
+        (r#"span.attributes["http.status_code"] != "200""#, true),
+        (r#"span.attributes["missing"] == "x""#, false),
+        (r#"span.attributes["missing"] != "x""#, true),
+        (r#"resource.attributes["env"] == "prod""#, true),
+    ] {
+        let registry = Registry::standard();
+        let c = Compiler::new(&registry).condition::<SpanContext>(cond).unwrap();
+        assert_eq!(c.eval(&ctx).unwrap(), want, "{cond}");
+    }
+}
