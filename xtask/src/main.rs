@@ -7,9 +7,12 @@
 //! - `check-ebpf`: fails when the committed object's recorded source hash does not match the
 //!   sources (CI runs it on every change).
 //! - `bench`: measures otelprof next to perf and writes `docs/BENCHMARKS.md`.
+//! - `fuzz`: runs the OTTL fuzz targets for a fixed number of executions (CI runs it); installs
+//!   cargo-fuzz when missing.
 
 mod bench;
 mod ebpf;
+mod fuzz;
 mod setup;
 
 use anyhow::Result;
@@ -50,6 +53,25 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         baseline: Option<std::path::PathBuf>,
     },
+    /// Run the OTTL fuzz targets (profiler-user/ottl/fuzz) and fail on a crash, naming the
+    /// reproducer. Needs nightly; installs cargo-fuzz when missing. Default executions:
+    /// parse_compile 1,000,000, evaluate 200,000, evaluate_text 20,000.
+    ///
+    /// Examples: `cargo xtask fuzz`; `cargo xtask fuzz --target evaluate --runs 5000000`.
+    Fuzz {
+        /// Executions per target (instead of each target's default).
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Only this target: parse_compile, evaluate or evaluate_text.
+        #[arg(long)]
+        target: Option<String>,
+        /// Parallel libFuzzer jobs per target, splitting the executions (default: one per core).
+        #[arg(long)]
+        jobs: Option<u64>,
+        /// When nightly or cargo-fuzz cannot be installed, print SKIPPED and succeed (CI).
+        #[arg(long)]
+        skip_unavailable: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +97,9 @@ fn run(cmd: Cmd) -> Result<()> {
                 plan = plan.only(section, &root);
             }
             bench::run(plan, &root)
+        }
+        Cmd::Fuzz { runs, target, jobs, skip_unavailable } => {
+            fuzz::run(fuzz::Options { runs, target, jobs, skip_unavailable })
         }
         Cmd::HasToolchain => {
             let missing = setup::missing();

@@ -12,6 +12,11 @@ fn ok(cmd: &mut Command) -> bool {
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
 }
 
+/// A nightly toolchain is installed (BPF builds and `cargo xtask fuzz` need it).
+pub fn has_nightly() -> bool {
+    ok(Command::new("rustc").args(["+nightly", "--version"]))
+}
+
 fn has_rust_src() -> bool {
     Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
@@ -35,7 +40,7 @@ fn has_llvm() -> bool {
 /// The parts of the BPF toolchain that are not installed.
 pub fn missing() -> Vec<&'static str> {
     let mut out = Vec::new();
-    if !ok(Command::new("rustc").args(["+nightly", "--version"])) {
+    if !has_nightly() {
         out.push("nightly toolchain");
     } else if !has_rust_src() {
         out.push("rust-src (nightly)");
@@ -60,7 +65,7 @@ fn exec(cmd: &mut Command) -> Result<()> {
 
 /// Installs every missing part of the BPF toolchain.
 pub fn run() -> Result<()> {
-    if !ok(Command::new("rustc").args(["+nightly", "--version"])) {
+    if !has_nightly() {
         bail!("no nightly toolchain: this machine's image ships one; `rustup toolchain install nightly` where the network allows");
     }
     if !has_rust_src() {

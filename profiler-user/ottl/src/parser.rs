@@ -17,6 +17,13 @@
 //! ```
 //! A `(` in a condition can open a boolean group or a math group; the parser tries the
 //! boolean group first and falls back to math when the group is followed by an operator.
+//! The fallback parses math only (no boolean groups inside), so each `(` is tried as a
+//! boolean group at most once and parsing stays within [`MAX_DEPTH`] times linear.
+//!
+//! Nesting is limited to [`MAX_DEPTH`] levels: statements come from config files and, later,
+//! from OpAMP, and `((((…` or `f(f(f(…` must be an error, not a stack overflow here or in the
+//! stages that walk the tree recursively (the compiler, the collector's context inference,
+//! the compiled closures at run time, dropping the tree).
 
 use crate::{
     ast::{Argument, BoolExpr, Call, CmpOp, Expr, Key, Path, Statement},
@@ -58,15 +65,42 @@ pub fn parse_value(src: &str) -> Result<Expr, CompileError> {
 
 const KEYWORDS: &[&str] = &["where", "and", "or", "not", "true", "false", "nil"];
 
+/// The deepest syntax tree the parser builds. Each parenthesis, `not`, list, map, call
+/// argument list, computed key and each operator of a `+ - * /` chain (the tree of `a + b + c`
+/// is left-deep) is one level. Real statements stay under 10; 100 leaves room for generated
+/// ones while keeping every recursive walk of the tree far from the 2 MiB stack of a thread.
+pub const MAX_DEPTH: usize = 100;
+
 struct Parser<'s> {
     src: &'s str,
     toks: Vec<Token>,
     i: usize,
+    /// Levels open at the current token (see [`MAX_DEPTH`]).
+    depth: usize,
 }
 
 impl<'s> Parser<'s> {
     fn new(src: &'s str) -> Result<Self, CompileError> {
-        Ok(Parser { src, toks: lex(src)?, i: 0 })
+        Ok(Parser { src, toks: lex(src)?, i: 0, depth: 0 })
+    }
+
+    /// Opens one more level, or fails at the current token when that passes [`MAX_DEPTH`].
+    /// The caller restores `depth` (see [`Parser::nested`]).
+    fn enter(&mut self) -> Result<(), CompileError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(self.at(), format!("expression nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Runs `f` one level deeper. The depth is restored on success and on error alike, so a
+    /// boolean group that failed and is re-parsed as math starts from the right depth.
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, CompileError>) -> Result<T, CompileError> {
+        let outer = self.depth;
+        let r = self.enter().and_then(|()| f(self));
+        self.depth = outer;
+        r
     }
 
     fn peek(&self) -> &Tok {
@@ -134,7 +168,7 @@ impl<'s> Parser<'s> {
 
     fn not(&mut self) -> Result<BoolExpr, CompileError> {
         if self.eat_keyword("not") {
-            return Ok(BoolExpr::Not(Box::new(self.not()?)));
+            return Ok(BoolExpr::Not(Box::new(self.nested(Self::not)?)));
         }
         self.bool_primary()
     }
@@ -143,7 +177,7 @@ impl<'s> Parser<'s> {
         if *self.peek() == Tok::LParen {
             let save = self.i;
             self.bump();
-            if let Ok(inner) = self.or() {
+            if let Ok(inner) = self.nested(Self::or) {
                 if *self.peek() == Tok::RParen {
                     self.bump();
                     if !is_cmp_or_math(self.peek()) {
@@ -177,35 +211,54 @@ impl<'s> Parser<'s> {
         Ok(BoolExpr::Compare { left, op, right, at })
     }
 
+    /// `term (("+"|"-") term)*`; each operator is a level of the (left-deep) tree.
     fn math(&mut self) -> Result<Expr, CompileError> {
-        let mut left = self.term()?;
-        loop {
-            let op = match self.peek() {
-                Tok::Plus => MathOp::Add,
-                Tok::Minus => MathOp::Sub,
-                _ => return Ok(left),
-            };
-            let at = self.bump().at;
-            let right = self.term()?;
-            left = Expr::Math(Box::new(left), op, Box::new(right), at);
-        }
+        let outer = self.depth;
+        let r = self.chain(Self::term, |t| match t {
+            Tok::Plus => Some(MathOp::Add),
+            Tok::Minus => Some(MathOp::Sub),
+            _ => None,
+        });
+        self.depth = outer;
+        r
     }
 
+    /// `factor (("*"|"/") factor)*`; each operator is a level of the (left-deep) tree.
     fn term(&mut self) -> Result<Expr, CompileError> {
-        let mut left = self.factor()?;
-        loop {
-            let op = match self.peek() {
-                Tok::Star => MathOp::Mul,
-                Tok::Slash => MathOp::Div,
-                _ => return Ok(left),
-            };
-            let at = self.bump().at;
-            let right = self.factor()?;
-            left = Expr::Math(Box::new(left), op, Box::new(right), at);
-        }
+        let outer = self.depth;
+        let r = self.chain(Self::factor, |t| match t {
+            Tok::Star => Some(MathOp::Mul),
+            Tok::Slash => Some(MathOp::Div),
+            _ => None,
+        });
+        self.depth = outer;
+        r
     }
 
+    /// A left-associative chain of `operand`s joined by the operators `op` accepts. Opens a
+    /// level per operator and leaves restoring the depth to the caller.
+    fn chain(
+        &mut self,
+        operand: fn(&mut Self) -> Result<Expr, CompileError>,
+        op: fn(&Tok) -> Option<MathOp>,
+    ) -> Result<Expr, CompileError> {
+        let mut left = operand(self)?;
+        while let Some(op) = op(self.peek()) {
+            let at = self.bump().at;
+            self.enter()?;
+            let right = operand(self)?;
+            left = Expr::Math(Box::new(left), op, Box::new(right), at);
+        }
+        Ok(left)
+    }
+
+    /// One operand, one level deeper: every recursion of the value grammar (groups, lists,
+    /// maps, call arguments, keys) passes through here.
     fn factor(&mut self) -> Result<Expr, CompileError> {
+        self.nested(Self::factor_inner)
+    }
+
+    fn factor_inner(&mut self) -> Result<Expr, CompileError> {
         let at = self.at();
         match self.peek().clone() {
             Tok::Str(s) => {
@@ -456,6 +509,46 @@ mod tests {
         for (src, want) in cases {
             assert_eq!(parse_value(src).unwrap(), want, "{src}");
         }
+    }
+
+    /// Found by `fuzz/parse_compile`: deep nesting overflowed the stack (the test thread's
+    /// 2 MiB fit about 3,000 parentheses), and long operator chains built trees as deep as they
+    /// were long, which the compiler then walked recursively.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let n = 100_000;
+        let cases = [
+            format!("set(x, {}1", "(".repeat(n)),
+            format!("set(x, 1) where {}x", "(".repeat(n)),
+            format!("set(x, 1) where {}true", "not ".repeat(n)),
+            format!("set(x, {}1", "F(".repeat(n)),
+            format!("set(x, {}", "[".repeat(n)),
+            format!("set(x, {}", "{\"k\": ".repeat(n)),
+            format!("set(x, a{}", "[b".repeat(n)),
+            format!("set(x, 1{})", " + 1".repeat(n)),
+            format!("set(x, 1{})", " * 1".repeat(n)),
+            format!("set(x, 1) where 1{} == 1", " - 1".repeat(n)),
+        ];
+        for src in &cases {
+            let e = parse_statement(src).unwrap_err();
+            assert_eq!(e.message, "expression nested deeper than 100 levels", "{}…", &src[..30]);
+        }
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_parses() {
+        // Each "(" is a level and so is the literal inside: 99 parentheses fit, 100 do not.
+        let deepest = |d: usize| format!("set(x, {}1{})", "(".repeat(d), ")".repeat(d));
+        assert!(parse_statement(&deepest(MAX_DEPTH - 1)).is_ok());
+        let e = parse_statement(&deepest(MAX_DEPTH)).unwrap_err();
+        assert_eq!(e.to_string(), format!("1:{}: expression nested deeper than 100 levels", 8 + MAX_DEPTH));
+        let chain = |ops: usize| format!("1{}", " + 1".repeat(ops));
+        assert!(parse_value(&chain(MAX_DEPTH - 1)).is_ok());
+        assert!(parse_value(&chain(MAX_DEPTH)).is_err());
+        // A boolean group at the limit, re-parsed as math, is still refused the same way.
+        let group = |d: usize| format!("{}x == 1{}", "(".repeat(d), ")".repeat(d));
+        assert!(parse_condition(&group(MAX_DEPTH - 1)).is_ok());
+        assert_eq!(parse_condition(&group(MAX_DEPTH)).unwrap_err().message, "expression nested deeper than 100 levels");
     }
 
     #[test]
