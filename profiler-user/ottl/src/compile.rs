@@ -300,6 +300,8 @@ const INLINE_ARGS: usize = 8;
 
 /// A call's evaluated arguments: on the stack for up to [`INLINE_ARGS`], so a call allocates
 /// nothing for them.
+// The inline variant is large on purpose: it lives on the stack for one call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Evaluated<'a> {
     Inline([Arg<'a>; INLINE_ARGS], usize),
     Heap(Vec<Arg<'a>>),
