@@ -113,8 +113,7 @@ trace_statements:
   - set(span.attributes["name"], span.name)
   - set(span.attributes["json"], ParseJSON(span.name)) where IsMatch(span.name, "^[\\[{]")
   - merge_maps(span.attributes, ParseJSON(span.attributes["payload"]), "upsert")
-  # Off until finding F1 in /work/fuzz-findings.md (ParseKeyValue panics on non-ASCII) is fixed:
-  # set(span.attributes["kv"], ParseKeyValue(span.name, "=", "&"))
+  - set(span.attributes["kv"], ParseKeyValue(span.name, "=", "&"))
   - set(span.attributes["csv"], ParseCSV(span.name, span.status.message, ","))
   - set(span.attributes["url"], URL(span.name))
   - set(span.attributes["parts"], Split(span.name, "/"))
@@ -139,8 +138,7 @@ trace_statements:
   - set(span.attributes["dur"], span.end_time - span.start_time)
   - set(span.attributes["durs"], Seconds(span.end_time - span.start_time))
   - set(span.attributes["when"], FormatTime(span.start_time, span.status.message))
-  # Off until finding F2 in /work/fuzz-findings.md (Time overflows past year 2262) is fixed:
-  # set(span.attributes["parsed"], Time(span.name, span.status.message))
+  - set(span.attributes["parsed"], Time(span.name, span.status.message))
   - set(span.attributes["trunc"], TruncateTime(span.start_time, Duration(span.status.message)))
   - set(span.attributes["unix"], Unix(span.start_time_unix_nano, span.end_time_unix_nano))
   - set(span.attributes["cal"], [Year(span.start_time), Month(span.end_time), Weekday(span.start_time), Hour(span.end_time)])
@@ -225,15 +223,13 @@ metric_statements:
 log_statements:
   - set(log.attributes["body"], log.body)
   - set(log.body, ParseJSON(log.body)) where IsString(log.body) and HasPrefix(log.body, "{")
-  # Off until finding F1 in /work/fuzz-findings.md (ParseKeyValue panics on non-ASCII) is fixed:
-  # set(log.attributes["kv"], ParseKeyValue(log.body.string))
+  - set(log.attributes["kv"], ParseKeyValue(log.body.string))
   - 'set(log.severity_number, ParseSeverity(log.severity_text, {"error": ["ERR", "E"], "warn": ["WARN"], "info": [{"min": 200, "max": 299}]}))'
   - set(log.severity_text, "WARN") where log.severity_number >= SEVERITY_NUMBER_WARN
   - set(log.attributes["first"], Split(log.body.string, " ")[0])
   - set(log.attributes["path"], log.body["a"]["b"][1])
   - set(log.body["x"], log.attributes) where IsMap(log.body)
-  # Off until finding F2 in /work/fuzz-findings.md (Time overflows past year 2262) is fixed:
-  # set(log.time, Time(log.severity_text, log.event_name))
+  - set(log.time, Time(log.severity_text, log.event_name))
   - set(log.observed_time, Now()) where log.observed_time_unix_nano == 0
   - set(log.trace_id.string, log.attributes["trace"])
   - set(log.span_id, SpanID(log.attributes["span"]))

@@ -112,7 +112,10 @@ fn split_quoted<'s>(s: &'s str, delim: &str) -> Result<Vec<&'s str>, EvalError> 
         match (quote, b[i]) {
             (None, q @ (b'"' | b'\'')) => quote = Some(q),
             (Some(q), c) if c == q => quote = None,
-            (None, _) if s[i..].starts_with(delim) => {
+            // Compared as bytes: `i` walks bytes and may be inside a multi-byte character,
+            // where slicing the `str` would panic. A match starts and ends on char boundaries
+            // (the delimiter is valid UTF-8), so the slices below are safe.
+            (None, _) if b[i..].starts_with(delim.as_bytes()) => {
                 out.push(&s[start..i]);
                 i += delim.len();
                 start = i;
@@ -505,6 +508,15 @@ fn is_in_cidr(a: &Args<'_>) -> Result<Value, EvalError> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{check, s};
+
+    /// Fuzz finding F1: the delimiter search walked bytes and sliced inside `é`.
+    #[test]
+    fn key_value_pairs_with_non_ascii_text() {
+        let got = super::split_quoted("é=ü a=b", " ").unwrap();
+        assert_eq!(got, ["é=ü", "a=b"]);
+        assert_eq!(super::split_quoted("é", " ").unwrap(), ["é"]);
+        assert_eq!(super::split_quoted("aéb→c", "→").unwrap(), ["aéb", "c"]);
+    }
     use crate::Value::{self, Bool, Double, Int, List, Map, Nil};
 
     fn map(pairs: &[(&str, Value)]) -> Value {

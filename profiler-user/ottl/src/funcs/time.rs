@@ -417,7 +417,12 @@ fn parse_time(a: &Args<'_>) -> Result<Value, EvalError> {
         return Err(fail("Time", "hour, minute or second out of range"));
     }
     let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Ok(Value::Time(secs * NS + nano))
+    // i64 nanoseconds since 1970 end in 2262 (and begin in 1677): beyond is an error, not a
+    // wrapped time.
+    secs.checked_mul(NS)
+        .and_then(|n| n.checked_add(nano))
+        .map(Value::Time)
+        .ok_or_else(|| fail("Time", "time out of range: nanoseconds since 1970 fit years 1677 to 2262"))
 }
 
 // --- Duration ----------------------------------------------------------------------------------
@@ -485,6 +490,16 @@ fn parse_duration(s: &str) -> Result<i64, EvalError> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{check, eval, s};
+
+    /// Fuzz finding F2: years past 2262 overflowed i64 nanoseconds (wrapping in release).
+    #[test]
+    fn times_beyond_i64_nanoseconds_are_an_error() {
+        check(&[
+            (r#"Time("4048-01-02", "%Y-%m-%d")"#, Err("time out of range")),
+            (r#"Time("1600-01-02", "%Y-%m-%d")"#, Err("time out of range")),
+            (r#"Time("2262-01-01", "%Y-%m-%d")"#, Ok(Time(9_214_646_400 * NS))),
+        ]);
+    }
     use super::{civil, days_from_civil, NS};
     use crate::Value::{self, Double, Duration, Int, Time};
 
