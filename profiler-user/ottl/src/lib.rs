@@ -67,9 +67,11 @@
 //! - Context inference from path prefixes (which context a flat statement list runs in) and
 //!   walking OTLP requests into contexts are the processors' part.
 //! - Performance: getters return owned [`Value`]s (a read of `span.name` copies the string;
-//!   an attribute read converts only the looked-up entry); map editors read, change and
-//!   write the whole map. A borrowed read path and in-place map editing are the next step,
-//!   measured against the benchmark in issue #13.
+//!   an attribute read converts only the looked-up entry). Already in place: map editors on an
+//!   attribute list edit it in place ([`func::Target::attributes_mut`]), `attributes["k"] ==
+//!   "literal"` compares the OTLP value without a copy, a one-key attribute write moves its
+//!   value, and call arguments are evaluated on the stack. A borrowed read path is the next
+//!   step (docs/BENCHMARKS.md section 10).
 #![deny(missing_docs)]
 
 pub mod ast;
