@@ -17,7 +17,7 @@
 //!   OTLP export request).
 //! - [`consumer`]: the one seam between components — a synchronous, never-blocking `consume`
 //!   that either takes the data or refuses it (retryable or not).
-//! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter traits and the
+//! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter / connector traits and the
 //!   [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`config`] and [`factories`]: the config file checked against the known component types
 //!   (`extensions:` — OpAMP, issue #14 — are refused until they exist);
