@@ -17,8 +17,8 @@
 //!   OTLP export request).
 //! - [`consumer`]: the one seam between components — a synchronous, never-blocking `consume`
 //!   that either takes the data or refuses it (retryable or not).
-//! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter / connector traits and the
-//!   [`component::Host`] (own metrics, health, shutdown) every component gets.
+//! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter / connector
+//!   traits and the [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`config`] and [`factories`]: the config file checked against the known component types
 //!   (`extensions:` — OpAMP, issue #14 — are refused until they exist);
 //!   [`graph`]: the pipelines built from it, started and shut down in order.
