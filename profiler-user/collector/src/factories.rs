@@ -4,7 +4,10 @@
 //! [`Factories::builtin`] has everything this crate implements; the binary adds the types that
 //! live elsewhere (the `profiling` receiver) with [`Factories::with_receiver`].
 
-use crate::component::{ConnectorFactory, ExporterFactory, ProcessorFactory, ReceiverFactory};
+use crate::{
+    component::{ConnectorFactory, ExporterFactory, ProcessorFactory, ReceiverFactory},
+    extension::ExtensionFactory,
+};
 
 /// The component types a config may use.
 #[derive(Default)]
@@ -13,6 +16,7 @@ pub struct Factories {
     pub processors: Vec<Box<dyn ProcessorFactory>>,
     pub exporters: Vec<Box<dyn ExporterFactory>>,
     pub connectors: Vec<Box<dyn ConnectorFactory>>,
+    pub extensions: Vec<Box<dyn ExtensionFactory>>,
 }
 
 impl Factories {
@@ -28,6 +32,7 @@ impl Factories {
             processors: crate::processor::factories(),
             exporters: crate::exporter::factories(),
             connectors: crate::connector::factories(),
+            extensions: crate::extension::factories(),
         }
     }
 
@@ -51,6 +56,11 @@ impl Factories {
         self
     }
 
+    pub fn with_extension(mut self, factory: impl ExtensionFactory + 'static) -> Self {
+        self.extensions.push(Box::new(factory));
+        self
+    }
+
     /// The receiver factory of a type (`otlp`).
     pub fn receiver(&self, kind: &str) -> Option<&dyn ReceiverFactory> {
         self.receivers.iter().find(|f| f.kind() == kind).map(|f| &**f)
@@ -67,6 +77,14 @@ impl Factories {
 
     pub fn connector(&self, kind: &str) -> Option<&dyn ConnectorFactory> {
         self.connectors.iter().find(|f| f.kind() == kind).map(|f| &**f)
+    }
+
+    pub fn extension(&self, kind: &str) -> Option<&dyn ExtensionFactory> {
+        self.extensions.iter().find(|f| f.kind() == kind).map(|f| &**f)
+    }
+
+    pub fn extension_kinds(&self) -> Vec<&'static str> {
+        self.extensions.iter().map(|f| f.kind()).collect()
     }
 
     /// The known receiver types, for errors that list them.
@@ -149,6 +167,7 @@ pub(crate) mod testing {
                 .with_exporter(TestExporters { lab: self.clone(), kind: "otlp", aliases: &["otlp_grpc"] })
                 .with_exporter(TestExporters { lab: self.clone(), kind: "debug", aliases: &[] })
                 .with_connector(crate::connector::routing::RoutingFactory)
+                .with_extension(crate::extension::opamp::OpampFactory)
         }
 
         /// The stand-in receivers and exporters with this crate's real processors.

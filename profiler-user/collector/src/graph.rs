@@ -42,14 +42,21 @@
 //! Whatever has not finished by the deadline is left (a receiver's task is aborted) and logged
 //! by name.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+};
 
 use tokio::{task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    component::{ComponentError, ComponentId, Connector, Exporter, Host, Outputs, Processor, Receiver, Routes},
+    component::{
+        ComponentError, ComponentId, Connector, Exporter, Host, Outputs, Processor, Receiver, ReceiverControl, Routes,
+    },
     config::{downstream, PipelineId, ServiceConfig, TelemetrySettings},
-    consumer::{Consumer, Fanout},
+    consumer::{ConsumeError, Consumer, Fanout},
+    signal::Data,
     signal::Signal,
     telemetry_server::Readiness,
 };
@@ -59,6 +66,46 @@ struct WiredReceiver {
     id: ComponentId,
     receiver: Box<dyn Receiver>,
     outputs: Outputs,
+    switches: BTreeMap<Signal, Arc<Switch>>,
+    /// Its config section as written, to tell at a reload whether it changed.
+    section: serde_yaml::Value,
+}
+
+/// A started receiver.
+struct RunningReceiver {
+    id: ComponentId,
+    handle: JoinHandle<()>,
+    /// Stops this receiver alone (a child of `host.stop`).
+    stop: CancellationToken,
+    switches: BTreeMap<Signal, Arc<Switch>>,
+    control: Option<Arc<dyn ReceiverControl>>,
+    section: serde_yaml::Value,
+}
+
+/// A receiver's output for one signal: the first consumers of its pipelines, which a reload
+/// re-points at the next graph's pipelines while the receiver keeps running.
+struct Switch {
+    next: RwLock<Arc<dyn Consumer>>,
+}
+
+impl Switch {
+    fn new(next: Arc<dyn Consumer>) -> Arc<Self> {
+        Arc::new(Self { next: RwLock::new(next) })
+    }
+
+    fn current(&self) -> Arc<dyn Consumer> {
+        self.next.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, next: Arc<dyn Consumer>) {
+        *self.next.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+}
+
+impl Consumer for Switch {
+    fn consume(&self, data: Data) -> Result<(), ConsumeError> {
+        self.current().consume(data)
+    }
 }
 
 /// A pipeline's processors, first to last.
@@ -124,7 +171,7 @@ pub struct RunningGraph {
     host: Host,
     readiness: Readiness,
     telemetry: TelemetrySettings,
-    receivers: Vec<(ComponentId, JoinHandle<()>)>,
+    receivers: Vec<RunningReceiver>,
     chains: Vec<ProcessorChain>,
     connectors: Vec<SignalConnector>,
     exporters: Vec<SignalExporter>,
@@ -150,6 +197,8 @@ impl Graph {
             connectors: connector_configs,
             pipelines,
             telemetry,
+            extensions: _,
+            mut sections,
         } = config;
 
         // One exporter per (id, signal), in the order pipelines first use them.
@@ -231,10 +280,14 @@ impl Graph {
                 }
             }
             let mut outputs = Outputs::default();
+            let mut switches = BTreeMap::new();
             for (signal, consumers) in by_signal {
-                outputs.insert(signal, Fanout::build(consumers));
+                let switch = Switch::new(Fanout::build(consumers));
+                outputs.insert(signal, switch.clone());
+                switches.insert(signal, switch);
             }
-            wired.push(WiredReceiver { id, receiver, outputs });
+            let section = sections.remove(&format!("receivers.{id}")).unwrap_or_default();
+            wired.push(WiredReceiver { id, receiver, outputs, switches, section });
         }
 
         Ok(Graph {
@@ -280,11 +333,9 @@ impl Graph {
         let mut running =
             RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, connectors, exporters };
         for r in receivers {
-            match r.receiver.start(r.outputs, &running.host).await {
-                Ok(handle) => running.receivers.push((r.id, handle)),
-                Err(e) => {
-                    let error =
-                        ComponentError::new(format!("receivers.{}", r.id), format!("cannot start: {}", e.message));
+            match start_receiver(r, &running.host).await {
+                Ok(r) => running.receivers.push(r),
+                Err(error) => {
                     tracing::error!("{error}; stopping what had started");
                     running.shutdown().await;
                     return Err(error);
@@ -294,6 +345,51 @@ impl Graph {
         running.readiness.set(true);
         Ok(running)
     }
+}
+
+/// Starts one receiver with its own stop token.
+async fn start_receiver(r: WiredReceiver, host: &Host) -> Result<RunningReceiver, ComponentError> {
+    let control = r.receiver.control();
+    let stop = host.stop.child_token();
+    let own = Host { stop: stop.clone(), ..host.clone() };
+    match r.receiver.start(r.outputs, &own).await {
+        Ok(handle) => Ok(RunningReceiver { id: r.id, handle, stop, switches: r.switches, control, section: r.section }),
+        Err(e) => Err(ComponentError::new(format!("receivers.{}", r.id), format!("cannot start: {}", e.message))),
+    }
+}
+
+/// Stops one receiver and waits for it until `deadline`; false when it had to be aborted.
+async fn stop_receiver(r: RunningReceiver, deadline: Instant) -> bool {
+    r.stop.cancel();
+    let mut handle = r.handle;
+    match tokio::time::timeout_at(deadline, &mut handle).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            if e.is_panic() {
+                tracing::error!("receivers.{} panicked while stopping", r.id);
+            }
+            true
+        }
+        Err(_) => {
+            handle.abort();
+            false
+        }
+    }
+}
+
+/// What [`RunningGraph::replace`] did with each receiver.
+#[derive(Debug, Default, PartialEq)]
+pub struct ReplaceReport {
+    /// Unchanged: kept running, now feeding the new pipelines.
+    pub kept: Vec<String>,
+    /// Changed in what it applies live (the profiler's frequency): kept running.
+    pub reconfigured: Vec<String>,
+    /// Changed otherwise: stopped, and the new one started.
+    pub restarted: Vec<String>,
+    pub stopped: Vec<String>,
+    pub started: Vec<String>,
+    /// Left unfinished by the old pipelines' shutdown deadline.
+    pub left: Vec<String>,
 }
 
 /// A component the config check should have caught.
@@ -320,6 +416,100 @@ impl RunningGraph {
         self.telemetry.metrics.address.as_deref()
     }
 
+    /// Swaps in `next` (built from a new config with the same [`Host`]) while this graph
+    /// runs, so that data keeps flowing (docs/design/0009):
+    ///
+    /// 1. a receiver whose config section is unchanged keeps running, and so does one whose
+    ///    [`ReceiverControl`] applies the change live; their outputs are re-pointed at the new
+    ///    pipelines at once;
+    /// 2. every other old receiver is stopped (its last data still goes through the old
+    ///    pipelines), then the new receivers are started;
+    /// 3. the old pipelines are shut down as at the agent's shutdown: batches handed on,
+    ///    exporters' queues sent, within `shutdown_timeout`.
+    ///
+    /// A receiver that cannot start is the error, returned with the graph as it now runs
+    /// (the caller swaps the last good config back in the same way).
+    pub async fn replace(self, next: Graph) -> (RunningGraph, Result<ReplaceReport, ComponentError>) {
+        let RunningGraph { host, readiness, telemetry: _, receivers: old, chains, connectors, exporters } = self;
+        let Graph { host: _, readiness: _, telemetry, receivers: wired, chains: c2, connectors: k2, exporters: e2 } = next;
+        let deadline = Instant::now() + host.shutdown_timeout;
+        let mut report = ReplaceReport::default();
+        let mut old: BTreeMap<ComponentId, RunningReceiver> = old.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut running =
+            RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains: c2, connectors: k2, exporters: e2 };
+        let mut to_start = Vec::new();
+        for w in wired {
+            let Some(mut o) = old.remove(&w.id) else {
+                to_start.push(w);
+                continue;
+            };
+            let same_signals = o.switches.keys().eq(w.switches.keys());
+            let live = if !same_signals {
+                None
+            } else if o.section == w.section {
+                Some(false)
+            } else {
+                match o.control.as_ref().map(|c| c.reconfigure(&w.section, &format!("receivers.{}", w.id))) {
+                    Some(Ok(true)) => Some(true),
+                    Some(Err(e)) => {
+                        tracing::warn!("receivers.{}: not reconfigured live ({e}); restarting it", w.id);
+                        None
+                    }
+                    _ => None,
+                }
+            };
+            match live {
+                Some(reconfigured) => {
+                    for (signal, switch) in &o.switches {
+                        if let Some(new) = w.switches.get(signal) {
+                            switch.set(new.current());
+                        }
+                    }
+                    let name = w.id.to_string();
+                    if reconfigured { report.reconfigured.push(name) } else { report.kept.push(name) }
+                    o.section = w.section;
+                    running.receivers.push(o);
+                }
+                None => {
+                    report.restarted.push(w.id.to_string());
+                    if !stop_receiver(o, deadline).await {
+                        report.left.push(format!("receivers.{}", w.id));
+                    }
+                    to_start.push(w);
+                }
+            }
+        }
+        for (id, o) in old {
+            report.stopped.push(id.to_string());
+            if !stop_receiver(o, deadline).await {
+                report.left.push(format!("receivers.{id}"));
+            }
+        }
+        let mut error = None;
+        for w in to_start {
+            let id = w.id.to_string();
+            match start_receiver(w, &running.host).await {
+                Ok(r) => {
+                    if !report.restarted.contains(&id) {
+                        report.started.push(id);
+                    }
+                    running.receivers.push(r);
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        let mut left = ShutdownReport::default();
+        drain(chains, connectors, exporters, deadline, &mut left).await;
+        report.left.extend(left.left);
+        match error {
+            Some(e) => (running, Err(e)),
+            None => (running, Ok(report)),
+        }
+    }
+
     /// Stops everything in the order of the module docs, within `host.shutdown_timeout`.
     pub async fn shutdown(self) -> ShutdownReport {
         let RunningGraph { host, readiness, receivers, chains, connectors, exporters, .. } = self;
@@ -329,17 +519,34 @@ impl RunningGraph {
         let mut report = ShutdownReport::default();
 
         host.stop.cancel();
-        for (id, mut handle) in receivers {
-            match tokio::time::timeout_at(deadline, &mut handle).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if e.is_panic() => tracing::error!("receivers.{id} panicked while stopping"),
-                Ok(Err(_)) => {}
-                Err(_) => {
-                    handle.abort();
-                    report.left.push(format!("receivers.{id}"));
-                }
+        for r in receivers {
+            let id = r.id.clone();
+            if !stop_receiver(r, deadline).await {
+                report.left.push(format!("receivers.{id}"));
             }
         }
+        drain(chains, connectors, exporters, deadline, &mut report).await;
+        if !report.left.is_empty() {
+            tracing::warn!(
+                "shutdown_timeout ({:?}) reached; left unfinished: {}",
+                host.shutdown_timeout,
+                report.left.join(", ")
+            );
+        }
+        report
+    }
+}
+
+/// Steps 2 and 3 of the shutdown (module docs): processors and connectors in order, then the
+/// exporters all at once, until `deadline`.
+async fn drain(
+    chains: Vec<ProcessorChain>,
+    connectors: Vec<SignalConnector>,
+    exporters: Vec<SignalExporter>,
+    deadline: Instant,
+    report: &mut ShutdownReport,
+) {
+    {
 
         // Pipelines feeding connectors first; a connector once every pipeline feeding it is
         // done, before the pipelines it feeds.
@@ -380,15 +587,6 @@ impl RunningGraph {
         }
         late.sort();
         report.left.extend(late);
-
-        if !report.left.is_empty() {
-            tracing::warn!(
-                "shutdown_timeout ({:?}) reached; left unfinished: {}",
-                host.shutdown_timeout,
-                report.left.join(", ")
-            );
-        }
-        report
     }
 }
 

@@ -30,6 +30,7 @@ pub mod config;
 pub mod connector;
 pub mod consumer;
 pub mod exporter;
+pub mod extension;
 pub mod factories;
 pub mod graph;
 pub mod health;

@@ -1,5 +1,5 @@
 //! The config file, top to bottom: YAML, `${env:…}`, the component sections (each entry
-//! parsed by its type's factory, connectors too), `extensions` (not supported yet), then
+//! parsed by its type's factory, connectors and extensions too), then
 //! `service` (pipelines and telemetry), with the cross-checks between them: connectors used on
 //! both sides and without cycles. Every error gets the position of its key path in the text.
 
@@ -108,28 +108,29 @@ fn check(
     let (connectors, extensions, service) = (section("connectors"), section("extensions"), section("service"));
 
     let mut declared = Declared::default();
-    let receivers = components(receivers, "receivers", |id, value, path| {
+    let mut sections = BTreeMap::new();
+    let receivers = components(receivers, "receivers", &mut sections, |id, value, path| {
         let f = factories
             .receiver(id.kind())
             .ok_or_else(|| unknown_type("receiver", path, id, &factories.receiver_kinds()))?;
         declared.signals.insert(path.to_string(), f.signals());
         f.create(id, value, path)
     })?;
-    let processors = components(processors, "processors", |id, value, path| {
+    let processors = components(processors, "processors", &mut sections, |id, value, path| {
         let f = factories
             .processor(id.kind())
             .ok_or_else(|| unknown_type("processor", path, id, &factories.processor_kinds()))?;
         declared.signals.insert(path.to_string(), f.signals());
         f.create(id, value, path)
     })?;
-    let exporters = components(exporters, "exporters", |id, value, path| {
+    let exporters = components(exporters, "exporters", &mut sections, |id, value, path| {
         let f = factories
             .exporter(id.kind())
             .ok_or_else(|| unknown_type("exporter", path, id, &factories.exporter_kinds()))?;
         declared.signals.insert(path.to_string(), f.signals());
         f.create(id, value, path)
     })?;
-    let connectors = components(connectors, "connectors", |id, value, path| {
+    let connectors = components(connectors, "connectors", &mut sections, |id, value, path| {
         let f = factories
             .connector(id.kind())
             .ok_or_else(|| unknown_type("connector", path, id, &factories.connector_kinds()))?;
@@ -147,14 +148,35 @@ fn check(
         declared.connectors.insert(id.clone(), f.pairs());
         Ok(service::ConnectorConfig { pairs: f.pairs(), build: f.create(id, value, path)? })
     })?;
-    not_yet(extensions, "extensions", "extensions are not supported yet (extensions: opamp comes with issue #14)")?;
+    let mut extensions = components(extensions, "extensions", &mut sections, |id, value, path| {
+        let f = factories
+            .extension(id.kind())
+            .ok_or_else(|| unknown_type("extension", path, id, &factories.extension_kinds()))?;
+        f.create(id, value, path)
+    })?;
 
     let service = service_section(service)?;
-    not_yet(
-        Value::Sequence(service.extensions.into_iter().map(Value::String).collect()),
-        "service.extensions",
-        "extensions are not supported yet (extensions: opamp comes with issue #14)",
-    )?;
+    let mut enabled = BTreeMap::new();
+    for (i, raw) in service.extensions.iter().enumerate() {
+        let at = format!("service.extensions[{i}]");
+        let id = ComponentId::parse(raw).map_err(|m| ConfigError::new(&at, m))?;
+        if enabled.contains_key(&id) {
+            return Err(ConfigError::new(at, format!("`{id}` is listed twice")));
+        }
+        let k = extensions
+            .iter()
+            .position(|(x, _)| *x == id)
+            .ok_or_else(|| ConfigError::new(&at, format!("extension `{id}` is not declared under `extensions:`")))?;
+        let (id, c) = extensions.swap_remove(k);
+        enabled.insert(id, c);
+    }
+    for (id, _) in extensions {
+        warnings.push(Warning {
+            path: format!("extensions.{id}"),
+            message: "declared but not listed in service.extensions: it is not started".to_string(),
+            position: None,
+        });
+    }
     let telemetry = service::telemetry("service.telemetry", service.telemetry)?;
     let pipelines = pipelines(service.pipelines, &declared)?;
     connections(&pipelines, &declared, &connectors)?;
@@ -181,6 +203,8 @@ fn check(
         connectors: keep("connectors", connectors, &used, warnings),
         pipelines,
         telemetry,
+        extensions: enabled,
+        sections,
     })
 }
 
@@ -256,6 +280,7 @@ fn unknown_type(what: &str, path: &str, id: &ComponentId, known: &[&str]) -> Con
 fn components<T>(
     section: Value,
     name: &str,
+    sections: &mut BTreeMap<String, Value>,
     mut create: impl FnMut(&ComponentId, Value, &str) -> Result<T, ConfigError>,
 ) -> Result<Vec<(ComponentId, T)>, ConfigError> {
     let entries = match section {
@@ -268,22 +293,10 @@ fn components<T>(
         let key = key_text(&key);
         let path = join(name, &key);
         let id = ComponentId::parse(&key).map_err(|m| ConfigError::new(&path, m))?;
+        sections.insert(path.clone(), value.clone());
         out.push((id.clone(), create(&id, value, &path)?));
     }
     Ok(out)
-}
-
-/// A section that must be empty for now.
-fn not_yet(section: Value, path: &str, message: &str) -> Result<(), ConfigError> {
-    let first = match &section {
-        Value::Null => return Ok(()),
-        Value::Mapping(m) if m.is_empty() => return Ok(()),
-        Value::Sequence(s) if s.is_empty() => return Ok(()),
-        Value::Mapping(m) => m.keys().next().map(|k| join(path, &key_text(k))),
-        Value::Sequence(_) => Some(format!("{path}[0]")),
-        _ => None,
-    };
-    Err(ConfigError::new(first.unwrap_or_else(|| path.to_string()), message))
 }
 
 /// `service:` as written.
@@ -856,9 +869,11 @@ service:
         let bad = FULL.replace("connectors: {}", "connectors: {forward: }");
         fails(&bad, "connectors.forward", "unknown connector type `forward` (known types: routing)", 19, "forward");
         let bad = FULL.replace("extensions: {}", "extensions:\n  opamp: {}");
-        fails(&bad, "extensions.opamp", "extensions: opamp comes with issue #14", 21, "{}");
+        fails(&bad, "extensions.opamp", "missing field `server`", 21, "{}");
+        let bad = FULL.replace("extensions: {}", "extensions:\n  health_check: {}");
+        fails(&bad, "extensions.health_check", "unknown extension type `health_check` (known types: opamp)", 21, "{}");
         let bad = FULL.replace("  extensions: []", "  extensions: [opamp]");
-        fails(&bad, "service.extensions[0]", "extensions are not supported yet", 22, "opamp]");
+        fails(&bad, "service.extensions[0]", "extension `opamp` is not declared under `extensions:`", 22, "opamp]");
         let bad = FULL.replace("  pipelines:", "  pipeline:");
         fails(&bad, "service.pipeline", "unknown field `pipeline`", 23, "pipeline:");
         let bad = FULL.replace("service:\n", "service:\n  x: 1\n");

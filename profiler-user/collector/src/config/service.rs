@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use crate::{
     component::{BuildConnector, BuildExporter, BuildProcessor, ComponentId, Receiver},
+    extension::ExtensionConfig,
     signal::Signal,
 };
 
@@ -72,6 +73,11 @@ pub struct ServiceConfig {
     pub connectors: BTreeMap<ComponentId, ConnectorConfig>,
     pub pipelines: Vec<Pipeline>,
     pub telemetry: TelemetrySettings,
+    /// The extensions `service.extensions` lists, their configs checked by their factories.
+    pub extensions: BTreeMap<ComponentId, ExtensionConfig>,
+    /// Every kept component's config section as written (after `${env:…}`), by key path
+    /// (`receivers.otlp`): a reload compares them to keep unchanged components running.
+    pub sections: BTreeMap<String, serde_yaml::Value>,
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -83,6 +89,7 @@ impl fmt::Debug for ServiceConfig {
             .field("connectors", &self.connectors.keys().collect::<Vec<_>>())
             .field("pipelines", &self.pipelines)
             .field("telemetry", &self.telemetry)
+            .field("extensions", &self.extensions.keys().collect::<Vec<_>>())
             .finish()
     }
 }
