@@ -546,48 +546,46 @@ async fn drain(
     deadline: Instant,
     report: &mut ShutdownReport,
 ) {
-    {
-
-        // Pipelines feeding connectors first; a connector once every pipeline feeding it is
-        // done, before the pipelines it feeds.
-        let mut done = vec![false; chains.iter().map(|c| c.index + 1).max().unwrap_or(0)];
-        let mut connectors: Vec<Option<SignalConnector>> = connectors.into_iter().map(Some).collect();
-        for chain in &chains {
-            for (id, processor) in &chain.processors {
-                if tokio::time::timeout_at(deadline, processor.shutdown()).await.is_err() {
-                    report.left.push(format!("processors.{id} ({})", chain.pipeline));
-                }
+    // Pipelines feeding connectors first; a connector once every pipeline feeding it is
+    // done, before the pipelines it feeds.
+    let mut done = vec![false; chains.iter().map(|c| c.index + 1).max().unwrap_or(0)];
+    let mut connectors: Vec<Option<SignalConnector>> = connectors.into_iter().map(Some).collect();
+    for chain in &chains {
+        for (id, processor) in &chain.processors {
+            if tokio::time::timeout_at(deadline, processor.shutdown()).await.is_err() {
+                report.left.push(format!("processors.{id} ({})", chain.pipeline));
             }
-            done[chain.index] = true;
-            for slot in connectors.iter_mut() {
-                if slot.as_ref().is_some_and(|c| c.feeders.iter().all(|&f| done[f])) {
-                    let Some(c) = slot.take() else { continue };
-                    if tokio::time::timeout_at(deadline, c.connector.shutdown()).await.is_err() {
-                        report.left.push(format!("connectors.{} ({} → {})", c.id, c.from, c.to));
-                    }
+        }
+        done[chain.index] = true;
+        for slot in connectors.iter_mut() {
+            if slot.as_ref().is_some_and(|c| c.feeders.iter().all(|&f| done[f])) {
+                let Some(c) = slot.take() else { continue };
+                if tokio::time::timeout_at(deadline, c.connector.shutdown()).await.is_err() {
+                    report.left.push(format!("connectors.{} ({} → {})", c.id, c.from, c.to));
                 }
             }
         }
-
-        let mut flushing = tokio::task::JoinSet::new();
-        for e in exporters {
-            let name = format!("exporters.{} ({})", e.id, e.signal);
-            flushing.spawn(async move {
-                let done = tokio::time::timeout_at(deadline, e.exporter.shutdown(deadline)).await.is_ok();
-                (name, done)
-            });
-        }
-        let mut late = Vec::new();
-        while let Some(joined) = flushing.join_next().await {
-            match joined {
-                Ok((_, true)) => {}
-                Ok((name, false)) => late.push(name),
-                Err(e) => tracing::error!("an exporter's shutdown failed: {e}"),
-            }
-        }
-        late.sort();
-        report.left.extend(late);
     }
+
+    let mut flushing = tokio::task::JoinSet::new();
+    for e in exporters {
+        let name = format!("exporters.{} ({})", e.id, e.signal);
+        flushing.spawn(async move {
+            let done = tokio::time::timeout_at(deadline, e.exporter.shutdown(deadline)).await.is_ok();
+            (name, done)
+        });
+    }
+    let mut late = Vec::new();
+    while let Some(joined) = flushing.join_next().await {
+        match joined {
+            Ok((_, true)) => {}
+            Ok((name, false)) => late.push(name),
+            Err(e) => tracing::error!("an exporter's shutdown failed: {e}"),
+        }
+    }
+    late.sort();
+    report.left.extend(late);
+
 }
 
 #[cfg(test)]
@@ -638,6 +636,65 @@ service:
         assert!(all_refused.unwrap_err().is_retryable(), "refused when every exporter refused");
         b.get(Signal::Logs).unwrap().consume(crate::signal::Data::Logs(Default::default())).unwrap_err();
         assert_eq!(running.shutdown().await, ShutdownReport::default());
+    }
+
+    /// A reload keeps an unchanged receiver running and feeding the new pipelines, restarts a
+    /// changed one, stops a removed one, and the old pipelines hand on what they hold.
+    #[tokio::test]
+    async fn replace_keeps_unchanged_receivers_and_drains_the_old_pipelines() {
+        let lab = Lab::default();
+        let (config, _) = parse(
+            "
+receivers: {otlp: , otlp/2: , otlp/gone: }
+processors: {batch/hold: {hold: true}}
+exporters: {otlp: }
+service:
+  pipelines:
+    traces: {receivers: [otlp, otlp/2, otlp/gone], processors: [batch/hold], exporters: [otlp]}
+",
+            &lab.factories(),
+        )
+        .unwrap();
+        let host = Host::new(Duration::from_secs(5));
+        let running = Graph::build(config, &host).unwrap().start().await.unwrap();
+        let kept = lab.outputs("otlp");
+        kept.get(Signal::Traces).unwrap().consume(spans(5)).unwrap();
+        assert_eq!(lab.received("otlp", Signal::Traces), [] as [u64; 0], "held by batch/hold");
+        lab.clear_events();
+
+        let (config, _) = parse(
+            "
+receivers: {otlp: , otlp/2: {listen: '127.0.0.1:0'}, otlp/new: }
+exporters: {debug: }
+service:
+  pipelines:
+    traces: {receivers: [otlp, otlp/2, otlp/new], exporters: [debug]}
+",
+            &lab.factories(),
+        )
+        .unwrap();
+        let next = Graph::build(config, &host).unwrap();
+        let (running, report) = running.replace(next).await;
+        let report = report.unwrap();
+        assert_eq!(report.kept, ["otlp"]);
+        assert_eq!(report.restarted, ["otlp/2"]);
+        assert_eq!(report.stopped, ["otlp/gone"]);
+        assert_eq!(report.started, ["otlp/new"]);
+        assert!(report.left.is_empty(), "{report:?}");
+        let events = lab.events();
+        for e in ["stopped receivers.otlp/2", "stopped receivers.otlp/gone", "start receivers.otlp/2", "start receivers.otlp/new"] {
+            assert!(events.iter().any(|x| x == e), "{e}: {events:?}");
+        }
+        assert!(!events.iter().any(|x| x == "stopped receivers.otlp"), "the unchanged receiver kept running: {events:?}");
+        assert_eq!(lab.received("otlp", Signal::Traces), [5], "what the old pipeline held was handed on at the swap");
+        kept.get(Signal::Traces).unwrap().consume(spans(3)).unwrap();
+        assert_eq!(lab.received("debug", Signal::Traces), [3], "the kept receiver feeds the new pipeline");
+        assert!(readiness_of(&running));
+        running.shutdown().await;
+    }
+
+    fn readiness_of(g: &RunningGraph) -> bool {
+        g.readiness().is_ready()
     }
 
     #[tokio::test]
