@@ -67,6 +67,10 @@ struct Component {
     state: Mutex<State>,
     /// A stall was logged (cleared when it beats again, so a later stall is logged again).
     stall_logged: AtomicBool,
+    /// Part of a graph being replaced: its end is expected (see [`Health::retire`]).
+    retiring: AtomicBool,
+    /// When it registered (Unix ns), for OpAMP's `ComponentHealth.start_time_unix_nano`.
+    registered_unix_ns: u64,
 }
 
 impl Component {
@@ -130,6 +134,11 @@ impl Health {
             last_beat_ms: AtomicU64::new(ms_since(self.inner.start, Instant::now())),
             state: Mutex::new(State::Running),
             stall_logged: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
+            registered_unix_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
         });
         self.components().push(component.clone());
         HealthHandle { registry: self.inner.clone(), component }
@@ -176,6 +185,78 @@ impl Health {
         } else {
             Err(problems)
         }
+    }
+}
+
+/// The components registered at one moment: a graph's, before the next one is built.
+pub struct Generation(Vec<Arc<Component>>);
+
+/// One component's health as OpAMP reports it (`ComponentHealth`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComponentStatus {
+    pub name: String,
+    pub healthy: bool,
+    /// `running`, `stalled` or `failed`.
+    pub status: String,
+    pub last_error: String,
+    pub start_time_unix_nano: u64,
+}
+
+impl Health {
+    /// The components registered now.
+    pub fn generation(&self) -> Generation {
+        Generation(self.components().clone())
+    }
+
+    /// The components of `generation` are being shut down by a reload: their tasks ending is
+    /// expected, not a failure.
+    pub fn retire(&self, generation: &Generation) {
+        for c in &generation.0 {
+            c.retiring.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// After a reload: the components of `generation` that ended leave the registry (a failure
+    /// of the replaced config no longer makes the agent unhealthy); those still running (kept
+    /// receivers) are checked as before.
+    pub fn settle(&self, generation: &Generation) {
+        let ended: Vec<*const Component> = generation
+            .0
+            .iter()
+            .filter(|c| {
+                c.retiring.store(false, Ordering::Relaxed);
+                *c.state() != State::Running
+            })
+            .map(Arc::as_ptr)
+            .collect();
+        self.components().retain(|c| !ended.contains(&Arc::as_ptr(c)));
+    }
+
+    /// Every registered component that is running or failed (stopped ones are left out), for
+    /// OpAMP's `ComponentHealth`: the same source as `/healthz`.
+    pub fn statuses(&self) -> Vec<ComponentStatus> {
+        let problems = self.check().err().unwrap_or_default();
+        let components = self.components().clone();
+        components
+            .iter()
+            .filter(|c| *c.state() != State::Stopped)
+            .map(|c| {
+                let problem = problems.iter().find(|p| p.component == c.name);
+                let failed = matches!(&*c.state(), State::Failed(_));
+                ComponentStatus {
+                    name: c.name.clone(),
+                    healthy: problem.is_none(),
+                    status: match (problem, failed) {
+                        (None, _) => "running",
+                        (Some(_), true) => "failed",
+                        (Some(_), false) => "stalled",
+                    }
+                    .to_string(),
+                    last_error: problem.map(|p| p.reason.clone()).unwrap_or_default(),
+                    start_time_unix_nano: c.registered_unix_ns,
+                }
+            })
+            .collect()
     }
 }
 
@@ -239,9 +320,10 @@ impl HealthHandle {
         }
     }
 
-    /// An end nobody asked for, unless the registry is shutting down.
+    /// An end nobody asked for, unless the registry is shutting down or the component's graph
+    /// is being replaced.
     fn ended(&self, how: &str) {
-        if self.registry.stopping.load(Ordering::Relaxed) {
+        if self.registry.stopping.load(Ordering::Relaxed) || self.component.retiring.load(Ordering::Relaxed) {
             self.stop();
         } else {
             self.fail(how);
