@@ -29,7 +29,10 @@ Control API (JSON in, JSON out):
   GET  /messages            every AgentToServer so far, in order: MessageToDict(preserving_proto_
                             field_name=True) plus transport ("ws"|"http"), received_at (unix s),
                             instance_uid_hex, instance_uid_header (HTTP's OpAMP-Instance-UID, else
-                            null), headers (HTTP request / WS handshake), client_cert_subject.
+                            null), headers (HTTP request / WS handshake), client_cert_subject
+                            (TLS client cert subject as "commonName=client,...", else null).
+                            MessageToDict's JSON: uint64/fixed64 as strings ("sequence_num": "3"),
+                            bytes as base64, fields at their default value (0, "", false) left out.
                             ?since=N skips the first N.
   GET  /state               last remote_config_status, effective_config ({name: {content_type,
                             body}} with body decoded as UTF-8), health, agent_description,
