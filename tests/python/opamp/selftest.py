@@ -4,9 +4,10 @@
 Starts server.py, then acts as an agent with classes generated from the same protos:
 WS (reply fields, remote config push + re-offer until reported, flags / connection settings /
 new instance uid pushes, malformed frames, agent_disconnect), HTTP (header recorded, one-shots
-queued while no WS client is connected, gzip body, 400 on garbage), unavailable (HTTP 503 +
+queued while no WS client is connected, gzip body, 400 on garbage, RequestInstanceUid, connection
+settings offered until reported), unavailable (HTTP 503 +
 Retry-After, WS ServerErrorResponse + close, WS handshake 503), the control API (/messages,
-/state, /refusals, /reset, /disconnect), a signed config checked with sign.py, mutual TLS when
+/state, /refusals, /replies, /reset, /disconnect), a signed config checked with sign.py, mutual TLS when
 openssl is installed, and that SIGTERM exits 0.
 """
 import argparse
@@ -199,6 +200,31 @@ def test_http(srv):
     check("messages: in order, ws first", [m["transport"] for m in msgs[:2]] == ["ws", "ws"]
           and all(a["received_at"] <= b["received_at"] for a, b in zip(msgs, msgs[1:])), msgs[:2])
     check("messages?since", len(srv.ctl("GET", f"/messages?since={len(msgs) - 1}")) == 1)
+
+    _, _, r = http_post(port, a2s(3, flags=pb.AgentToServerFlags.Value("AgentToServerFlags_RequestInstanceUid")))
+    new = r.agent_identification.new_instance_uid
+    check("RequestInstanceUid -> a UUIDv7", len(new) == 16 and new[6] >> 4 == 7 and new[8] >> 6 == 2
+          and srv.ctl("GET", "/state")["issued_instance_uids"][-1] == new.hex(), r)
+    replies = srv.ctl("GET", "/replies")
+    check("/replies records what was sent", replies[-1]["transport"] == "http"
+          and "agent_identification" in replies[-1] and any(x["transport"] == "ws" for x in replies))
+
+    if "connection_settings_status" not in pb.AgentToServer.DESCRIPTOR.fields_by_name:
+        print("skip connection settings until_reported: protos without connection_settings_status")
+        return
+    srv.ctl("POST", "/connection_settings", {"heartbeat_interval_seconds": 9, "until_reported": True})
+    _, _, r1 = http_post(port, a2s(4))
+    _, _, r2 = http_post(port, a2s(5))
+    cs_hash = r1.connection_settings.hash
+    status = pb.ConnectionSettingsStatus(last_connection_settings_hash=cs_hash, status=pb.ConnectionSettingsStatuses.Value(
+        "ConnectionSettingsStatuses_APPLIED"))
+    _, _, r3 = http_post(port, a2s(6, connection_settings_status=status))
+    _, _, r4 = http_post(port, a2s(7))
+    check("connection settings until_reported: re-offered, then not once the hash is reported",
+          r1.connection_settings.opamp.heartbeat_interval_seconds == 9 and r2.connection_settings.hash == cs_hash
+          and not r3.HasField("connection_settings") and not r4.HasField("connection_settings"), (r1, r2, r3, r4))
+    st = srv.ctl("GET", "/state")["connection_settings_status"]
+    check("state: connection_settings_status", st["status"] == "ConnectionSettingsStatuses_APPLIED", st)
 
 
 def test_unavailable(srv):

@@ -36,10 +36,14 @@ Control API (JSON in, JSON out):
                             ?since=N skips the first N.
   GET  /state               last remote_config_status, effective_config ({name: {content_type,
                             body}} with body decoded as UTF-8), health, agent_description,
-                            capabilities {value, names}, sequence_num {uid_hex: last},
-                            agent_disconnect (bool), disconnected_uids, instance_uids, malformed,
-                            tls_failures, ws_connected, offered_remote_config_hash.
+                            connection_settings_status, capabilities {value, names},
+                            sequence_num {uid_hex: last} (ints), agent_disconnect (bool),
+                            disconnected_uids, instance_uids, malformed, tls_failures,
+                            ws_connected, offered_remote_config_hash, issued_instance_uids.
   GET  /refusals            [{transport, at, retry_after_seconds, mode}] of refused requests.
+  GET  /replies             every ServerToAgent sent (replies, WS pushes, WS error responses),
+                            MessageToDict as above plus transport and sent_at (HTTP 503s have
+                            no body and are only in /refusals).
   POST /remote_config       {"files": {NAME: VALUE}, "content_type": "text/yaml"}: sets the
                             offered AgentRemoteConfig. VALUE is text (UTF-8), except for names
                             ending in ".sig", whose string is base64 and the file body is the
@@ -55,10 +59,14 @@ Control API (JSON in, JSON out):
                             WS client. Sent whatever capabilities the agent declared.
   POST /flags               {"report_full_state": true}: the next reply carries
                             ServerToAgentFlags_ReportFullState.
-  POST /connection_settings {"heartbeat_interval_seconds": N?, "own_metrics_endpoint": URL?}:
-                            the next reply carries ConnectionSettingsOffers with opamp.
-                            heartbeat_interval_seconds / own_metrics.destination_endpoint; its hash
-                            is SHA-256 of the offers serialized (deterministic) without the hash.
+  POST /connection_settings {"heartbeat_interval_seconds": N?, "own_metrics_endpoint": URL?,
+                            "until_reported": false}: the next reply carries ConnectionSettingsOffers
+                            with opamp.heartbeat_interval_seconds / own_metrics.destination_endpoint;
+                            its hash is SHA-256 of the offers serialized (deterministic) without
+                            the hash. A one-shot by default; with "until_reported": true it is
+                            offered like the remote config, until the agent's connection_settings_
+                            status.last_connection_settings_hash (newer protos) matches. A new POST
+                            replaces the previous offer.
   POST /new_instance_uid    {"uid_hex": "..."}: the next reply carries agent_identification.
   POST /unavailable         {"count": K, "retry_after_seconds": S, "ws_mode": "message"}: the next
                             K HTTP requests / WS connections (each handshake counts one) are
@@ -71,7 +79,8 @@ Control API (JSON in, JSON out):
   POST /reset               clears the recorded messages and refusals (offers and state stay).
 "One-shot" offers (flags, connection settings, new instance uid) go out in the next reply to any
 AgentToServer or, if a WS client is connected when they are posted, are pushed to it at once;
-either way they are sent once.
+either way they are sent once. An AgentToServer with flags AgentToServerFlags_RequestInstanceUid
+gets agent_identification with a fresh UUIDv7 (unless /new_instance_uid's is going out anyway).
 
 Signed remote config: the Rust agent verifies an Ed25519 signature over the raw bytes of the config
 file (e.g. otelprof.yaml) carried in the file NAME.sig (64 raw signature bytes). Its public key
@@ -124,6 +133,14 @@ def parse_a2s(body):
     return msg
 
 
+def uuid7():
+    """16 bytes of a UUIDv7 (48-bit unix ms, version 7, variant 10, random rest)."""
+    b = bytearray(int(time.time() * 1000).to_bytes(6, "big") + os.urandom(10))
+    b[6] = 0x70 | (b[6] & 0x0F)
+    b[8] = 0x80 | (b[8] & 0x3F)
+    return bytes(b)
+
+
 def config_hash(files):
     """sha256(name1 + body1 + name2 + body2 ...) over the files in sorted name order."""
     h = hashlib.sha256()
@@ -147,18 +164,23 @@ def file_value(name, value, default_ct):
 class State:
     """Everything recorded and offered; one lock, taken by the WS loop and the HTTP threads."""
 
+    LAST_FIELDS = ("remote_config_status", "effective_config", "health", "agent_description",
+                   "connection_settings_status")  # the last one only in newer protos
     CAPS = ("AcceptsStatus", "OffersRemoteConfig", "AcceptsEffectiveConfig", "OffersConnectionSettings")
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.messages, self.refusals = [], []
+        self.messages, self.refusals, self.replies = [], [], []
         self.malformed = self.tls_failures = 0
         self.last = {}  # field name -> last AgentToServer submessage / value seen
-        self.seq, self.rc_hash = {}, {}  # uid hex -> last sequence_num / last reported config hash
+        # uid hex -> last sequence_num / last reported remote config hash / connection settings hash
+        self.seq, self.rc_hash, self.cs_hash = {}, {}, {}
+        self.issued_uids = []
         self.disconnected = []
         self.remote_config = None  # pb.AgentRemoteConfig offered
         self.flags = 0
-        self.conn_settings = self.new_uid = None
+        self.conn_settings = self.new_uid = None  # one-shot offers
+        self.cs_offer = None  # connection settings offered until reported (until_reported)
         self.unavailable = {"count": 0, "retry_after_seconds": 0, "ws_mode": "message"}
         self.capabilities = 0
         for c in self.CAPS:
@@ -172,26 +194,40 @@ class State:
                        instance_uid_header=uid_header, headers=headers, client_cert_subject=peer)
             self.messages.append(rec)
             self.seq[uid] = msg.sequence_num
-            for f in ("remote_config_status", "effective_config", "health", "agent_description"):
-                if msg.HasField(f):
+            for f in self.LAST_FIELDS:
+                if f in msg.DESCRIPTOR.fields_by_name and msg.HasField(f):
                     self.last[f] = getattr(msg, f)
             if msg.capabilities:
                 self.last["capabilities"] = msg.capabilities
             if msg.HasField("remote_config_status"):
                 self.rc_hash[uid] = msg.remote_config_status.last_remote_config_hash
+            if "connection_settings_status" in msg.DESCRIPTOR.fields_by_name and msg.HasField(
+                    "connection_settings_status"):
+                self.cs_hash[uid] = msg.connection_settings_status.last_connection_settings_hash
             if msg.HasField("agent_disconnect"):
                 self.disconnected.append(uid)
 
-    def reply(self, uid, one_shots=True):
+    def reply(self, uid, one_shots=True, agent_flags=0):
         """The ServerToAgent for an agent whose instance uid is UID (bytes, may be empty)."""
         with self.lock:
             out = pb.ServerToAgent(instance_uid=uid, capabilities=self.capabilities)
-            rc = self.remote_config
+            rc, cs = self.remote_config, self.cs_offer
             if rc is not None and self.rc_hash.get(uid.hex()) != rc.config_hash:
                 out.remote_config.CopyFrom(rc)
+            if cs is not None and self.cs_hash.get(uid.hex()) != cs.hash:
+                out.connection_settings.CopyFrom(cs)
             if one_shots:
                 self.take_one_shots(out)
+            if agent_flags & 1 and not out.HasField("agent_identification"):  # RequestInstanceUid
+                out.agent_identification.new_instance_uid = uuid7()
+                self.issued_uids.append(out.agent_identification.new_instance_uid.hex())
             return out
+
+    def sent(self, msg, transport):
+        with self.lock:
+            rec = MessageToDict(msg, preserving_proto_field_name=True)
+            rec.update(transport=transport, sent_at=time.time())
+            self.replies.append(rec)
 
     def take_one_shots(self, out):
         out.flags |= self.flags
@@ -199,6 +235,7 @@ class State:
             out.connection_settings.CopyFrom(self.conn_settings)
         if self.new_uid is not None:
             out.agent_identification.new_instance_uid = self.new_uid
+            self.issued_uids.append(self.new_uid.hex())
         self.flags, self.conn_settings, self.new_uid = 0, None, None
 
     def refuse(self, transport):
@@ -232,6 +269,7 @@ class State:
                     n: {"content_type": f.content_type, "body": f.body.decode("utf-8", "replace")}
                     for n, f in eff.config_map.config_map.items()},
                 "health": d(self.last.get("health")),
+                "connection_settings_status": d(self.last.get("connection_settings_status")),
                 "agent_description": d(self.last.get("agent_description")),
                 "capabilities": {"value": caps, "names": [
                     v.name.removeprefix("AgentCapabilities_") for v in pb.AgentCapabilities.DESCRIPTOR.values
@@ -244,6 +282,7 @@ class State:
                 "tls_failures": self.tls_failures,
                 "ws_connected": ws_connected,
                 "offered_remote_config_hash": rc.config_hash.hex() if rc is not None else None,
+                "issued_instance_uids": list(self.issued_uids),
             }
 
 
@@ -280,7 +319,7 @@ class WsServer:
                     continue
                 self.conns[conn] = msg.instance_uid
                 self.state.record(msg, "ws", headers, peer=peer)
-                await self.send(conn, self.state.reply(msg.instance_uid))
+                await self.send(conn, self.state.reply(msg.instance_uid, agent_flags=msg.flags))
         except Exception as e:  # a connection dropped mid-frame etc.: log, never crash
             log("ws connection ended:", repr(e))
         finally:
@@ -305,6 +344,7 @@ class WsServer:
 
     async def send(self, conn, msg):
         await conn.send(b"\x00" + msg.SerializeToString())
+        self.state.sent(msg, "ws")
 
     async def push(self, one_shots):
         """Sends a ServerToAgent to every connected client; True if one got it."""
@@ -398,7 +438,9 @@ class OpampHttpHandler(http.server.BaseHTTPRequestHandler):
             return self.answer(400, f"{e}\n".encode())
         peer = peer_subject(self.connection.getpeercert()) if isinstance(self.connection, ssl.SSLSocket) else None
         st.record(msg, "http", dict(self.headers.items()), self.headers.get("OpAMP-Instance-UID"), peer)
-        self.answer(200, st.reply(msg.instance_uid).SerializeToString(), "application/x-protobuf")
+        out = st.reply(msg.instance_uid, agent_flags=msg.flags)
+        st.sent(out, "http")
+        self.answer(200, out.SerializeToString(), "application/x-protobuf")
 
 
 class ControlHandler(http.server.BaseHTTPRequestHandler):
@@ -422,9 +464,9 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             since = int(parse_qs(url.query).get("since", ["0"])[0])
             with st.lock:
                 return self.send_json(st.messages[since:])
-        if url.path == "/refusals":
+        if url.path in ("/refusals", "/replies"):
             with st.lock:
-                return self.send_json(list(st.refusals))
+                return self.send_json(list(st.refusals if url.path == "/refusals" else st.replies))
         if url.path == "/state":
             return self.send_json(st.snapshot(len(self.server.ws.conns)))
         self.send_json({"error": "unknown path"}, 404)
@@ -463,7 +505,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                     if "own_metrics_endpoint" in req:
                         cs.own_metrics.destination_endpoint = req["own_metrics_endpoint"]
                     cs.hash = hashlib.sha256(cs.SerializeToString(deterministic=True)).digest()
-                    st.conn_settings = cs
+                    st.cs_offer, st.conn_settings = (cs, None) if req.get("until_reported") else (None, cs)
                 if path == "/new_instance_uid":
                     st.new_uid = bytes.fromhex(req["uid_hex"])
             return {"pushed": ws.run(ws.push, True)}
@@ -481,6 +523,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             with st.lock:
                 st.messages.clear()
                 st.refusals.clear()
+                st.replies.clear()
             return {"ok": True}
         return None
 
