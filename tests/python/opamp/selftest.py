@@ -8,7 +8,7 @@ queued while no WS client is connected, gzip body, 400 on garbage, RequestInstan
 settings offered until reported), unavailable (HTTP 503 +
 Retry-After, WS ServerErrorResponse + close, WS handshake 503), the control API (/messages,
 /state, /refusals, /replies, /reset, /disconnect), a signed config checked with sign.py, mutual TLS when
-openssl is installed, and that SIGTERM exits 0.
+openssl is installed, garbage on every port, and that SIGTERM exits 0.
 """
 import argparse
 import base64
@@ -216,8 +216,8 @@ def test_http(srv):
     _, _, r1 = http_post(port, a2s(4))
     _, _, r2 = http_post(port, a2s(5))
     cs_hash = r1.connection_settings.hash
-    status = pb.ConnectionSettingsStatus(last_connection_settings_hash=cs_hash, status=pb.ConnectionSettingsStatuses.Value(
-        "ConnectionSettingsStatuses_APPLIED"))
+    applied = pb.ConnectionSettingsStatuses.Value("ConnectionSettingsStatuses_APPLIED")
+    status = pb.ConnectionSettingsStatus(last_connection_settings_hash=cs_hash, status=applied)
     _, _, r3 = http_post(port, a2s(6, connection_settings_status=status))
     _, _, r4 = http_post(port, a2s(7))
     check("connection settings until_reported: re-offered, then not once the hash is reported",
@@ -257,7 +257,52 @@ def test_unavailable(srv):
     check("refusals recorded", [(r["transport"], r["mode"]) for r in ref] ==
           [("http", "http-503"), ("ws", "message"), ("ws", "handshake")], ref)
     srv.ctl("POST", "/reset", {})
-    check("/reset clears messages and refusals", srv.ctl("GET", "/messages") == [] and srv.ctl("GET", "/refusals") == [])
+    check("/reset clears messages and refusals",
+          srv.ctl("GET", "/messages") == [] and srv.ctl("GET", "/refusals") == [])
+
+
+def test_robustness(srv):
+    """Garbage on every port, a bad path, a dropped connection: the server answers and lives on."""
+    import socket
+
+    for port in srv.ports.values():
+        with socket.create_connection(("127.0.0.1", port), 5) as s:
+            s.sendall(os.urandom(512) + b"\r\n\r\n")
+            s.settimeout(5)
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+    try:
+        connect(f"ws://127.0.0.1:{srv.ports['ws']}/elsewhere").close()
+        status = None
+    except InvalidStatus as e:
+        status = e.response.status_code
+    check("ws: other paths get 404", status == 404, status)
+    ws = connect(f"ws://127.0.0.1:{srv.ports['ws']}/v1/opamp")
+    ws.socket.sendall(b"\x82\x7f")  # a binary frame header cut short, then the TCP connection drops
+    ws.socket.close()
+    port = srv.ports["http"]
+    codes = []
+    for headers, body in (({"Content-Length": "x"}, b""), ({"Content-Encoding": "gzip"}, b"\x1f\x8bnot gzip")):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/opamp", body, headers, method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=5)
+        except urllib.error.HTTPError as e:
+            codes.append(e.code)
+    check("http: bad Content-Length, bad gzip -> 400", codes == [400, 400], codes)
+    bad = [("/remote_config", b"{not json"), ("/remote_config", b'{"files": {"a.sig": "!!"}}'),
+           ("/new_instance_uid", b'{"uid_hex": "zz"}'), ("/unavailable", b"{}"), ("/nowhere", b"{}")]
+    for path, body in bad:
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.ports['control']}{path}", body, method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            codes.append(200)
+        except urllib.error.HTTPError as e:
+            codes.append(e.code)
+    check("control: bad requests -> 400/404", codes[2:] == [400, 400, 400, 400, 404], codes)
+    code, _, r = http_post(port, a2s(20))
+    check("still serving after all that", code == 200 and r.instance_uid == UID and srv.p.poll() is None)
 
 
 def test_tls(proto_root, d):
@@ -289,7 +334,8 @@ def test_tls(proto_root, d):
             ws_send(ws, a2s(1))
             check("tls: wss with a client cert", ws_recv(ws).instance_uid == UID)
         msgs = srv.ctl("GET", "/messages")
-        check("tls: client cert subject recorded", [m["client_cert_subject"] for m in msgs] == ["commonName=client"] * 2, msgs)
+        subjects = [m["client_cert_subject"] for m in msgs]
+        check("tls: client cert subject recorded", subjects == ["commonName=client"] * 2, msgs)
         try:
             http_post(srv.ports["http"], a2s(2), "https", ssl.create_default_context(cafile=p("ca.pem")))
             refused = False
@@ -314,6 +360,7 @@ def main():
             test_ws(srv, d)
             test_http(srv)
             test_unavailable(srv)
+            test_robustness(srv)
         finally:
             code = srv.stop()
         check("SIGTERM exits 0", code == 0, code)

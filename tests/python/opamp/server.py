@@ -422,8 +422,13 @@ class OpampHttpHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         st = self.server.state
+        try:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            st.bad("http: bad Content-Length")
+            self.close_connection = True
+            return self.answer(400, b"bad Content-Length\n")
         if urlparse(self.path).path != OPAMP_PATH:
             return self.answer(404, b"not an OpAMP path\n")
         refused = st.refuse("http")
@@ -433,7 +438,7 @@ class OpampHttpHandler(http.server.BaseHTTPRequestHandler):
             if self.headers.get("Content-Encoding", "identity").lower() == "gzip":
                 body = gzip.decompress(body)
             msg = parse_a2s(body)
-        except (ValueError, OSError, EOFError) as e:
+        except Exception as e:  # ValueError from parse_a2s; gzip's OSError, EOFError, zlib.error
             st.bad(f"http: {e}")
             return self.answer(400, f"{e}\n".encode())
         peer = peer_subject(self.connection.getpeercert()) if isinstance(self.connection, ssl.SSLSocket) else None
@@ -461,7 +466,10 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         st, url = self.server.state, urlparse(self.path)
         if url.path == "/messages":
-            since = int(parse_qs(url.query).get("since", ["0"])[0])
+            try:
+                since = int(parse_qs(url.query).get("since", ["0"])[0])
+            except ValueError:
+                return self.send_json({"error": "since must be an integer"}, 400)
             with st.lock:
                 return self.send_json(st.messages[since:])
         if url.path in ("/refusals", "/replies"):
