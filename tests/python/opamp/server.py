@@ -238,6 +238,17 @@ class State:
             self.issued_uids.append(self.new_uid.hex())
         self.flags, self.conn_settings, self.new_uid = 0, None, None
 
+    def requeue(self, out):
+        """Puts the one-shot offers that OUT took back, unless newer ones were posted meanwhile."""
+        with self.lock:
+            self.flags |= out.flags
+            cs = out.connection_settings
+            if out.HasField("connection_settings") and self.conn_settings is None and cs != self.cs_offer:
+                self.conn_settings = cs
+            if out.HasField("agent_identification") and self.new_uid is None:
+                self.new_uid = out.agent_identification.new_instance_uid
+                self.issued_uids.remove(self.new_uid.hex())
+
     def refuse(self, transport):
         """Consumes one refusal if any are left: returns (retry_after_seconds, ws_mode) or None."""
         with self.lock:
@@ -347,23 +358,23 @@ class WsServer:
         self.state.sent(msg, "ws")
 
     async def push(self, one_shots):
-        """Sends a ServerToAgent to every connected client; True if one got it."""
+        """Sends a ServerToAgent to every connected client; True if one got it. The one-shot
+        offers go to the first client that takes them (back in the queue if a send fails)."""
         sent = False
         for conn, uid in list(self.conns.items()):
-            out = self.state.reply(uid, one_shots=False)
-            if one_shots:
-                with self.state.lock:
-                    self.state.take_one_shots(out)
+            taking = one_shots and not sent
+            out = self.state.reply(uid, one_shots=taking)
             try:
                 await self.send(conn, out)
                 sent = True
             except Exception as e:
                 log("ws push failed:", repr(e))
+                if taking:
+                    self.state.requeue(out)
         return sent
 
     async def disconnect(self):
-        for conn in list(self.conns):
-            await conn.close(1001, "server closing the connection (test)")
+        await asyncio.gather(*(c.close(1001, "server closing the connection (test)") for c in list(self.conns)))
         return True
 
     def run(self, coro_fn, *args):
@@ -565,7 +576,7 @@ async def amain(args):
     for sig in (signal.SIGTERM, signal.SIGINT):
         ws.loop.add_signal_handler(sig, stop.set)
     async with serve(ws.handler, "127.0.0.1", args.ws_port, ssl=tls, process_request=ws.process_request,
-                     max_size=64 << 20, ping_interval=None) as wss:
+                     max_size=64 << 20, ping_interval=None, close_timeout=2) as wss:
         http_srv = start_http(args.http_port, OpampHttpHandler, state, ws, args.verbose, tls)
         ctl = start_http(args.control_port, ControlHandler, state, ws, args.verbose)
         ports = {"ws": wss.sockets[0].getsockname()[1], "http": http_srv.server_address[1],
