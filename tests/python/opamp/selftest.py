@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Self-test of server.py and sign.py: `python3 selftest.py [--proto-root DIR]`, exit 0 when all pass.
+"""Self-test of server.py and sign.py: `python3 selftest.py [--proto-root REPO_ROOT]`; exit 0 if all pass.
 
 Starts server.py, then acts as an agent with classes generated from the same protos:
 WS (reply fields, remote config push + re-offer until reported, flags / connection settings /
@@ -350,7 +350,7 @@ def test_tls(proto_root, d):
 def main():
     global pb
     ap = argparse.ArgumentParser()
-    ap.add_argument("--proto-root", default=protos.DEFAULT_PROTO_ROOT)
+    ap.add_argument("--proto-root", default=protos.REPO_ROOT)
     args = ap.parse_args()
     pb = protos.load(args.proto_root)
     with tempfile.TemporaryDirectory() as d:

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """A real OpAMP server for the agent's integration tests (issue #14).
 
-  server.py [--proto-root DIR] [--ws-port 0] [--http-port 0] [--control-port 0]
+  server.py [--proto-root REPO_ROOT] [--ws-port 0] [--http-port 0] [--control-port 0]
             [--tls-cert PEM --tls-key PEM [--client-ca PEM]] [--verbose]
 
-At start it generates the Python classes from the repo's vendored protos (DIR/opamp/v1/*.proto,
-include dir DIR; default DIR is the repo's `proto/`, found from this file's location) with
-grpc_tools.protoc into a temporary directory (protos.py), then serves, all on 127.0.0.1:
+At start it generates the Python classes from the vendored protos, REPO_ROOT/proto/opamp/v1/*.proto
+with include dir REPO_ROOT/proto (--proto-root REPO_ROOT defaults to this repository's root, found
+from this file's location), with grpc_tools.protoc into a temporary directory (protos.py), then
+serves, all on 127.0.0.1 (port 0 = the OS picks one):
 
 * OpAMP over WebSocket at ws[s]://127.0.0.1:WS/v1/opamp: binary frames, each a varint header (0)
   followed by the serialized message, both ways. Each AgentToServer gets one ServerToAgent.
@@ -591,15 +592,16 @@ async def amain(args):
 
 def main():
     global pb, MessageToDict
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--proto-root", default=protos.DEFAULT_PROTO_ROOT)
-    ap.add_argument("--ws-port", type=int, default=0)
-    ap.add_argument("--http-port", type=int, default=0)
-    ap.add_argument("--control-port", type=int, default=0)
-    ap.add_argument("--tls-cert")
-    ap.add_argument("--tls-key")
-    ap.add_argument("--client-ca")
-    ap.add_argument("--verbose", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--proto-root", default=protos.REPO_ROOT, metavar="REPO_ROOT",
+                    help="repository root holding proto/opamp/v1/*.proto (default: this repo)")
+    ap.add_argument("--ws-port", type=int, default=0, help="OpAMP/WebSocket port (0: any)")
+    ap.add_argument("--http-port", type=int, default=0, help="OpAMP/HTTP port (0: any)")
+    ap.add_argument("--control-port", type=int, default=0, help="JSON control API port (0: any)")
+    ap.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain) for the WS and HTTP ports")
+    ap.add_argument("--tls-key", metavar="PEM", help="its private key")
+    ap.add_argument("--client-ca", metavar="PEM", help="require client certificates signed by this CA")
+    ap.add_argument("--verbose", action="store_true", help="log every HTTP request to stderr")
     args = ap.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key) or (args.client_ca and not args.tls_cert):
         ap.error("--tls-cert and --tls-key go together; --client-ca needs them")
