@@ -20,7 +20,7 @@ and flushes. SIGTERM/SIGINT stop it (exit 0). --tls-cert/--tls-key put TLS on th
 ports; --client-ca also requires a client certificate signed by that CA (handshake failures are
 counted in /state `tls_failures`).
 
-Every reply carries capabilities AcceptsStatus|OffersRemoteConfig|AcceptsEffectiveConfig|
+Every reply but the UNAVAILABLE error response carries capabilities AcceptsStatus|OffersRemoteConfig|AcceptsEffectiveConfig|
 OffersConnectionSettings and instance_uid = the agent's (the request's; on a WS push the last one
 seen on that connection). Malformed requests (bad header, text frame, undecodable protobuf) are
 logged to stderr and counted in /state `malformed`; a WS connection stays open after one; HTTP
@@ -71,13 +71,15 @@ Control API (JSON in, JSON out):
   POST /new_instance_uid    {"uid_hex": "..."}: the next reply carries agent_identification.
   POST /unavailable         {"count": K, "retry_after_seconds": S, "ws_mode": "message"}: the next
                             K HTTP requests / WS connections (each handshake counts one) are
-                            refused. HTTP: 503 with Retry-After: S. WS, ws_mode "message"
+                            refused (a new POST replaces the count, it does not add). HTTP: 503 with Retry-After: S. WS, ws_mode "message"
                             (default): the handshake succeeds, the first AgentToServer is answered
                             with ServerErrorResponse{UNAVAILABLE, retry_info.retry_after_
                             nanoseconds = S*1e9} and the connection is closed (1013); ws_mode
                             "handshake": the upgrade is refused with HTTP 503 + Retry-After.
   POST /disconnect          closes every WS connection (code 1001) to test reconnects.
-  POST /reset               clears the recorded messages and refusals (offers and state stay).
+  POST /reset               clears the recorded messages, replies and refusals (offers and /state
+                            stay).
+Bad input (JSON, base64, hex, a missing key) gets 400 {"error": ...}; an unknown path 404.
 "One-shot" offers (flags, connection settings, new instance uid) go out in the next reply to any
 AgentToServer or, if a WS client is connected when they are posted, are pushed to it at once;
 either way they are sent once. An AgentToServer with flags AgentToServerFlags_RequestInstanceUid
