@@ -20,9 +20,9 @@ and flushes. SIGTERM/SIGINT stop it (exit 0). --tls-cert/--tls-key put TLS on th
 ports; --client-ca also requires a client certificate signed by that CA (handshake failures are
 counted in /state `tls_failures`).
 
-Every reply but the UNAVAILABLE error response carries capabilities AcceptsStatus|OffersRemoteConfig|AcceptsEffectiveConfig|
-OffersConnectionSettings and instance_uid = the agent's (the request's; on a WS push the last one
-seen on that connection). Malformed requests (bad header, text frame, undecodable protobuf) are
+Every reply but the UNAVAILABLE error response carries capabilities AcceptsStatus|
+OffersRemoteConfig|AcceptsEffectiveConfig|OffersConnectionSettings (= 39) and instance_uid = the
+agent's (the request's; on a WS push the last one seen on that connection). Malformed requests (bad header, text frame, undecodable protobuf) are
 logged to stderr and counted in /state `malformed`; a WS connection stays open after one; HTTP
 answers 400.
 
