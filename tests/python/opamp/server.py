@@ -22,9 +22,9 @@ counted in /state `tls_failures`).
 
 Every reply but the UNAVAILABLE error response carries capabilities AcceptsStatus|
 OffersRemoteConfig|AcceptsEffectiveConfig|OffersConnectionSettings (= 39) and instance_uid = the
-agent's (the request's; on a WS push the last one seen on that connection). Malformed requests (bad header, text frame, undecodable protobuf) are
-logged to stderr and counted in /state `malformed`; a WS connection stays open after one; HTTP
-answers 400.
+agent's (the request's; on a WS push the last one seen on that connection). Malformed requests
+(bad header, text frame, undecodable protobuf) are logged to stderr and counted in /state
+`malformed`; a WS connection stays open after one; HTTP answers 400.
 
 Control API (JSON in, JSON out):
   GET  /messages            every AgentToServer so far, in order: MessageToDict(preserving_proto_
@@ -71,8 +71,8 @@ Control API (JSON in, JSON out):
   POST /new_instance_uid    {"uid_hex": "..."}: the next reply carries agent_identification.
   POST /unavailable         {"count": K, "retry_after_seconds": S, "ws_mode": "message"}: the next
                             K HTTP requests / WS connections (each handshake counts one) are
-                            refused (a new POST replaces the count, it does not add). HTTP: 503 with Retry-After: S. WS, ws_mode "message"
-                            (default): the handshake succeeds, the first AgentToServer is answered
+                            refused (a new POST replaces the count, it does not add). HTTP: 503
+                            with Retry-After: S. WS, ws_mode "message" (default): the handshake succeeds, the first AgentToServer is answered
                             with ServerErrorResponse{UNAVAILABLE, retry_info.retry_after_
                             nanoseconds = S*1e9} and the connection is closed (1013); ws_mode
                             "handshake": the upgrade is refused with HTTP 503 + Retry-After.
