@@ -72,10 +72,11 @@ Control API (JSON in, JSON out):
   POST /unavailable         {"count": K, "retry_after_seconds": S, "ws_mode": "message"}: the next
                             K HTTP requests / WS connections (each handshake counts one) are
                             refused (a new POST replaces the count, it does not add). HTTP: 503
-                            with Retry-After: S. WS, ws_mode "message" (default): the handshake succeeds, the first AgentToServer is answered
-                            with ServerErrorResponse{UNAVAILABLE, retry_info.retry_after_
-                            nanoseconds = S*1e9} and the connection is closed (1013); ws_mode
-                            "handshake": the upgrade is refused with HTTP 503 + Retry-After.
+                            with Retry-After: S. WS, ws_mode "message" (default): the handshake
+                            succeeds, the first AgentToServer is answered with ServerErrorResponse
+                            {UNAVAILABLE, retry_info.retry_after_nanoseconds = S*1e9} and the
+                            connection is closed (1013); ws_mode "handshake": the upgrade is
+                            refused with HTTP 503 + Retry-After.
   POST /disconnect          closes every WS connection (code 1001) to test reconnects.
   POST /reset               clears the recorded messages, replies and refusals (offers and /state
                             stay).
