@@ -53,6 +53,15 @@ class Server:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
+    def wait_state(self, key, want, timeout=10):
+        """Polls /state until state[key] == want; returns the last value."""
+        end = time.time() + timeout
+        while True:
+            got = self.ctl("GET", "/state")[key]
+            if got == want or time.time() > end:
+                return got
+            time.sleep(0.05)
+
     def stop(self):
         self.p.terminate()
         return self.p.wait(10)
@@ -168,7 +177,7 @@ def test_ws(srv, keys):
           and st["remote_config_status"]["status"] == "RemoteConfigStatuses_APPLIED" and st["health"]["healthy"], st)
 
     with connect(ws_url) as ws:
-        time.sleep(0.2)
+        srv.wait_state("ws_connected", 1)
         srv.ctl("POST", "/disconnect", {})
         try:
             ws.recv(5)
@@ -184,7 +193,7 @@ def test_http(srv):
     code, _, r = http_post(port, a2s(0, uid=other))
     check("http reply: uid echoed, config offered to an instance that never reported",
           code == 200 and r.instance_uid == other and r.HasField("remote_config"), (code, r))
-    time.sleep(0.2)  # the WS client of /disconnect is gone
+    srv.wait_state("ws_connected", 0)  # the WS client of /disconnect is gone
     res = srv.ctl("POST", "/flags", {"report_full_state": True})
     check("one-shot not pushed without WS clients", res["pushed"] is False, res)
     _, _, r1 = http_post(port, a2s(1), gz=True)
@@ -341,8 +350,7 @@ def test_tls(proto_root, d):
             refused = False
         except (urllib.error.URLError, ssl.SSLError, ConnectionError):
             refused = True
-        time.sleep(0.2)
-        check("tls: no client cert -> refused, counted", refused and srv.ctl("GET", "/state")["tls_failures"] >= 1)
+        check("tls: no client cert -> refused, counted", refused and srv.wait_state("tls_failures", 1) == 1)
     finally:
         srv.stop()
 
