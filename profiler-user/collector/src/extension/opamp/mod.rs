@@ -5,9 +5,12 @@
 //!   `remote_config` (off by default): what a server may change, where remote files may point,
 //!   and the optional Ed25519 signature.
 //! - [`remote`]: a remote config checked against the policy and merged over the local file.
+//! - [`supervisor`]: the OpAMP client and the loop that applies remote configs atomically,
+//!   verifies them and rolls back; health and effective config reported.
 
 pub mod config;
 pub mod remote;
+pub mod supervisor;
 
 use serde_yaml::Value;
 

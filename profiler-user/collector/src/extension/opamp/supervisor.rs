@@ -1,0 +1,500 @@
+//! The agent under OpAMP control: the running graph, the OpAMP client, and the loop that
+//! applies remote configs atomically, verifies them and rolls back (docs/design/0009-opamp.md).
+//!
+//! One task owns the [`RunningGraph`]; everything that changes it (a remote config, a
+//! rollback) runs in that task, one at a time, so there is never a half-applied config.
+//!
+//! Apply, for an offered config whose hash differs from the last one received:
+//! policy check ([`super::remote::Policy`]) → merged over the local file → parsed, OTTL
+//! compiled and the graph built (not started) → `APPLYING` → [`RunningGraph::replace`] →
+//! every component healthy within `config_apply_timeout` → `APPLIED`, the effective config
+//! reported and the remote config persisted as the last good one. A failure before the swap
+//! leaves the running graph untouched; a failure after it swaps the last good config back in
+//! the same way. Either way `FAILED` names the key or component.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use otelprof_opamp::{capabilities as cap, Client, ClientSettings, ServerEvent, TlsSettings, Transport};
+use otelprof_proto::opamp as pb;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    config::OpampConfig,
+    remote::{self, Policy},
+};
+use crate::{
+    component::Host,
+    config::{self, ConfigError},
+    factories::Factories,
+    graph::{Graph, RunningGraph},
+    health::ComponentStatus,
+};
+
+/// The file in `storage.directory` that keeps the last remote config that was applied.
+const LAST_GOOD: &str = "last_remote_config.pb";
+/// How often component health is compared with what was last reported.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// What the binary gives the supervisor.
+pub struct Managed {
+    /// The local config file's text (the base every remote config is merged over).
+    pub local: String,
+    pub factories: Factories,
+    pub host: Host,
+    pub opamp: OpampConfig,
+}
+
+/// The remote config that runs at start, when the last good one was persisted and still
+/// passes the local policy: (its merged text, its hash).
+pub fn startup_config(local: &str, opamp: &OpampConfig, factories: &Factories) -> Option<(String, Vec<u8>)> {
+    if !opamp.remote_config.enabled {
+        return None;
+    }
+    let path = opamp.storage.directory.join(LAST_GOOD);
+    let bytes = std::fs::read(&path).ok()?;
+    let offered = match pb::AgentRemoteConfig::decode(bytes.as_slice()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("opamp: {}: not a remote config ({e}); running the local config", path.display());
+            return None;
+        }
+    };
+    let policy = match policy(opamp) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("opamp: {e}");
+            return None;
+        }
+    };
+    match merged(local, &offered, &policy, factories) {
+        Ok(text) => {
+            tracing::info!("opamp: running the last good remote config (persisted in {})", path.display());
+            Some((text, offered.config_hash))
+        }
+        Err(e) => {
+            tracing::warn!("opamp: the persisted remote config no longer applies ({e}); running the local config");
+            None
+        }
+    }
+}
+
+fn policy(opamp: &OpampConfig) -> Result<Policy, String> {
+    let public_key = match &opamp.remote_config.signature {
+        Some(s) => Some(remote::read_public_key(&s.public_key_file)?),
+        None => None,
+    };
+    Ok(Policy {
+        allowed_paths: opamp.remote_config.allowed_paths.clone(),
+        files_dir: opamp.remote_config.files_dir.clone(),
+        public_key,
+    })
+}
+
+/// The config map's files.
+fn files(offered: &pb::AgentRemoteConfig) -> BTreeMap<String, Vec<u8>> {
+    offered
+        .config
+        .iter()
+        .flat_map(|m| m.config_map.iter())
+        .map(|(name, f)| (name.clone(), f.body.clone()))
+        .collect()
+}
+
+/// Policy-checked, merged over `local` and parsed with every component's config checked;
+/// the merged text.
+fn merged(local: &str, offered: &pb::AgentRemoteConfig, policy: &Policy, factories: &Factories) -> Result<String, String> {
+    let remote = policy.check(&files(offered)).map_err(|e| e.0)?;
+    let text = remote::merged_text(local, remote).map_err(|e| e.0)?;
+    config::parse(&text, factories).map_err(|e| without_position(&e))?;
+    Ok(text)
+}
+
+/// A config error for the server: the key path and the message (positions would point into
+/// the merged text, which the server never saw).
+fn without_position(e: &ConfigError) -> String {
+    format!("{}: {}", e.path, e.message)
+}
+
+/// The capabilities this agent has, exactly: AcceptsRemoteConfig only when the local config
+/// enables remote configuration.
+pub fn capabilities(opamp: &OpampConfig) -> u64 {
+    let mut c = cap::REPORTS_STATUS
+        | cap::REPORTS_EFFECTIVE_CONFIG
+        | cap::REPORTS_HEALTH
+        | cap::REPORTS_REMOTE_CONFIG
+        | cap::REPORTS_HEARTBEAT;
+    if opamp.remote_config.enabled {
+        c |= cap::ACCEPTS_REMOTE_CONFIG;
+    }
+    c
+}
+
+fn string_kv(key: &str, value: impl Into<String>) -> pb::KeyValue {
+    pb::KeyValue {
+        key: key.to_string(),
+        value: Some(pb::AnyValue { value: Some(pb::any_value::Value::StringValue(value.into())) }),
+    }
+}
+
+/// `AgentDescription`: identifying `service.name`, `service.version`, `service.instance.id`;
+/// non-identifying `host.name`, `host.arch`, `os.type`, `os.description` and
+/// `k8s.node.name` when `NODE_NAME` is set (the DaemonSet's downward API).
+pub fn description(uid: [u8; 16]) -> pb::AgentDescription {
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let node = std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty());
+    let host = node.clone().or_else(|| read("/proc/sys/kernel/hostname")).unwrap_or_else(|| "unknown".into());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "x86",
+        other => other,
+    };
+    let pretty = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+        })
+        .unwrap_or_else(|| "Linux".into());
+    let kernel = read("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut non_identifying = vec![
+        string_kv("host.name", host),
+        string_kv("host.arch", arch),
+        string_kv("os.type", "linux"),
+        string_kv("os.description", format!("{pretty} (Linux {kernel})").trim().to_string()),
+    ];
+    if let Some(node) = node {
+        non_identifying.push(string_kv("k8s.node.name", node));
+    }
+    pb::AgentDescription {
+        identifying_attributes: vec![
+            string_kv("service.name", "otelprof"),
+            string_kv("service.version", env!("CARGO_PKG_VERSION")),
+            string_kv("service.instance.id", uuid_text(uid)),
+        ],
+        non_identifying_attributes: non_identifying,
+    }
+}
+
+/// 8-4-4-4-12 hex.
+pub fn uuid_text(u: [u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// `ComponentHealth` of the agent: healthy when every component is, with one entry per
+/// component (`receiver/profiling`, `exporter/otlp/traces`, …).
+fn health(statuses: &[ComponentStatus], start: u64) -> pb::ComponentHealth {
+    let unhealthy: Vec<&ComponentStatus> = statuses.iter().filter(|s| !s.healthy).collect();
+    pb::ComponentHealth {
+        healthy: unhealthy.is_empty(),
+        start_time_unix_nano: start,
+        last_error: unhealthy.iter().map(|s| format!("{}: {}", s.name, s.last_error)).collect::<Vec<_>>().join("; "),
+        status: if unhealthy.is_empty() { "running" } else { "unhealthy" }.to_string(),
+        status_time_unix_nano: now_ns(),
+        component_health_map: statuses
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    pb::ComponentHealth {
+                        healthy: s.healthy,
+                        start_time_unix_nano: s.start_time_unix_nano,
+                        last_error: s.last_error.clone(),
+                        status: s.status.clone(),
+                        status_time_unix_nano: 0,
+                        component_health_map: Default::default(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn effective(text: &str) -> pb::EffectiveConfig {
+    let file = pb::AgentConfigFile { body: remote::redacted(text).into_bytes(), content_type: "text/yaml".into() };
+    pb::EffectiveConfig {
+        config_map: Some(pb::AgentConfigMap { config_map: [(remote::CONFIG_FILE.to_string(), file)].into() }),
+    }
+}
+
+fn status(hash: &[u8], s: pb::RemoteConfigStatuses, error: &str) -> pb::RemoteConfigStatus {
+    pb::RemoteConfigStatus { last_remote_config_hash: hash.to_vec(), status: s as i32, error_message: error.to_string() }
+}
+
+/// The client's transport from `server:`.
+fn transport(opamp: &OpampConfig) -> Transport {
+    let (e, ws) = opamp.endpoint();
+    let tls = TlsSettings {
+        ca_file: e.tls.ca_file.clone(),
+        cert_file: e.tls.cert_file.clone(),
+        key_file: e.tls.key_file.clone(),
+        insecure_skip_verify: e.tls.insecure_skip_verify,
+        server_name_override: e.tls.server_name_override.clone(),
+    };
+    let headers: Vec<(String, String)> = e.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if ws {
+        Transport::WebSocket { endpoint: e.endpoint.clone(), headers, tls }
+    } else {
+        Transport::Http {
+            endpoint: e.endpoint.clone(),
+            headers,
+            tls,
+            polling_interval: e.polling_interval.unwrap_or(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The instance UID: the configured one, else the stored one (made and stored once).
+pub fn instance_uid(opamp: &OpampConfig) -> Result<[u8; 16], String> {
+    if let Some(u) = opamp.configured_uid() {
+        return Ok(u);
+    }
+    otelprof_opamp::instance_uid::load_or_create(&opamp.storage.directory)
+        .map_err(|e| format!("extensions.opamp.storage.directory ({}): {e}", opamp.storage.directory.display()))
+}
+
+/// Writes `bytes` to `dir/name` atomically (a temporary file renamed over it).
+fn persist(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// The supervisor's state between events.
+struct State {
+    local: String,
+    factories: Factories,
+    host: Host,
+    opamp: OpampConfig,
+    policy: Result<Policy, String>,
+    client: Client,
+    /// The config text running now, and the last good one to roll back to.
+    good: String,
+    /// The hash of the last remote config received, and the status reported for it.
+    last: Option<(Vec<u8>, pb::RemoteConfigStatus)>,
+    last_health: Option<Vec<ComponentStatus>>,
+    start_ns: u64,
+}
+
+impl Managed {
+    /// Runs until `stop`; returns the graph as it runs then, for the agent's shutdown.
+    /// `running_text` is the config the graph was built from; `running_hash` the remote
+    /// config's hash when it came from the persisted last good one.
+    pub async fn run(
+        self,
+        mut running: RunningGraph,
+        running_text: String,
+        running_hash: Option<Vec<u8>>,
+        stop: CancellationToken,
+    ) -> RunningGraph {
+        let Managed { local, factories, host, opamp } = self;
+        let uid = match instance_uid(&opamp) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!("opamp: {e}; using a new instance UID for this run only");
+                otelprof_opamp::instance_uid::new_v7()
+            }
+        };
+        let (events_tx, mut events) = mpsc::channel(16);
+        let client = Client::start(
+            ClientSettings {
+                transport: transport(&opamp),
+                instance_uid: uid,
+                description: description(uid),
+                capabilities: capabilities(&opamp),
+            },
+            events_tx,
+        );
+        client.set_effective_config(effective(&running_text));
+        let mut state = State {
+            policy: policy(&opamp),
+            local,
+            factories,
+            host,
+            client,
+            good: running_text,
+            last: None,
+            last_health: None,
+            start_ns: now_ns(),
+            opamp,
+        };
+        if let Some(hash) = running_hash {
+            let s = status(&hash, pb::RemoteConfigStatuses::Applied, "");
+            state.client.set_remote_config_status(s.clone());
+            state.last = Some((hash, s));
+        }
+        state.report_health();
+        let mut tick = tokio::time::interval(HEALTH_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => state.report_health(),
+                event = events.recv() => match event {
+                    None => break,
+                    Some(ServerEvent::RemoteConfig(offered)) => running = state.apply(running, offered).await,
+                    Some(ServerEvent::NewInstanceUid(uid)) => {
+                        tracing::info!("opamp: the server assigned the instance UID {}", uuid_text(uid));
+                        if state.opamp.configured_uid().is_none() {
+                            if let Err(e) = otelprof_opamp::instance_uid::store(&state.opamp.storage.directory, uid) {
+                                tracing::warn!("opamp: storing the new instance UID: {e}");
+                            }
+                        }
+                    }
+                    Some(ServerEvent::ConnectFailed(reason)) => tracing::debug!("opamp: {reason}"),
+                    Some(_) => {}
+                },
+            }
+        }
+        state.client.stop(Duration::from_secs(2)).await;
+        running
+    }
+}
+
+impl State {
+    fn report_health(&mut self) {
+        let now = self.host.health.statuses();
+        if self.last_health.as_ref() != Some(&now) {
+            self.client.set_health(health(&now, self.start_ns));
+            self.last_health = Some(now);
+        }
+    }
+
+    fn report(&mut self, hash: &[u8], s: pb::RemoteConfigStatuses, error: &str) {
+        let st = status(hash, s, error);
+        if s == pb::RemoteConfigStatuses::Failed {
+            tracing::warn!("opamp: remote config refused: {error}");
+        }
+        self.client.set_remote_config_status(st.clone());
+        self.last = Some((hash.to_vec(), st));
+    }
+
+    async fn apply(&mut self, running: RunningGraph, offered: pb::AgentRemoteConfig) -> RunningGraph {
+        let hash = offered.config_hash.clone();
+        if let Some((last, st)) = &self.last {
+            if *last == hash {
+                // Received before: not applied again; its status is reported again.
+                self.client.set_remote_config_status(st.clone());
+                return running;
+            }
+        }
+        if !self.opamp.remote_config.enabled {
+            self.report(&hash, pb::RemoteConfigStatuses::Failed, "remote configuration is not enabled in the local config (extensions.opamp.remote_config.enabled)");
+            return running;
+        }
+        let policy = match &self.policy {
+            Ok(p) => p,
+            Err(e) => {
+                let e = e.clone();
+                self.report(&hash, pb::RemoteConfigStatuses::Failed, &e);
+                return running;
+            }
+        };
+        let text = match merged(&self.local, &offered, policy, &self.factories) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report(&hash, pb::RemoteConfigStatuses::Failed, &e);
+                return running;
+            }
+        };
+        // Built (every exporter and processor made, OTTL compiled) before anything is stopped.
+        let next = match config::parse(&text, &self.factories)
+            .map_err(|e| without_position(&e))
+            .and_then(|(cfg, _)| Graph::build(cfg, &self.host).map_err(|e| e.to_string()))
+        {
+            Ok(g) => g,
+            Err(e) => {
+                self.report(&hash, pb::RemoteConfigStatuses::Failed, &e);
+                return running;
+            }
+        };
+        self.report(&hash, pb::RemoteConfigStatuses::Applying, "");
+        tracing::info!("opamp: applying a remote config");
+        let (running, result) = running.replace(next).await;
+        let failure = match result {
+            Ok(report) => {
+                tracing::info!(
+                    "opamp: swapped in: kept {:?}, reconfigured live {:?}, restarted {:?}, started {:?}, stopped {:?}",
+                    report.kept,
+                    report.reconfigured,
+                    report.restarted,
+                    report.started,
+                    report.stopped
+                );
+                self.wait_healthy().await.err()
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        match failure {
+            None => {
+                self.good = text;
+                self.client.set_effective_config(effective(&self.good));
+                if let Err(e) = persist(&self.opamp.storage.directory, LAST_GOOD, &offered.encode_to_vec()) {
+                    tracing::warn!("opamp: persisting the remote config in {}: {e}", self.opamp.storage.directory.display());
+                }
+                self.report(&hash, pb::RemoteConfigStatuses::Applied, "");
+                self.report_health();
+                running
+            }
+            Some(e) => {
+                let running = self.roll_back(running).await;
+                self.report(&hash, pb::RemoteConfigStatuses::Failed, &format!("{e} (rolled back to the last good config)"));
+                self.report_health();
+                running
+            }
+        }
+    }
+
+    /// Every component healthy within `config_apply_timeout`: a short settling time, then
+    /// checks until the health is good or the time is up.
+    async fn wait_healthy(&self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.opamp.config_apply_timeout;
+        let settle = (self.opamp.config_apply_timeout / 5).min(Duration::from_millis(500));
+        tokio::time::sleep(settle).await;
+        loop {
+            match self.host.health.check() {
+                Ok(()) => return Ok(()),
+                Err(problems) if tokio::time::Instant::now() >= deadline => {
+                    let p: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                    return Err(format!(
+                        "not healthy within config_apply_timeout ({:?}): {}",
+                        self.opamp.config_apply_timeout,
+                        p.join("; ")
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// The last good config swapped back in, the same way.
+    async fn roll_back(&mut self, running: RunningGraph) -> RunningGraph {
+        tracing::warn!("opamp: rolling back to the last good config");
+        let next = match config::parse(&self.good, &self.factories)
+            .map_err(|e| e.to_string())
+            .and_then(|(cfg, _)| Graph::build(cfg, &self.host).map_err(|e| e.to_string()))
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("opamp: the last good config no longer builds ({e}); keeping what runs");
+                return running;
+            }
+        };
+        let (running, result) = running.replace(next).await;
+        if let Err(e) = result {
+            tracing::error!("opamp: rolling back: {e}");
+        }
+        running
+    }
+}
