@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY (of intent): build scripts are single-threaded; prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=profile.proto");
-    prost_build::Config::new().compile_protos(&["profile.proto"], &["."])?;
+    println!("cargo:rerun-if-changed=opamp/v1/opamp.proto");
+    println!("cargo:rerun-if-changed=opamp/v1/anyvalue.proto");
+    prost_build::Config::new()
+        .compile_protos(&["profile.proto", "opamp/v1/opamp.proto", "opamp/v1/anyvalue.proto"], &["."])?;
     Ok(())
 }
