@@ -13,8 +13,13 @@ use otelprof_collector::{
     config::{self, ServiceConfig},
     factories::Factories,
     graph::Graph,
+    extension::opamp::{
+        supervisor::{startup_config, Managed},
+        OpampConfig,
+    },
     telemetry_server::{Endpoints, TelemetryServer},
 };
+use tokio_util::sync::CancellationToken;
 use otelprof_profiling::{metrics::ProfilerMetrics, ProfilingFactory};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -28,6 +33,11 @@ fn factories(metrics: &Arc<ProfilerMetrics>) -> Factories {
 
 /// Reads and checks a config, logging its warnings; `Err` is the message for exit status 2.
 fn load(path: Option<&Path>, factories: &Factories) -> Result<ServiceConfig, String> {
+    load_text(path, factories).map(|(_, cfg)| cfg)
+}
+
+/// [`load`], with the config's text.
+fn load_text(path: Option<&Path>, factories: &Factories) -> Result<(String, ServiceConfig), String> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None => DEFAULT_CONFIG.to_string(),
@@ -36,7 +46,33 @@ fn load(path: Option<&Path>, factories: &Factories) -> Result<ServiceConfig, Str
     for w in warnings {
         tracing::warn!("config: {w}");
     }
-    Ok(cfg)
+    Ok((text, cfg))
+}
+
+/// The agent under OpAMP control: what the supervisor needs, and the config it starts with.
+struct Control {
+    managed: Managed,
+    text: String,
+    hash: Option<Vec<u8>>,
+}
+
+/// With `extensions: opamp` listed: the supervisor, and the config to start with (the last
+/// good remote config when one was persisted and still applies, else the local file's).
+fn control(text: String, mut cfg: ServiceConfig, metrics: &Arc<ProfilerMetrics>) -> Result<(ServiceConfig, Option<Control>), String> {
+    let Some(opamp) = cfg.extensions.values().find_map(|e| e.downcast_ref::<OpampConfig>()).cloned() else {
+        return Ok((cfg, None));
+    };
+    let mut running = text.clone();
+    let mut hash = None;
+    if let Some((merged, h)) = startup_config(&text, &opamp, &factories(metrics)) {
+        let (c, _) = config::parse(&merged, &factories(metrics)).map_err(|e| e.to_string())?;
+        cfg = c;
+        running = merged;
+        hash = Some(h);
+    }
+    let host = Host::new(cfg.telemetry.shutdown_timeout);
+    let managed = Managed { local: text, factories: factories(metrics), host, opamp };
+    Ok((cfg, Some(Control { managed, text: running, hash })))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -78,7 +114,8 @@ pub fn validate(path: &Path) -> Result<ExitCode> {
 /// and names the key and its position.
 pub fn run(path: Option<&Path>) -> Result<ExitCode> {
     let metrics = Arc::new(ProfilerMetrics::default());
-    let cfg = match load(path, &factories(&metrics)) {
+    let loaded = load_text(path, &factories(&metrics)).and_then(|(text, cfg)| control(text, cfg, &metrics));
+    let (cfg, control) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("otelprof: config error: {e}");
@@ -91,11 +128,15 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
              profiles and the OTLP sent to localhost:4317/4318 go to ./otelprof-data.jsonl, with a summary line per batch"
         );
     }
-    runtime()?.block_on(agent(cfg, metrics))
+    runtime()?.block_on(agent(cfg, metrics, control))
 }
 
-async fn agent(cfg: ServiceConfig, metrics: Arc<ProfilerMetrics>) -> Result<ExitCode> {
-    let host = Host::new(cfg.telemetry.shutdown_timeout);
+async fn agent(cfg: ServiceConfig, metrics: Arc<ProfilerMetrics>, control: Option<Control>) -> Result<ExitCode> {
+    // Under OpAMP, the supervisor's host: the graphs it swaps in share its health and metrics.
+    let host = match &control {
+        Some(c) => c.managed.host.clone(),
+        None => Host::new(cfg.telemetry.shutdown_timeout),
+    };
     let log_interval = cfg.telemetry.log_interval;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -110,6 +151,15 @@ async fn agent(cfg: ServiceConfig, metrics: Arc<ProfilerMetrics>) -> Result<Exit
         None => None,
     };
     let running = graph.start().await?;
+    let stop_control = CancellationToken::new();
+    // Under OpAMP the supervisor owns the running graph (it swaps configs in) until the end.
+    let owner = match control {
+        Some(c) => {
+            tracing::info!("opamp: managed by an OpAMP server (extensions.opamp)");
+            Err(tokio::spawn(c.managed.run(running, c.text, c.hash, stop_control.clone())))
+        }
+        None => Ok(running),
+    };
     let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + log_interval, log_interval);
     loop {
         tokio::select! {
@@ -118,6 +168,13 @@ async fn agent(cfg: ServiceConfig, metrics: Arc<ProfilerMetrics>) -> Result<Exit
             _ = log_tick.tick() => tracing::info!("{}", summary(&host, &metrics)),
         }
     }
+    let running = match owner {
+        Ok(running) => running,
+        Err(supervisor) => {
+            stop_control.cancel();
+            supervisor.await.context("the OpAMP supervisor ended abnormally")?
+        }
+    };
     tracing::info!("stopping: receivers, then processors, then exporters, within {:?}", host.shutdown_timeout);
     let report = running.shutdown().await;
     if !report.left.is_empty() {
