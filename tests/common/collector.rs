@@ -61,23 +61,28 @@ pub fn rotel_available(test: &str) -> bool {
 
 /// A child in its own process group, stopped with SIGTERM to the group (so a Python wrapper and
 /// what it started go together), killed after a grace period; also when a test fails first.
-struct Group {
+pub struct Group {
     child: Option<Child>,
     what: &'static str,
 }
 
 impl Group {
-    fn spawn(what: &'static str, cmd: &mut Command) -> Self {
+    pub fn spawn(what: &'static str, cmd: &mut Command) -> Self {
         let child = cmd.process_group(0).spawn().unwrap_or_else(|e| panic!("starting {what} ({cmd:?}): {e}"));
         Self { child: Some(child), what }
     }
 
-    fn id(&self) -> u32 {
+    /// The child's stdout, when it was piped (once).
+    pub fn child_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    pub fn id(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// SIGTERM to the group, then the exit code (SIGKILL after `grace`).
-    fn stop(&mut self, grace: Duration) -> Option<i32> {
+    pub fn stop(&mut self, grace: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         let pgid = child.id() as i32;
         // SAFETY: kill(2) on the process group of a child this test started.

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod collector;
+pub mod opamp;
 pub mod servers;
 
 use std::{

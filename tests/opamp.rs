@@ -1,0 +1,302 @@
+//! OpAMP end to end (issue #14): the agent (`extensions: opamp`) against a real OpAMP server
+//! (`tests/python/opamp/server.py`, protobuf classes generated from the same vendored protos),
+//! over WebSocket and plain HTTP.
+
+mod common;
+
+use std::{
+    net::TcpStream,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use common::{collector::Collector, opamp::*, scratch, servers::free_addr};
+use serde_json::Value;
+
+/// ReportsStatus | ReportsEffectiveConfig | ReportsHealth | ReportsRemoteConfig | ReportsHeartbeat.
+const REPORTS: u64 = 0x1 | 0x4 | 0x800 | 0x1000 | 0x2000;
+const ACCEPTS_REMOTE_CONFIG: u64 = 0x2;
+
+fn num(v: &Value) -> u64 {
+    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64()).unwrap_or(0)
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The agent's config: an otlp receiver on `port`, a debug exporter, and `opamp` as given.
+fn config(port: u16, server: &str, dir: &Path, remote: &str) -> String {
+    format!(
+        "
+receivers:
+  otlp:
+    protocols: {{http: {{endpoint: '127.0.0.1:{port}'}}}}
+exporters:
+  debug: {{}}
+  otlphttp:
+    endpoint: http://127.0.0.1:9
+    headers: {{x-api-key: abc123secret}}
+extensions:
+  opamp:
+    server: {server}
+    storage: {{directory: '{state}'}}
+    config_apply_timeout: 2s
+{remote}
+service:
+  extensions: [opamp]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+    logs: {{receivers: [otlp], exporters: [otlphttp]}}
+",
+        state = dir.join("state").display()
+    )
+}
+
+fn remote_enabled(dir: &Path, extra: &str) -> String {
+    format!(
+        "    remote_config:
+      enabled: true
+      allowed_paths: [receivers.otlp, exporters.debug, processors]
+      files_dir: '{}'
+{extra}",
+        dir.join("files").display()
+    )
+}
+
+/// First message with the full state and the exact capability bits; later ones only what
+/// changed; heartbeats at the offered interval; ReportFullState; secrets redacted;
+/// agent_disconnect last.
+#[test]
+fn websocket_protocol_full_state_heartbeats_and_disconnect() {
+    if !available("websocket_protocol_full_state_heartbeats_and_disconnect") {
+        return;
+    }
+    let dir = scratch("opamp-ws");
+    let server = OpampServer::start(&dir);
+    let ws = format!("{{ws: {{endpoint: '{}'}}}}", server.ws_url());
+    let agent = Collector::start(&dir, &config(free_addr().port(), &ws, &dir, ""));
+    wait("a first message", Duration::from_secs(15), || !server.messages().is_empty());
+    let first = &server.messages()[0];
+    assert_eq!(num(&first["capabilities"]), REPORTS, "exact bits, no AcceptsRemoteConfig when not enabled: {first:#}");
+    let ident = first["agent_description"]["identifying_attributes"].to_string();
+    for want in ["service.name", "otelprof", "service.version", "service.instance.id"] {
+        assert!(ident.contains(want), "{want}: {ident}");
+    }
+    let other = first["agent_description"]["non_identifying_attributes"].to_string();
+    for want in ["host.name", "host.arch", "os.type", "os.description"] {
+        assert!(other.contains(want), "{want}: {other}");
+    }
+    assert!(first["health"]["healthy"].as_bool().unwrap_or(false), "{first:#}");
+    let components = first["health"]["component_health_map"].as_object().map(|m| m.len()).unwrap_or(0);
+    assert!(components >= 3, "one entry per component: {first:#}");
+    let state = server.get("/state");
+    let effective = state["effective_config"]["otelprof.yaml"]["body"].as_str().unwrap_or_default().to_string();
+    assert!(effective.contains("x-api-key") && effective.contains("[REDACTED]"), "{effective}");
+    assert!(!effective.contains("abc123secret"), "a header value was sent: {effective}");
+
+    server.post("/connection_settings", serde_json::json!({ "heartbeat_interval_seconds": 1 }));
+    let before = server.messages().len();
+    wait("three heartbeats at 1 s", Duration::from_secs(10), || server.messages().len() >= before + 3);
+    let msgs = server.messages();
+    let base = num(&msgs[0]["sequence_num"]);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(num(&m["sequence_num"]), base + i as u64, "sequence numbers go up by one: {m:#}");
+        assert_eq!(num(&m["capabilities"]), REPORTS, "capabilities in every message");
+    }
+    let heartbeat = msgs.last().unwrap();
+    assert!(heartbeat.get("agent_description").is_none(), "later messages carry only what changed: {heartbeat:#}");
+    assert!(heartbeat.get("effective_config").is_none(), "{heartbeat:#}");
+
+    let n = server.messages().len();
+    server.post("/flags", serde_json::json!({ "report_full_state": true }));
+    wait("a full report after ReportFullState", Duration::from_secs(10), || {
+        server.messages()[n..].iter().any(|m| m.get("agent_description").is_some() && m.get("effective_config").is_some())
+    });
+
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let last = server.messages().last().cloned().unwrap();
+    assert!(last.get("agent_disconnect").is_some(), "the last message says goodbye: {last:#}");
+}
+
+/// Plain HTTP: the OpAMP-Instance-UID header, AcceptsRemoteConfig once enabled, the instance
+/// UID made once and kept across restarts.
+#[test]
+fn http_transport_and_a_stored_instance_uid() {
+    if !available("http_transport_and_a_stored_instance_uid") {
+        return;
+    }
+    let dir = scratch("opamp-http");
+    let server = OpampServer::start(&dir);
+    let http = format!("{{http: {{endpoint: '{}', polling_interval: 1s}}}}", server.http_url());
+    let cfg = config(free_addr().port(), &http, &dir, &remote_enabled(&dir, ""));
+    let agent = Collector::start(&dir, &cfg);
+    wait("a few polls", Duration::from_secs(15), || server.messages().len() >= 2);
+    let m = server.messages();
+    assert_eq!(m[0]["transport"], "http");
+    assert_eq!(num(&m[0]["capabilities"]), REPORTS | ACCEPTS_REMOTE_CONFIG);
+    let uid = m[0]["instance_uid_hex"].as_str().unwrap().to_string();
+    let header = m[0]["instance_uid_header"].as_str().unwrap_or_default().replace('-', "");
+    assert_eq!(header, uid, "the OpAMP-Instance-UID header is the message's uid");
+    assert_eq!(&uid[12..13], "7", "a UUIDv7: {uid}");
+    agent.stop();
+    assert!(dir.join("state/instance_uid").exists());
+    server.post("/reset", serde_json::json!({}));
+    let agent = Collector::start(&dir, &cfg);
+    wait("the restarted agent's first message", Duration::from_secs(15), || !server.messages().is_empty());
+    assert_eq!(server.messages()[0]["instance_uid_hex"].as_str().unwrap(), uid, "the same uid after a restart");
+    agent.stop();
+}
+
+/// Remote configs: applied (the receiver moves without an agent restart); the same hash not
+/// applied twice; a config that does not parse, one outside the allow-list and one whose
+/// receiver cannot start all FAILED with the old config still serving (the last one rolled
+/// back); and an agent restarted while the server is down runs the last good config.
+#[test]
+fn remote_configs_applied_refused_rolled_back_and_persisted() {
+    if !available("remote_configs_applied_refused_rolled_back_and_persisted") {
+        return;
+    }
+    let dir = scratch("opamp-remote");
+    let server = OpampServer::start(&dir);
+    let ws = format!("{{ws: {{endpoint: '{}'}}}}", server.ws_url());
+    let (p1, p2) = (free_addr().port(), free_addr().port());
+    let agent = Collector::start(&dir, &config(p1, &ws, &dir, &remote_enabled(&dir, "")));
+    wait("the agent connected", Duration::from_secs(15), || !server.messages().is_empty());
+    assert!(port_open(p1));
+
+    let moved = format!("receivers:\n  otlp:\n    protocols: {{http: {{endpoint: '127.0.0.1:{p2}'}}}}\n");
+    let h = server.offer(&[("otelprof.yaml", &moved)]);
+    server.wait_status(&h, "APPLIED", Duration::from_secs(15));
+    assert!(port_open(p2) && !port_open(p1), "the receiver moved to {p2}");
+    let statuses: Vec<String> = server
+        .messages()
+        .iter()
+        .filter_map(|m| m["remote_config_status"]["status"].as_str().map(str::to_string))
+        .collect();
+    assert!(statuses.iter().any(|s| s.ends_with("APPLYING")), "APPLYING before APPLIED: {statuses:?}");
+    let effective = server.get("/state")["effective_config"]["otelprof.yaml"]["body"].as_str().unwrap().to_string();
+    assert!(effective.contains(&p2.to_string()), "the new effective config: {effective}");
+    assert_eq!(agent.log().matches("opamp: applying a remote config").count(), 1);
+
+    // The same config offered again (same hash): not applied again, its status reported again.
+    server.offer(&[("otelprof.yaml", &moved)]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.log().matches("opamp: applying a remote config").count(), 1, "{}", agent.log());
+
+    let bad = "receivers:\n  otlp:\n    protocols: {http: {endpont: '127.0.0.1:1'}}\n";
+    let h = server.offer(&[("otelprof.yaml", bad)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
+    assert!(e.contains("receivers.otlp.protocols.http.endpont") || e.contains("endpont"), "{e}");
+    assert!(port_open(p2), "the old config still runs");
+
+    let outside = "exporters:\n  otlphttp: {endpoint: 'http://evil:4318'}\n";
+    let h = server.offer(&[("otelprof.yaml", outside)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
+    assert!(e.starts_with("exporters.otlphttp.endpoint: not in remote_config.allowed_paths"), "{e}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p3 = taken.local_addr().unwrap().port();
+    let cannot_start = format!("receivers:\n  otlp:\n    protocols: {{http: {{endpoint: '127.0.0.1:{p3}'}}}}\n");
+    let h = server.offer(&[("otelprof.yaml", &cannot_start)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(20));
+    assert!(e.contains("receivers.otlp") && e.contains("rolled back"), "{e}");
+    wait("the rolled-back receiver", Duration::from_secs(10), || port_open(p2));
+    drop(taken);
+    let health = server.get("/state")["health"].clone();
+    assert!(health["healthy"].as_bool().unwrap_or(false), "healthy again after the rollback: {health:#}");
+
+    // Restarted while the server is down: the last good remote config runs.
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let ws_port = server.ws;
+    server.stop();
+    let dead = format!("{{ws: {{endpoint: 'ws://127.0.0.1:{ws_port}/v1/opamp'}}}}");
+    let agent = Collector::start(&dir, &config(p1, &dead, &dir, &remote_enabled(&dir, "")));
+    wait("the persisted config's receiver", Duration::from_secs(10), || port_open(p2));
+    assert!(!port_open(p1), "not the local file's port");
+    assert!(agent.log().contains("running the last good remote config"), "{}", agent.log());
+    agent.stop();
+}
+
+/// With `signature.public_key_file`, a remote config applies only with a detached Ed25519
+/// signature that verifies: missing, wrong and right.
+#[test]
+fn signed_remote_configs() {
+    if !available("signed_remote_configs") {
+        return;
+    }
+    let dir = scratch("opamp-signed");
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (public, private) = keygen(&keys);
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (_, wrong_key) = keygen(&other);
+    let server = OpampServer::start(&dir);
+    let ws = format!("{{ws: {{endpoint: '{}'}}}}", server.ws_url());
+    let extra = format!("      signature: {{public_key_file: '{}'}}\n", public.display());
+    let (p1, p2) = (free_addr().port(), free_addr().port());
+    let agent = Collector::start(&dir, &config(p1, &ws, &dir, &remote_enabled(&dir, &extra)));
+    wait("the agent connected", Duration::from_secs(15), || !server.messages().is_empty());
+    let body = format!("receivers:\n  otlp:\n    protocols: {{http: {{endpoint: '127.0.0.1:{p2}'}}}}\n");
+
+    let h = server.offer(&[("otelprof.yaml", &body)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
+    assert!(e.starts_with("signature required"), "{e}");
+
+    let bad_sig = sign(&wrong_key, &body, &dir);
+    let h = server.offer(&[("otelprof.yaml", &body), ("otelprof.yaml.sig", &bad_sig)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
+    assert!(e.starts_with("signature does not verify"), "{e}");
+    assert!(port_open(p1) && !port_open(p2));
+
+    let good = sign(&private, &body, &dir);
+    let h = server.offer(&[("otelprof.yaml", &body), ("otelprof.yaml.sig", &good)]);
+    server.wait_status(&h, "APPLIED", Duration::from_secs(15));
+    assert!(port_open(p2));
+    agent.stop();
+}
+
+/// The server refuses with Retry-After: the agent waits at least that long before it
+/// reconnects. The server restarts: the agent reconnects and sends its full state again.
+#[test]
+fn retry_after_is_honoured_and_a_restarted_server_gets_the_full_state() {
+    if !available("retry_after_is_honoured_and_a_restarted_server_gets_the_full_state") {
+        return;
+    }
+    let dir = scratch("opamp-retry");
+    let server = OpampServer::start(&dir);
+    let ws = format!("{{ws: {{endpoint: '{}'}}}}", server.ws_url());
+    let agent = Collector::start(&dir, &config(free_addr().port(), &ws, &dir, ""));
+    wait("the agent connected", Duration::from_secs(15), || !server.messages().is_empty());
+
+    server.post("/unavailable", serde_json::json!({ "count": 1, "retry_after_seconds": 3, "ws_mode": "handshake" }));
+    server.post("/reset", serde_json::json!({}));
+    server.post("/disconnect", serde_json::json!({}));
+    wait("a refusal", Duration::from_secs(15), || server.get("/refusals").as_array().is_some_and(|a| !a.is_empty()));
+    let refused_at = server.get("/refusals")[0]["at"].as_f64().or_else(|| server.get("/refusals")[0]["time"].as_f64());
+    wait("the reconnection", Duration::from_secs(20), || !server.messages().is_empty());
+    let back_at = server.messages()[0]["received_at"].as_f64().unwrap();
+    if let Some(refused_at) = refused_at {
+        assert!(back_at - refused_at >= 2.9, "reconnected {:.2} s after a Retry-After of 3 s", back_at - refused_at);
+    }
+
+    let ws_port = server.ws;
+    server.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let server = OpampServer::start_on(&dir, ws_port, 0);
+    wait("the agent back on the restarted server", Duration::from_secs(40), || !server.messages().is_empty());
+    let first = &server.messages()[0];
+    assert!(first.get("agent_description").is_some() && first.get("effective_config").is_some(), "full state: {first:#}");
+    agent.stop();
+}
