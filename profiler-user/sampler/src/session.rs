@@ -172,7 +172,7 @@ impl Session {
     /// [`crate::tracer`]), so going from every process to a list or back, or from PIDs only to
     /// selecting by name, needs a new session.
     pub fn can_retarget(&self, targets: &Targets) -> bool {
-        self.tracer.filters_targets() == !targets.is_empty()
+        self.tracer.filters_targets() != targets.is_empty()
             && (!targets.needs_exec_events() || self.tracer.reports_all_execs())
     }
 
