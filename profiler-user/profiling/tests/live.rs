@@ -198,19 +198,25 @@ async fn rate_and_targets_change_live_without_a_gap() {
     let window: Vec<u64> =
         sa.iter().map(|s| s.0).filter(|&t| t + 1_000_000_000 > before_ns && t < after_ns + 1_000_000_000).collect();
     let gap = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(u64::MAX);
+    // At the change: the last sample reported at 19 Hz and the first at 99 Hz.
+    let last19 = sa.iter().filter(|s| s.1 == p19).map(|s| s.0).max().unwrap_or(0);
+    let first99 = sa.iter().filter(|s| s.1 == p99).map(|s| s.0).min().unwrap_or(u64::MAX);
     let b_early = sb.iter().filter(|(t, _)| *t + slack < retarget_ns).count();
     let a_late = sa.iter().filter(|(t, _)| *t > retargeted_ns + 300_000_000).count();
     let b_late = sb.iter().filter(|(t, _)| *t > retargeted_ns).count();
     eprintln!(
         "A: {} samples; {rate19:.1}/CPU-s at 19 Hz, {rate99:.1}/CPU-s at 99 Hz ({:.2}x; per wall s {wall19:.1} → {wall99:.1}); \
-         largest gap across the change {:.1} ms ({} samples in ±1 s); reconfigure took {:.1} ms; \
+         largest gap across the change {:.1} ms ({} samples in ±1 s), last 19 Hz sample → first 99 Hz one {:.1} ms; \
+         reconfigure took {:.1} ms; \
          B: {b_early} samples before it was a target, {b_late} after; A: {a_late} samples 0.3 s after it was dropped",
         sa.len(),
         rate99 / rate19,
         gap as f64 / 1e6,
         window.len(),
+        first99.saturating_sub(last19) as f64 / 1e6,
         (after_ns - before_ns) as f64 / 1e6,
     );
+    assert!(last19 > 0 && first99 < u64::MAX, "reports at both rates");
     assert!(rate19 > 5.0 && rate99 / rate19 >= 3.0, "the rate did not rise ~5x");
     assert!(gap < 500_000_000, "sampling paused for {} ms across the change", gap / 1_000_000);
     assert_eq!(b_early, 0, "B sampled before it was a target");
