@@ -129,21 +129,21 @@ pub trait Receiver: Send {
     /// once the receiver stopped handing on data.
     async fn start(self: Box<Self>, outputs: Outputs, host: &Host) -> Result<JoinHandle<()>, ComponentError>;
 
-    /// The running receiver's live-reconfiguration hook, taken before `start`; `None` (the
-    /// default): a changed config restarts the receiver.
-    fn control(&self) -> Option<std::sync::Arc<dyn ReceiverControl>> {
+    /// Its live-reconfiguration hook, when it has one; taken before `start`. `None` (the
+    /// default): every config change restarts it.
+    fn control(&self) -> Option<Arc<dyn ReceiverControl>> {
         None
     }
 }
 
 /// A started receiver's live-reconfiguration hook, taken before `start`.
 ///
-/// Used by the agent's config reload: a receiver whose config changed in ways it can apply
-/// while running (the profiler's frequency and targets) keeps running, with nothing reloaded.
+/// Used by the agent's config reload (OpAMP remote config): a receiver whose config changed in
+/// ways it can apply live keeps running, so what it holds (the profiler's loaded BPF programs,
+/// open sockets) stays and what it produces has no gap; any other change restarts it.
 pub trait ReceiverControl: Send + Sync {
-    /// Applies `config` (this receiver's new raw config section, at key path `path`) to the
-    /// running receiver. `Ok(true)`: applied live; `Ok(false)`: the change needs a restart
-    /// (nothing was changed); `Err`: the config is invalid (the error names the key).
+    /// Applies `config` (this receiver's new raw config section, at key path `path`) to the running receiver.
+    /// Ok(true): applied live; Ok(false): the change needs a restart (nothing was changed); Err: the config is invalid (ConfigError naming the key).
     fn reconfigure(&self, config: &serde_yaml::Value, path: &str) -> Result<bool, crate::config::ConfigError>;
 }
 

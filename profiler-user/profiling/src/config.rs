@@ -12,6 +12,10 @@
 //!     symbolize: host            # or none (the backend symbolizes by build ID)
 //!     targets: { executables: ["python3*"], containers: [], cgroups: [], pids: [] }
 //! ```
+//!
+//! `samples_per_second`, `targets` and `reporter_interval` can change while the receiver runs
+//! (the agent's config reload, [`ProfilingConfig::restart_needed`]); every other key is fixed
+//! for the life of its BPF programs and sampling session.
 
 use std::time::Duration;
 
@@ -22,7 +26,7 @@ use serde::Deserialize;
 
 /// `receivers.profiling.unwind_cache`: where compiled unwind tables are kept between runs, so a
 /// node's large libraries are compiled once, not at every agent restart.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UnwindCache {
     pub enabled: bool,
@@ -42,7 +46,7 @@ impl Default for UnwindCache {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProfilingConfig {
     /// Samples per second per CPU.
@@ -123,6 +127,34 @@ impl ProfilingConfig {
         Ok(c)
     }
 
+    /// Whether going from `self` to `new` changes a key that cannot change while sampling
+    /// (anything but `samples_per_second`, `targets` and `reporter_interval`): the first such
+    /// key, for the log. Whether the new targets fit the loaded programs is the session's to
+    /// say (`Session::can_retarget`).
+    pub fn restart_needed(&self, new: &ProfilingConfig) -> Option<&'static str> {
+        let live = ProfilingConfig {
+            samples_per_second: self.samples_per_second,
+            targets: self.targets.clone(),
+            reporter_interval: self.reporter_interval,
+            ..new.clone()
+        };
+        if live == *self {
+            return None;
+        }
+        let keys: [(&'static str, bool); 9] = [
+            ("off_cpu_threshold", live.off_cpu_threshold != self.off_cpu_threshold),
+            ("symbolize", live.symbolize != self.symbolize),
+            ("unwind", live.unwind != self.unwind),
+            ("command_line", live.command_line != self.command_line),
+            ("ringbuf_size", live.ringbuf_size != self.ringbuf_size),
+            ("max_processes", live.max_processes != self.max_processes),
+            ("symbol_cache_entries", live.symbol_cache_entries != self.symbol_cache_entries),
+            ("unwind_cache", live.unwind_cache != self.unwind_cache),
+            ("(another key)", true),
+        ];
+        keys.into_iter().find(|(_, changed)| *changed).map(|(key, _)| key)
+    }
+
     /// Off-CPU profiling, when on: its recording probability.
     pub fn off_cpu(&self) -> Option<f64> {
         (self.off_cpu_threshold > 0.0).then_some(self.off_cpu_threshold)
@@ -163,6 +195,24 @@ mod tests {
         assert!(c.targets.needs_exec_events());
         let d = ProfilingConfig::parse("receivers.profiling", serde_yaml::Value::Null).unwrap();
         assert_eq!((d.samples_per_second, d.off_cpu()), (19, None));
+    }
+
+    #[test]
+    fn live_keys_need_no_restart() {
+        let old = parse("samples_per_second: 19\ntargets: { pids: [1] }").unwrap();
+        let live = parse("samples_per_second: 99\nreporter_interval: 2s\ntargets: { pids: [2, 3] }").unwrap();
+        assert_eq!(old.restart_needed(&live), None);
+        assert_eq!(old.restart_needed(&old.clone()), None);
+        let cases = [
+            ("unwind: fp", "unwind"),
+            ("off_cpu_threshold: 0.5", "off_cpu_threshold"),
+            ("ringbuf_size: 4096", "ringbuf_size"),
+            ("symbolize: none\nsamples_per_second: 99", "symbolize"),
+            ("unwind_cache: { enabled: false }", "unwind_cache"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(old.restart_needed(&parse(text).unwrap()), Some(key), "{text}");
+        }
     }
 
     #[test]

@@ -6,12 +6,26 @@
 //! collector does (OTLP bursts, exporters, processors) may delay that. It never waits on the
 //! pipelines either: the hand-over to the reporting thread drops when full, and the pipelines'
 //! `consume` never blocks (a refusal drops the report, counted).
+//!
+//! Live changes (issue #14, the agent's remote config): [`Receiver::control`] hands out a
+//! [`ProfilingControl`] whose `reconfigure` sends the new config to the sampling loop, which
+//! applies `samples_per_second`, `targets` and `reporter_interval` without reloading BPF or
+//! pausing sampling, and answers within [`RECONFIGURE_WAIT`]. A rate change cuts the open
+//! interval first, so that report carries the rate its samples were taken at. Anything else,
+//! and targets the loaded programs cannot filter for (every process ↔ a list, PIDs only → by
+//! name), answers "restart needed" with nothing changed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use otelprof_collector::{
-    component::{ComponentError, ComponentId, Host, Outputs, Receiver, ReceiverFactory},
+    component::{ComponentError, ComponentId, Host, Outputs, Receiver, ReceiverControl, ReceiverFactory},
     config::ConfigError,
     health::Liveness,
     signal::Signal,
@@ -20,11 +34,11 @@ use otelprof_encode::{otlp::OtlpOptions, Meta};
 use otelprof_sampler::{
     session::{Interval, Session, SessionConfig},
     targets::Selector,
-    tracer::TracerConfig,
+    tracer::{max_sample_rate, TracerConfig},
     unwind::UnwindMode,
 };
 use profiler_common::target as flags;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -40,6 +54,9 @@ const TICK: Duration = Duration::from_millis(250);
 const FINISH_WAIT: Duration = Duration::from_secs(1);
 /// How often the profiler's summary is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// How long `reconfigure` waits for the sampling loop's answer (it turns every 250 ms at most,
+/// and applying takes a few syscalls plus a scan of /proc for new targets).
+pub const RECONFIGURE_WAIT: Duration = Duration::from_secs(2);
 
 /// Makes the `profiling` receiver.
 pub struct ProfilingFactory {
@@ -69,7 +86,9 @@ impl ReceiverFactory for ProfilingFactory {
         path: &str,
     ) -> Result<Box<dyn Receiver>, ConfigError> {
         let config = ProfilingConfig::parse(path, config)?;
-        Ok(Box::new(ProfilingReceiver { id: id.to_string(), config, metrics: self.metrics.clone() }))
+        let (tx, changes) = mpsc::channel(1);
+        let control = Arc::new(ProfilingControl { id: id.to_string(), tx, current: Mutex::new(config.clone()) });
+        Ok(Box::new(ProfilingReceiver { id: id.to_string(), config, metrics: self.metrics.clone(), control, changes }))
     }
 }
 
@@ -78,6 +97,91 @@ pub struct ProfilingReceiver {
     id: String,
     config: ProfilingConfig,
     metrics: Arc<ProfilerMetrics>,
+    control: Arc<ProfilingControl>,
+    /// Live changes, for the sampling loop.
+    changes: mpsc::Receiver<Change>,
+}
+
+/// A live change on its way to the sampling loop, and where its answer goes.
+struct Change {
+    config: ProfilingConfig,
+    /// [`PENDING`] until the loop claims it ([`CLAIMED`]) or the caller gave up ([`ABANDONED`]):
+    /// a change is applied only if claimed, so a caller that timed out can say "nothing changed".
+    state: Arc<AtomicU8>,
+    answer: std::sync::mpsc::SyncSender<bool>,
+}
+
+const PENDING: u8 = 0;
+const CLAIMED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Change {
+    fn claim(&self) -> bool {
+        self.state.compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
+/// The `profiling` receiver's [`ReceiverControl`]: applies a changed `samples_per_second`,
+/// `targets` or `reporter_interval` to the running sampling session (see the module docs).
+pub struct ProfilingControl {
+    id: String,
+    tx: mpsc::Sender<Change>,
+    /// The config in force: what a new one is compared with. Held while a change is applied,
+    /// so changes apply one at a time.
+    current: Mutex<ProfilingConfig>,
+}
+
+impl ReceiverControl for ProfilingControl {
+    /// Blocks for at most [`RECONFIGURE_WAIT`] while the sampling loop applies the change
+    /// (longer only when the loop claimed it just then and is finishing it).
+    fn reconfigure(&self, config: &serde_yaml::Value, path: &str) -> Result<bool, ConfigError> {
+        let new = ProfilingConfig::parse(path, config.clone())?;
+        if let Some(max) = max_sample_rate() {
+            if new.samples_per_second > max {
+                return Err(ConfigError::new(
+                    format!("{path}.samples_per_second"),
+                    format!(
+                        "{} Hz is above the kernel's limit (kernel.perf_event_max_sample_rate = {max})",
+                        new.samples_per_second
+                    ),
+                ));
+            }
+        }
+        let mut current = match self.current.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(key) = current.restart_needed(&new) {
+            tracing::info!("receiver/{}: `{key}` changed, which needs a restart", self.id);
+            return Ok(false);
+        }
+        if *current == new {
+            return Ok(true);
+        }
+        let state = Arc::new(AtomicU8::new(PENDING));
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        if self.tx.try_send(Change { config: new.clone(), state: state.clone(), answer }).is_err() {
+            tracing::info!("receiver/{}: not sampling, the change needs a restart", self.id);
+            return Ok(false);
+        }
+        let applied = match answered.recv_timeout(RECONFIGURE_WAIT) {
+            Ok(applied) => applied,
+            Err(_) if state.compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
+                tracing::warn!(
+                    "receiver/{}: the sampling loop did not take the change within {RECONFIGURE_WAIT:?}; nothing changed",
+                    self.id
+                );
+                false
+            }
+            // Claimed just as the wait ended: the loop is applying it and answers shortly
+            // (a dropped answer means the loop ended before it changed anything).
+            Err(_) => answered.recv().unwrap_or(false),
+        };
+        if applied {
+            *current = new;
+        }
+        Ok(applied)
+    }
 }
 
 #[async_trait]
@@ -95,6 +199,7 @@ impl Receiver for ProfilingReceiver {
         let counts = host.telemetry.receiver(&id, "bpf", Signal::Profiles);
         let cfg = self.config;
         let metrics = self.metrics;
+        let changes = self.changes;
         let reporter = Reporter::spawn(
             OtlpOptions { symbolize: cfg.symbolize, command_line: cfg.command_line, resource: Vec::new() },
             cfg.symbol_cache_entries,
@@ -120,7 +225,7 @@ impl Receiver for ProfilingReceiver {
                         return;
                     }
                 };
-                rt.block_on(run(cfg, reporter, metrics, sampling, stop, ready_tx));
+                rt.block_on(run(cfg, reporter, metrics, sampling, stop, changes, ready_tx));
             })
             .map_err(|e| ComponentError::new(&id, format!("starting the sampling thread: {e}")))?;
         match ready_rx.await {
@@ -133,6 +238,10 @@ impl Receiver for ProfilingReceiver {
                 tracing::error!("receiver/{id}: the sampling thread panicked");
             }
         }))
+    }
+
+    fn control(&self) -> Option<Arc<dyn ReceiverControl>> {
+        Some(self.control.clone())
     }
 }
 
@@ -152,8 +261,10 @@ async fn run(
     metrics: Arc<ProfilerMetrics>,
     sampling: otelprof_collector::health::HealthHandle,
     stop: CancellationToken,
+    mut changes: mpsc::Receiver<Change>,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
+    let mut cfg = cfg;
     let mut session = match open(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -174,7 +285,7 @@ async fn run(
     );
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = ready.send(Ok(()));
-    let frequency = cfg.samples_per_second;
+    let mut frequency = cfg.samples_per_second;
     let mut report_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.reporter_interval, cfg.reporter_interval);
     let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + LOG_EVERY, LOG_EVERY);
@@ -210,6 +321,27 @@ async fn run(
                 metrics.publish_counters(&session.tracer);
             }
             _ = log_tick.tick() => tracing::info!("profiling: {}", metrics.log_line()),
+            Some(change) = changes.recv() => {
+                if !change.claim() {
+                    continue; // the caller gave up waiting: nothing changes
+                }
+                let new = change.config;
+                let applied = apply(&mut session, &cfg, &new, |i| {
+                    tallies.close(&i.agg);
+                    reporter.send(report_job(i, frequency));
+                });
+                if applied {
+                    frequency = new.samples_per_second;
+                    if new.reporter_interval != cfg.reporter_interval {
+                        report_tick = tokio::time::interval_at(
+                            tokio::time::Instant::now() + new.reporter_interval,
+                            new.reporter_interval,
+                        );
+                    }
+                    cfg = new;
+                }
+                let _ = change.answer.send(applied);
+            }
             _ = stop.cancelled() => break None,
         }
     };
@@ -230,6 +362,44 @@ async fn run(
         tracing::error!("{e}");
     }
     tracing::info!("profiling stopped: {}", metrics.log_line());
+}
+
+/// Applies a live change (`new` differs from `old` only in live keys); false when the loaded
+/// programs cannot follow it, with nothing changed. `report` takes the interval a rate change
+/// cuts, to report it with the old rate.
+fn apply(session: &mut Session, old: &ProfilingConfig, new: &ProfilingConfig, report: impl FnOnce(Interval)) -> bool {
+    let retarget = new.targets != old.targets;
+    if retarget && !session.can_retarget(&new.targets) {
+        tracing::info!(
+            "profiling: targets {} → {} need other BPF load-time settings (filtering, exec reports): restart needed",
+            old.describe_targets(),
+            new.describe_targets()
+        );
+        return false;
+    }
+    if new.samples_per_second != old.samples_per_second {
+        if let Err(e) = session.set_frequency(new.samples_per_second, report) {
+            tracing::error!(
+                "profiling: changing the rate to {} Hz failed, still at {} Hz: {e}",
+                new.samples_per_second,
+                old.samples_per_second
+            );
+            return false;
+        }
+        tracing::info!(
+            "profiling: now at {} Hz (was {} Hz), BPF programs kept",
+            new.samples_per_second,
+            old.samples_per_second
+        );
+    }
+    if retarget {
+        let (added, removed) = session.set_targets(new.targets.clone());
+        tracing::info!("profiling: now {} ({added} processes added, {removed} removed)", new.describe_targets());
+    }
+    if new.reporter_interval != old.reporter_interval {
+        tracing::info!("profiling: reporting every {:?} (was {:?})", new.reporter_interval, old.reporter_interval);
+    }
+    true
 }
 
 /// Loads and attaches the programs for `cfg` and observes the targets running now.

@@ -15,6 +15,12 @@
 //! finish() → close_interval()
 //! ```
 //!
+//! While it runs, the rate and the targets can change without reloading anything (the agent's
+//! remote config): [`Session::set_frequency`] cuts the open interval at the change, so no
+//! sample is reported with a rate it was not taken at; [`Session::set_targets`] adds and removes
+//! targets in the kernel's map, as far as the programs' load-time settings allow
+//! ([`Session::can_retarget`]).
+//!
 //! Why this order (it used to live only in commit messages):
 //! - **Install before forgetting the exited** ([`Session::settle_exits`]): a process that
 //!   exited in this batch may still have stack copies waiting for its tables; its tables are
@@ -37,7 +43,7 @@ use crate::{
     kernel_view::KernelView,
     process::{ProcessSnapshot, ProcessTracker},
     reader::{Event, Reader},
-    targets::Selector,
+    targets::{Selector, Targets},
     tracer::{Tracer, TracerConfig, TracerError},
     unwind::open_cache,
 };
@@ -144,6 +150,59 @@ impl Session {
         self.view.sync(&mut self.tracker, &mut self.tracer);
         self.tracer.start_sampling()?;
         Ok(())
+    }
+
+    /// Samples at `hz` per CPU from now on, without a pause. The open interval is cut first
+    /// (what the kernel wrote drained, then closed as [`Session::close_interval`] does) and
+    /// handed to `report`, so its samples are reported with the rate they were taken at; only
+    /// those the kernel writes between the cut and the change (one ioctl per CPU) count to the
+    /// next. On an error the rate is unchanged (the interval was cut all the same).
+    pub fn set_frequency(&mut self, hz: u64, report: impl FnOnce(Interval)) -> Result<(), SessionError> {
+        self.drain();
+        if let Some(done) = self.close_interval() {
+            report(done);
+        }
+        self.tracer.set_frequency(hz)?;
+        Ok(())
+    }
+
+    /// Whether [`Session::set_targets`] can apply `targets`: the programs filter by the target
+    /// map exactly when there are targets, and report every exec when the targets select new
+    /// processes by name, container or cgroup. Both are load-time settings (see
+    /// [`crate::tracer`]), so going from every process to a list or back, or from PIDs only to
+    /// selecting by name, needs a new session.
+    pub fn can_retarget(&self, targets: &Targets) -> bool {
+        self.tracer.filters_targets() != targets.is_empty()
+            && (!targets.needs_exec_events() || self.tracer.reports_all_execs())
+    }
+
+    /// Replaces the targets while sampling (check [`Session::can_retarget`] first; without a
+    /// filter this only changes what is followed). Processes the new targets select now are
+    /// added as at start (their tables and context readers installed before their samples are
+    /// unwound), and followed from their exec on; ids in the map that are no longer selected
+    /// (nor children or threads of a selected process) are taken out. Returns how many were
+    /// added and removed. A process that could not be added (the map is full) is logged and
+    /// skipped, as a new target met at its exec is.
+    pub fn set_targets(&mut self, targets: Targets) -> (usize, usize) {
+        let selector = Selector::new(targets);
+        let mut added = 0;
+        if self.tracer.filters_targets() {
+            let before: std::collections::HashSet<u32> = self.tracer.target_ids().into_iter().collect();
+            for pid in selector.initial() {
+                match self.observe(pid, flags::SAMPLE | flags::FOLLOW) {
+                    Ok(()) => added += usize::from(!before.contains(&pid)),
+                    Err(e) => tracing::warn!(pid, "new target not added: {e}"),
+                }
+            }
+        }
+        let removed =
+            if self.tracer.filters_targets() { selector.dropped(&self.tracer.target_ids()) } else { Vec::new() };
+        for &id in &removed {
+            self.tracer.remove_target(id);
+        }
+        self.view.sync(&mut self.tracker, &mut self.tracer);
+        self.follow = selector.targets().needs_exec_events().then_some(selector);
+        (added, removed.len())
     }
 
     /// Unix nanoseconds when the open interval started (before the programs attached, for the

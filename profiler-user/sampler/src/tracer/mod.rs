@@ -2,11 +2,21 @@
 //! process-lifecycle tracepoints and then (once known targets are prepared) the sampler to every
 //! online CPU, and owns the maps that steer them.
 //!
+//! Live changes (the agent's remote config, issue #14) never reload: the sampling rate changes
+//! in place on the per-CPU perf events ([`Tracer::set_frequency`], see [`perf`] for why those
+//! events are opened here and not by aya), and targets come and go in the `TARGETS` map
+//! ([`Tracer::add_target`], [`Tracer::remove_target`]). What the loader wrote into the
+//! `CONFIG` global cannot change: it is in `.rodata`, frozen at load, and the verifier has
+//! already pruned the branches it decides. So whether samples are filtered by `TARGETS`
+//! (`filter_targets`) and whether every exec is reported (`report_all_execs`) are fixed for a
+//! tracer's life.
+//!
 //! The object is `profiler-ebpf/prebuilt/profiler.bpf.o`, built by `cargo xtask build-ebpf` and
 //! embedded at compile time, so building otelprof needs no BPF toolchain.
 
 pub mod btf;
 mod mapped_rows;
+pub mod perf;
 pub mod privileges;
 mod tracefs;
 
@@ -14,10 +24,7 @@ pub use mapped_rows::MappedRows;
 
 use aya::{
     maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, RingBuf},
-    programs::{
-        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        BtfTracePoint, PerfEvent, TracePoint,
-    },
+    programs::{BtfTracePoint, PerfEvent, TracePoint},
     Ebpf, EbpfLoader,
 };
 use std::os::fd::AsFd;
@@ -65,6 +72,8 @@ pub enum TracerError {
     OffCpuBtf(#[source] aya::BtfError),
     #[error("sampling frequency {hz} Hz is above the kernel's limit (kernel.perf_event_max_sample_rate = {max})")]
     FrequencyTooHigh { hz: u64, max: u64 },
+    #[error("attaching the sampler to the CPUs' perf events: {0}")]
+    PerfEvent(#[source] perf::PerfError),
 }
 
 /// What to load and how to sample.
@@ -113,8 +122,11 @@ pub struct Tracer {
     /// Online CPUs, each gets one sampling perf event.
     cpus: Vec<u32>,
     frequency_hz: u64,
-    /// Whether [`Tracer::start_sampling`] attached the sampler.
-    sampling: bool,
+    /// The sampler's perf events, once [`Tracer::start_sampling`] attached it.
+    sampling: Option<perf::PerfEvents>,
+    /// Whether samples are filtered by `TARGETS`, and every exec reported (fixed at load).
+    filter_targets: bool,
+    report_all_execs: bool,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Keeps the kernel's BPF run-time statistics on while held (`BPF_ENABLE_STATS`).
     stats: Option<std::os::fd::OwnedFd>,
@@ -144,6 +156,14 @@ fn is_permission(e: &aya::EbpfError) -> bool {
     text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("PermissionDenied")
 }
 
+/// A rate the kernel allows (`kernel.perf_event_max_sample_rate`, when readable).
+fn check_frequency(hz: u64) -> Result<(), TracerError> {
+    match max_sample_rate() {
+        Some(max) if hz > max => Err(TracerError::FrequencyTooHigh { hz, max }),
+        _ => Ok(()),
+    }
+}
+
 /// `kernel.perf_event_max_sample_rate`, if readable.
 pub fn max_sample_rate() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate").ok()?.trim().parse().ok()
@@ -153,11 +173,7 @@ impl Tracer {
     /// Loads the object and the sampler, and attaches the sched tracepoints (process events flow
     /// from here on). The sampler starts with [`Self::start_sampling`].
     pub fn load(cfg: &TracerConfig) -> Result<Self, TracerError> {
-        if let Some(max) = max_sample_rate() {
-            if cfg.frequency_hz > max {
-                return Err(TracerError::FrequencyTooHigh { hz: cfg.frequency_hz, max });
-            }
-        }
+        check_frequency(cfg.frequency_hz)?;
         // Checked first: without privileges every later step fails with a less useful message.
         if !privileges::Caps::current().can_profile() {
             return Err(TracerError::Permission);
@@ -244,7 +260,9 @@ impl Tracer {
             thread_ctx,
             cpus,
             frequency_hz: cfg.frequency_hz,
-            sampling: false,
+            sampling: None,
+            filter_targets: cfg.filter_targets,
+            report_all_execs: cfg.report_all_execs,
             _logger: logger,
             stats: None,
         })
@@ -257,21 +275,44 @@ impl Tracer {
     /// above): a target sampled before that has stacks ending at the leaf and no trace links.
     /// Calling it again does nothing.
     pub fn start_sampling(&mut self) -> Result<(), TracerError> {
-        if self.sampling {
+        if self.sampling.is_some() {
             return Ok(());
         }
         let prog: &mut PerfEvent = program(&mut self.ebpf, "sample")?;
-        for &cpu in &self.cpus {
-            prog.attach(
-                PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                PerfEventScope::AllProcessesOneCpu { cpu },
-                SamplePolicy::Frequency(self.frequency_hz),
-                false,
-            )
-            .map_err(|source| prog_err("sample", source))?;
-        }
-        self.sampling = true;
+        let fd = prog.fd().map_err(|source| prog_err("sample", source))?;
+        let events =
+            perf::PerfEvents::attach(fd.as_fd(), &self.cpus, self.frequency_hz).map_err(TracerError::PerfEvent)?;
+        self.sampling = Some(events);
         Ok(())
+    }
+
+    /// Samples at `frequency_hz` per CPU from now on, without reloading or detaching (see
+    /// [`perf`]); before sampling started, only sets the rate it starts with. On an error
+    /// the rate is unchanged.
+    pub fn set_frequency(&mut self, frequency_hz: u64) -> Result<(), TracerError> {
+        check_frequency(frequency_hz)?;
+        if let Some(events) = self.sampling.as_mut() {
+            let prog: &mut PerfEvent = program(&mut self.ebpf, "sample")?;
+            let fd = prog.fd().map_err(|source| prog_err("sample", source))?;
+            events.set_frequency(fd.as_fd(), frequency_hz).map_err(TracerError::PerfEvent)?;
+        }
+        self.frequency_hz = frequency_hz;
+        Ok(())
+    }
+
+    /// Samples per second per CPU.
+    pub fn frequency_hz(&self) -> u64 {
+        self.frequency_hz
+    }
+
+    /// Whether only processes in `TARGETS` are sampled (fixed at load).
+    pub fn filters_targets(&self) -> bool {
+        self.filter_targets
+    }
+
+    /// Whether every exec is reported, not only targets' (fixed at load).
+    pub fn reports_all_execs(&self) -> bool {
+        self.report_all_execs || !self.filter_targets
     }
 
     /// Hands out the sample ring buffer (once).
@@ -282,6 +323,16 @@ impl Tracer {
     /// Adds `tgid` to the target map with `profiler_common::target` flags.
     pub fn add_target(&mut self, tgid: u32, flags: u8) -> Result<(), TracerError> {
         self.targets.insert(tgid, flags, 0).map_err(|source| TracerError::Map { name: "TARGETS", source })
+    }
+
+    /// Takes `id` (a process, or a thread `on_fork` added) out of the target map.
+    pub fn remove_target(&mut self, id: u32) {
+        let _ = self.targets.remove(&id);
+    }
+
+    /// The ids in the target map now: processes, and threads of followed processes.
+    pub fn target_ids(&self) -> Vec<u32> {
+        self.targets.keys().filter_map(Result::ok).collect()
     }
 
     /// The unwind-rows array, mapped into this process for writing tables in place.
