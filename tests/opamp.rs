@@ -300,3 +300,84 @@ fn retry_after_is_honoured_and_a_restarted_server_gets_the_full_state() {
     assert!(first.get("agent_description").is_some() && first.get("effective_config").is_some(), "full state: {first:#}");
     agent.stop();
 }
+
+/// The profiler's rate raised over OpAMP: `APPLIED`, the same agent process and BPF programs
+/// (the receiver is reconfigured live, not restarted), the exported profiles' period goes
+/// from 1/19 s to 1/99 s, and the target's samples have no gap across the change.
+#[test]
+fn a_remote_config_raises_the_sampling_rate_without_a_restart_or_a_gap() {
+    use common::{bpf_allowed, bpf_lock, servers::grpc_server, workload};
+    let test = "a_remote_config_raises_the_sampling_rate_without_a_restart_or_a_gap";
+    if !available(test) || !bpf_allowed(test) {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("opamp-rate");
+    let exe = dir.join("opampchain");
+    std::fs::copy(workload("chain"), &exe).unwrap();
+    let mut busy = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    let server = OpampServer::start(&dir);
+    let (gaddr, received) = grpc_server(vec![]);
+    let cfg = format!(
+        "
+receivers:
+  profiling:
+    samples_per_second: 19
+    reporter_interval: 1s
+    targets: {{pids: [{pid}]}}
+exporters:
+  otlp: {{endpoint: '{gaddr}', tls: {{insecure: true}}}}
+extensions:
+  opamp:
+    server: {{ws: {{endpoint: '{ws}'}}}}
+    storage: {{directory: '{state}'}}
+    remote_config: {{enabled: true, allowed_paths: [receivers.profiling.samples_per_second]}}
+service:
+  extensions: [opamp]
+  pipelines:
+    profiles: {{receivers: [profiling], exporters: [otlp]}}
+",
+        pid = busy.id(),
+        ws = server.ws_url(),
+        state = dir.join("state").display()
+    );
+    let agent = Collector::start(&dir, &cfg);
+    let periods = || -> Vec<(i64, Vec<u64>)> {
+        received
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .flat_map(|r| r.request.resource_profiles.iter())
+            .flat_map(|rp| &rp.scope_profiles)
+            .flat_map(|sp| &sp.profiles)
+            .map(|p| (p.period, p.samples.iter().flat_map(|s| s.timestamps_unix_nano.iter().copied()).collect()))
+            .collect()
+    };
+    let at_19 = 1_000_000_000 / 19;
+    let at_99 = 1_000_000_000 / 99;
+    wait("two reports at 19 Hz", Duration::from_secs(20), || periods().iter().filter(|(p, s)| *p == at_19 && !s.is_empty()).count() >= 2);
+    let h = server.offer(&[("otelprof.yaml", "receivers:\n  profiling:\n    samples_per_second: 99\n")]);
+    server.wait_status(&h, "APPLIED", Duration::from_secs(15));
+    wait("two reports at 99 Hz", Duration::from_secs(20), || periods().iter().filter(|(p, s)| *p == at_99 && !s.is_empty()).count() >= 2);
+    let log = agent.log();
+    assert!(log.contains("reconfigured live [\"profiling\"]"), "{log}");
+    assert_eq!(log.matches(" CPUs, reporting every ").count(), 1, "the programs were loaded once: {log}");
+    assert!(!log.contains("profiling stopped"), "the profiler never stopped: {log}");
+    let all = periods();
+    for (p, _) in &all {
+        assert!(*p == at_19 || *p == at_99, "every profile says its rate: {p}");
+    }
+    // Across the change, the busy target's samples keep coming: no gap over 0.5 s.
+    let last_19 = all.iter().filter(|(p, _)| *p == at_19).flat_map(|(_, t)| t).max().copied().unwrap();
+    let first_99 = all.iter().filter(|(p, _)| *p == at_99).flat_map(|(_, t)| t).min().copied().unwrap();
+    assert!(first_99 >= last_19, "the 99 Hz samples follow the 19 Hz ones");
+    assert!(first_99 - last_19 < 500_000_000, "a gap of {} ms in sampling at the change", (first_99 - last_19) / 1_000_000);
+    let n19: usize = all.iter().filter(|(p, _)| *p == at_19).map(|(_, t)| t.len()).sum();
+    let n99: usize = all.iter().filter(|(p, _)| *p == at_99).map(|(_, t)| t.len()).sum();
+    eprintln!("samples: {n19} at 19 Hz, {n99} at 99 Hz; {} ms from the last 19 Hz sample to the first 99 Hz one", (first_99 - last_19) / 1_000_000);
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let _ = busy.kill();
+    let _ = busy.wait();
+}

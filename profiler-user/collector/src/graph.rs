@@ -358,6 +358,24 @@ async fn start_receiver(r: WiredReceiver, host: &Host) -> Result<RunningReceiver
     }
 }
 
+/// A running receiver's live reconfiguration, on a blocking thread (it waits for the
+/// receiver's own thread to apply it); `None` when it has no control.
+async fn reconfigure(
+    control: Option<Arc<dyn ReceiverControl>>,
+    section: &serde_yaml::Value,
+    path: String,
+) -> Option<Result<bool, crate::config::ConfigError>> {
+    let control = control?;
+    let section = section.clone();
+    match tokio::task::spawn_blocking(move || control.reconfigure(&section, &path)).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!("a receiver's reconfiguration panicked: {e}");
+            None
+        }
+    }
+}
+
 /// Stops one receiver and waits for it until `deadline`; false when it had to be aborted.
 async fn stop_receiver(r: RunningReceiver, deadline: Instant) -> bool {
     r.stop.cancel();
@@ -449,7 +467,7 @@ impl RunningGraph {
             } else if o.section == w.section {
                 Some(false)
             } else {
-                match o.control.as_ref().map(|c| c.reconfigure(&w.section, &format!("receivers.{}", w.id))) {
+                match reconfigure(o.control.clone(), &w.section, format!("receivers.{}", w.id)).await {
                     Some(Ok(true)) => Some(true),
                     Some(Err(e)) => {
                         tracing::warn!("receivers.{}: not reconfigured live ({e}); restarting it", w.id);
