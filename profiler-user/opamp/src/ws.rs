@@ -127,8 +127,13 @@ async fn goodbye(ctx: &mut Ctx, ws: &mut Ws, deadline: Instant) {
         ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "agent stopping".into() }))
             .await
             .map_err(|e| e.to_string())?;
-        // Wait for the server's close frame so the close handshake completes.
-        while let Some(Ok(_)) = ws.next().await {}
+        // Wait for the server's close frame so the close handshake completes; then drop the
+        // socket rather than wait for the server to close TCP.
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
         Ok::<(), String>(())
     })
     .await;
