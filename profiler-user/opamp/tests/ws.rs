@@ -33,9 +33,7 @@ async fn full_state_first_then_only_changes_and_full_on_request() {
     assert_eq!(second.health, Some(health(true)));
     assert!(second.agent_description.is_none(), "unchanged description omitted");
 
-    let cfg = proto::EffectiveConfig {
-        config_map: Some(proto::AgentConfigMap::default()),
-    };
+    let cfg = proto::EffectiveConfig { config_map: Some(proto::AgentConfigMap::default()) };
     client.set_effective_config(cfg.clone());
     let third = conn.recv().await;
     assert_eq!(third.sequence_num, second.sequence_num + 1);
@@ -66,11 +64,8 @@ async fn full_state_first_then_only_changes_and_full_on_request() {
 async fn heartbeat_at_the_offered_interval() {
     let server = WsServer::bind().await;
     let (tx, mut events) = mpsc::channel(16);
-    let client = Client::start_with_options(
-        settings(ws_transport(&server.url), CAPS | cap::REPORTS_HEARTBEAT),
-        tx,
-        options(),
-    );
+    let client =
+        Client::start_with_options(settings(ws_transport(&server.url), CAPS | cap::REPORTS_HEARTBEAT), tx, options());
     let mut conn = server.accept().await;
     let first = conn.recv().await;
     conn.send(proto::ServerToAgent {
@@ -100,10 +95,7 @@ async fn heartbeat_at_the_offered_interval() {
     // The first heartbeat comes 1 s after the first message (which was before t0).
     assert!(t1 - t0 <= Duration::from_millis(1500), "{:?}", t1 - t0);
     let gap = t2 - t1;
-    assert!(
-        gap >= Duration::from_millis(900) && gap <= Duration::from_millis(1500),
-        "{gap:?}"
-    );
+    assert!(gap >= Duration::from_millis(900) && gap <= Duration::from_millis(1500), "{gap:?}");
     for (i, hb) in [hb1, hb2].iter().enumerate() {
         assert_eq!(hb.sequence_num, first.sequence_num + 1 + i as u64);
         assert_eq!(hb.instance_uid, vec![0x11; 16]);
@@ -122,9 +114,7 @@ async fn new_instance_uid_is_adopted_and_reported() {
     let new_uid = [0x22; 16];
     conn.send(proto::ServerToAgent {
         instance_uid: vec![0x11; 16],
-        agent_identification: Some(proto::AgentIdentification {
-            new_instance_uid: new_uid.to_vec(),
-        }),
+        agent_identification: Some(proto::AgentIdentification { new_instance_uid: new_uid.to_vec() }),
         ..Default::default()
     })
     .await;
@@ -150,10 +140,7 @@ async fn remote_config_and_command_reach_the_agent() {
     let client = Client::start_with_options(settings(ws_transport(&server.url), CAPS), tx, options());
     let mut conn = server.accept().await;
     conn.recv().await;
-    let rc = proto::AgentRemoteConfig {
-        config: Some(proto::AgentConfigMap::default()),
-        config_hash: vec![1, 2, 3],
-    };
+    let rc = proto::AgentRemoteConfig { config: Some(proto::AgentConfigMap::default()), config_hash: vec![1, 2, 3] };
     conn.send(proto::ServerToAgent {
         remote_config: Some(rc.clone()),
         connection_settings: Some(proto::ConnectionSettingsOffers {
@@ -179,9 +166,7 @@ async fn remote_config_and_command_reach_the_agent() {
     .await;
     assert_eq!(m.destination_endpoint, "https://m.example/v1/metrics");
     conn.send(proto::ServerToAgent {
-        command: Some(proto::ServerToAgentCommand {
-            r#type: proto::CommandType::Restart as i32,
-        }),
+        command: Some(proto::ServerToAgentCommand { r#type: proto::CommandType::Restart as i32 }),
         ..Default::default()
     })
     .await;
@@ -197,10 +182,7 @@ async fn remote_config_and_command_reach_the_agent() {
         error_message: String::new(),
     });
     let status = conn.recv().await;
-    assert_eq!(
-        status.remote_config_status.map(|s| s.last_remote_config_hash),
-        Some(vec![1, 2, 3])
-    );
+    assert_eq!(status.remote_config_status.map(|s| s.last_remote_config_hash), Some(vec![1, 2, 3]));
     client.stop(Duration::from_secs(1)).await;
 }
 
@@ -215,11 +197,9 @@ async fn unavailable_retry_after_is_honoured() {
         error_response: Some(proto::ServerErrorResponse {
             r#type: proto::ServerErrorResponseType::Unavailable as i32,
             error_message: "busy".into(),
-            details: Some(proto::server_error_response::Details::RetryInfo(
-                proto::RetryInfo {
-                    retry_after_nanoseconds: 1_200_000_000,
-                },
-            )),
+            details: Some(proto::server_error_response::Details::RetryInfo(proto::RetryInfo {
+                retry_after_nanoseconds: 1_200_000_000,
+            })),
         }),
         ..Default::default()
     })
@@ -250,9 +230,7 @@ async fn handshake_503_retry_after_is_honoured() {
     let mut tcp = server.accept_tcp().await;
     let mut buf = [0u8; 4096];
     let _ = tcp.read(&mut buf).await.unwrap();
-    tcp.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .unwrap();
+    tcp.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n").await.unwrap();
     drop(tcp);
     let t0 = Instant::now();
     let mut conn = server.accept().await;
@@ -295,13 +273,7 @@ async fn stop_sends_agent_disconnect_then_closes() {
     // Then a close frame.
     use futures_util::StreamExt;
     let closing = tokio::time::timeout(WAIT, conn.ws.next()).await.unwrap();
-    assert!(
-        matches!(
-            closing,
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(_))))
-        ),
-        "{closing:?}"
-    );
+    assert!(matches!(closing, Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(_))))), "{closing:?}");
     // tungstenite answers the close; the client task then ends well within the limit.
     let t = Instant::now();
     while conn.ws.next().await.is_some() {}
@@ -318,11 +290,7 @@ async fn headers_are_sent_on_the_handshake() {
     let (seen_tx, seen_rx) = std::sync::mpsc::channel();
     let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                    resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-        let _ = seen_tx.send(
-            req.headers()
-                .get("authorization")
-                .map(|v| v.to_str().unwrap_or_default().to_string()),
-        );
+        let _ = seen_tx.send(req.headers().get("authorization").map(|v| v.to_str().unwrap_or_default().to_string()));
         Ok(resp)
     };
     let _ws = tokio_tungstenite::accept_hdr_async(tcp, cb).await.unwrap();

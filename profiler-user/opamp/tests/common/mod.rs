@@ -32,21 +32,14 @@ pub fn description() -> proto::AgentDescription {
     proto::AgentDescription {
         identifying_attributes: vec![proto::KeyValue {
             key: "service.name".into(),
-            value: Some(proto::AnyValue {
-                value: Some(proto::any_value::Value::StringValue("otelprof".into())),
-            }),
+            value: Some(proto::AnyValue { value: Some(proto::any_value::Value::StringValue("otelprof".into())) }),
         }],
         non_identifying_attributes: vec![],
     }
 }
 
 pub fn settings(transport: Transport, caps: u64) -> ClientSettings {
-    ClientSettings {
-        transport,
-        instance_uid: [0x11; 16],
-        description: description(),
-        capabilities: caps,
-    }
+    ClientSettings { transport, instance_uid: [0x11; 16], description: description(), capabilities: caps }
 }
 
 pub fn ws_transport(url: &str) -> Transport {
@@ -58,17 +51,11 @@ pub fn ws_transport(url: &str) -> Transport {
 }
 
 pub fn health(ok: bool) -> proto::ComponentHealth {
-    proto::ComponentHealth {
-        healthy: ok,
-        ..Default::default()
-    }
+    proto::ComponentHealth { healthy: ok, ..Default::default() }
 }
 
 /// Waits for the first event that `pick` accepts, skipping others.
-pub async fn event<T>(
-    rx: &mut mpsc::Receiver<ServerEvent>,
-    mut pick: impl FnMut(ServerEvent) -> Option<T>,
-) -> T {
+pub async fn event<T>(rx: &mut mpsc::Receiver<ServerEvent>, mut pick: impl FnMut(ServerEvent) -> Option<T>) -> T {
     tokio::time::timeout(WAIT, async {
         loop {
             let ev = rx.recv().await.expect("event channel open");
@@ -94,18 +81,14 @@ impl WsServer {
     }
 
     pub async fn accept_tcp(&self) -> TcpStream {
-        let (tcp, _) = tokio::time::timeout(WAIT, self.listener.accept())
-            .await
-            .expect("client connects in time")
-            .unwrap();
+        let (tcp, _) =
+            tokio::time::timeout(WAIT, self.listener.accept()).await.expect("client connects in time").unwrap();
         tcp
     }
 
     pub async fn accept(&self) -> WsConn {
         let tcp = self.accept_tcp().await;
-        WsConn {
-            ws: tokio_tungstenite::accept_async(tcp).await.unwrap(),
-        }
+        WsConn { ws: tokio_tungstenite::accept_async(tcp).await.unwrap() }
     }
 }
 
@@ -171,16 +154,9 @@ impl HttpServer {
         let replies = Arc::new(Mutex::new(VecDeque::new()));
         let app = axum::Router::new()
             .route("/v1/opamp", axum::routing::post(handle))
-            .with_state(HttpState {
-                tx,
-                replies: replies.clone(),
-            });
+            .with_state(HttpState { tx, replies: replies.clone() });
         tokio::spawn(async move { axum::serve(listener, app).await });
-        HttpServer {
-            url,
-            requests,
-            replies,
-        }
+        HttpServer { url, requests, replies }
     }
 
     pub fn reply(&self, r: Reply) {
@@ -188,10 +164,7 @@ impl HttpServer {
     }
 
     pub async fn recv(&mut self) -> (HeaderMap, proto::AgentToServer) {
-        tokio::time::timeout(WAIT, self.requests.recv())
-            .await
-            .expect("POST in time")
-            .unwrap()
+        tokio::time::timeout(WAIT, self.requests.recv()).await.expect("POST in time").unwrap()
     }
 }
 
