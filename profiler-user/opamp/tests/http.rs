@@ -54,7 +54,7 @@ async fn posts_protobuf_with_instance_uid_header_polls_and_reads_gzip() {
     assert!(t0.elapsed() < Duration::from_millis(250), "{:?}", t0.elapsed());
     assert_eq!(changed.health, Some(health(true)));
     assert!(changed.agent_description.is_none());
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -76,7 +76,7 @@ async fn status_503_retry_after_is_honoured_and_state_resent_in_full() {
     assert_eq!(again.sequence_num, first.sequence_num + 1);
     assert_eq!(again.agent_description, Some(description()), "full state");
     assert_eq!(client.stats().connect_failures, 1);
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -96,7 +96,7 @@ async fn offered_heartbeat_sets_the_polling_interval() {
     server.recv().await;
     let waited = t0.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited <= Duration::from_millis(1600), "{waited:?}");
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]

@@ -57,7 +57,7 @@ async fn full_state_first_then_only_changes_and_full_on_request() {
     assert_eq!(full.effective_config, Some(cfg));
     let stats = client.stats();
     assert_eq!((stats.sent, stats.received, stats.connects), (4, 1, 1));
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -101,7 +101,7 @@ async fn heartbeat_at_the_offered_interval() {
         assert_eq!(hb.instance_uid, vec![0x11; 16]);
         assert!(hb.agent_description.is_none(), "heartbeats are minimal");
     }
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn new_instance_uid_is_adopted_and_reported() {
     assert_eq!(next.instance_uid, new_uid.to_vec());
     client.set_health(health(false));
     assert_eq!(conn.recv().await.instance_uid, new_uid.to_vec());
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -183,7 +183,7 @@ async fn remote_config_and_command_reach_the_agent() {
     });
     let status = conn.recv().await;
     assert_eq!(status.remote_config_status.map(|s| s.last_remote_config_hash), Some(vec![1, 2, 3]));
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -219,7 +219,7 @@ async fn unavailable_retry_after_is_honoured() {
     assert_eq!(first.agent_description, Some(description()), "full state again");
     let stats = client.stats();
     assert_eq!((stats.server_errors, stats.reconnects), (1, 1));
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -237,7 +237,7 @@ async fn handshake_503_retry_after_is_honoured() {
     assert!(t0.elapsed() >= Duration::from_millis(900), "{:?}", t0.elapsed());
     conn.recv().await;
     assert_eq!(client.stats().connect_failures, 1);
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -256,7 +256,7 @@ async fn oversized_frame_is_refused_and_the_client_reconnects() {
     let stats = client.stats();
     assert_eq!(stats.refused_oversize, 1);
     assert_eq!(stats.reconnects, 1);
-    client.stop(Duration::from_secs(1)).await;
+    client.stop(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -282,15 +282,17 @@ async fn stop_sends_agent_disconnect_then_closes() {
 }
 
 #[tokio::test]
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
 async fn headers_are_sent_on_the_handshake() {
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
     let server = WsServer::bind().await;
     let (tx, _events) = mpsc::channel(16);
     let client = Client::start_with_options(settings(ws_transport(&server.url), CAPS), tx, options());
     let tcp = server.accept_tcp().await;
     let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-    let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                   resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-        let _ = seen_tx.send(req.headers().get("authorization").map(|v| v.to_str().unwrap_or_default().to_string()));
+    let cb = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let auth = req.headers().get("authorization");
+        let _ = seen_tx.send(auth.map(|v| v.to_str().unwrap_or_default().to_string()));
         Ok(resp)
     };
     let _ws = tokio_tungstenite::accept_hdr_async(tcp, cb).await.unwrap();
