@@ -111,3 +111,25 @@ async fn stop_posts_agent_disconnect() {
     assert_eq!(last.sequence_num, first.sequence_num + 1);
     assert!(headers.contains_key("opamp-instance-uid"));
 }
+
+#[tokio::test]
+async fn oversized_response_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/opamp", listener.local_addr().unwrap());
+    let (tx, mut events) = mpsc::channel(16);
+    let client = Client::start_with_options(settings(http(&url, Duration::from_secs(30)), CAPS), tx, options());
+    let (mut tcp, _) = listener.accept().await.unwrap();
+    let mut buf = [0u8; 4096];
+    let _ = tcp.read(&mut buf).await.unwrap();
+    // Announces 64 MiB + 1 bytes; the client must not wait for (or allocate) them.
+    tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 67108865\r\n\r\n").await.unwrap();
+    let reason = event(&mut events, |e| match e {
+        ServerEvent::ConnectFailed(r) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("64 MiB"), "{reason}");
+    assert_eq!(client.stats().refused_oversize, 1);
+    client.stop(Duration::from_millis(100)).await;
+}
