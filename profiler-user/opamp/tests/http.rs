@@ -25,8 +25,7 @@ async fn posts_protobuf_with_instance_uid_header_polls_and_reads_gzip() {
     let rc = proto::AgentRemoteConfig { config: None, config_hash: vec![9] };
     server.reply(Reply::Gzip(proto::ServerToAgent { remote_config: Some(rc.clone()), ..Default::default() }));
     let (tx, mut events) = mpsc::channel(16);
-    let client =
-        Client::start_with_options(settings(http(&server.url, Duration::from_millis(300)), CAPS), tx, options());
+    let client = Client::start_with_options(settings(http(&server.url, Duration::from_secs(1)), CAPS), tx, options());
     let (headers, first) = server.recv().await;
     assert_eq!(headers["opamp-instance-uid"], "11111111-1111-1111-1111-111111111111");
     assert_eq!(headers["content-type"], "application/x-protobuf");
@@ -43,7 +42,8 @@ async fn posts_protobuf_with_instance_uid_header_polls_and_reads_gzip() {
     // Nothing changed: the next POST is the poll, minimal.
     let t0 = Instant::now();
     let (_, poll) = server.recv().await;
-    assert!(t0.elapsed() <= Duration::from_millis(600), "{:?}", t0.elapsed());
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(700) && waited <= Duration::from_millis(2500), "{waited:?}");
     assert_eq!(poll.sequence_num, first.sequence_num + 1);
     assert!(poll.agent_description.is_none());
 
@@ -51,7 +51,7 @@ async fn posts_protobuf_with_instance_uid_header_polls_and_reads_gzip() {
     client.set_health(health(true));
     let t0 = Instant::now();
     let (_, changed) = server.recv().await;
-    assert!(t0.elapsed() < Duration::from_millis(250), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_millis(700), "{:?}", t0.elapsed());
     assert_eq!(changed.health, Some(health(true)));
     assert!(changed.agent_description.is_none());
     client.stop(Duration::from_millis(300)).await;
@@ -95,7 +95,7 @@ async fn offered_heartbeat_sets_the_polling_interval() {
     let t0 = Instant::now();
     server.recv().await;
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited <= Duration::from_millis(1600), "{waited:?}");
+    assert!(waited >= Duration::from_millis(900) && waited <= Duration::from_millis(2500), "{waited:?}");
     client.stop(Duration::from_millis(300)).await;
 }
 

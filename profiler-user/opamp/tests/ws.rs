@@ -93,9 +93,10 @@ async fn heartbeat_at_the_offered_interval() {
     let hb2 = conn.recv().await;
     let t2 = Instant::now();
     // The first heartbeat comes 1 s after the first message (which was before t0).
-    assert!(t1 - t0 <= Duration::from_millis(1500), "{:?}", t1 - t0);
+    // Upper bounds are loose: the test machine is shared and may be busy.
+    assert!(t1 - t0 <= Duration::from_millis(2500), "{:?}", t1 - t0);
     let gap = t2 - t1;
-    assert!(gap >= Duration::from_millis(900) && gap <= Duration::from_millis(1500), "{gap:?}");
+    assert!(gap >= Duration::from_millis(900) && gap <= Duration::from_millis(2500), "{gap:?}");
     for (i, hb) in [hb1, hb2].iter().enumerate() {
         assert_eq!(hb.sequence_num, first.sequence_num + 1 + i as u64);
         assert_eq!(hb.instance_uid, vec![0x11; 16]);
