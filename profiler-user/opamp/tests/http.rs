@@ -133,3 +133,19 @@ async fn oversized_response_is_refused() {
     assert_eq!(client.stats().refused_oversize, 1);
     client.stop(Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn report_full_state_over_http_is_answered_at_once() {
+    let mut server = HttpServer::start().await;
+    server.reply(Reply::Msg(proto::ServerToAgent {
+        flags: proto::ServerToAgentFlags::ReportFullState as u64,
+        ..Default::default()
+    }));
+    let (tx, _events) = mpsc::channel(16);
+    let client = Client::start_with_options(settings(http(&server.url, Duration::from_secs(30)), CAPS), tx, options());
+    let (_, first) = server.recv().await;
+    let (_, full) = server.recv().await;
+    assert_eq!(full.sequence_num, first.sequence_num + 1);
+    assert_eq!(full.agent_description, Some(description()));
+    client.stop(Duration::from_millis(300)).await;
+}

@@ -300,3 +300,48 @@ async fn headers_are_sent_on_the_handshake() {
     assert_eq!(seen_rx.recv().unwrap().as_deref(), Some("Bearer t"));
     client.stop(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn latest_state_wins_without_a_queue() {
+    let server = WsServer::bind().await;
+    let (tx, _events) = mpsc::channel(16);
+    let client = Client::start_with_options(settings(ws_transport(&server.url), CAPS), tx, options());
+    let mut conn = server.accept().await;
+    conn.recv().await;
+    for i in 0..100u64 {
+        client.set_health(proto::ComponentHealth { healthy: true, status_time_unix_nano: i, ..Default::default() });
+    }
+    // However many messages the burst became, they are few and the last carries the last value.
+    let mut last = None;
+    let mut count = 0;
+    while let Some(m) = conn.recv_within(Duration::from_millis(300)).await {
+        count += 1;
+        last = m.health.or(last);
+    }
+    assert!(count <= 3, "{count} messages for one burst");
+    assert_eq!(last.map(|h| h.status_time_unix_nano), Some(99));
+    client.stop(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn unreachable_server_is_retried_with_backoff_and_reported() {
+    // A port nobody listens on: bind, note it, close.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (tx, mut events) = mpsc::channel(64);
+    let client =
+        Client::start_with_options(settings(ws_transport(&format!("ws://127.0.0.1:{port}/")), CAPS), tx, options());
+    for _ in 0..3 {
+        let reason = event(&mut events, |e| match e {
+            ServerEvent::ConnectFailed(r) => Some(r),
+            _ => None,
+        })
+        .await;
+        assert!(reason.contains("connecting to 127.0.0.1"), "{reason}");
+    }
+    assert!(client.stats().connect_failures >= 3);
+    assert_eq!(client.stats().connects, 0);
+    client.stop(Duration::from_millis(100)).await;
+}
