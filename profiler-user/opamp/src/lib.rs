@@ -131,7 +131,8 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Heartbeat interval when the agent has `REPORTS_HEARTBEAT` and the server offers none.
     pub default_heartbeat: Duration,
-    /// Limit for connecting (TCP, TLS, WebSocket handshake) and for one HTTP request.
+    /// Limit for connecting (TCP, TLS, WebSocket handshake), for one HTTP request and for one
+    /// WebSocket send (a server that stops reading counts as a failed connection).
     pub connect_timeout: Duration,
 }
 

@@ -75,14 +75,14 @@ pub(crate) async fn run(
                 None => return failed("server closed the connection".into()),
                 Some(Err(tungstenite::Error::Capacity(e))) => {
                     ctx.refused_oversize("a server message");
-                    let _ = ws.close(None).await;
+                    close_quietly(&mut ws).await;
                     return failed(format!("server message refused: {e}"));
                 }
                 Some(Err(e)) => return failed(format!("WebSocket: {e}")),
                 Some(Ok(Message::Binary(data))) => match codec::decode_ws(&data) {
                     Ok(msg) => {
                         if let Next::Unavailable(retry_after) = ctx.handle(msg).await {
-                            let _ = ws.close(None).await;
+                            close_quietly(&mut ws).await;
                             return Ended::Failed {
                                 reason: "server unavailable".into(),
                                 retry_after,
@@ -113,9 +113,18 @@ async fn send(ctx: &mut Ctx, ws: &mut Ws, msg: &proto::AgentToServer) -> Result<
         ctx.refused_oversize("an outgoing message");
         return Ok(());
     }
-    ws.send(Message::Binary(frame.into())).await.map_err(|e| format!("sending: {e}"))?;
+    // A server that stops reading would otherwise stall the client (and its heartbeats) forever.
+    tokio::time::timeout(ctx.options.connect_timeout, ws.send(Message::Binary(frame.into())))
+        .await
+        .map_err(|_| "sending timed out".to_string())?
+        .map_err(|e| format!("sending: {e}"))?;
     Counters::bump(&ctx.shared.counters.sent);
     Ok(())
+}
+
+/// Starts the close handshake before giving up on a connection, without waiting long for it.
+async fn close_quietly(ws: &mut Ws) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
 }
 
 /// The last message (with `agent_disconnect`) and a close frame, within `deadline`.
@@ -127,8 +136,13 @@ async fn goodbye(ctx: &mut Ctx, ws: &mut Ws, deadline: Instant) {
         ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "agent stopping".into() }))
             .await
             .map_err(|e| e.to_string())?;
-        // Wait for the server's close frame so the close handshake completes.
-        while let Some(Ok(_)) = ws.next().await {}
+        // Wait for the server's close frame so the close handshake completes; then drop the
+        // socket rather than wait for the server to close TCP.
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
         Ok::<(), String>(())
     })
     .await;
