@@ -58,6 +58,7 @@ use crate::{
     consumer::{ConsumeError, Consumer, Fanout},
     signal::Data,
     signal::Signal,
+    health::Generation,
     telemetry_server::Readiness,
 };
 
@@ -152,11 +153,16 @@ struct SignalExporter {
     id: ComponentId,
     signal: Signal,
     exporter: Arc<dyn Exporter>,
+    /// Its config section as written: an unchanged exporter is kept by a reload.
+    section: serde_yaml::Value,
 }
 
 /// A built graph: everything wired, receivers not started.
 pub struct Graph {
     host: Host,
+    /// The components registered before this graph was built (the running graph's, when this
+    /// one replaces it).
+    before: Generation,
     readiness: Readiness,
     telemetry: TelemetrySettings,
     receivers: Vec<WiredReceiver>,
@@ -190,6 +196,17 @@ impl Graph {
     /// sending tasks). An error names the component; the caller exits (parts built before it
     /// are not shut down).
     pub fn build(config: ServiceConfig, host: &Host) -> Result<Graph, ComponentError> {
+        Self::build_with(config, host, &[])
+    }
+
+    /// [`Graph::build`] for a reload of `running`: its exporters whose config is unchanged are
+    /// taken over (see [`RunningGraph::replace`]) instead of built anew.
+    pub fn build_next(config: ServiceConfig, host: &Host, running: &RunningGraph) -> Result<Graph, ComponentError> {
+        Self::build_with(config, host, &running.exporters)
+    }
+
+    fn build_with(config: ServiceConfig, host: &Host, reuse: &[SignalExporter]) -> Result<Graph, ComponentError> {
+        let before = host.health.generation();
         let ServiceConfig {
             receivers,
             processors,
@@ -209,9 +226,18 @@ impl Graph {
                 if connector_configs.contains_key(id) || exporters.iter().any(|e| e.id == *id && e.signal == signal) {
                     continue;
                 }
-                let config = exporter_configs.get(id).ok_or_else(|| missing("exporters", id))?;
-                let exporter = config.build(signal, host).map_err(|e| named("exporters", id, signal, e))?;
-                exporters.push(SignalExporter { id: id.clone(), signal, exporter });
+                let section = sections.get(&format!("exporters.{id}")).cloned().unwrap_or_default();
+                // An exporter of the running graph with the same config keeps running, with
+                // its queue and connection: nothing queued is lost by a reload.
+                let kept = reuse.iter().find(|e| e.id == *id && e.signal == signal && e.section == section);
+                let exporter = match kept {
+                    Some(e) => e.exporter.clone(),
+                    None => {
+                        let config = exporter_configs.get(id).ok_or_else(|| missing("exporters", id))?;
+                        config.build(signal, host).map_err(|e| named("exporters", id, signal, e))?
+                    }
+                };
+                exporters.push(SignalExporter { id: id.clone(), signal, exporter, section });
             }
         }
 
@@ -292,6 +318,7 @@ impl Graph {
 
         Ok(Graph {
             host: host.clone(),
+            before,
             readiness: Readiness::default(),
             telemetry,
             receivers: wired,
@@ -320,7 +347,7 @@ impl Graph {
     /// Shuts down what was built without starting it (after `otelprof validate`): processors
     /// and exporters, as [`RunningGraph::shutdown`] does.
     pub async fn shutdown(self) -> ShutdownReport {
-        let Graph { host, readiness, telemetry, receivers: _, chains, connectors, exporters } = self;
+        let Graph { host, readiness, telemetry, receivers: _, chains, connectors, exporters, .. } = self;
         RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, connectors, exporters }
             .shutdown()
             .await
@@ -329,7 +356,7 @@ impl Graph {
     /// Starts the receivers (everything else exists already). A receiver that fails to start
     /// fails the start: those already started are stopped and the graph is shut down.
     pub async fn start(self) -> Result<RunningGraph, ComponentError> {
-        let Graph { host, readiness, telemetry, receivers, chains, connectors, exporters } = self;
+        let Graph { host, readiness, telemetry, receivers, chains, connectors, exporters, .. } = self;
         let mut running =
             RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, connectors, exporters };
         for r in receivers {
@@ -406,6 +433,8 @@ pub struct ReplaceReport {
     pub restarted: Vec<String>,
     pub stopped: Vec<String>,
     pub started: Vec<String>,
+    /// Exporters (`otlp (traces)`) whose config is unchanged: kept running with their queues.
+    pub kept_exporters: Vec<String>,
     /// Left unfinished by the old pipelines' shutdown deadline.
     pub left: Vec<String>,
 }
@@ -449,7 +478,9 @@ impl RunningGraph {
     /// (the caller swaps the last good config back in the same way).
     pub async fn replace(self, next: Graph) -> (RunningGraph, Result<ReplaceReport, ComponentError>) {
         let RunningGraph { host, readiness, telemetry: _, receivers: old, chains, connectors, exporters } = self;
-        let Graph { host: _, readiness: _, telemetry, receivers: wired, chains: c2, connectors: k2, exporters: e2 } = next;
+        let Graph { host: _, before, readiness: _, telemetry, receivers: wired, chains: c2, connectors: k2, exporters: e2 } =
+            next;
+        host.health.retire(&before);
         let deadline = Instant::now() + host.shutdown_timeout;
         let mut report = ReplaceReport::default();
         let mut old: BTreeMap<ComponentId, RunningReceiver> = old.into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -519,8 +550,14 @@ impl RunningGraph {
                 }
             }
         }
+        // Exporters taken over by the new graph keep running.
+        let (kept, exporters): (Vec<SignalExporter>, Vec<SignalExporter>) = exporters
+            .into_iter()
+            .partition(|e| running.exporters.iter().any(|n| Arc::ptr_eq(&n.exporter, &e.exporter)));
+        report.kept_exporters = kept.iter().map(|e| format!("{} ({})", e.id, e.signal)).collect();
         let mut left = ShutdownReport::default();
         drain(chains, connectors, exporters, deadline, &mut left).await;
+        running.host.health.settle(&before);
         report.left.extend(left.left);
         match error {
             Some(e) => (running, Err(e)),
@@ -665,10 +702,11 @@ service:
             "
 receivers: {otlp: , otlp/2: , otlp/gone: }
 processors: {batch/hold: {hold: true}}
-exporters: {otlp: }
+exporters: {otlp: , debug/same: }
 service:
   pipelines:
     traces: {receivers: [otlp, otlp/2, otlp/gone], processors: [batch/hold], exporters: [otlp]}
+    logs: {receivers: [otlp], exporters: [debug/same]}
 ",
             &lab.factories(),
         )
@@ -683,15 +721,16 @@ service:
         let (config, _) = parse(
             "
 receivers: {otlp: , otlp/2: {listen: '127.0.0.1:0'}, otlp/new: }
-exporters: {debug: }
+exporters: {debug: , debug/same: }
 service:
   pipelines:
     traces: {receivers: [otlp, otlp/2, otlp/new], exporters: [debug]}
+    logs: {receivers: [otlp], exporters: [debug/same]}
 ",
             &lab.factories(),
         )
         .unwrap();
-        let next = Graph::build(config, &host).unwrap();
+        let next = Graph::build_next(config, &host, &running).unwrap();
         let (running, report) = running.replace(next).await;
         let report = report.unwrap();
         assert_eq!(report.kept, ["otlp"]);
@@ -699,6 +738,8 @@ service:
         assert_eq!(report.stopped, ["otlp/gone"]);
         assert_eq!(report.started, ["otlp/new"]);
         assert!(report.left.is_empty(), "{report:?}");
+        assert_eq!(report.kept_exporters, ["debug/same (logs)"], "an unchanged exporter keeps running");
+        assert!(!lab.events().iter().any(|e| e.contains("debug/same") && e.contains("shutdown")), "{:?}", lab.events());
         let events = lab.events();
         for e in ["stopped receivers.otlp/2", "stopped receivers.otlp/gone", "start receivers.otlp/2", "start receivers.otlp/new"] {
             assert!(events.iter().any(|x| x == e), "{e}: {events:?}");

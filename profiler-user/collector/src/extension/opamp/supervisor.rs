@@ -411,7 +411,7 @@ impl State {
         // Built (every exporter and processor made, OTTL compiled) before anything is stopped.
         let next = match config::parse(&text, &self.factories)
             .map_err(|e| without_position(&e))
-            .and_then(|(cfg, _)| Graph::build(cfg, &self.host).map_err(|e| e.to_string()))
+            .and_then(|(cfg, _)| Graph::build_next(cfg, &self.host, &running).map_err(|e| e.to_string()))
         {
             Ok(g) => g,
             Err(e) => {
@@ -425,12 +425,13 @@ impl State {
         let failure = match result {
             Ok(report) => {
                 tracing::info!(
-                    "opamp: swapped in: kept {:?}, reconfigured live {:?}, restarted {:?}, started {:?}, stopped {:?}",
+                    "opamp: swapped in: kept {:?}, reconfigured live {:?}, restarted {:?}, started {:?}, stopped {:?}; exporters kept {:?}",
                     report.kept,
                     report.reconfigured,
                     report.restarted,
                     report.started,
-                    report.stopped
+                    report.stopped,
+                    report.kept_exporters
                 );
                 self.wait_healthy().await.err()
             }
@@ -483,7 +484,7 @@ impl State {
         tracing::warn!("opamp: rolling back to the last good config");
         let next = match config::parse(&self.good, &self.factories)
             .map_err(|e| e.to_string())
-            .and_then(|(cfg, _)| Graph::build(cfg, &self.host).map_err(|e| e.to_string()))
+            .and_then(|(cfg, _)| Graph::build_next(cfg, &self.host, &running).map_err(|e| e.to_string()))
         {
             Ok(g) => g,
             Err(e) => {
