@@ -381,3 +381,95 @@ service:
     let _ = busy.kill();
     let _ = busy.wait();
 }
+
+/// One OTLP/JSON span with `service.name` = `svc`, posted to the agent's OTLP/HTTP receiver.
+fn post_span(port: u16, name: &str) {
+    use std::io::{Read, Write};
+    let body = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"{name}","kind":1,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000001000000000"}}]}}]}}]}}"#
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// OTTL statements and an exporter changed remotely: the new statement runs on the next span,
+/// the exporter writes where the new config says (under `files_dir`), and a statement that
+/// does not compile is FAILED naming the key with the old statements still running.
+#[test]
+fn ottl_statements_and_exporters_changed_remotely() {
+    if !available("ottl_statements_and_exporters_changed_remotely") {
+        return;
+    }
+    let dir = scratch("opamp-ottl");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = OpampServer::start(&dir);
+    let port = free_addr().port();
+    let a = dir.join("a.jsonl");
+    let cfg = format!(
+        "
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: '127.0.0.1:{port}'}}}}}}
+processors:
+  transform: {{trace_statements: ['set(span.attributes[\"stage\"], \"local\")']}}
+exporters:
+  file: {{path: '{a}', flush_interval: 100ms}}
+extensions:
+  opamp:
+    server: {{ws: {{endpoint: '{ws}'}}}}
+    storage: {{directory: '{state}'}}
+    remote_config:
+      enabled: true
+      allowed_paths: [processors.transform/*, exporters.file.path]
+      files_dir: '{files}'
+service:
+  extensions: [opamp]
+  pipelines:
+    traces: {{receivers: [otlp], processors: [transform], exporters: [file]}}
+",
+        a = a.display(),
+        ws = server.ws_url(),
+        state = dir.join("state").display(),
+        files = files.display(),
+    );
+    let agent = Collector::start(&dir, &cfg);
+    wait("the agent connected", Duration::from_secs(15), || !server.messages().is_empty());
+    post_span(port, "one");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait("span one in a.jsonl", Duration::from_secs(10), || read(&a).contains("\"one\""));
+    assert!(read(&a).contains("local"));
+
+    let b = files.join("b.jsonl");
+    let remote = format!(
+        "processors:\n  transform:\n    trace_statements: ['set(span.attributes[\"stage\"], \"remote\")']\nexporters:\n  file: {{path: '{}'}}\n",
+        b.display()
+    );
+    let h = server.offer(&[("otelprof.yaml", &remote)]);
+    server.wait_status(&h, "APPLIED", Duration::from_secs(15));
+    post_span(port, "two");
+    wait("span two in b.jsonl", Duration::from_secs(10), || read(&b).contains("\"two\""));
+    assert!(read(&b).contains("remote") && !read(&b).contains("local"), "{}", read(&b));
+    assert!(!read(&a).contains("\"two\""), "the old file no longer gets spans");
+
+    let broken = "processors:\n  transform:\n    trace_statements: ['set(span.attributes[\"x\"], Sha256(span.name))']\n";
+    let h = server.offer(&[("otelprof.yaml", broken)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
+    assert!(e.starts_with("processors.transform.trace_statements[0]") && e.contains("Sha256"), "{e}");
+    post_span(port, "three");
+    wait("span three in b.jsonl", Duration::from_secs(10), || read(&b).contains("\"three\""));
+    assert_eq!(read(&b).matches("remote").count(), 2, "the last good statements still run: {}", read(&b));
+
+    let outside = "exporters:\n  file: {path: /tmp/elsewhere.jsonl}\n";
+    let h = server.offer(&[("otelprof.yaml", outside)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
+    assert!(e.starts_with("exporters.file.path: `/tmp/elsewhere.jsonl` is not under remote_config.files_dir"), "{e}");
+    agent.stop();
+}
