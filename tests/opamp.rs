@@ -119,7 +119,9 @@ fn websocket_protocol_full_state_heartbeats_and_disconnect() {
     let n = server.messages().len();
     server.post("/flags", serde_json::json!({ "report_full_state": true }));
     wait("a full report after ReportFullState", Duration::from_secs(10), || {
-        server.messages()[n..].iter().any(|m| m.get("agent_description").is_some() && m.get("effective_config").is_some())
+        server.messages()[n..]
+            .iter()
+            .any(|m| m.get("agent_description").is_some() && m.get("effective_config").is_some())
     });
 
     let (code, log) = agent.stop();
@@ -297,7 +299,10 @@ fn retry_after_is_honoured_and_a_restarted_server_gets_the_full_state() {
     let server = OpampServer::start_on(&dir, ws_port, 0);
     wait("the agent back on the restarted server", Duration::from_secs(40), || !server.messages().is_empty());
     let first = &server.messages()[0];
-    assert!(first.get("agent_description").is_some() && first.get("effective_config").is_some(), "full state: {first:#}");
+    assert!(
+        first.get("agent_description").is_some() && first.get("effective_config").is_some(),
+        "full state: {first:#}"
+    );
     agent.stop();
 }
 
@@ -356,10 +361,14 @@ service:
     };
     let at_19 = 1_000_000_000 / 19;
     let at_99 = 1_000_000_000 / 99;
-    wait("two reports at 19 Hz", Duration::from_secs(20), || periods().iter().filter(|(p, s)| *p == at_19 && !s.is_empty()).count() >= 2);
+    wait("two reports at 19 Hz", Duration::from_secs(20), || {
+        periods().iter().filter(|(p, s)| *p == at_19 && !s.is_empty()).count() >= 2
+    });
     let h = server.offer(&[("otelprof.yaml", "receivers:\n  profiling:\n    samples_per_second: 99\n")]);
     server.wait_status(&h, "APPLIED", Duration::from_secs(15));
-    wait("two reports at 99 Hz", Duration::from_secs(20), || periods().iter().filter(|(p, s)| *p == at_99 && !s.is_empty()).count() >= 2);
+    wait("two reports at 99 Hz", Duration::from_secs(20), || {
+        periods().iter().filter(|(p, s)| *p == at_99 && !s.is_empty()).count() >= 2
+    });
     let log = agent.log();
     assert!(log.contains("reconfigured live [\"profiling\"]"), "{log}");
     assert_eq!(log.matches(" CPUs, reporting every ").count(), 1, "the programs were loaded once: {log}");
@@ -372,10 +381,17 @@ service:
     let last_19 = all.iter().filter(|(p, _)| *p == at_19).flat_map(|(_, t)| t).max().copied().unwrap();
     let first_99 = all.iter().filter(|(p, _)| *p == at_99).flat_map(|(_, t)| t).min().copied().unwrap();
     assert!(first_99 >= last_19, "the 99 Hz samples follow the 19 Hz ones");
-    assert!(first_99 - last_19 < 500_000_000, "a gap of {} ms in sampling at the change", (first_99 - last_19) / 1_000_000);
+    assert!(
+        first_99 - last_19 < 500_000_000,
+        "a gap of {} ms in sampling at the change",
+        (first_99 - last_19) / 1_000_000
+    );
     let n19: usize = all.iter().filter(|(p, _)| *p == at_19).map(|(_, t)| t.len()).sum();
     let n99: usize = all.iter().filter(|(p, _)| *p == at_99).map(|(_, t)| t.len()).sum();
-    eprintln!("samples: {n19} at 19 Hz, {n99} at 99 Hz; {} ms from the last 19 Hz sample to the first 99 Hz one", (first_99 - last_19) / 1_000_000);
+    eprintln!(
+        "samples: {n19} at 19 Hz, {n99} at 99 Hz; {} ms from the last 19 Hz sample to the first 99 Hz one",
+        (first_99 - last_19) / 1_000_000
+    );
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
     let _ = busy.kill();
@@ -459,7 +475,8 @@ service:
     assert!(read(&b).contains("remote") && !read(&b).contains("local"), "{}", read(&b));
     assert!(!read(&a).contains("\"two\""), "the old file no longer gets spans");
 
-    let broken = "processors:\n  transform:\n    trace_statements: ['set(span.attributes[\"x\"], Sha256(span.name))']\n";
+    let broken =
+        "processors:\n  transform:\n    trace_statements: ['set(span.attributes[\"x\"], Sha256(span.name))']\n";
     let h = server.offer(&[("otelprof.yaml", broken)]);
     let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
     assert!(e.starts_with("processors.transform.trace_statements[0]") && e.contains("Sha256"), "{e}");

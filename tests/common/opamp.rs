@@ -109,7 +109,10 @@ impl OpampServer {
         let mut text = String::new();
         c.read_to_string(&mut text).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        assert!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{method} {path}: {head}\n{body}");
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "{method} {path}: {head}\n{body}"
+        );
         serde_json::from_str(body).unwrap_or(Value::Null)
     }
 
@@ -155,7 +158,7 @@ impl OpampServer {
             let r = &s["remote_config_status"];
             (r["last_remote_config_hash"].as_str() == Some(want.as_str())
                 && r["status"].as_str().is_some_and(|s| s.ends_with(status)))
-                .then(|| r["error_message"].as_str().unwrap_or_default().to_string())
+            .then(|| r["error_message"].as_str().unwrap_or_default().to_string())
         })
     }
 

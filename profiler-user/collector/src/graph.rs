@@ -56,9 +56,9 @@ use crate::{
     },
     config::{downstream, PipelineId, ServiceConfig, TelemetrySettings},
     consumer::{ConsumeError, Consumer, Fanout},
+    health::Generation,
     signal::Data,
     signal::Signal,
-    health::Generation,
     telemetry_server::Readiness,
 };
 
@@ -478,14 +478,29 @@ impl RunningGraph {
     /// (the caller swaps the last good config back in the same way).
     pub async fn replace(self, next: Graph) -> (RunningGraph, Result<ReplaceReport, ComponentError>) {
         let RunningGraph { host, readiness, telemetry: _, receivers: old, chains, connectors, exporters } = self;
-        let Graph { host: _, before, readiness: _, telemetry, receivers: wired, chains: c2, connectors: k2, exporters: e2 } =
-            next;
+        let Graph {
+            host: _,
+            before,
+            readiness: _,
+            telemetry,
+            receivers: wired,
+            chains: c2,
+            connectors: k2,
+            exporters: e2,
+        } = next;
         host.health.retire(&before);
         let deadline = Instant::now() + host.shutdown_timeout;
         let mut report = ReplaceReport::default();
         let mut old: BTreeMap<ComponentId, RunningReceiver> = old.into_iter().map(|r| (r.id.clone(), r)).collect();
-        let mut running =
-            RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains: c2, connectors: k2, exporters: e2 };
+        let mut running = RunningGraph {
+            host,
+            readiness,
+            telemetry,
+            receivers: Vec::new(),
+            chains: c2,
+            connectors: k2,
+            exporters: e2,
+        };
         let mut to_start = Vec::new();
         for w in wired {
             let Some(mut o) = old.remove(&w.id) else {
@@ -515,7 +530,11 @@ impl RunningGraph {
                         }
                     }
                     let name = w.id.to_string();
-                    if reconfigured { report.reconfigured.push(name) } else { report.kept.push(name) }
+                    if reconfigured {
+                        report.reconfigured.push(name)
+                    } else {
+                        report.kept.push(name)
+                    }
                     o.section = w.section;
                     running.receivers.push(o);
                 }
@@ -640,7 +659,6 @@ async fn drain(
     }
     late.sort();
     report.left.extend(late);
-
 }
 
 #[cfg(test)]
@@ -741,10 +759,18 @@ service:
         assert_eq!(report.kept_exporters, ["debug/same (logs)"], "an unchanged exporter keeps running");
         assert!(!lab.events().iter().any(|e| e.contains("debug/same") && e.contains("shutdown")), "{:?}", lab.events());
         let events = lab.events();
-        for e in ["stopped receivers.otlp/2", "stopped receivers.otlp/gone", "start receivers.otlp/2", "start receivers.otlp/new"] {
+        for e in [
+            "stopped receivers.otlp/2",
+            "stopped receivers.otlp/gone",
+            "start receivers.otlp/2",
+            "start receivers.otlp/new",
+        ] {
             assert!(events.iter().any(|x| x == e), "{e}: {events:?}");
         }
-        assert!(!events.iter().any(|x| x == "stopped receivers.otlp"), "the unchanged receiver kept running: {events:?}");
+        assert!(
+            !events.iter().any(|x| x == "stopped receivers.otlp"),
+            "the unchanged receiver kept running: {events:?}"
+        );
         assert_eq!(lab.received("otlp", Signal::Traces), [5], "what the old pipeline held was handed on at the swap");
         kept.get(Signal::Traces).unwrap().consume(spans(3)).unwrap();
         assert_eq!(lab.received("debug", Signal::Traces), [3], "the kept receiver feeds the new pipeline");

@@ -19,9 +19,12 @@
 //!   that either takes the data or refuses it (retryable or not).
 //! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter / connector
 //!   traits and the [`component::Host`] (own metrics, health, shutdown) every component gets.
-//! - [`config`] and [`factories`]: the config file checked against the known component types
-//!   (`extensions:` — OpAMP, issue #14 — are refused until they exist);
-//!   [`graph`]: the pipelines built from it, started and shut down in order.
+//! - [`config`] and [`factories`]: the config file checked against the known component types;
+//!   [`graph`]: the pipelines built from it, started, swapped for a new config while running
+//!   (unchanged receivers and exporters kept, docs/design/0009) and shut down in order.
+//! - [`extension`]: what is not on the data path — `opamp` (issue #14): the remote config
+//!   policy and the supervisor that applies, verifies and rolls back configs from an OpAMP
+//!   server (the protocol client is the `otelprof-opamp` crate).
 //! - [`telemetry`] and [`telemetry_server`]: own metrics in the Collector's names, `/metrics`,
 //!   `/healthz`, `/readyz`; [`health`]: component liveness.
 

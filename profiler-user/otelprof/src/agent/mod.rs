@@ -11,17 +11,17 @@ use anyhow::{Context, Result};
 use otelprof_collector::{
     component::Host,
     config::{self, ServiceConfig},
-    factories::Factories,
-    graph::Graph,
     extension::opamp::{
         supervisor::{startup_config, Managed},
         OpampConfig,
     },
+    factories::Factories,
+    graph::Graph,
     telemetry_server::{Endpoints, TelemetryServer},
 };
-use tokio_util::sync::CancellationToken;
 use otelprof_profiling::{metrics::ProfilerMetrics, ProfilingFactory};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 /// The config used without `--config`: no backend needed (see the file's comments).
 pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
@@ -58,7 +58,11 @@ struct Control {
 
 /// With `extensions: opamp` listed: the supervisor, and the config to start with (the last
 /// good remote config when one was persisted and still applies, else the local file's).
-fn control(text: String, mut cfg: ServiceConfig, metrics: &Arc<ProfilerMetrics>) -> Result<(ServiceConfig, Option<Control>), String> {
+fn control(
+    text: String,
+    mut cfg: ServiceConfig,
+    metrics: &Arc<ProfilerMetrics>,
+) -> Result<(ServiceConfig, Option<Control>), String> {
     let Some(opamp) = cfg.extensions.values().find_map(|e| e.downcast_ref::<OpampConfig>()).cloned() else {
         return Ok((cfg, None));
     };
@@ -284,6 +288,37 @@ mod tests {
         let cfg = check("README routing", configs[0]);
         assert_eq!(cfg.connectors.keys().map(|c| c.to_string()).collect::<Vec<_>>(), ["routing"]);
         assert_eq!(cfg.pipelines.len(), 4);
+    }
+
+    /// The complete config of the README's OpAMP section, with its two key files made here.
+    #[test]
+    fn the_readme_opamp_example_is_a_valid_config() {
+        let readme = include_str!("../../../../README.md");
+        let section = readme.split("\n### Remote control with OpAMP").nth(1).expect("the OpAMP section");
+        let section = section.split("\n### ").next().unwrap_or(section);
+        let block = section.split("```yaml\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a yaml block");
+        let dir = std::env::temp_dir().join(format!("otelprof-readme-opamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, key) = (dir.join("ca.pem"), dir.join("k.pub"));
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").unwrap();
+        // RFC 8032's first test vector's public key (32 raw bytes).
+        let rfc8032: Vec<u8> = (0..32)
+            .map(|i| {
+                u8::from_str_radix(
+                    &"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"[2 * i..2 * i + 2],
+                    16,
+                )
+                .unwrap()
+            })
+            .collect();
+        std::fs::write(&key, rfc8032).unwrap();
+        let text = block
+            .replace("/etc/otelprof/opamp-ca.pem", &ca.display().to_string())
+            .replace("/etc/otelprof/opamp-ed25519.pub", &key.display().to_string());
+        let cfg = check("README OpAMP", &text);
+        let opamp = cfg.extensions.values().find_map(|e| e.downcast_ref::<OpampConfig>()).expect("the opamp extension");
+        assert!(opamp.remote_config.enabled && opamp.remote_config.signature.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

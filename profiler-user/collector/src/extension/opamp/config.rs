@@ -125,10 +125,7 @@ impl OpampConfig {
         let at = format!("{path}.server.{kind}.endpoint");
         let schemes: &[&str] = if kind == "ws" { &["ws://", "wss://"] } else { &["http://", "https://"] };
         if !schemes.iter().any(|s| endpoint.endpoint.starts_with(s)) {
-            return Err(ConfigError::new(
-                at,
-                format!("`{}` is not a {} URL", endpoint.endpoint, schemes.join(" or ")),
-            ));
+            return Err(ConfigError::new(at, format!("`{}` is not a {} URL", endpoint.endpoint, schemes.join(" or "))));
         }
         if kind == "ws" && endpoint.polling_interval.is_some() {
             return Err(ConfigError::new(
@@ -212,12 +209,30 @@ mod tests {
         assert!(c.endpoint().1);
         let cases = [
             ("server: {}", "extensions.opamp.server: give exactly one of `ws` and `http`"),
-            ("server: {http: {endpoint: ws://x}}", "extensions.opamp.server.http.endpoint: `ws://x` is not a http:// or https:// URL"),
-            ("server: {ws: {endpoint: ws://x, polling_interval: 1s}}", "extensions.opamp.server.ws.polling_interval: a WebSocket"),
-            ("server: {ws: {endpoint: ws://x}}\ninstance_uid: nope", "extensions.opamp.instance_uid: `nope` is not a UUID"),
-            ("server: {ws: {endpoint: ws://x}}\nremote_config: {enabled: true}", "extensions.opamp.remote_config.allowed_paths: remote configuration is enabled"),
-            ("server: {ws: {endpoint: ws://x}}\nremote_config: {allowed_paths: [a..b]}", "extensions.opamp.remote_config.allowed_paths[0]: `a..b`"),
-            ("server: {ws: {endpoint: ws://x}}\nremote_config: {signature: {public_key_file: /nonexistent/k.pub}}", "extensions.opamp.remote_config.signature.public_key_file: "),
+            (
+                "server: {http: {endpoint: ws://x}}",
+                "extensions.opamp.server.http.endpoint: `ws://x` is not a http:// or https:// URL",
+            ),
+            (
+                "server: {ws: {endpoint: ws://x, polling_interval: 1s}}",
+                "extensions.opamp.server.ws.polling_interval: a WebSocket",
+            ),
+            (
+                "server: {ws: {endpoint: ws://x}}\ninstance_uid: nope",
+                "extensions.opamp.instance_uid: `nope` is not a UUID",
+            ),
+            (
+                "server: {ws: {endpoint: ws://x}}\nremote_config: {enabled: true}",
+                "extensions.opamp.remote_config.allowed_paths: remote configuration is enabled",
+            ),
+            (
+                "server: {ws: {endpoint: ws://x}}\nremote_config: {allowed_paths: [a..b]}",
+                "extensions.opamp.remote_config.allowed_paths[0]: `a..b`",
+            ),
+            (
+                "server: {ws: {endpoint: ws://x}}\nremote_config: {signature: {public_key_file: /nonexistent/k.pub}}",
+                "extensions.opamp.remote_config.signature.public_key_file: ",
+            ),
             ("server: {ws: {endpoint: ws://x}}\nsurprise: 1", "extensions.opamp.surprise: unknown field `surprise`"),
         ];
         for (text, want) in cases {

@@ -50,11 +50,7 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
         bytes
     } else {
         let text = String::from_utf8_lossy(&bytes);
-        let body: String = text
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .flat_map(|l| l.trim().chars())
-            .collect();
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.trim().chars()).collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(body)
             .map_err(|e| format!("{}: neither 32 raw bytes nor a PEM public key ({e})", path.display()))?;
@@ -81,15 +77,14 @@ impl Policy {
             let sig = files
                 .get(SIGNATURE_FILE)
                 .ok_or_else(|| Refused(format!("signature required: the config map has no `{SIGNATURE_FILE}`")))?;
-            let sig = decode_signature(sig)
-                .ok_or_else(|| Refused(format!("signature does not verify: `{SIGNATURE_FILE}` is not 64 bytes or their base64")))?;
+            let sig = decode_signature(sig).ok_or_else(|| {
+                Refused(format!("signature does not verify: `{SIGNATURE_FILE}` is not 64 bytes or their base64"))
+            })?;
             key.verify(body, &sig).map_err(|_| Refused(format!("signature does not verify over `{CONFIG_FILE}`")))?;
         }
         let text = std::str::from_utf8(body).map_err(|e| Refused(format!("{CONFIG_FILE}: not UTF-8 ({e})")))?;
         let mut value: Value = serde_yaml::from_str(text).map_err(|e| Refused(format!("{CONFIG_FILE}: {e}")))?;
-        value
-            .apply_merge()
-            .map_err(|e| Refused(format!("{CONFIG_FILE}: merging `<<` keys: {e}")))?;
+        value.apply_merge().map_err(|e| Refused(format!("{CONFIG_FILE}: merging `<<` keys: {e}")))?;
         if !matches!(value, Value::Mapping(_) | Value::Null) {
             return Err(Refused(format!("{CONFIG_FILE}: a config is a mapping (receivers, processors, …)")));
         }
@@ -114,7 +109,9 @@ impl Policy {
         let mut strings = Vec::new();
         strings_in(leaf, &mut strings);
         if strings.iter().any(|s| s.contains("${")) {
-            return Err(Refused(format!("{path}: environment references (`${{…}}`) are not allowed in a remote config")));
+            return Err(Refused(format!(
+                "{path}: environment references (`${{…}}`) are not allowed in a remote config"
+            )));
         }
         let key = path.rsplit('.').next().unwrap_or(path);
         let is_path = matches!(key, "path" | "dir" | "directory")

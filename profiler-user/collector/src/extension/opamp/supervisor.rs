@@ -98,17 +98,17 @@ fn policy(opamp: &OpampConfig) -> Result<Policy, String> {
 
 /// The config map's files.
 fn files(offered: &pb::AgentRemoteConfig) -> BTreeMap<String, Vec<u8>> {
-    offered
-        .config
-        .iter()
-        .flat_map(|m| m.config_map.iter())
-        .map(|(name, f)| (name.clone(), f.body.clone()))
-        .collect()
+    offered.config.iter().flat_map(|m| m.config_map.iter()).map(|(name, f)| (name.clone(), f.body.clone())).collect()
 }
 
 /// Policy-checked, merged over `local` and parsed with every component's config checked;
 /// the merged text.
-fn merged(local: &str, offered: &pb::AgentRemoteConfig, policy: &Policy, factories: &Factories) -> Result<String, String> {
+fn merged(
+    local: &str,
+    offered: &pb::AgentRemoteConfig,
+    policy: &Policy,
+    factories: &Factories,
+) -> Result<String, String> {
     let remote = policy.check(&files(offered)).map_err(|e| e.0)?;
     let text = remote::merged_text(local, remote).map_err(|e| e.0)?;
     config::parse(&text, factories).map_err(|e| without_position(&e))?;
@@ -157,10 +157,7 @@ pub fn description(uid: [u8; 16]) -> pb::AgentDescription {
     };
     let pretty = std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
-        })
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
         .unwrap_or_else(|| "Linux".into());
     let kernel = read("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut non_identifying = vec![
@@ -229,7 +226,11 @@ fn effective(text: &str) -> pb::EffectiveConfig {
 }
 
 fn status(hash: &[u8], s: pb::RemoteConfigStatuses, error: &str) -> pb::RemoteConfigStatus {
-    pb::RemoteConfigStatus { last_remote_config_hash: hash.to_vec(), status: s as i32, error_message: error.to_string() }
+    pb::RemoteConfigStatus {
+        last_remote_config_hash: hash.to_vec(),
+        status: s as i32,
+        error_message: error.to_string(),
+    }
 }
 
 /// The client's transport from `server:`.
@@ -390,7 +391,11 @@ impl State {
             }
         }
         if !self.opamp.remote_config.enabled {
-            self.report(&hash, pb::RemoteConfigStatuses::Failed, "remote configuration is not enabled in the local config (extensions.opamp.remote_config.enabled)");
+            self.report(
+                &hash,
+                pb::RemoteConfigStatuses::Failed,
+                "remote configuration is not enabled in the local config (extensions.opamp.remote_config.enabled)",
+            );
             return running;
         }
         let policy = match &self.policy {
@@ -442,7 +447,10 @@ impl State {
                 self.good = text;
                 self.client.set_effective_config(effective(&self.good));
                 if let Err(e) = persist(&self.opamp.storage.directory, LAST_GOOD, &offered.encode_to_vec()) {
-                    tracing::warn!("opamp: persisting the remote config in {}: {e}", self.opamp.storage.directory.display());
+                    tracing::warn!(
+                        "opamp: persisting the remote config in {}: {e}",
+                        self.opamp.storage.directory.display()
+                    );
                 }
                 self.report(&hash, pb::RemoteConfigStatuses::Applied, "");
                 self.report_health();
@@ -450,7 +458,11 @@ impl State {
             }
             Some(e) => {
                 let running = self.roll_back(running).await;
-                self.report(&hash, pb::RemoteConfigStatuses::Failed, &format!("{e} (rolled back to the last good config)"));
+                self.report(
+                    &hash,
+                    pb::RemoteConfigStatuses::Failed,
+                    &format!("{e} (rolled back to the last good config)"),
+                );
                 self.report_health();
                 running
             }

@@ -49,7 +49,10 @@ fn a_key_outside_the_allow_list_refuses_the_whole_config() {
     let e = p
         .check(&files("receivers:\n  profiling: {samples_per_second: 99}\nexporters:\n  otlp: {endpoint: evil:4317}\n"))
         .unwrap_err();
-    assert_eq!(e.0, "exporters.otlp.endpoint: not in remote_config.allowed_paths (receivers.profiling, processors.transform/*)");
+    assert_eq!(
+        e.0,
+        "exporters.otlp.endpoint: not in remote_config.allowed_paths (receivers.profiling, processors.transform/*)"
+    );
 }
 
 #[test]
@@ -78,7 +81,10 @@ fn file_paths_must_lie_under_files_dir_and_env_is_refused() {
             "exporters.otlp.tls.ca_file: `/var/lib/otelprof/remote-files/../../../etc/shadow` is not under",
         ),
         ("exporters: {file: {path: relative.jsonl}}", "exporters.file.path: `relative.jsonl` is not under"),
-        ("exporters: {otlp: {headers: {a: '${env:AWS_SECRET_ACCESS_KEY}'}}}", "exporters.otlp.headers.a: environment references"),
+        (
+            "exporters: {otlp: {headers: {a: '${env:AWS_SECRET_ACCESS_KEY}'}}}",
+            "exporters.otlp.headers.a: environment references",
+        ),
     ] {
         let e = p.check(&files(yaml)).unwrap_err();
         assert!(e.0.starts_with(want), "{yaml}: {e}");
@@ -151,8 +157,10 @@ fn public_keys_in_pem_and_raw() {
 #[test]
 fn merge_maps_key_by_key_and_replaces_lists_and_scalars() {
     let local = "receivers:\n  profiling: {samples_per_second: 19, reporter_interval: 10s}\n  otlp: {}\nprocessors:\n  transform: {trace_statements: [a, b]}\n";
-    let remote: Value =
-        serde_yaml::from_str("receivers: {profiling: {samples_per_second: 99}}\nprocessors: {transform: {trace_statements: [c]}}").unwrap();
+    let remote: Value = serde_yaml::from_str(
+        "receivers: {profiling: {samples_per_second: 99}}\nprocessors: {transform: {trace_statements: [c]}}",
+    )
+    .unwrap();
     let merged: Value = serde_yaml::from_str(&merged_text(local, remote).unwrap()).unwrap();
     assert_eq!(merged["receivers"]["profiling"]["samples_per_second"].as_u64(), Some(99));
     assert_eq!(merged["receivers"]["profiling"]["reporter_interval"].as_str(), Some("10s"));
