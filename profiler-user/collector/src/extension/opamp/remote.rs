@@ -258,11 +258,10 @@ pub fn redacted(text: &str) -> String {
             Value::Mapping(m) => {
                 for (k, v) in m.iter_mut() {
                     let key = key_text(k);
-                    if under_headers || is_secret(&key) {
-                        if !matches!(v, Value::Mapping(_) | Value::Null) || is_secret(&key) {
-                            *v = Value::String("[REDACTED]".into());
-                            continue;
-                        }
+                    // A secret-named key's whole value; under `headers`, every value.
+                    if is_secret(&key) || (under_headers && !matches!(v, Value::Mapping(_) | Value::Null)) {
+                        *v = Value::String("[REDACTED]".into());
+                        continue;
                     }
                     walk(v, key == "headers");
                 }
