@@ -7,8 +7,11 @@ new instance uid pushes, malformed frames, agent_disconnect), HTTP (header recor
 queued while no WS client is connected, gzip body, 400 on garbage, RequestInstanceUid, connection
 settings offered until reported), unavailable (HTTP 503 +
 Retry-After, WS ServerErrorResponse + close, WS handshake 503), the control API (/messages,
-/state, /refusals, /replies, /reset, /disconnect), a signed config checked with sign.py, mutual TLS when
-openssl is installed, garbage on every port, and that SIGTERM exits 0.
+/state, /refusals, /replies, /reset, /disconnect), a signed config checked with sign.py, garbage on every
+port, and that SIGTERM exits 0. When openssl is installed, with pki.py's certificates: mutual TLS
+(client cert subject/CN/serial recorded; no cert or another CA's refused), then a client certificate
+rotation: a wss client on client1 is offered client2 (opamp_certificate, until_reported), reconnects
+with the offered PEMs, reports the hash, and its messages and /connections show client2.
 """
 import argparse
 import base64
@@ -314,45 +317,116 @@ def test_robustness(srv):
     check("still serving after all that", code == 200 and r.instance_uid == UID and srv.p.poll() is None)
 
 
-def test_tls(proto_root, d):
-    """Mutual TLS with a throwaway CA made by openssl; skipped if openssl is missing."""
-    def ossl(*a):
-        subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+def tls_ctx(ca, cert=None, key=None):
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
 
-    try:
-        ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-             "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem")
-    except FileNotFoundError:
+
+def test_tls(proto_root, d):
+    """Mutual TLS with a throwaway PKI from pki.py, then a client certificate rotation offered over
+    wss: the client switches from client1 to client2. Skipped if openssl is missing."""
+    import shutil
+
+    if not shutil.which("openssl"):
         print("skip TLS checks: no openssl")
         return
-    for name in ("server", "client"):
-        ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={name}",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        with open(os.path.join(d, f"{name}.ext"), "w") as f:
-            f.write("subjectAltName=IP:127.0.0.1\n")
-        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
-    p = lambda n: os.path.join(d, n)  # noqa: E731
-    srv = Server(proto_root, "--tls-cert", p("server.pem"), "--tls-key", p("server.key"), "--client-ca", p("ca.pem"))
+    import pki
+
+    k = pki.make(os.path.join(d, "pki"))
+    srv = Server(proto_root, "--tls-cert", k["server_cert"], "--tls-key", k["server_key"], "--client-ca", k["ca"])
     try:
-        ctx = ssl.create_default_context(cafile=p("ca.pem"))
-        ctx.load_cert_chain(p("client.pem"), p("client.key"))
-        code, _, r = http_post(srv.ports["http"], a2s(0), "https", ctx)
+        ctx1 = tls_ctx(k["ca"], k["client1_cert"], k["client1_key"])
+        code, _, r = http_post(srv.ports["http"], a2s(0), "https", ctx1)
         check("tls: https with a client cert", code == 200 and r.instance_uid == UID, code)
-        with connect(f"wss://127.0.0.1:{srv.ports['ws']}/v1/opamp", ssl=ctx) as ws:
+        with connect(f"wss://127.0.0.1:{srv.ports['ws']}/v1/opamp", ssl=ctx1) as ws:
             ws_send(ws, a2s(1))
             check("tls: wss with a client cert", ws_recv(ws).instance_uid == UID)
         msgs = srv.ctl("GET", "/messages")
-        subjects = [m["client_cert_subject"] for m in msgs]
-        check("tls: client cert subject recorded", subjects == ["commonName=client"] * 2, msgs)
-        try:
-            http_post(srv.ports["http"], a2s(2), "https", ssl.create_default_context(cafile=p("ca.pem")))
-            refused = False
-        except (urllib.error.URLError, ssl.SSLError, ConnectionError):
-            refused = True
-        check("tls: no client cert -> refused, counted", refused and srv.wait_state("tls_failures", 1) == 1)
+        check("tls: client cert subject, CN, serial recorded",
+              [(m["client_cert_subject"], m["client_cert_cn"], m["client_cert_serial"]) for m in msgs]
+              == [("commonName=otelprof-client-1", "otelprof-client-1", k["client1_serial"])] * 2, msgs)
+        failures = 0
+        for name, ctx in (("no client cert", tls_ctx(k["ca"])),
+                          ("a client cert of another CA", tls_ctx(k["ca"], k["bad_cert"], k["bad_key"]))):
+            try:
+                http_post(srv.ports["http"], a2s(2), "https", ctx)
+                refused = False
+            except (urllib.error.URLError, ssl.SSLError, ConnectionError):
+                refused = True
+            failures += 1
+            check(f"tls: {name} -> refused, counted", refused and srv.wait_state("tls_failures", failures) == failures)
+        test_cert_rotation(srv, k, d)
     finally:
         srv.stop()
+
+
+def test_cert_rotation(srv, k, d):
+    """The server offers client2 (files) to a wss client on client1 until reported; the client
+    reconnects with the offered PEMs and reports the hash; the server records client2."""
+    srv.ctl("POST", "/reset", {})
+    url = f"wss://127.0.0.1:{srv.ports['ws']}/v1/opamp"
+    caps = pb.AgentCapabilities.Value("AgentCapabilities_AcceptsOpAMPConnectionSettings")
+    with connect(url, ssl=tls_ctx(k["ca"], k["client1_cert"], k["client1_key"])) as ws:
+        ws_send(ws, a2s(10, capabilities=caps))
+        ws_recv(ws)
+        res = srv.ctl("POST", "/connection_settings", {
+            "opamp_certificate": {"cert_file": k["client2_cert"], "key_file": k["client2_key"], "ca_file": k["ca"]},
+            "heartbeat_interval_seconds": 30, "until_reported": True})
+        cs = ws_recv(ws).connection_settings
+        files = {}
+        for n in ("client2_cert", "client2_key", "ca"):
+            with open(k[n], "rb") as f:
+                files[n] = f.read()
+        cert = cs.opamp.certificate
+        bare = pb.ConnectionSettingsOffers()
+        bare.CopyFrom(cs)
+        bare.ClearField("hash")
+        check("cert offer: pushed on wss, PEM bytes of the files, heartbeat, hash",
+              res["pushed"] and cert.cert == files["client2_cert"] and cert.private_key == files["client2_key"]
+              and cert.ca_cert == files["ca"] and cs.opamp.heartbeat_interval_seconds == 30
+              and cs.hash == hashlib.sha256(bare.SerializeToString(deterministic=True)).digest()
+              and res["hash"] == cs.hash.hex() == srv.ctl("GET", "/state")["offered_connection_settings_hash"],
+              (res, cs))
+        ws_send(ws, a2s(11))
+        check("cert offer: re-offered until reported", ws_recv(ws).connection_settings.hash == cs.hash)
+    for n, b in (("new.pem", cert.cert), ("new.key", cert.private_key)):
+        with open(os.path.join(d, n), "wb") as f:
+            f.write(b)
+    ctx2 = tls_ctx(k["ca"], os.path.join(d, "new.pem"), os.path.join(d, "new.key"))
+    applied = pb.ConnectionSettingsStatuses.Value("ConnectionSettingsStatuses_APPLIED")
+    with connect(url, ssl=ctx2) as ws:
+        ws_send(ws, a2s(12, connection_settings_status=pb.ConnectionSettingsStatus(
+            last_connection_settings_hash=cs.hash, status=applied)))
+        check("cert offer: not offered once the hash is reported", not ws_recv(ws).HasField("connection_settings"))
+    seen = [(m["sequence_num"], m["client_cert_cn"], m["client_cert_serial"]) for m in srv.ctl("GET", "/messages")]
+    check("rotation: messages before over client1, after over client2",
+          seen == [("10", "otelprof-client-1", k["client1_serial"]), ("11", "otelprof-client-1", k["client1_serial"]),
+                   ("12", "otelprof-client-2", k["client2_serial"])], seen)
+    conns = [(c["transport"], c["client_cert_subject"]) for c in srv.ctl("GET", "/connections")]
+    check("rotation: /connections records each wss connection's client cert",
+          conns == [("ws", "commonName=otelprof-client-1"), ("ws", "commonName=otelprof-client-2")], conns)
+
+    with open(k["client1_key"]) as f:
+        key1 = f.read()
+    res = srv.ctl("POST", "/connection_settings", {"opamp_certificate": {"cert_pem": "not a cert", "key_pem": key1}})
+    _, _, r = http_post(srv.ports["http"], a2s(13), "https", ctx2)
+    c = r.connection_settings.opamp.certificate
+    check("cert offer: inline PEM, unchecked, no ca_cert, one-shot over https",
+          c.cert == b"not a cert" and c.private_key == key1.encode() and c.ca_cert == b""
+          and r.connection_settings.hash.hex() == res["hash"], r)
+    codes = []
+    for spec in ({"cert_pem": "x"}, {"cert_file": os.path.join(d, "missing.pem"), "key_pem": "x"},
+                 {"cert_pem": "x", "cert_file": k["ca"], "key_pem": "x"}):
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.ports['control']}/connection_settings",
+                                     json.dumps({"opamp_certificate": spec}).encode(), method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            codes.append(200)
+        except urllib.error.HTTPError as e:
+            codes.append(e.code)
+    check("cert offer: no key, a missing file, file and inline both -> 400", codes == [400] * 3, codes)
 
 
 def main():

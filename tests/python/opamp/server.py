@@ -18,7 +18,11 @@ serves, all on 127.0.0.1 (port 0 = the OS picks one):
 When all three listen it prints ONE line to stdout, `{"ws": PORT, "http": PORT, "control": PORT}`,
 and flushes. SIGTERM/SIGINT stop it (exit 0). --tls-cert/--tls-key put TLS on the WS and HTTP
 ports; --client-ca also requires a client certificate signed by that CA (handshake failures are
-counted in /state `tls_failures`).
+counted in /state `tls_failures`). Each message and connection then records the client cert it came
+over as client_cert_subject ("commonName=otelprof-client-1"), client_cert_cn ("otelprof-client-1")
+and client_cert_serial (`openssl x509 -noout -serial`'s hex in lowercase without leading zeros, as
+pki.py prints it); all three null without a client cert. pki.py DIR makes a CA,
+a server cert and client certs for this (see its docstring).
 
 Every reply but the UNAVAILABLE error response carries capabilities AcceptsStatus|
 OffersRemoteConfig|AcceptsEffectiveConfig|OffersConnectionSettings (= 39) and instance_uid = the
@@ -31,7 +35,8 @@ Control API (JSON in, JSON out):
                             field_name=True) plus transport ("ws"|"http"), received_at (unix s),
                             instance_uid_hex, instance_uid_header (HTTP's OpAMP-Instance-UID, else
                             null), headers (HTTP request / WS handshake), client_cert_subject
-                            (TLS client cert subject as "commonName=client,...", else null).
+                            (TLS client cert subject as "commonName=client,...", else null),
+                            client_cert_cn, client_cert_serial (hex; see above; else null).
                             MessageToDict's JSON: uint64/fixed64 as strings ("sequence_num": "3"),
                             bytes as base64, fields at their default value (0, "", false) left out.
                             ?since=N skips the first N.
@@ -40,7 +45,14 @@ Control API (JSON in, JSON out):
                             connection_settings_status, capabilities {value, names},
                             sequence_num {uid_hex: last} (ints), agent_disconnect (bool),
                             disconnected_uids, instance_uids, malformed, tls_failures,
-                            ws_connected, offered_remote_config_hash, issued_instance_uids.
+                            ws_connected, offered_remote_config_hash, issued_instance_uids,
+                            offered_connection_settings_hash (hex of the until_reported offer, else
+                            null).
+  GET  /connections         [{transport, at, client_cert_subject, client_cert_cn,
+                            client_cert_serial}]: one per WS connection whose handshake completed
+                            (refused ones too, not a 503 handshake) and one per HTTP request to
+                            /v1/opamp, in order, so a test sees which client cert connected even
+                            before (or without) a message.
   GET  /refusals            [{transport, at, retry_after_seconds, mode}] of refused requests.
   GET  /replies             every ServerToAgent sent (replies, WS pushes, WS error responses),
                             MessageToDict as above plus transport and sent_at (HTTP 503s have
@@ -61,13 +73,21 @@ Control API (JSON in, JSON out):
   POST /flags               {"report_full_state": true}: the next reply carries
                             ServerToAgentFlags_ReportFullState.
   POST /connection_settings {"heartbeat_interval_seconds": N?, "own_metrics_endpoint": URL?,
-                            "until_reported": false}: the next reply carries ConnectionSettingsOffers
-                            with opamp.heartbeat_interval_seconds / own_metrics.destination_endpoint;
+                            "opamp_certificate": CERT?, "until_reported": false}: the next reply
+                            carries ConnectionSettingsOffers with opamp.heartbeat_interval_seconds /
+                            own_metrics.destination_endpoint / opamp.certificate (any combination);
                             its hash is SHA-256 of the offers serialized (deterministic) without
                             the hash. A one-shot by default; with "until_reported": true it is
                             offered like the remote config, until the agent's connection_settings_
                             status.last_connection_settings_hash (newer protos) matches. A new POST
-                            replaces the previous offer.
+                            replaces the previous offer. Returns {"pushed": bool, "hash": hex}.
+                            CERT (client certificate rotation) is {"cert_file": PATH, "key_file":
+                            PATH, "ca_file": PATH?}: server-side PEM files, read when posted (a
+                            missing one is a 400), sent as bytes in opamp.certificate {cert,
+                            private_key, ca_cert} (TLSCertificate); or inline "cert_pem",
+                            "key_pem", "ca_pem" (text; per item a file or inline, not both). cert
+                            and key are required, ca optional (ca_cert left empty); the bytes are
+                            not checked, so a test can offer a broken certificate.
   POST /new_instance_uid    {"uid_hex": "..."}: the next reply carries agent_identification.
   POST /unavailable         {"count": K, "retry_after_seconds": S, "ws_mode": "message"}: the next
                             K HTTP requests / WS connections (each handshake counts one) are
@@ -78,8 +98,8 @@ Control API (JSON in, JSON out):
                             connection is closed (1013); ws_mode "handshake": the upgrade is
                             refused with HTTP 503 + Retry-After.
   POST /disconnect          closes every WS connection (code 1001) to test reconnects.
-  POST /reset               clears the recorded messages, replies and refusals (offers and /state
-                            stay).
+  POST /reset               clears the recorded messages, replies, refusals and connections
+                            (offers and /state stay).
 Bad input (JSON, base64, hex, a missing key) gets 400 {"error": ...}; an unknown path 404.
 "One-shot" offers (flags, connection settings, new instance uid) go out in the next reply to any
 AgentToServer or, if a WS client is connected when they are posted, are pushed to it at once;
@@ -174,7 +194,7 @@ class State:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.messages, self.refusals, self.replies = [], [], []
+        self.messages, self.refusals, self.replies, self.connections = [], [], [], []
         self.malformed = self.tls_failures = 0
         self.last = {}  # field name -> last AgentToServer submessage / value seen
         # uid hex -> last sequence_num / last reported remote config hash / connection settings hash
@@ -195,7 +215,7 @@ class State:
         with self.lock:
             rec = MessageToDict(msg, preserving_proto_field_name=True)
             rec.update(transport=transport, received_at=time.time(), instance_uid_hex=uid,
-                       instance_uid_header=uid_header, headers=headers, client_cert_subject=peer)
+                       instance_uid_header=uid_header, headers=headers, **(peer or peer_info(None)))
             self.messages.append(rec)
             self.seq[uid] = msg.sequence_num
             for f in self.LAST_FIELDS:
@@ -226,6 +246,11 @@ class State:
                 out.agent_identification.new_instance_uid = uuid7()
                 self.issued_uids.append(out.agent_identification.new_instance_uid.hex())
             return out
+
+    def connected(self, transport, peer):
+        """Records a WS connection (handshake done) or an HTTP OpAMP request and its client cert."""
+        with self.lock:
+            self.connections.append({"transport": transport, "at": time.time(), **peer})
 
     def sent(self, msg, transport):
         with self.lock:
@@ -297,6 +322,7 @@ class State:
                 "tls_failures": self.tls_failures,
                 "ws_connected": ws_connected,
                 "offered_remote_config_hash": rc.config_hash.hex() if rc is not None else None,
+                "offered_connection_settings_hash": self.cs_offer.hash.hex() if self.cs_offer else None,
                 "issued_instance_uids": list(self.issued_uids),
             }
 
@@ -320,7 +346,8 @@ class WsServer:
 
     async def handler(self, conn):
         headers = {k: v for k, v in conn.request.headers.raw_items()}
-        peer = peer_subject(conn.transport.get_extra_info("peercert"))
+        peer = peer_info(conn.transport.get_extra_info("peercert"))
+        self.state.connected("ws", peer)
         if getattr(conn, "refused", None):
             await self.refuse(conn, conn.refused[0])
             return
@@ -386,10 +413,30 @@ class WsServer:
         return asyncio.run_coroutine_threadsafe(coro_fn(*args), self.loop).result(10)
 
 
-def peer_subject(cert):
+def peer_info(cert):
+    """ssl's getpeercert() dict (None without a verified client cert) -> the client_cert_* fields:
+    subject "commonName=x,...", its CN, serial as lowercase hex without leading zeros."""
     if not cert:
-        return None
-    return ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)
+        return {"client_cert_subject": None, "client_cert_cn": None, "client_cert_serial": None}
+    rdns = [(k, v) for rdn in cert.get("subject", ()) for k, v in rdn]
+    serial = cert.get("serialNumber")
+    return {"client_cert_subject": ",".join(f"{k}={v}" for k, v in rdns),
+            "client_cert_cn": next((v for k, v in rdns if k == "commonName"), None),
+            "client_cert_serial": format(int(serial, 16), "x") if serial else None}
+
+
+def read_pem(spec, what, required):
+    """opamp_certificate's WHAT_file (a path read now) or WHAT_pem (inline text) -> bytes."""
+    if f"{what}_file" in spec and f"{what}_pem" in spec:
+        raise ValueError(f"opamp_certificate: {what}_file and {what}_pem both given")
+    if f"{what}_file" in spec:
+        with open(spec[f"{what}_file"], "rb") as f:
+            return f.read()
+    if f"{what}_pem" in spec:
+        return spec[f"{what}_pem"].encode()
+    if required:
+        raise ValueError(f"opamp_certificate needs {what}_file or {what}_pem")
+    return None
 
 
 class HttpServer(http.server.ThreadingHTTPServer):
@@ -446,6 +493,8 @@ class OpampHttpHandler(http.server.BaseHTTPRequestHandler):
             return self.answer(400, b"bad Content-Length\n")
         if urlparse(self.path).path != OPAMP_PATH:
             return self.answer(404, b"not an OpAMP path\n")
+        peer = peer_info(self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None)
+        st.connected("http", peer)
         refused = st.refuse("http")
         if refused:
             return self.answer(503, b"unavailable\n", extra=[("Retry-After", str(refused[0]))])
@@ -456,7 +505,6 @@ class OpampHttpHandler(http.server.BaseHTTPRequestHandler):
         except Exception as e:  # ValueError from parse_a2s; gzip's OSError, EOFError, zlib.error
             st.bad(f"http: {e}")
             return self.answer(400, f"{e}\n".encode())
-        peer = peer_subject(self.connection.getpeercert()) if isinstance(self.connection, ssl.SSLSocket) else None
         st.record(msg, "http", dict(self.headers.items()), self.headers.get("OpAMP-Instance-UID"), peer)
         out = st.reply(msg.instance_uid, agent_flags=msg.flags)
         st.sent(out, "http")
@@ -487,9 +535,10 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                 return self.send_json({"error": "since must be an integer"}, 400)
             with st.lock:
                 return self.send_json(st.messages[since:])
-        if url.path in ("/refusals", "/replies"):
+        if url.path in ("/refusals", "/replies", "/connections"):
             with st.lock:
-                return self.send_json(list(st.refusals if url.path == "/refusals" else st.replies))
+                return self.send_json(list({"/refusals": st.refusals, "/replies": st.replies,
+                                            "/connections": st.connections}[url.path]))
         if url.path == "/state":
             return self.send_json(st.snapshot(len(self.server.ws.conns)))
         self.send_json({"error": "unknown path"}, 404)
@@ -518,20 +567,30 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             ws.run(ws.push, False)
             return {"hash": rc.config_hash.hex()}
         if path in ("/flags", "/connection_settings", "/new_instance_uid"):
+            res = {}
+            if path == "/connection_settings":
+                cs = pb.ConnectionSettingsOffers()
+                if "heartbeat_interval_seconds" in req:
+                    cs.opamp.heartbeat_interval_seconds = int(req["heartbeat_interval_seconds"])
+                if "own_metrics_endpoint" in req:
+                    cs.own_metrics.destination_endpoint = req["own_metrics_endpoint"]
+                if "opamp_certificate" in req:  # files read here, before the lock
+                    spec, cert = req["opamp_certificate"], cs.opamp.certificate
+                    cert.SetInParent()  # present even if a test offers empty PEMs
+                    cert.cert, cert.private_key = read_pem(spec, "cert", True), read_pem(spec, "key", True)
+                    ca = read_pem(spec, "ca", False)
+                    if ca is not None:
+                        cert.ca_cert = ca
+                cs.hash = hashlib.sha256(cs.SerializeToString(deterministic=True)).digest()
+                res["hash"] = cs.hash.hex()
             with st.lock:
                 if path == "/flags" and req.get("report_full_state"):
                     st.flags |= pb.ServerToAgentFlags.Value("ServerToAgentFlags_ReportFullState")
                 if path == "/connection_settings":
-                    cs = pb.ConnectionSettingsOffers()
-                    if "heartbeat_interval_seconds" in req:
-                        cs.opamp.heartbeat_interval_seconds = int(req["heartbeat_interval_seconds"])
-                    if "own_metrics_endpoint" in req:
-                        cs.own_metrics.destination_endpoint = req["own_metrics_endpoint"]
-                    cs.hash = hashlib.sha256(cs.SerializeToString(deterministic=True)).digest()
                     st.cs_offer, st.conn_settings = (cs, None) if req.get("until_reported") else (None, cs)
                 if path == "/new_instance_uid":
                     st.new_uid = bytes.fromhex(req["uid_hex"])
-            return {"pushed": ws.run(ws.push, True)}
+            return {"pushed": ws.run(ws.push, True), **res}
         if path == "/unavailable":
             mode = req.get("ws_mode", "message")
             if mode not in ("message", "handshake"):
@@ -547,6 +606,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                 st.messages.clear()
                 st.refusals.clear()
                 st.replies.clear()
+                st.connections.clear()
             return {"ok": True}
         return None
 
