@@ -13,8 +13,9 @@ use std::{
 use common::{collector::Collector, opamp::*, scratch, servers::free_addr};
 use serde_json::Value;
 
-/// ReportsStatus | ReportsEffectiveConfig | ReportsHealth | ReportsRemoteConfig | ReportsHeartbeat.
-const REPORTS: u64 = 0x1 | 0x4 | 0x800 | 0x1000 | 0x2000;
+/// ReportsStatus | ReportsEffectiveConfig | ReportsHealth | ReportsRemoteConfig | ReportsHeartbeat
+/// | AcceptsOpAMPConnectionSettings | ReportsConnectionSettingsStatus.
+const REPORTS: u64 = 0x1 | 0x4 | 0x800 | 0x1000 | 0x2000 | 0x100 | 0x8000;
 const ACCEPTS_REMOTE_CONFIG: u64 = 0x2;
 
 fn num(v: &Value) -> u64 {
@@ -488,5 +489,75 @@ service:
     let h = server.offer(&[("otelprof.yaml", outside)]);
     let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
     assert!(e.starts_with("exporters.file.path: `/tmp/elsewhere.jsonl` is not under remote_config.files_dir"), "{e}");
+    agent.stop();
+}
+
+/// Client-certificate rotation over mutual TLS: the offered certificate is tried on a second
+/// connection and replaces the first once it works (APPLIED, later messages come over it); a
+/// certificate the server does not trust is FAILED and the current connection is kept; the
+/// rotated certificate is used again after a restart.
+#[test]
+fn client_certificates_are_rotated_over_mutual_tls() {
+    if !available("client_certificates_are_rotated_over_mutual_tls") {
+        return;
+    }
+    let dir = scratch("opamp-mtls");
+    let pki = pki(&dir.join("pki"));
+    let p = |k: &str| pki[k].as_str().unwrap().to_string();
+    let server = OpampServer::start_with(
+        &dir,
+        0,
+        0,
+        &["--tls-cert", &p("server_cert"), "--tls-key", &p("server_key"), "--client-ca", &p("ca")],
+    );
+    let wss = format!(
+        "{{ws: {{endpoint: '{}', tls: {{ca_file: '{}', cert_file: '{}', key_file: '{}'}}}}}}",
+        server.wss_url(),
+        p("ca"),
+        p("client1_cert"),
+        p("client1_key")
+    );
+    let cfg = config(free_addr().port(), &wss, &dir, "");
+    let agent = Collector::start(&dir, &cfg);
+    wait("a message over mTLS", Duration::from_secs(15), || !server.messages().is_empty());
+    assert_eq!(server.messages()[0]["client_cert_cn"], "otelprof-client-1");
+
+    let status = |hash: &str, want: &str| {
+        let b64 = hash_b64(hash);
+        server.wait_state(&format!("connection settings {want}"), Duration::from_secs(25), |s| {
+            let c = &s["connection_settings_status"];
+            (c["last_connection_settings_hash"].as_str() == Some(b64.as_str())
+                && c["status"].as_str().is_some_and(|x| x.ends_with(want)))
+            .then(|| c["error_message"].as_str().unwrap_or_default().to_string())
+        })
+    };
+    let offer = |cert: &str, key: &str| -> String {
+        let r = server.post(
+            "/connection_settings",
+            serde_json::json!({ "opamp_certificate": { "cert_file": p(cert), "key_file": p(key) } }),
+        );
+        r["hash"].as_str().unwrap().to_string()
+    };
+
+    let h = offer("bad_cert", "bad_key");
+    let e = status(&h, "FAILED");
+    assert!(e.contains("did not connect") && e.contains("current one is kept"), "{e}");
+    let n = server.messages().len();
+    server.post("/flags", serde_json::json!({ "report_full_state": true }));
+    wait("a message over the kept connection", Duration::from_secs(10), || server.messages().len() > n);
+    assert_eq!(server.messages().last().unwrap()["client_cert_cn"], "otelprof-client-1");
+
+    let h = offer("client2_cert", "client2_key");
+    status(&h, "APPLIED");
+    let n = server.messages().len();
+    server.post("/flags", serde_json::json!({ "report_full_state": true }));
+    wait("a message after the rotation", Duration::from_secs(10), || server.messages().len() > n);
+    assert_eq!(server.messages().last().unwrap()["client_cert_cn"], "otelprof-client-2");
+
+    agent.stop();
+    server.post("/reset", serde_json::json!({}));
+    let agent = Collector::start(&dir, &cfg);
+    wait("the restarted agent", Duration::from_secs(15), || !server.messages().is_empty());
+    assert_eq!(server.messages()[0]["client_cert_cn"], "otelprof-client-2", "the rotated certificate is kept");
     agent.stop();
 }

@@ -53,11 +53,17 @@ impl OpampServer {
 
     /// On these ports (0: a free one), so a restarted server is where the agent expects it.
     pub fn start_on(dir: &Path, ws: u16, http: u16) -> Self {
+        Self::start_with(dir, ws, http, &[])
+    }
+
+    /// With more `server.py` arguments (`--tls-cert`, `--tls-key`, `--client-ca`).
+    pub fn start_with(dir: &Path, ws: u16, http: u16, args: &[&str]) -> Self {
         let log = dir.join(format!("opamp-server-{}.log", Instant::now().elapsed().as_nanos() ^ ws as u128));
         let log = if log.exists() { dir.join("opamp-server-2.log") } else { log };
         let mut cmd = Command::new("python3");
         cmd.arg(self::dir().join("server.py"))
             .args(["--ws-port", &ws.to_string(), "--http-port", &http.to_string()])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -81,6 +87,10 @@ impl OpampServer {
             control: SocketAddr::from(([127, 0, 0, 1], port("control"))),
             log,
         }
+    }
+
+    pub fn wss_url(&self) -> String {
+        format!("wss://127.0.0.1:{}/v1/opamp", self.ws)
     }
 
     pub fn ws_url(&self) -> String {
@@ -188,6 +198,14 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// `pki.py DIR`: a CA, a server certificate for 127.0.0.1, client certificates `client1`,
+/// `client2` and `bad` (another CA's); paths by key (README there).
+pub fn pki(dir: &Path) -> Value {
+    let out = Command::new("python3").arg(self::dir().join("pki.py")).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `sign.py keygen DIR`: (public key PEM path, private key path).

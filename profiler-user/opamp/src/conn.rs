@@ -160,10 +160,10 @@ impl Ctx {
             if let Some(opamp) = offers.opamp {
                 // Applied at once, as opamp-go does: 0 turns heartbeats off.
                 self.shared.state().offer_heartbeat(opamp.heartbeat_interval_seconds);
-                self.emit(ServerEvent::OpampConnectionSettings(opamp)).await;
+                self.emit(ServerEvent::OpampConnectionSettings { settings: opamp, hash: offers.hash.clone() }).await;
             }
             if let Some(metrics) = offers.own_metrics {
-                self.emit(ServerEvent::OwnMetrics(metrics)).await;
+                self.emit(ServerEvent::OwnMetrics { settings: metrics, hash: offers.hash.clone() }).await;
             }
         }
         Next::Continue

@@ -160,11 +160,21 @@ pub enum ServerEvent {
     /// store it ([`instance_uid::store`]).
     NewInstanceUid([u8; 16]),
     /// Where to send the agent's own metrics.
-    OwnMetrics(proto::TelemetryConnectionSettings),
+    OwnMetrics {
+        /// The destination, headers and certificate offered.
+        settings: proto::TelemetryConnectionSettings,
+        /// `ConnectionSettingsOffers.hash`, for [`Client::set_connection_settings_status`].
+        hash: Vec<u8>,
+    },
     /// New OpAMP connection settings; the heartbeat interval in it is already applied, the rest
     /// is for the agent to verify and apply (by restarting the client), then report with
     /// [`Client::set_connection_settings_status`].
-    OpampConnectionSettings(proto::OpAmpConnectionSettings),
+    OpampConnectionSettings {
+        /// The offered settings.
+        settings: proto::OpAmpConnectionSettings,
+        /// `ConnectionSettingsOffers.hash`, for [`Client::set_connection_settings_status`].
+        hash: Vec<u8>,
+    },
     /// A command, e.g. restart.
     Command(proto::ServerToAgentCommand),
 }

@@ -82,7 +82,7 @@ async fn heartbeat_at_the_offered_interval() {
     })
     .await;
     let offered = event(&mut events, |e| match e {
-        ServerEvent::OpampConnectionSettings(s) => Some(s),
+        ServerEvent::OpampConnectionSettings { settings, .. } => Some(settings),
         _ => None,
     })
     .await;
@@ -161,7 +161,7 @@ async fn remote_config_and_command_reach_the_agent() {
     .await;
     assert_eq!(got, rc);
     let m = event(&mut events, |e| match e {
-        ServerEvent::OwnMetrics(m) => Some(m),
+        ServerEvent::OwnMetrics { settings, .. } => Some(settings),
         _ => None,
     })
     .await;

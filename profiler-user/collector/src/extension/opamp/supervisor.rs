@@ -122,13 +122,17 @@ fn without_position(e: &ConfigError) -> String {
 }
 
 /// The capabilities this agent has, exactly: AcceptsRemoteConfig only when the local config
-/// enables remote configuration.
+/// enables remote configuration; AcceptsOpAMPConnectionSettings for the heartbeat interval and
+/// client-certificate rotation (other offered settings are refused, reported through
+/// ReportsConnectionSettingsStatus).
 pub fn capabilities(opamp: &OpampConfig) -> u64 {
     let mut c = cap::REPORTS_STATUS
         | cap::REPORTS_EFFECTIVE_CONFIG
         | cap::REPORTS_HEALTH
         | cap::REPORTS_REMOTE_CONFIG
-        | cap::REPORTS_HEARTBEAT;
+        | cap::REPORTS_HEARTBEAT
+        | cap::ACCEPTS_OPAMP_CONNECTION_SETTINGS
+        | cap::REPORTS_CONNECTION_SETTINGS_STATUS;
     if opamp.remote_config.enabled {
         c |= cap::ACCEPTS_REMOTE_CONFIG;
     }
@@ -273,6 +277,88 @@ fn persist(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(name))
 }
 
+/// A client certificate the server rotated the agent to: (cert, key, CA when offered), files
+/// in `storage.directory`.
+type Identity = (PathBuf, PathBuf, Option<PathBuf>);
+
+/// The file in `storage.directory` naming the generation of the rotated client certificate.
+const CURRENT_CERT: &str = "opamp-client-current";
+
+/// The rotated client certificate kept in `dir`, if any (and its files still exist).
+fn rotated_identity(dir: &Path) -> Option<Identity> {
+    let n = std::fs::read_to_string(dir.join(CURRENT_CERT)).ok()?;
+    let n: u64 = n.trim().parse().ok()?;
+    identity_files(dir, n)
+}
+
+fn identity_paths(dir: &Path, n: u64) -> Identity {
+    (
+        dir.join(format!("opamp-client-{n}.pem")),
+        dir.join(format!("opamp-client-{n}.key")),
+        Some(dir.join(format!("opamp-client-{n}-ca.pem"))),
+    )
+}
+
+fn identity_files(dir: &Path, n: u64) -> Option<Identity> {
+    let (cert, key, ca) = identity_paths(dir, n);
+    if !cert.exists() || !key.exists() {
+        return None;
+    }
+    Some((cert, key, ca.filter(|c| c.exists())))
+}
+
+/// Writes an offered certificate as generation `n` (the key 0600).
+fn write_identity(dir: &Path, n: u64, offered: &pb::TlsCertificate) -> std::io::Result<Identity> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let (cert, key, ca) = identity_paths(dir, n);
+    std::fs::write(&cert, &offered.cert)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&key)?;
+    std::io::Write::write_all(&mut f, &offered.private_key)?;
+    let ca = match ca {
+        Some(ca) if !offered.ca_cert.is_empty() => {
+            std::fs::write(&ca, &offered.ca_cert)?;
+            Some(ca)
+        }
+        _ => None,
+    };
+    Ok((cert, key, ca))
+}
+
+/// Starts an OpAMP client for `opamp`'s server, with `identity` instead of the configured
+/// client certificate when given.
+fn start_client(
+    opamp: &OpampConfig,
+    uid: [u8; 16],
+    identity: Option<&Identity>,
+) -> (Client, mpsc::Receiver<ServerEvent>) {
+    let mut transport = transport(opamp);
+    if let Some((cert, key, ca)) = identity {
+        let tls = match &mut transport {
+            Transport::WebSocket { tls, .. } | Transport::Http { tls, .. } => tls,
+        };
+        tls.cert_file = Some(cert.clone());
+        tls.key_file = Some(key.clone());
+        if let Some(ca) = ca {
+            tls.ca_file = Some(ca.clone());
+        }
+    }
+    let (tx, rx) = mpsc::channel(16);
+    let client = Client::start(
+        ClientSettings {
+            transport,
+            instance_uid: uid,
+            description: description(uid),
+            capabilities: capabilities(opamp),
+        },
+        tx,
+    );
+    (client, rx)
+}
+
+/// How long a client with a rotated certificate has to connect before the old one is kept.
+const ROTATION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The supervisor's state between events.
 struct State {
     local: String,
@@ -281,6 +367,8 @@ struct State {
     opamp: OpampConfig,
     policy: Result<Policy, String>,
     client: Client,
+    events: mpsc::Receiver<ServerEvent>,
+    uid: [u8; 16],
     /// The config text running now, and the last good one to roll back to.
     good: String,
     /// The hash of the last remote config received, and the status reported for it.
@@ -308,16 +396,11 @@ impl Managed {
                 otelprof_opamp::instance_uid::new_v7()
             }
         };
-        let (events_tx, mut events) = mpsc::channel(16);
-        let client = Client::start(
-            ClientSettings {
-                transport: transport(&opamp),
-                instance_uid: uid,
-                description: description(uid),
-                capabilities: capabilities(&opamp),
-            },
-            events_tx,
-        );
+        let identity = rotated_identity(&opamp.storage.directory);
+        if identity.is_some() {
+            tracing::info!("opamp: using the client certificate the server rotated to (in storage.directory)");
+        }
+        let (client, events) = start_client(&opamp, uid, identity.as_ref());
         client.set_effective_config(effective(&running_text));
         let mut state = State {
             policy: policy(&opamp),
@@ -325,6 +408,8 @@ impl Managed {
             factories,
             host,
             client,
+            events,
+            uid,
             good: running_text,
             last: None,
             last_health: None,
@@ -342,7 +427,7 @@ impl Managed {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => state.report_health(),
-                event = events.recv() => match event {
+                event = state.events.recv() => match event {
                     None => break,
                     Some(ServerEvent::RemoteConfig(offered)) => running = state.apply(running, offered).await,
                     Some(ServerEvent::NewInstanceUid(uid)) => {
@@ -354,6 +439,7 @@ impl Managed {
                         }
                     }
                     Some(ServerEvent::ConnectFailed(reason)) => tracing::debug!("opamp: {reason}"),
+                    Some(ServerEvent::OpampConnectionSettings { settings, hash }) => state.rotate(settings, hash).await,
                     Some(_) => {}
                 },
             }
@@ -364,6 +450,102 @@ impl Managed {
 }
 
 impl State {
+    fn connection_status(&self, hash: &[u8], s: pb::ConnectionSettingsStatuses, error: &str) {
+        if s == pb::ConnectionSettingsStatuses::Failed {
+            tracing::warn!("opamp: connection settings refused: {error}");
+        }
+        self.client.set_connection_settings_status(pb::ConnectionSettingsStatus {
+            last_connection_settings_hash: hash.to_vec(),
+            status: s as i32,
+            error_message: error.to_string(),
+        });
+    }
+
+    /// Offered OpAMP connection settings: the heartbeat interval is applied by the client; a
+    /// client certificate is tried on a second connection, and only once that one is up does
+    /// it replace the current one (kept in `storage.directory` for restarts). Anything else
+    /// (another server, other headers) is refused: the server's address and credentials are
+    /// the local config's.
+    async fn rotate(&mut self, offered: pb::OpAmpConnectionSettings, hash: Vec<u8>) {
+        let (endpoint, _) = self.opamp.endpoint();
+        if !offered.destination_endpoint.is_empty() && offered.destination_endpoint != endpoint.endpoint {
+            let e = "changing the OpAMP server remotely is not supported (only the client certificate and the heartbeat interval)";
+            return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, e);
+        }
+        if offered.headers.as_ref().is_some_and(|h| !h.headers.is_empty()) {
+            let e = "changing the OpAMP connection's headers remotely is not supported";
+            return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, e);
+        }
+        let Some(cert) = offered.certificate.filter(|c| !c.cert.is_empty()) else {
+            // A heartbeat interval only: the client applied it.
+            return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Applied, "");
+        };
+        if !(endpoint.endpoint.starts_with("wss://") || endpoint.endpoint.starts_with("https://")) {
+            let e = "a client certificate needs a TLS connection (wss:// or https://)";
+            return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, e);
+        }
+        self.connection_status(&hash, pb::ConnectionSettingsStatuses::Applying, "");
+        let dir = self.opamp.storage.directory.clone();
+        let current = std::fs::read_to_string(dir.join(CURRENT_CERT)).ok().and_then(|n| n.trim().parse::<u64>().ok());
+        let next = current.map_or(1, |n| n + 1);
+        let identity = match write_identity(&dir, next, &cert) {
+            Ok(i) => i,
+            Err(e) => {
+                let e = format!("storing the offered certificate in {}: {e}", dir.display());
+                return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, &e);
+            }
+        };
+        tracing::info!("opamp: trying the offered client certificate on a second connection");
+        let (client, mut events) = start_client(&self.opamp, self.uid, Some(&identity));
+        let outcome = tokio::time::timeout(ROTATION_TIMEOUT, async {
+            loop {
+                match events.recv().await {
+                    Some(ServerEvent::Connected) => return Ok(()),
+                    Some(ServerEvent::ConnectFailed(e)) => return Err(e),
+                    Some(_) => {}
+                    None => return Err("the client ended".to_string()),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no connection within {ROTATION_TIMEOUT:?}")));
+        match outcome {
+            Ok(()) => {
+                let old = std::mem::replace(&mut self.client, client);
+                self.events = events;
+                // The new connection reports the whole state from its first message.
+                self.client.set_effective_config(effective(&self.good));
+                if let Some((_, st)) = &self.last {
+                    self.client.set_remote_config_status(st.clone());
+                }
+                self.last_health = None;
+                self.report_health();
+                if let Err(e) = persist(&dir, CURRENT_CERT, next.to_string().as_bytes()) {
+                    tracing::warn!("opamp: recording the rotated certificate: {e}");
+                }
+                if let Some(n) = current {
+                    for f in [identity_paths(&dir, n).0, identity_paths(&dir, n).1] {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    if let Some(ca) = identity_paths(&dir, n).2 {
+                        let _ = std::fs::remove_file(ca);
+                    }
+                }
+                tracing::info!("opamp: connected with the rotated client certificate; the old connection is closed");
+                old.stop(Duration::from_secs(1)).await;
+                self.connection_status(&hash, pb::ConnectionSettingsStatuses::Applied, "");
+            }
+            Err(e) => {
+                client.stop(Duration::from_millis(200)).await;
+                for f in [Some(identity.0), Some(identity.1), identity.2].into_iter().flatten() {
+                    let _ = std::fs::remove_file(f);
+                }
+                let e = format!("the offered client certificate did not connect ({e}); the current one is kept");
+                self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, &e);
+            }
+        }
+    }
+
     fn report_health(&mut self) {
         let now = self.host.health.statuses();
         if self.last_health.as_ref() != Some(&now) {
