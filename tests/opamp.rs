@@ -97,8 +97,14 @@ fn websocket_protocol_full_state_heartbeats_and_disconnect() {
         assert!(other.contains(want), "{want}: {other}");
     }
     assert!(first["health"]["healthy"].as_bool().unwrap_or(false), "{first:#}");
-    let components = first["health"]["component_health_map"].as_object().map(|m| m.len()).unwrap_or(0);
-    assert!(components >= 3, "one entry per component: {first:#}");
+    let traces = &first["health"]["component_health_map"]["pipeline:traces"];
+    assert!(traces["healthy"].as_bool().unwrap_or(false), "health per pipeline: {first:#}");
+    let members: Vec<&String> =
+        traces["component_health_map"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+    assert!(members.iter().any(|m| *m == "receiver/otlp/http"), "{members:?}");
+    assert!(members.iter().any(|m| *m == "exporter/debug/traces"), "{members:?}");
+    let logs = &first["health"]["component_health_map"]["pipeline:logs"]["component_health_map"];
+    assert!(logs.get("exporter/otlphttp/logs").is_some() && logs.get("exporter/debug/traces").is_none(), "{logs:#}");
     let state = server.get("/state");
     let effective = state["effective_config"]["otelprof.yaml"]["body"].as_str().unwrap_or_default().to_string();
     assert!(effective.contains("x-api-key") && effective.contains("[REDACTED]"), "{effective}");

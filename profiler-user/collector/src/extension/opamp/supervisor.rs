@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     component::Host,
-    config::{self, ConfigError},
+    config::{self, ConfigError, Pipeline},
     factories::Factories,
     graph::{Graph, RunningGraph},
     health::ComponentStatus,
@@ -193,32 +193,90 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// `ComponentHealth` of the agent: healthy when every component is, with one entry per
-/// component (`receiver/profiling`, `exporter/otlp/traces`, …).
-fn health(statuses: &[ComponentStatus], start: u64) -> pb::ComponentHealth {
+/// One component's `ComponentHealth`.
+fn component_health(s: &ComponentStatus) -> pb::ComponentHealth {
+    pb::ComponentHealth {
+        healthy: s.healthy,
+        start_time_unix_nano: s.start_time_unix_nano,
+        last_error: s.last_error.clone(),
+        status: s.status.clone(),
+        status_time_unix_nano: 0,
+        component_health_map: Default::default(),
+    }
+}
+
+/// The pipelines' members as health-registry name prefixes (`receiver/otlp`,
+/// `processor/batch`, `exporter/otlp`), by pipeline id.
+type Members = Vec<(String, Vec<String>)>;
+
+/// [`members`] of a config's text (empty if it does not parse, which a running config does).
+fn pipeline_members(text: &str, factories: &Factories) -> Members {
+    config::parse(text, factories).map(|(c, _)| members(&c.pipelines)).unwrap_or_default()
+}
+
+fn members(pipelines: &[Pipeline]) -> Members {
+    pipelines
+        .iter()
+        .map(|p| {
+            let names = p
+                .receivers
+                .iter()
+                .map(|id| format!("receiver/{id}"))
+                .chain(p.processors.iter().map(|id| format!("processor/{id}")))
+                .chain(p.exporters.iter().map(|id| format!("exporter/{id}")))
+                .collect();
+            (p.id.to_string(), names)
+        })
+        .collect()
+}
+
+/// Whether the health-registry name `name` (`exporter/otlp/b/traces`) is of the member
+/// `prefix` (`exporter/otlp/b`), and how specific the match is (the longest wins, so
+/// `exporter/otlp` does not take `exporter/otlp/b`'s entries).
+fn belongs(name: &str, prefix: &str) -> Option<usize> {
+    (name == prefix || name.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))).then_some(prefix.len())
+}
+
+/// `ComponentHealth` of the agent: healthy when every component is; one entry per pipeline
+/// (`pipeline:traces`, healthy when all its components are) holding its components' entries
+/// (`receiver/otlp/grpc`, `exporter/otlp/traces`, the names of `/healthz`); a component in no
+/// pipeline is an entry of its own.
+fn health(statuses: &[ComponentStatus], members: &Members, start: u64) -> pb::ComponentHealth {
     let unhealthy: Vec<&ComponentStatus> = statuses.iter().filter(|s| !s.healthy).collect();
+    let mut map: std::collections::HashMap<String, pb::ComponentHealth> = Default::default();
+    for s in statuses {
+        // The pipelines whose most specific member this component is.
+        let best = members.iter().flat_map(|(_, names)| names.iter().filter_map(|n| belongs(&s.name, n))).max();
+        let owners: Vec<&String> = members
+            .iter()
+            .filter(|(_, names)| best.is_some() && names.iter().any(|n| belongs(&s.name, n) == best))
+            .map(|(p, _)| p)
+            .collect();
+        if owners.is_empty() {
+            map.insert(s.name.clone(), component_health(s));
+        }
+        for p in owners {
+            let entry = map.entry(format!("pipeline:{p}")).or_insert_with(|| pb::ComponentHealth {
+                healthy: true,
+                start_time_unix_nano: start,
+                status: "running".into(),
+                ..Default::default()
+            });
+            if !s.healthy {
+                entry.healthy = false;
+                entry.status = "unhealthy".into();
+                entry.last_error = format!("{}: {}", s.name, s.last_error);
+            }
+            entry.component_health_map.insert(s.name.clone(), component_health(s));
+        }
+    }
     pb::ComponentHealth {
         healthy: unhealthy.is_empty(),
         start_time_unix_nano: start,
         last_error: unhealthy.iter().map(|s| format!("{}: {}", s.name, s.last_error)).collect::<Vec<_>>().join("; "),
         status: if unhealthy.is_empty() { "running" } else { "unhealthy" }.to_string(),
         status_time_unix_nano: now_ns(),
-        component_health_map: statuses
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    pb::ComponentHealth {
-                        healthy: s.healthy,
-                        start_time_unix_nano: s.start_time_unix_nano,
-                        last_error: s.last_error.clone(),
-                        status: s.status.clone(),
-                        status_time_unix_nano: 0,
-                        component_health_map: Default::default(),
-                    },
-                )
-            })
-            .collect(),
+        component_health_map: map,
     }
 }
 
@@ -374,6 +432,8 @@ struct State {
     /// The hash of the last remote config received, and the status reported for it.
     last: Option<(Vec<u8>, pb::RemoteConfigStatus)>,
     last_health: Option<Vec<ComponentStatus>>,
+    /// The running config's pipelines and their components, for the health report.
+    members: Members,
     start_ns: u64,
 }
 
@@ -402,6 +462,7 @@ impl Managed {
         }
         let (client, events) = start_client(&opamp, uid, identity.as_ref());
         client.set_effective_config(effective(&running_text));
+        let members = pipeline_members(&running_text, &factories);
         let mut state = State {
             policy: policy(&opamp),
             local,
@@ -410,6 +471,7 @@ impl Managed {
             client,
             events,
             uid,
+            members,
             good: running_text,
             last: None,
             last_health: None,
@@ -549,7 +611,7 @@ impl State {
     fn report_health(&mut self) {
         let now = self.host.health.statuses();
         if self.last_health.as_ref() != Some(&now) {
-            self.client.set_health(health(&now, self.start_ns));
+            self.client.set_health(health(&now, &self.members, self.start_ns));
             self.last_health = Some(now);
         }
     }
@@ -627,6 +689,7 @@ impl State {
         match failure {
             None => {
                 self.good = text;
+                self.members = pipeline_members(&self.good, &self.factories);
                 self.client.set_effective_config(effective(&self.good));
                 if let Err(e) = persist(&self.opamp.storage.directory, LAST_GOOD, &offered.encode_to_vec()) {
                     tracing::warn!(
