@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::codec::{self, DecodeError, MAX_MESSAGE_BYTES};
 use crate::conn::{now, stop_requested, Ctx, Ended, Next, StopRx};
-use crate::retry::parse_retry_after;
+use crate::retry::retry_after_of;
 use crate::state::Counters;
 use crate::{tls, TlsSettings};
 
@@ -151,14 +151,7 @@ async fn post(
         .map_err(|e| Failure::new(format!("POST {endpoint}: {e}")))?;
     let status = resp.status();
     if !status.is_success() {
-        let retry_after = if status.as_u16() == 503 || status.as_u16() == 429 {
-            resp.headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now()))
-        } else {
-            None
-        };
+        let retry_after = retry_after_of(status.as_u16(), resp.headers(), now());
         return Err(Failure { reason: format!("server answered HTTP {status}"), retry_after, oversize: false });
     }
     let oversize = |n: u64| Failure {

@@ -36,6 +36,16 @@ impl Backoff {
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Parses an HTTP `Retry-After` value: delay seconds or an HTTP date.
+/// The delay an HTTP answer asks for: `Retry-After` of a 503 or 429 (the HTTP transport's
+/// POST and the WebSocket handshake alike), `None` for any other status.
+pub(crate) fn retry_after_of(status: u16, headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    if status != 503 && status != 429 {
+        return None;
+    }
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, now)
+}
+
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let wait = match value.parse::<u64>() {

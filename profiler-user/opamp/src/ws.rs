@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{header, HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -18,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::codec::{self, DecodeError, MAX_MESSAGE_BYTES};
 use crate::conn::{now, stop_requested, Ctx, Ended, Next, StopRx};
-use crate::retry::parse_retry_after;
+use crate::retry::retry_after_of;
 use crate::state::Counters;
 use crate::{tls, TlsSettings};
 
@@ -197,14 +197,7 @@ async fn connect(endpoint: &str, headers: &[(String, String)], tls: &TlsSettings
         Ok((ws, _response)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status();
-            let retry_after = if status.as_u16() == 503 || status.as_u16() == 429 {
-                resp.headers()
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, now()))
-            } else {
-                None
-            };
+            let retry_after = retry_after_of(status.as_u16(), resp.headers(), now());
             Err(Ended::Failed { reason: format!("server answered HTTP {status}"), retry_after, was_connected: false })
         }
         Err(e) => Err(Ended::failed(format!("WebSocket handshake: {e}"))),
