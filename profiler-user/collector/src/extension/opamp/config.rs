@@ -164,13 +164,13 @@ impl OpampConfig {
         Ok(c)
     }
 
-    /// The configured server endpoint and whether it is the WebSocket one.
-    pub fn endpoint(&self) -> (&Endpoint, bool) {
+    /// The configured server endpoint and whether it is the WebSocket one (`None` only for a
+    /// config that did not go through [`OpampConfig::parse`]).
+    pub fn endpoint(&self) -> Option<(&Endpoint, bool)> {
         match (&self.server.ws, &self.server.http) {
-            (Some(e), _) => (e, true),
-            (None, Some(e)) => (e, false),
-            // `parse` refused this.
-            (None, None) => unreachable!("OpampConfig::parse checks that a server is configured"),
+            (Some(e), _) => Some((e, true)),
+            (None, Some(e)) => Some((e, false)),
+            (None, None) => None,
         }
     }
 
@@ -206,7 +206,7 @@ mod tests {
         let c = parse("server: {ws: {endpoint: ws://127.0.0.1:4320/v1/opamp}}").unwrap();
         assert!(!c.remote_config.enabled, "remote config is off by default");
         assert_eq!(c.config_apply_timeout, Duration::from_secs(5));
-        assert!(c.endpoint().1);
+        assert!(c.endpoint().is_some_and(|(_, ws)| ws));
         let cases = [
             ("server: {}", "extensions.opamp.server: give exactly one of `ws` and `http`"),
             (

@@ -296,8 +296,8 @@ fn status(hash: &[u8], s: pb::RemoteConfigStatuses, error: &str) -> pb::RemoteCo
 }
 
 /// The client's transport from `server:`.
-fn transport(opamp: &OpampConfig) -> Transport {
-    let (e, ws) = opamp.endpoint();
+fn transport(opamp: &OpampConfig) -> Option<Transport> {
+    let (e, ws) = opamp.endpoint()?;
     let tls = TlsSettings {
         ca_file: e.tls.ca_file.clone(),
         cert_file: e.tls.cert_file.clone(),
@@ -306,7 +306,7 @@ fn transport(opamp: &OpampConfig) -> Transport {
         server_name_override: e.tls.server_name_override.clone(),
     };
     let headers: Vec<(String, String)> = e.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    if ws {
+    Some(if ws {
         Transport::WebSocket { endpoint: e.endpoint.clone(), headers, tls }
     } else {
         Transport::Http {
@@ -315,7 +315,7 @@ fn transport(opamp: &OpampConfig) -> Transport {
             tls,
             polling_interval: e.polling_interval.unwrap_or(Duration::from_secs(30)),
         }
-    }
+    })
 }
 
 /// The instance UID: the configured one, else the stored one (made and stored once).
@@ -389,8 +389,8 @@ fn start_client(
     opamp: &OpampConfig,
     uid: [u8; 16],
     identity: Option<&Identity>,
-) -> (Client, mpsc::Receiver<ServerEvent>) {
-    let mut transport = transport(opamp);
+) -> Option<(Client, mpsc::Receiver<ServerEvent>)> {
+    let mut transport = transport(opamp)?;
     if let Some((cert, key, ca)) = identity {
         let tls = match &mut transport {
             Transport::WebSocket { tls, .. } | Transport::Http { tls, .. } => tls,
@@ -411,7 +411,7 @@ fn start_client(
         },
         tx,
     );
-    (client, rx)
+    Some((client, rx))
 }
 
 /// How long a client with a rotated certificate has to connect before the old one is kept.
@@ -460,7 +460,11 @@ impl Managed {
         if identity.is_some() {
             tracing::info!("opamp: using the client certificate the server rotated to (in storage.directory)");
         }
-        let (client, events) = start_client(&opamp, uid, identity.as_ref());
+        let Some((client, events)) = start_client(&opamp, uid, identity.as_ref()) else {
+            tracing::error!("opamp: no server configured (extensions.opamp.server); not managed");
+            stop.cancelled().await;
+            return running;
+        };
         client.set_effective_config(effective(&running_text));
         let members = pipeline_members(&running_text, &factories);
         let mut state = State {
@@ -529,8 +533,8 @@ impl State {
     /// (another server, other headers) is refused: the server's address and credentials are
     /// the local config's.
     async fn rotate(&mut self, offered: pb::OpAmpConnectionSettings, hash: Vec<u8>) {
-        let (endpoint, _) = self.opamp.endpoint();
-        if !offered.destination_endpoint.is_empty() && offered.destination_endpoint != endpoint.endpoint {
+        let endpoint = self.opamp.endpoint().map(|(e, _)| e.endpoint.clone()).unwrap_or_default();
+        if !offered.destination_endpoint.is_empty() && offered.destination_endpoint != endpoint {
             let e = "changing the OpAMP server remotely is not supported (only the client certificate and the heartbeat interval)";
             return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, e);
         }
@@ -542,7 +546,7 @@ impl State {
             // A heartbeat interval only: the client applied it.
             return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Applied, "");
         };
-        if !(endpoint.endpoint.starts_with("wss://") || endpoint.endpoint.starts_with("https://")) {
+        if !(endpoint.starts_with("wss://") || endpoint.starts_with("https://")) {
             let e = "a client certificate needs a TLS connection (wss:// or https://)";
             return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, e);
         }
@@ -558,7 +562,9 @@ impl State {
             }
         };
         tracing::info!("opamp: trying the offered client certificate on a second connection");
-        let (client, mut events) = start_client(&self.opamp, self.uid, Some(&identity));
+        let Some((client, mut events)) = start_client(&self.opamp, self.uid, Some(&identity)) else {
+            return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, "no server configured");
+        };
         let outcome = tokio::time::timeout(ROTATION_TIMEOUT, async {
             loop {
                 match events.recv().await {
