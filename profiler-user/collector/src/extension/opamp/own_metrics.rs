@@ -348,18 +348,21 @@ pub fn prometheus_to_otlp(
         }
         if let Some(comment) = line.strip_prefix('#') {
             let comment = comment.trim_start();
-            if let Some(rest) = comment.strip_prefix("TYPE ") {
-                if !families.declare(rest) {
-                    skipped += 1;
+            let (word, rest) = comment.split_once([' ', '\t']).unwrap_or((comment, ""));
+            match word {
+                "TYPE" => {
+                    if !families.declare(rest) {
+                        skipped += 1;
+                    }
                 }
-            } else if let Some(rest) = comment.strip_prefix("HELP ") {
-                match rest.trim_start().split_once([' ', '\t']) {
+                "HELP" => match rest.trim_start().split_once([' ', '\t']) {
                     Some((name, help)) => {
                         families.help.entry(name.to_string()).or_insert_with(|| unescape_help(help.trim()));
                     }
                     None if take_name(rest.trim(), true).is_some() => {}
                     None => skipped += 1,
-                }
+                },
+                _ => {}
             }
             // Any other comment is just that.
             continue;
