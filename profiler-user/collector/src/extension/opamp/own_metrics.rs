@@ -41,6 +41,11 @@ use tokio_util::sync::CancellationToken;
 #[cfg(test)]
 mod tests;
 
+/// Gives the current Prometheus text (what `/metrics` serves), at each push.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+/// Told each push's outcome: `Ok(())` after a 2xx, else the status or connection error.
+pub type Outcome = Arc<dyn Fn(Result<(), String>) + Send + Sync>;
+
 /// The instrumentation scope of every pushed metric.
 pub const SCOPE_NAME: &str = "otelprof";
 
@@ -74,11 +79,14 @@ impl Kind {
     }
 }
 
+/// A sample's labels: names as written, values unescaped.
+type Labels<'a> = Vec<(&'a str, String)>;
+
 /// A sample line: `name{k="v",...} value [timestamp_ms]`.
 #[derive(Debug, PartialEq)]
 struct Sample<'a> {
     name: &'a str,
-    labels: Vec<(&'a str, String)>,
+    labels: Labels<'a>,
     value: number_data_point::Value,
     timestamp_ms: Option<i64>,
 }
@@ -124,8 +132,8 @@ fn take_label_value(s: &str) -> Result<(String, &str), &'static str> {
 }
 
 /// `k="v", ...}` after the opening brace: the labels and the rest after the closing brace.
-fn take_labels(mut s: &str) -> Result<(Vec<(&str, String)>, &str), &'static str> {
-    let mut labels: Vec<(&str, String)> = Vec::new();
+fn take_labels(mut s: &str) -> Result<(Labels<'_>, &str), &'static str> {
+    let mut labels = Labels::new();
     loop {
         s = s.trim_start();
         if let Some(rest) = s.strip_prefix('}') {
@@ -350,11 +358,7 @@ pub fn prometheus_to_otlp(
             let comment = comment.trim_start();
             let (word, rest) = comment.split_once([' ', '\t']).unwrap_or((comment, ""));
             match word {
-                "TYPE" => {
-                    if !families.declare(rest) {
-                        skipped += 1;
-                    }
-                }
+                "TYPE" => skipped += usize::from(!families.declare(rest)),
                 "HELP" => match rest.trim_start().split_once([' ', '\t']) {
                     Some((name, help)) => {
                         families.help.entry(name.to_string()).or_insert_with(|| unescape_help(help.trim()));
@@ -475,7 +479,7 @@ struct Pusher {
     url: Url,
     shown: String,
     headers: HeaderMap,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
+    render: Render,
     resource: Vec<KeyValue>,
     start_unix_ns: u64,
     /// Lines skipped at the last push, to log a change only.
@@ -485,7 +489,7 @@ struct Pusher {
 impl Pusher {
     fn new(
         settings: &pb::TelemetryConnectionSettings,
-        render: Arc<dyn Fn() -> String + Send + Sync>,
+        render: Render,
         resource: Vec<KeyValue>,
     ) -> Result<Pusher, String> {
         let endpoint = settings.destination_endpoint.trim();
@@ -660,10 +664,10 @@ impl OwnMetrics {
     /// header that is not one, a certificate that is not PEM, a zero interval, no runtime.
     pub fn start(
         settings: pb::TelemetryConnectionSettings,
-        render: Arc<dyn Fn() -> String + Send + Sync>,
+        render: Render,
         resource: Vec<KeyValue>,
         interval: Duration,
-        outcome: Arc<dyn Fn(Result<(), String>) + Send + Sync>,
+        outcome: Outcome,
     ) -> Result<OwnMetrics, String> {
         if interval.is_zero() {
             return Err("own metrics: the push interval is zero".into());

@@ -321,7 +321,7 @@ fn settings(endpoint: String, headers: &[(&str, &str)]) -> pb::TelemetryConnecti
 
 type Outcomes = mpsc::UnboundedReceiver<Result<(), String>>;
 
-fn outcomes() -> (Arc<dyn Fn(Result<(), String>) + Send + Sync>, Outcomes) {
+fn outcomes() -> (Outcome, Outcomes) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Arc::new(move |r: Result<(), String>| drop(tx.send(r))), rx)
 }
@@ -352,7 +352,7 @@ async fn pushes_every_interval_with_the_headers_and_reports_each_outcome() {
     let r = t.receiver("otlp", "grpc", Signal::Traces);
     telemetry::add(&r.accepted, 3);
     let rendered = t.clone();
-    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || agent_text(&rendered));
+    let render: Render = Arc::new(move || agent_text(&rendered));
     let (outcome, mut results) = outcomes();
     let resource = vec![string_kv("service.instance.id", "0190-test".into())];
     let pusher = OwnMetrics::start(
@@ -517,4 +517,111 @@ fn start_outside_a_runtime_is_an_error_not_a_panic() {
     .err()
     .unwrap();
     assert!(e.contains("Tokio runtime"), "{e}");
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate it signed, made by the
+/// `openssl` CLI in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=own CA"]]
+        .concat());
+    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        let (key, csr, pem, ext) =
+            (format!("{who}.key"), format!("{who}.csr"), format!("{who}.pem"), format!("{who}.ext"));
+        run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={who}")]].concat());
+        run(&[
+            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-out", &pem, "-days", "2", "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+/// An HTTPS server on 127.0.0.1 that requires a client certificate signed by `ca.pem` and
+/// answers 200 to every request, handing over the path of each.
+async fn mtls_sink(dir: &std::path::Path) -> (u16, mpsc::UnboundedReceiver<String>, tokio::task::JoinHandle<()>) {
+    use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("ca.pem")) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read("server.pem")).collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&read("server.key")).unwrap();
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                // A client without the certificate fails here; the pusher sees the error.
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let _ = tx.send(req.uri().path().to_string());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            hyper::body::Bytes::new(),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, rx, server)
+}
+
+#[tokio::test]
+async fn https_with_the_offered_client_certificate_and_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let (port, mut paths, server) = mtls_sink(dir.path()).await;
+    let push_once = |certificate: Option<pb::TlsCertificate>| {
+        let mut s = settings(format!("https://localhost:{port}/v1/metrics"), &[]);
+        s.certificate = certificate;
+        async move {
+            let (outcome, mut results) = outcomes();
+            let pusher =
+                OwnMetrics::start(s, Arc::new(|| "up 1\n".to_string()), vec![], Duration::from_secs(60), outcome)
+                    .unwrap();
+            let result = next(&mut results).await;
+            pusher.stop().await;
+            result
+        }
+    };
+    let full =
+        pb::TlsCertificate { cert: read("client.pem"), private_key: read("client.key"), ca_cert: read("ca.pem") };
+
+    assert_eq!(push_once(Some(full.clone())).await, Ok(()), "client identity presented, server trusted via ca_cert");
+    assert_eq!(next(&mut paths).await, "/v1/metrics");
+
+    let e = push_once(Some(pb::TlsCertificate { ca_cert: read("ca.pem"), ..Default::default() })).await.unwrap_err();
+    assert!(e.starts_with(&format!("pushing own metrics to https://localhost:{port}/v1/metrics: ")), "{e}");
+    assert!(e.to_lowercase().contains("certificate"), "the server requires a client certificate: {e}");
+    let e = push_once(Some(pb::TlsCertificate { ca_cert: Vec::new(), ..full })).await.unwrap_err();
+    assert!(e.to_lowercase().contains("certificate"), "the server's CA is not trusted without ca_cert: {e}");
+    assert!(paths.try_recv().is_err(), "no request got through without the certificate or the CA");
+    server.abort();
 }
