@@ -226,9 +226,6 @@ struct Families {
     /// Declared by `# TYPE`, or met without one (then [`Kind::Gauge`]).
     kinds: HashMap<String, Kind>,
     help: HashMap<String, String>,
-    /// The family of the last `# TYPE`: its samples may carry suffixes (`_total` for an
-    /// OpenMetrics counter, `_bucket`/`_sum`/`_count` for a histogram or summary).
-    current: Option<(String, Kind)>,
     metrics: Vec<Metric>,
     index: HashMap<String, usize>,
 }
@@ -242,9 +239,8 @@ impl Families {
             return false;
         }
         if self.kinds.contains_key(name) {
-            // A second declaration of a family (the format allows one, before its samples):
-            // the first stands.
-            self.current = None;
+            // A second declaration of a family, or one after its samples (the format allows one,
+            // before them): the first kind stands.
             return false;
         }
         let (kind, ok) = match Kind::parse(word) {
@@ -253,29 +249,33 @@ impl Families {
             None => (Kind::Skipped, false),
         };
         self.kinds.insert(name.to_string(), kind);
-        self.current = Some((name.to_string(), kind));
         ok
     }
 
-    /// The kind and family name a sample named `name` belongs to.
+    /// The kind and family name a sample named `name` belongs to: its own name's, else the
+    /// family its suffix points to (`x_total` of an OpenMetrics counter `x`; `x_bucket`,
+    /// `x_sum`, `x_count`, … of a histogram or summary `x`), else an untyped series (a Gauge).
     fn family_of(&self, name: &str) -> (Kind, String) {
-        if let Some((family, kind)) = &self.current {
-            let suffix = name.strip_prefix(family.as_str());
-            let belongs = match (kind, suffix) {
-                (_, Some("")) => true,
-                (Kind::Counter, Some("_total")) => true,
-                // OpenMetrics' creation time of a counter: not a value, skipped.
-                (Kind::Counter, Some("_created")) => return (Kind::Skipped, family.clone()),
-                (Kind::Skipped, Some(s)) => {
-                    ["_bucket", "_sum", "_count", "_created", "_gsum", "_gcount", "_info"].contains(&s)
-                }
-                _ => false,
-            };
-            if belongs {
-                return (*kind, family.clone());
+        if let Some(kind) = self.kinds.get(name) {
+            return (*kind, name.to_string());
+        }
+        let declared = |suffix: &str| {
+            let base = name.strip_suffix(suffix)?;
+            self.kinds.get(base).map(|k| (*k, base.to_string()))
+        };
+        if let Some((Kind::Counter, base)) = declared("_total") {
+            return (Kind::Counter, base);
+        }
+        // OpenMetrics' creation time of a counter (or of a histogram) is not a value.
+        if let Some((Kind::Counter | Kind::Skipped, base)) = declared("_created") {
+            return (Kind::Skipped, base);
+        }
+        for suffix in ["_bucket", "_sum", "_count", "_gsum", "_gcount", "_info"] {
+            if let Some((Kind::Skipped, base)) = declared(suffix) {
+                return (Kind::Skipped, base);
             }
         }
-        (self.kinds.get(name).copied().unwrap_or(Kind::Gauge), name.to_string())
+        (Kind::Gauge, name.to_string())
     }
 
     fn add(&mut self, sample: Sample<'_>, kind: Kind, family: &str, start_unix_ns: u64, now_unix_ns: u64) {

@@ -226,12 +226,19 @@ fn skips_histograms_summaries_and_malformed_lines_and_counts_them() {
                 extra 1 2 3\n\
                 badts 1 -5\n\
                 quoted_name{\"a.b\"=\"1\"} 1\n\
-                ok_after 9\n";
+                ok_after 9\n\
+                # TYPE late_counter counter\n\
+                other 1\n\
+                latency_bucket{le=\"1\"} 4\n\
+                late_counter_total 3\n\
+                late_counter_created 1700000000\n";
     let (req, skipped) = prometheus_to_otlp(text, vec![], START, NOW);
     // latency ×4, rpc ×3, `weird` type line + its sample, `# TYPE`, the second `# TYPE good`,
-    // `# HELP`, and 11 malformed samples.
-    assert_eq!(skipped, 4 + 3 + 2 + 1 + 1 + 1 + 11, "{:#?}", names(&req));
-    assert_eq!(names(&req), ["good_total", "ok_after"]);
+    // `# HELP`, 11 malformed samples, and apart from their family a histogram's bucket and a
+    // counter's `_created`.
+    assert_eq!(skipped, 4 + 3 + 2 + 1 + 1 + 1 + 11 + 2, "{:#?}", names(&req));
+    assert_eq!(names(&req), ["good_total", "ok_after", "other", "late_counter_total"]);
+    assert_eq!(metric(&req, "late_counter_total").0, "sum", "found by its family's name");
     let (kind, _, points) = metric(&req, "good_total");
     assert_eq!(kind, "sum", "the first declaration stands");
     assert_eq!(points, vec![(attrs(&[("a", "1")]), AsInt(1)), (attrs(&[("a", "2")]), AsInt(2))]);
