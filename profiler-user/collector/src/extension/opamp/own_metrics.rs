@@ -43,7 +43,8 @@ mod tests;
 
 /// Gives the current Prometheus text (what `/metrics` serves), at each push.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
-/// Told each push's outcome: `Ok(())` after a 2xx, else the status or connection error.
+/// Told each push's outcome: `Ok(())` after a 2xx, else the status or connection error. Called
+/// from the pushing task, so it should only record (the next push waits for it).
 pub type Outcome = Arc<dyn Fn(Result<(), String>) + Send + Sync>;
 
 /// The instrumentation scope of every pushed metric.

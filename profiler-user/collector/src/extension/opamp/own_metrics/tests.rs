@@ -394,7 +394,8 @@ async fn pushes_every_interval_with_the_headers_and_reports_each_outcome() {
     assert_eq!(v2, 7, "the counter grew between the pushes");
     assert_eq!(start2, start1, "one start time: cumulative");
     assert!(start1 <= time1 && time1 < time2, "{start1} {time1} {time2}");
-    assert!(time2 - time1 >= 150_000_000, "about an interval apart: {}", time2 - time1);
+    // An interval apart, less the first push's lateness (a loaded machine may delay it).
+    assert!(time2 - time1 >= 100_000_000, "about an interval apart: {}", time2 - time1);
     assert!(at.elapsed() < Duration::from_secs(5));
     assert_eq!(next(&mut results).await, Ok(()));
 
