@@ -7,8 +7,11 @@
 //! - [`remote`]: a remote config checked against the policy and merged over the local file.
 //! - [`supervisor`]: the OpAMP client and the loop that applies remote configs atomically,
 //!   verifies them and rolls back; health and effective config reported.
+//! - [`own_metrics`]: the agent's own metrics (the `/metrics` text) pushed as OTLP/HTTP to the
+//!   destination a server offers in `connection_settings.own_metrics`.
 
 pub mod config;
+pub mod own_metrics;
 pub mod remote;
 pub mod supervisor;
 
