@@ -14,8 +14,8 @@ use common::{collector::Collector, opamp::*, scratch, servers::free_addr};
 use serde_json::Value;
 
 /// ReportsStatus | ReportsEffectiveConfig | ReportsHealth | ReportsRemoteConfig | ReportsHeartbeat
-/// | AcceptsOpAMPConnectionSettings | ReportsConnectionSettingsStatus.
-const REPORTS: u64 = 0x1 | 0x4 | 0x800 | 0x1000 | 0x2000 | 0x100 | 0x8000;
+/// | AcceptsOpAMPConnectionSettings | ReportsConnectionSettingsStatus | ReportsOwnMetrics.
+const REPORTS: u64 = 0x1 | 0x4 | 0x800 | 0x1000 | 0x2000 | 0x100 | 0x8000 | 0x40;
 const ACCEPTS_REMOTE_CONFIG: u64 = 0x2;
 
 fn num(v: &Value) -> u64 {
@@ -565,5 +565,56 @@ fn client_certificates_are_rotated_over_mutual_tls() {
     let agent = Collector::start(&dir, &cfg);
     wait("the restarted agent", Duration::from_secs(15), || !server.messages().is_empty());
     assert_eq!(server.messages()[0]["client_cert_cn"], "otelprof-client-2", "the rotated certificate is kept");
+    agent.stop();
+}
+
+/// The server offers an own-metrics destination: the agent's `otelcol_*` series arrive there
+/// as OTLP/HTTP (stored by the harness's OTLP sink, decoded by opentelemetry-proto in Python)
+/// under `service.name` otelprof and its instance id, and the offer is reported APPLIED; an
+/// unreachable destination is reported FAILED.
+#[test]
+fn own_metrics_are_delivered_to_the_offered_destination() {
+    use common::collector::{python_peers, Sink};
+    let test = "own_metrics_are_delivered_to_the_offered_destination";
+    if !available(test) || !python_peers(test) {
+        return;
+    }
+    let dir = scratch("opamp-own-metrics");
+    let sink = Sink::start(&dir);
+    let server = OpampServer::start(&dir);
+    let ws = format!("{{ws: {{endpoint: '{}'}}}}", server.ws_url());
+    let agent = Collector::start(&dir, &config(free_addr().port(), &ws, &dir, ""));
+    wait("the agent connected", Duration::from_secs(15), || !server.messages().is_empty());
+    let uid = server.messages()[0]["instance_uid_hex"].as_str().unwrap().to_string();
+    let status = |hash: &str, want: &str| {
+        let b64 = hash_b64(hash);
+        server.wait_state(&format!("own metrics {want}"), Duration::from_secs(20), |s| {
+            let c = &s["connection_settings_status"];
+            (c["last_connection_settings_hash"].as_str() == Some(b64.as_str())
+                && c["status"].as_str().is_some_and(|x| x.ends_with(want)))
+            .then(|| c["error_message"].as_str().unwrap_or_default().to_string())
+        })
+    };
+    let r = server.post(
+        "/connection_settings",
+        serde_json::json!({ "own_metrics_endpoint": format!("http://127.0.0.1:{}/v1/metrics", sink.http) }),
+    );
+    status(r["hash"].as_str().unwrap(), "APPLIED");
+    wait("own metrics in the sink", Duration::from_secs(15), || sink.dump().iter().any(|s| s.signal == "metrics"));
+    let stored = sink.dump();
+    let own = stored.iter().find(|s| s.signal == "metrics").unwrap();
+    assert_eq!(own.resource["service.name"], "otelprof");
+    let instance = own.resource["service.instance.id"].as_str().unwrap().replace('-', "");
+    assert_eq!(instance, uid, "the OpAMP instance");
+    assert!(own.names.iter().any(|n| n.starts_with("otelcol_exporter_")), "{:?}", own.names);
+    assert!(own.items >= 4, "{own:?}");
+
+    let dead = free_addr();
+    let r = server.post(
+        "/connection_settings",
+        serde_json::json!({ "own_metrics_endpoint": format!("http://{dead}/v1/metrics") }),
+    );
+    let e = status(r["hash"].as_str().unwrap(), "FAILED");
+    assert!(!e.is_empty(), "the reason is reported");
     agent.stop();
 }

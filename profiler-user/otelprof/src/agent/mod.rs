@@ -75,7 +75,15 @@ fn control(
         hash = Some(h);
     }
     let host = Host::new(cfg.telemetry.shutdown_timeout);
-    let managed = Managed { local: text, factories: factories(metrics), host, opamp };
+    // What `/metrics` serves: the collector's series, then the profiler's.
+    let (telemetry, profiler) = (host.telemetry.clone(), metrics.clone());
+    let own_metrics = Arc::new(move || {
+        let mut out = String::new();
+        telemetry.render(&mut out);
+        profiler.render_into(&mut out);
+        out
+    });
+    let managed = Managed { local: text, factories: factories(metrics), host, opamp, own_metrics };
     Ok((cfg, Some(Control { managed, text: running, hash })))
 }
 

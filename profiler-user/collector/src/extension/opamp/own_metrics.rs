@@ -213,7 +213,7 @@ fn unescape_help(s: &str) -> String {
     out
 }
 
-fn string_kv(key: &str, value: String) -> KeyValue {
+pub(super) fn string_kv(key: &str, value: String) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),

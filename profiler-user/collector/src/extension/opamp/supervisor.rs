@@ -15,6 +15,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     config::OpampConfig,
+    own_metrics::{string_kv as own_kv, OwnMetrics, Render},
     remote::{self, Policy},
 };
 use crate::{
@@ -48,7 +50,12 @@ pub struct Managed {
     pub factories: Factories,
     pub host: Host,
     pub opamp: OpampConfig,
+    /// The agent's own metrics as `/metrics` serves them, for a server that asks for them.
+    pub own_metrics: Render,
 }
+
+/// How often own metrics are pushed to a destination the server offered.
+const OWN_METRICS_EVERY: Duration = Duration::from_secs(10);
 
 /// The remote config that runs at start, when the last good one was persisted and still
 /// passes the local policy: (its merged text, its hash).
@@ -132,7 +139,8 @@ pub fn capabilities(opamp: &OpampConfig) -> u64 {
         | cap::REPORTS_REMOTE_CONFIG
         | cap::REPORTS_HEARTBEAT
         | cap::ACCEPTS_OPAMP_CONNECTION_SETTINGS
-        | cap::REPORTS_CONNECTION_SETTINGS_STATUS;
+        | cap::REPORTS_CONNECTION_SETTINGS_STATUS
+        | cap::REPORTS_OWN_METRICS;
     if opamp.remote_config.enabled {
         c |= cap::ACCEPTS_REMOTE_CONFIG;
     }
@@ -417,6 +425,9 @@ fn start_client(
 /// How long a client with a rotated certificate has to connect before the old one is kept.
 const ROTATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The own-metrics pusher's last outcome, shared with its task.
+type LastOutcome = Arc<Mutex<Option<Result<(), String>>>>;
+
 /// The supervisor's state between events.
 struct State {
     local: String,
@@ -434,6 +445,10 @@ struct State {
     last_health: Option<Vec<ComponentStatus>>,
     /// The running config's pipelines and their components, for the health report.
     members: Members,
+    render: Render,
+    /// Own metrics being pushed: the pusher, the offer's hash and its last outcome (written by
+    /// the pusher's task, reported at the next tick through the client of the moment).
+    pusher: Option<(OwnMetrics, Vec<u8>, LastOutcome)>,
     start_ns: u64,
 }
 
@@ -448,7 +463,7 @@ impl Managed {
         running_hash: Option<Vec<u8>>,
         stop: CancellationToken,
     ) -> RunningGraph {
-        let Managed { local, factories, host, opamp } = self;
+        let Managed { local, factories, host, opamp, own_metrics } = self;
         let uid = match instance_uid(&opamp) {
             Ok(u) => u,
             Err(e) => {
@@ -476,6 +491,8 @@ impl Managed {
             events,
             uid,
             members,
+            render: own_metrics,
+            pusher: None,
             good: running_text,
             last: None,
             last_health: None,
@@ -492,7 +509,10 @@ impl Managed {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => state.report_health(),
+                _ = tick.tick() => {
+                    state.report_health();
+                    state.report_own_metrics();
+                }
                 event = state.events.recv() => match event {
                     None => break,
                     Some(ServerEvent::RemoteConfig(offered)) => running = state.apply(running, offered).await,
@@ -506,9 +526,13 @@ impl Managed {
                     }
                     Some(ServerEvent::ConnectFailed(reason)) => tracing::debug!("opamp: {reason}"),
                     Some(ServerEvent::OpampConnectionSettings { settings, hash }) => state.rotate(settings, hash).await,
+                    Some(ServerEvent::OwnMetrics { settings, hash }) => state.push_own_metrics(settings, hash).await,
                     Some(_) => {}
                 },
             }
+        }
+        if let Some((pusher, _, _)) = state.pusher.take() {
+            pusher.stop().await;
         }
         state.client.stop(Duration::from_secs(2)).await;
         running
@@ -516,6 +540,51 @@ impl Managed {
 }
 
 impl State {
+    /// `connection_settings.own_metrics` offered: the agent's own metrics (the `otelcol_*` and
+    /// `otelprof_*` series of `/metrics`) go to that OTLP/HTTP destination every 10 s, until
+    /// another offer replaces it (an empty destination stops them). The outcome is reported as
+    /// the offer's connection settings status: APPLIED once a push succeeded, FAILED with the
+    /// reason otherwise.
+    async fn push_own_metrics(&mut self, settings: pb::TelemetryConnectionSettings, hash: Vec<u8>) {
+        if let Some((old, _, _)) = self.pusher.take() {
+            old.stop().await;
+        }
+        if settings.destination_endpoint.is_empty() {
+            return self.connection_status(&hash, pb::ConnectionSettingsStatuses::Applied, "");
+        }
+        let last: LastOutcome = Arc::default();
+        let sink = last.clone();
+        let outcome: super::own_metrics::Outcome = Arc::new(move |r| {
+            *sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        });
+        let resource = vec![
+            own_kv("service.name", "otelprof".into()),
+            own_kv("service.version", env!("CARGO_PKG_VERSION").into()),
+            own_kv("service.instance.id", uuid_text(self.uid)),
+        ];
+        tracing::info!("opamp: sending own metrics to {}", settings.destination_endpoint);
+        match OwnMetrics::start(settings, self.render.clone(), resource, OWN_METRICS_EVERY, outcome) {
+            Ok(p) => {
+                self.connection_status(&hash, pb::ConnectionSettingsStatuses::Applying, "");
+                self.pusher = Some((p, hash, last));
+            }
+            Err(e) => self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, &e),
+        }
+    }
+
+    /// The own-metrics pusher's last outcome as the offer's status (the client sends it only
+    /// when it changed).
+    fn report_own_metrics(&mut self) {
+        let Some((_, hash, last)) = &self.pusher else { return };
+        let outcome = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let hash = hash.clone();
+        match outcome {
+            Some(Ok(())) => self.connection_status(&hash, pb::ConnectionSettingsStatuses::Applied, ""),
+            Some(Err(e)) => self.connection_status(&hash, pb::ConnectionSettingsStatuses::Failed, &e),
+            None => {}
+        }
+    }
+
     fn connection_status(&self, hash: &[u8], s: pb::ConnectionSettingsStatuses, error: &str) {
         if s == pb::ConnectionSettingsStatuses::Failed {
             tracing::warn!("opamp: connection settings refused: {error}");
