@@ -343,7 +343,7 @@ extensions:
   opamp:
     server: {{ws: {{endpoint: '{ws}'}}}}
     storage: {{directory: '{state}'}}
-    remote_config: {{enabled: true, allowed_paths: [receivers.profiling.samples_per_second]}}
+    remote_config: {{enabled: true, allowed_paths: [receivers.profiling.samples_per_second, receivers.profiling.targets]}}
 service:
   extensions: [opamp]
   pipelines:
@@ -399,10 +399,35 @@ service:
         "samples: {n19} at 19 Hz, {n99} at 99 Hz; {} ms from the last 19 Hz sample to the first 99 Hz one",
         (first_99 - last_19) / 1_000_000
     );
+
+    // The targets changed remotely too: the other process is profiled from then on, live.
+    let mut other = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    let pids = |want: u32| {
+        received.lock().unwrap().received.iter().flat_map(|r| r.request.resource_profiles.iter()).any(|rp| {
+            rp.resource.as_ref().is_some_and(|r| {
+                r.attributes.iter().any(|kv| {
+                    kv.key == "process.pid"
+                        && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()),
+                            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(p)) if *p == want as i64)
+                })
+            })
+        })
+    };
+    assert!(!pids(other.id()), "not a target yet");
+    let retarget =
+        format!("receivers:\n  profiling:\n    samples_per_second: 99\n    targets: {{pids: [{}]}}\n", other.id());
+    let h = server.offer(&[("otelprof.yaml", &retarget)]);
+    server.wait_status(&h, "APPLIED", Duration::from_secs(15));
+    wait("profiles of the new target", Duration::from_secs(20), || pids(other.id()));
+    let log = agent.log();
+    assert_eq!(log.matches("reconfigured live [\"profiling\"]").count(), 2, "{log}");
+    assert_eq!(log.matches(" CPUs, reporting every ").count(), 1, "still the first load: {log}");
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
-    let _ = busy.kill();
-    let _ = busy.wait();
+    for mut p in [busy, other] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
 }
 
 /// One OTLP/JSON span with `service.name` = `svc`, posted to the agent's OTLP/HTTP receiver.
