@@ -327,7 +327,7 @@ fn a_remote_config_raises_the_sampling_rate_without_a_restart_or_a_gap() {
     let dir = scratch("opamp-rate");
     let exe = dir.join("opampchain");
     std::fs::copy(workload("chain"), &exe).unwrap();
-    let mut busy = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    let busy = std::process::Command::new(&exe).arg("30").spawn().unwrap();
     let server = OpampServer::start(&dir);
     let (gaddr, received) = grpc_server(vec![]);
     let cfg = format!(
@@ -401,7 +401,7 @@ service:
     );
 
     // The targets changed remotely too: the other process is profiled from then on, live.
-    let mut other = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    let other = std::process::Command::new(&exe).arg("30").spawn().unwrap();
     let pids = |want: u32| {
         received.lock().unwrap().received.iter().flat_map(|r| r.request.resource_profiles.iter()).any(|rp| {
             rp.resource.as_ref().is_some_and(|r| {
