@@ -18,7 +18,7 @@ mod parse;
 mod positions;
 mod service;
 
-pub(crate) use parse::downstream;
+pub(crate) use parse::{downstream, key_text};
 pub use parse::{load, parse};
 pub use positions::Position;
 pub use service::{

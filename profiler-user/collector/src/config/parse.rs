@@ -232,7 +232,7 @@ fn keep<T>(
 }
 
 /// A mapping key as text (keys are strings in any sensible config).
-fn key_text(key: &Value) -> String {
+pub(crate) fn key_text(key: &Value) -> String {
     match key {
         Value::String(s) => s.clone(),
         other => serde_yaml::to_string(other).unwrap_or_default().trim_end().to_string(),

@@ -22,6 +22,8 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_yaml::{Mapping, Value};
 
+use crate::config::key_text;
+
 /// The config map entry that holds the remote config.
 pub const CONFIG_FILE: &str = "otelprof.yaml";
 /// The config map entry that holds its detached signature.
@@ -196,13 +198,6 @@ fn strings_in<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
         Value::Mapping(m) => m.values().for_each(|v| strings_in(v, out)),
         Value::Tagged(t) => strings_in(&t.value, out),
         _ => {}
-    }
-}
-
-fn key_text(key: &Value) -> String {
-    match key {
-        Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim_end().to_string(),
     }
 }
 
