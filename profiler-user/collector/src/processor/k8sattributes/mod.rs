@@ -84,6 +84,7 @@ use opentelemetry_proto::tonic::{
     common::v1::{any_value::Value as AnyValueKind, AnyValue, KeyValue},
     resource::v1::Resource,
 };
+use tokio_util::sync::CancellationToken;
 
 use self::{
     config::{Checked, SourceKey},
@@ -125,6 +126,9 @@ impl ProcessorFactory for K8sAttributesFactory {
 struct Shared {
     store: Arc<Store>,
     unassociated: Value,
+    /// Stops the watch: the agent's stop, or the processor's shutdown (a config reload
+    /// builds a new one with its own watch).
+    stop: CancellationToken,
 }
 
 struct Build {
@@ -173,14 +177,15 @@ impl Build {
             .get_or_init(|| {
                 let store = Arc::new(Store::new(self.config.max_pods, store_metrics));
                 let watch = Watch::new(self.config.clone(), store.clone(), watch_metrics);
-                let stop = host.stop.clone();
+                let stop = host.stop.child_token();
+                let watch_stop = stop.clone();
                 runtime.spawn(async move {
                     tokio::select! {
-                        _ = stop.cancelled() => {}
+                        _ = watch_stop.cancelled() => {}
                         _ = watch.run() => {}
                     }
                 });
-                Arc::new(Shared { store, unassociated })
+                Arc::new(Shared { store, unassociated, stop })
             })
             .clone();
         Ok(shared)
@@ -228,7 +233,12 @@ impl Consumer for K8sAttributes {
 }
 
 #[async_trait]
-impl Processor for K8sAttributes {}
+impl Processor for K8sAttributes {
+    /// Stops the watch (shared by the processor's pipelines, which shut down together).
+    async fn shutdown(&self) {
+        self.shared.stop.cancel();
+    }
+}
 
 /// The resource's string attribute `key`, when set and not empty.
 fn string_attr<'a>(r: &'a Resource, key: &str) -> Option<&'a str> {

@@ -142,6 +142,10 @@ impl Store {
         self.index.read().map_or(0, |ix| ix.pods.len())
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The pod with `uid`, when held.
     pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
         self.index.read().ok()?.pods.get(uid).map(|(_, p)| p.clone())
