@@ -141,6 +141,29 @@ impl SourceKey {
     }
 }
 
+/// `filter.node` or `filter.node_from_env_var`. The variable is read when the watch starts,
+/// not when the config is checked, so `otelprof validate` of a DaemonSet's config passes
+/// where the variable is not set.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeFilter {
+    Name(String),
+    EnvVar(String),
+}
+
+impl NodeFilter {
+    /// The node name; `env` reads an environment variable (tests pass their own).
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+        match self {
+            NodeFilter::Name(n) => Ok(n.clone()),
+            NodeFilter::EnvVar(var) => env(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!(
+                    "filter.node_from_env_var: the environment variable `{var}` is not set or empty (set it from `spec.nodeName` with the downward API)"
+                )
+            }),
+        }
+    }
+}
+
 /// A label or annotation of the pod copied to an attribute.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TagRule {
@@ -201,7 +224,7 @@ const DEFAULT_METADATA: &[&str] = &[
 pub struct Checked {
     pub auth: Auth,
     /// The node whose pods are watched (`spec.nodeName=`), when filtered.
-    pub node: Option<String>,
+    pub node: Option<NodeFilter>,
     pub namespace: Option<String>,
     pub metadata: Vec<String>,
     pub labels: Vec<TagRule>,
@@ -223,13 +246,8 @@ fn refuse(path: String, message: impl Into<String>) -> ConfigError {
     ConfigError::new(path, message.into())
 }
 
-/// Parses and checks the config at `path`; `env` reads an environment variable
-/// (`filter.node_from_env_var`), so tests need not change the process environment.
-pub(super) fn check(
-    value: serde_yaml::Value,
-    path: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Checked, ConfigError> {
+/// Parses and checks the config at `path`.
+pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, ConfigError> {
     let c: Config = deserialize_at(path, value)?;
     let auth = match c.auth_type.as_deref().unwrap_or("serviceAccount") {
         "serviceAccount" => {
@@ -304,16 +322,11 @@ pub(super) fn check(
         (Some(_), Some(_)) => {
             return Err(refuse(format!("{path}.filter.node"), "give `node` or `node_from_env_var`, not both"))
         }
-        (Some(n), None) => Some(n.clone()),
-        (None, Some(var)) => match env(var).filter(|v| !v.trim().is_empty()) {
-            Some(n) => Some(n.trim().to_string()),
-            None => {
-                return Err(refuse(
-                    format!("{path}.filter.node_from_env_var"),
-                    format!("the environment variable `{var}` is not set or empty (set it from `spec.nodeName` with the downward API)"),
-                ))
-            }
-        },
+        (Some(n), None) => Some(NodeFilter::Name(n.clone())),
+        (None, Some(var)) if var.is_empty() => {
+            return Err(refuse(format!("{path}.filter.node_from_env_var"), "empty: name the environment variable"))
+        }
+        (None, Some(var)) => Some(NodeFilter::EnvVar(var.clone())),
         (None, None) => None,
     };
 

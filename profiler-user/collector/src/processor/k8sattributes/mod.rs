@@ -6,7 +6,7 @@
 //!   k8sattributes:
 //!     auth_type: serviceAccount          # default; or kubeConfig (kube_config_path, context)
 //!     filter:
-//!       node_from_env_var: NODE_NAME     # watch only this node's pods (downward API)
+//!       node_from_env_var: NODE_NAME     # watch only this node's pods (downward API), read at start
 //!     extract:
 //!       metadata: [k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.container.name,
 //!                  k8s.node.name, k8s.deployment.name, k8s.statefulset.name,
@@ -117,8 +117,8 @@ impl ProcessorFactory for K8sAttributesFactory {
         config: serde_yaml::Value,
         path: &str,
     ) -> Result<Box<dyn BuildProcessor>, ConfigError> {
-        let checked = config::check(config, path, |var| std::env::var(var).ok())?;
-        Ok(Box::new(Build::new(id, checked)))
+        let checked = config::check(config, path)?;
+        Ok(Box::new(Build::new(id, checked, Arc::new(|var: &str| std::env::var(var).ok()))))
     }
 }
 
@@ -131,15 +131,19 @@ struct Shared {
     stop: CancellationToken,
 }
 
+/// Reads an environment variable (tests give their own).
+type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct Build {
     id: String,
     config: Arc<Checked>,
+    env: Env,
     shared: OnceLock<Arc<Shared>>,
 }
 
 impl Build {
-    fn new(id: &ComponentId, config: Checked) -> Self {
-        Self { id: id.to_string(), config: Arc::new(config), shared: OnceLock::new() }
+    fn new(id: &ComponentId, config: Checked, env: Env) -> Self {
+        Self { id: id.to_string(), config: Arc::new(config), env, shared: OnceLock::new() }
     }
 
     /// Starts the watch at the first build (inside the runtime), once for all pipelines.
@@ -176,15 +180,25 @@ impl Build {
             .shared
             .get_or_init(|| {
                 let store = Arc::new(Store::new(self.config.max_pods, store_metrics));
-                let watch = Watch::new(self.config.clone(), store.clone(), watch_metrics);
                 let stop = host.stop.child_token();
-                let watch_stop = stop.clone();
-                runtime.spawn(async move {
-                    tokio::select! {
-                        _ = watch_stop.cancelled() => {}
-                        _ = watch.run() => {}
+                match self.config.node.as_ref().map(|n| n.resolve(|v| (self.env)(v))).transpose() {
+                    Ok(node) => {
+                        let watch = Watch::new(self.config.clone(), node, store.clone(), watch_metrics);
+                        let watch_stop = stop.clone();
+                        runtime.spawn(async move {
+                            tokio::select! {
+                                _ = watch_stop.cancelled() => {}
+                                _ = watch.run() => {}
+                            }
+                        });
                     }
-                });
+                    // Watching every pod of the cluster from every node instead would be
+                    // worse than no metadata: none is added, and it is said and counted.
+                    Err(e) => {
+                        tracing::error!(processor = %self.id, "{e}; no pod is watched and no Kubernetes metadata is added");
+                        add(&watch_metrics.errors, 1);
+                    }
+                }
                 Arc::new(Shared { store, unassociated, stop })
             })
             .clone();

@@ -133,7 +133,7 @@ const ALL_METADATA: &str = "[k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.
 
 fn checked(yaml: &str) -> Result<Checked, ConfigError> {
     let value: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-    config::check(value, "processors.k8sattributes", |var| (var == "NODE_NAME").then(|| "node-1".to_string()))
+    config::check(value, "processors.k8sattributes")
 }
 
 /// One processor per signal, all feeding `sink`, sharing one store and watch.
@@ -146,7 +146,8 @@ struct Rig {
 
 fn rig(yaml: &str) -> Rig {
     let host = Host::new(Duration::from_secs(1));
-    let b = Build::new(&ComponentId::parse("k8sattributes").unwrap(), checked(yaml).unwrap());
+    let env: Env = Arc::new(|var: &str| (var == "NODE_NAME").then(|| "node-1".to_string()));
+    let b = Build::new(&ComponentId::parse("k8sattributes").unwrap(), checked(yaml).unwrap(), env);
     let sink = Arc::new(Sink::default());
     let processors = Signal::ALL.iter().map(|s| (s.name(), b.build(*s, sink.clone(), &host).unwrap())).collect();
     let store = b.shared.get().unwrap().store.clone();
@@ -373,10 +374,26 @@ async fn api_unreachable_passes_data_unchanged_and_counts_errors() {
     assert_eq!(r.metric("otelprof_k8s_pods"), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unset_node_variable_watches_nothing_and_says_so() {
+    let host = Host::new(Duration::from_secs(1));
+    let env: Env = Arc::new(|_: &str| None);
+    let yaml = "{auth_type: kubeConfig, endpoint: 'http://127.0.0.1:1', filter: {node_from_env_var: NODE_NAME}}";
+    let b = Build::new(&ComponentId::parse("k8sattributes").unwrap(), checked(yaml).unwrap(), env);
+    let p = b.build(Signal::Traces, Arc::new(Sink::default()), &host).unwrap();
+    p.consume(Data::Traces(ExportTraceServiceRequest::default())).unwrap();
+    let mut out = String::new();
+    host.telemetry.render(&mut out);
+    assert!(out.contains("otelprof_k8s_watch_errors_total{processor=\"k8sattributes\"} 1"), "{out}");
+}
+
 #[test]
 fn config_defaults_and_errors_name_the_key() {
     let c = checked("{filter: {node_from_env_var: NODE_NAME}}").unwrap();
-    assert_eq!((c.auth.clone(), c.node.as_deref(), c.max_pods), (config::Auth::ServiceAccount, Some("node-1"), 1024));
+    assert_eq!((c.auth.clone(), c.max_pods), (config::Auth::ServiceAccount, 1024));
+    let node = c.node.clone().unwrap();
+    assert_eq!(node.resolve(|_| Some(" node-1 ".into())).as_deref(), Ok("node-1"));
+    assert!(node.resolve(|_| None).unwrap_err().contains("`NODE_NAME` is not set"));
     assert_eq!(c.associations, vec![vec![SourceKey::PodUid], vec![SourceKey::PodIp], vec![SourceKey::ContainerId]]);
     assert!(c.wants("k8s.deployment.name") && !c.wants("k8s.container.name"));
     let ok = checked(
@@ -392,7 +409,8 @@ fn config_defaults_and_errors_name_the_key() {
     for (yaml, path, says) in [
         ("{nope: 1}", format!("{p}.nope"), "unknown field `nope`"),
         ("{extract: {metadata: [k8s.pod.name], lables: []}}", format!("{p}.extract.lables"), "unknown field `lables`"),
-        ("{filter: {node_from_env_var: MISSING}}", format!("{p}.filter.node_from_env_var"), "MISSING"),
+        ("{filter: {node_from_env_var: ''}}", format!("{p}.filter.node_from_env_var"), "empty"),
+        ("{filter: {node: a, node_from_env_var: B}}", format!("{p}.filter.node"), "not both"),
         ("{filter: {fields: [{key: a, value: b}]}}", format!("{p}.filter.fields"), "not supported"),
         ("{auth_type: none}", format!("{p}.auth_type"), "not supported"),
         ("{auth_type: tls}", format!("{p}.auth_type"), "not an auth type"),

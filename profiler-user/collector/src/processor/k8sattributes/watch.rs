@@ -48,6 +48,8 @@ const GET_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CACHED_REPLICASETS: usize = 4096;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const LOG_EVERY: Duration = Duration::from_secs(30);
+/// A watch that ended sooner is reopened only after this long.
+const MIN_WATCH: Duration = Duration::from_secs(1);
 
 /// The watch's own metrics.
 #[derive(Clone, Default)]
@@ -129,6 +131,8 @@ impl Throttled {
 /// The pod watch of one processor.
 pub struct Watch {
     config: Arc<Checked>,
+    /// The resolved `filter.node`.
+    node: Option<String>,
     store: Arc<Store>,
     metrics: WatchMetrics,
     replicasets: HashMap<String, Option<Deployment>>,
@@ -136,12 +140,12 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(config: Arc<Checked>, store: Arc<Store>, metrics: WatchMetrics) -> Self {
-        Self { config, store, metrics, replicasets: HashMap::new(), log: Throttled { last: None, held: 0 } }
+    pub fn new(config: Arc<Checked>, node: Option<String>, store: Arc<Store>, metrics: WatchMetrics) -> Self {
+        Self { config, node, store, metrics, replicasets: HashMap::new(), log: Throttled { last: None, held: 0 } }
     }
 
     fn field_selector(&self) -> Option<String> {
-        self.config.node.as_ref().map(|n| format!("spec.nodeName={n}"))
+        self.node.as_ref().map(|n| format!("spec.nodeName={n}"))
     }
 
     fn error(&mut self, what: &str, e: &WatchError) {
@@ -229,6 +233,7 @@ impl Watch {
             params = params.fields(&f);
         }
         loop {
+            let opened = Instant::now();
             let stream = pods.watch(&params, &version).await?;
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
@@ -254,6 +259,10 @@ impl Watch {
                         return Err(WatchError::Status { code: s.code, reason: s.reason, message: s.message })
                     }
                 }
+            }
+            // A server (or proxy) that ends every watch at once must not be asked in a loop.
+            if opened.elapsed() < MIN_WATCH {
+                tokio::time::sleep(MIN_WATCH).await;
             }
         }
     }
