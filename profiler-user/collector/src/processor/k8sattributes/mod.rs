@@ -319,7 +319,7 @@ fn lookup(store: &Store, values: &[(SourceKey, &str)]) -> Option<Found> {
     let pod = &found.pod;
     let all_match = values.iter().all(|(k, v)| match k {
         SourceKey::PodUid => pod.uid == *v,
-        SourceKey::PodIp => pod.ip.as_deref() == Some(*v),
+        SourceKey::PodIp => pod.ips.iter().any(|ip| ip == v),
         SourceKey::ContainerId => pod.containers.iter().any(|c| c.ids.iter().any(|id| id == v)),
         SourceKey::PodName => pod.name == *v,
         SourceKey::Namespace => pod.namespace == *v,

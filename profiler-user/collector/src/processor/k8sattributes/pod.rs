@@ -33,9 +33,10 @@ pub struct PodMeta {
     pub uid: String,
     pub namespace: String,
     pub name: String,
-    /// `None` for host-network pods (their IP is the node's, shared by many pods) and for
-    /// pods that have finished (their IP may already be another pod's).
-    pub ip: Option<String>,
+    /// Every pod IP (`status.podIPs`: both families on a dual-stack cluster); empty for
+    /// host-network pods (their IP is the node's, shared by many pods) and for pods that
+    /// have finished (their IP may already be another pod's).
+    pub ips: Vec<String>,
     /// Pod-level attributes, in the config's order, then labels and annotations.
     pub attributes: Vec<(String, String)>,
     pub containers: Vec<ContainerMeta>,
@@ -108,7 +109,15 @@ pub fn pod_meta(pod: &Pod, config: &Checked, deployment: Option<&Deployment>) ->
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let finished = matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
     let pod_ip = status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty());
-    let ip = pod_ip.clone().filter(|_| !host_network && !finished);
+    let mut ips: Vec<String> = Vec::new();
+    if !host_network && !finished {
+        let listed = status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| p.ip.clone());
+        for ip in pod_ip.clone().into_iter().chain(listed) {
+            if !ip.is_empty() && !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
 
     let mut found: BTreeMap<&'static str, String> = BTreeMap::new();
     found.insert("k8s.namespace.name", namespace.clone());
@@ -175,7 +184,7 @@ pub fn pod_meta(pod: &Pod, config: &Checked, deployment: Option<&Deployment>) ->
             containers.push(container_meta(c, config));
         }
     }
-    Some(PodMeta { uid, namespace, name, ip, attributes, containers })
+    Some(PodMeta { uid, namespace, name, ips, attributes, containers })
 }
 
 fn container_meta(c: &ContainerStatus, config: &Checked) -> ContainerMeta {

@@ -38,7 +38,7 @@ struct Index {
 impl Index {
     fn unindex(&mut self, uid: &str) -> Option<Arc<PodMeta>> {
         let (_, old) = self.pods.remove(uid)?;
-        if let Some(ip) = &old.ip {
+        for ip in &old.ips {
             if self.by_ip.get(ip).is_some_and(|u| u == uid) {
                 self.by_ip.remove(ip);
             }
@@ -69,7 +69,7 @@ impl Index {
         }
         let pod = Arc::new(pod);
         let uid = pod.uid.clone();
-        if let Some(ip) = &pod.ip {
+        for ip in &pod.ips {
             self.by_ip.insert(ip.clone(), uid.clone());
         }
         for (i, c) in pod.containers.iter().enumerate() {
@@ -183,7 +183,7 @@ mod tests {
             uid: uid.into(),
             namespace: "ns".into(),
             name: format!("p-{uid}"),
-            ip: Some(ip.into()),
+            ips: vec![ip.into()],
             attributes: vec![],
             containers: vec![super::super::pod::ContainerMeta {
                 name: "c".into(),

@@ -327,6 +327,9 @@ async fn list_watch_relist_and_the_join_on_every_signal() {
     assert_eq!(r.metric("otelprof_k8s_pods"), 4);
     let p = r.send(Signal::Profiles, &[("container.id", API_CID)]);
     assert_eq!(get(&p, "k8s.deployment.name"), Some("api"));
+    // Dual-stack: joined by either family's IP.
+    let m = r.send(Signal::Metrics, &[("k8s.pod.ip", "fd00:10:244:1::1f")]);
+    assert_eq!(get(&m, "k8s.pod.name"), Some("api-5c8d7f9b4-q8w2z"));
     // A ReplicaSet the API does not have (404): the name less the pod-template-hash.
     let t = r.send(Signal::Traces, &[("k8s.pod.ip", WORKER_IP)]);
     assert_eq!((get(&t, "k8s.deployment.name"), get(&t, "k8s.deployment.uid")), (Some("worker"), None));
