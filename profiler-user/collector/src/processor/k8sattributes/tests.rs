@@ -337,6 +337,7 @@ async fn list_watch_relist_and_the_join_on_every_signal() {
     // Every ReplicaSet was fetched once, however often its pods came.
     let reqs = api.requests();
     assert_eq!(reqs.iter().filter(|q| q.contains("/replicasets/web-7d9f8c6b5")).count(), 1, "{reqs:?}");
+    assert_eq!(reqs.iter().filter(|q| q.contains("/replicasets/worker-6b7c9d8f7d")).count(), 1, "{reqs:?}");
     let p = r.send(Signal::Profiles, &[("container.id", WEB_CID)]);
     assert_eq!(get(&p, "k8s.deployment.name"), Some("web"));
 }

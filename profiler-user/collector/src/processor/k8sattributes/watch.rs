@@ -46,6 +46,8 @@ const WATCH_TIMEOUT_SECONDS: u32 = 290;
 const GET_TIMEOUT: Duration = Duration::from_secs(5);
 /// ReplicaSets remembered; past it the cache is emptied (one node runs few).
 const MAX_CACHED_REPLICASETS: usize = 4096;
+/// A ReplicaSet whose GET failed is asked for again after this long.
+const RETRY_FAILED_GET: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const LOG_EVERY: Duration = Duration::from_secs(30);
 /// A watch that ended sooner is reopened only after this long.
@@ -135,7 +137,10 @@ pub struct Watch {
     node: Option<String>,
     store: Arc<Store>,
     metrics: WatchMetrics,
-    replicasets: HashMap<String, Option<Deployment>>,
+    /// ReplicaSet uid → its Deployment (a GET's answer), or the name fallback after a failed
+    /// GET with when to ask again (so a slow API server costs one timeout per ReplicaSet a
+    /// minute, not one per pod event).
+    replicasets: HashMap<String, (Option<Deployment>, Option<Instant>)>,
     log: Throttled,
 }
 
@@ -283,8 +288,13 @@ impl Watch {
         if self.config.deployment_name_from_replicaset {
             return by_name();
         }
-        if let Some(found) = self.replicasets.get(rs_uid) {
-            return found.clone();
+        if let Some((found, retry_at)) = self.replicasets.get(rs_uid) {
+            if retry_at.is_none_or(|t| Instant::now() < t) {
+                return found.clone();
+            }
+        }
+        if self.replicasets.len() >= MAX_CACHED_REPLICASETS {
+            self.replicasets.clear();
         }
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
@@ -297,20 +307,18 @@ impl Watch {
                     .flatten()
                     .find(|o| o.controller == Some(true) && o.kind == "Deployment")
                     .map(|o| Deployment { name: o.name.clone(), uid: Some(o.uid.clone()) });
-                if self.replicasets.len() >= MAX_CACHED_REPLICASETS {
-                    self.replicasets.clear();
-                }
-                self.replicasets.insert(rs_uid.to_string(), found.clone());
+                self.replicasets.insert(rs_uid.to_string(), (found.clone(), None));
                 found
             }
-            Ok(Err(e)) => {
-                self.error(&format!("getting ReplicaSet {namespace}/{rs_name} failed"), &WatchError::Api(e));
-                by_name()
-            }
-            Err(_) => {
-                let e = WatchError::Timeout(GET_TIMEOUT);
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => WatchError::Api(e),
+                    _ => WatchError::Timeout(GET_TIMEOUT),
+                };
                 self.error(&format!("getting ReplicaSet {namespace}/{rs_name} failed"), &e);
-                by_name()
+                let found = by_name();
+                self.replicasets.insert(rs_uid.to_string(), (found.clone(), Some(Instant::now() + RETRY_FAILED_GET)));
+                found
             }
         }
     }
