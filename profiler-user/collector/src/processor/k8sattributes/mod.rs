@@ -29,7 +29,8 @@
 //!   `container.id` is the key for profiles: the profiler puts the id from the cgroup on them,
 //!   and the store indexes every container's `status.containerStatuses[].containerID` without
 //!   its `containerd://` prefix (the previous instance's id too, so a restart does not cut
-//!   the join). Host-network pods are not indexed by IP (their IP is the node's).
+//!   the join). Every `status.podIPs` entry is indexed (dual-stack); host-network pods are
+//!   not indexed by IP (their IP is the node's).
 //! - **Attributes** are added, never overwriting one the resource already has. Container
 //!   attributes (`k8s.container.name`, `container.image.name`, `container.image.tag`) are
 //!   added when the container is known: joined by `container.id`, or named by the
@@ -41,6 +42,12 @@
 //! - **Never blocking**: `consume` reads the store under a short read lock; the list/watch
 //!   runs in its own task. With the API server unreachable, data passes unchanged (or with
 //!   what was known before), and `otelprof_k8s_watch_errors_total` rises.
+//! - **Node**: `filter.node_from_env_var` is read when the processor is built, so
+//!   `otelprof validate` passes where it is unset; unset or empty at start, no pod is watched
+//!   (watching the whole cluster from every node instead would cost far more), which is
+//!   logged as an error and counted in `otelprof_k8s_watch_errors_total`.
+//! - **RBAC**: `get`, `list`, `watch` on `pods`; `get` on `apps` `replicasets` when
+//!   `k8s.deployment.name` / `.uid` is extracted without `deployment_name_from_replicaset`.
 //!
 //! Differences from the Collector (each refused in the config with a message, or listed here):
 //!

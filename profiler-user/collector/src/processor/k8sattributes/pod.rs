@@ -126,7 +126,7 @@ pub fn pod_meta(pod: &Pod, config: &Checked, deployment: Option<&Deployment>) ->
     if let Some(ip) = pod_ip {
         found.insert("k8s.pod.ip", ip);
     }
-    if let Some(h) = spec.and_then(|s| s.hostname.clone()).or_else(|| Some(name.clone())).filter(|h| !h.is_empty()) {
+    if let Some(h) = spec.and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty()) {
         found.insert("k8s.pod.hostname", h);
     }
     if let Some(t) = status.and_then(|s| s.start_time.as_ref()).or(md.creation_timestamp.as_ref()) {
