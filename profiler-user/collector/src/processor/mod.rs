@@ -14,6 +14,7 @@
 
 pub mod attraction;
 pub mod batch;
+pub mod k8sattributes;
 pub mod map_resources;
 pub mod memory_limiter;
 pub mod ottl;
@@ -27,6 +28,7 @@ use crate::component::ProcessorFactory;
 pub fn factories() -> Vec<Box<dyn ProcessorFactory>> {
     vec![
         Box::new(batch::BatchFactory),
+        Box::new(k8sattributes::K8sAttributesFactory),
         Box::new(memory_limiter::MemoryLimiterFactory),
         Box::new(ottl::transform::TransformFactory),
         Box::new(ottl::filter::FilterFactory),
