@@ -80,7 +80,7 @@ if ! [[ -s $cache/$suite.tar ]]; then
 fi
 if ! "${podman[@]}" image exists "$base"; then
   step "podman import $base"
-  "${podman[@]}" import "$cache/$suite.tar" "$base" >/dev/null
+  "${podman[@]}" import -q "$cache/$suite.tar" "$base" >/dev/null
 fi
 
 # 3. The image: the Containerfile on a context holding only the binary.
