@@ -231,15 +231,11 @@ mod tests {
         block.split("\n```").next().expect("the yaml block ends").to_string()
     }
 
-    /// `data."agent.yaml"` of the ConfigMap, the first document of `deploy/daemonset.yaml`.
-    fn daemonset_config() -> String {
-        use serde::Deserialize;
-        let manifest = include_str!("../../../../deploy/daemonset.yaml");
-        let first = serde_yaml::Deserializer::from_str(manifest).next().expect("a first document");
-        let configmap = serde_yaml::Value::deserialize(first).expect("the manifest is YAML");
-        assert_eq!(configmap["kind"].as_str(), Some("ConfigMap"));
-        configmap["data"]["agent.yaml"].as_str().expect("the ConfigMap has agent.yaml").to_string()
-    }
+    /// The kustomize base's files: the agent config (its ConfigMap's `agent.yaml`, made by the
+    /// kustomization's `configMapGenerator`), the kustomization and the DaemonSet.
+    const BASE_CONFIG: &str = include_str!("../../../../deploy/kubernetes/base/agent.yaml");
+    const BASE_KUSTOMIZATION: &str = include_str!("../../../../deploy/kubernetes/base/kustomization.yaml");
+    const BASE_DAEMONSET: &str = include_str!("../../../../deploy/kubernetes/base/daemonset.yaml");
 
     /// Parses `text` as the binary does; warnings other than unset environment variables
     /// (a component declared and used by no pipeline) fail too.
@@ -331,14 +327,19 @@ mod tests {
 
     #[test]
     fn the_daemonset_config_is_valid_and_serves_its_probes() {
-        let cfg = check("deploy/daemonset.yaml", &daemonset_config());
+        let cfg = check("deploy/kubernetes/base/agent.yaml", BASE_CONFIG);
         let mut all = signals(&cfg);
         all.sort_by_key(|s| s.name());
         let mut want = Signal::ALL.to_vec();
         want.sort_by_key(|s| s.name());
         assert_eq!(all, want, "one pipeline per signal");
+        let profiles = cfg.pipelines.iter().find(|p| p.id.signal() == Signal::Profiles).expect("a profiles pipeline");
+        assert_eq!(profiles.receivers.iter().map(|r| r.to_string()).collect::<Vec<_>>(), ["profiling"]);
+        for p in cfg.pipelines.iter().filter(|p| p.id.signal() != Signal::Profiles) {
+            assert_eq!(p.receivers.iter().map(|r| r.to_string()).collect::<Vec<_>>(), ["otlp"], "{}", p.id);
+        }
         // The probes and the Prometheus annotation use the port the telemetry server listens on.
-        let manifest = include_str!("../../../../deploy/daemonset.yaml");
+        let manifest = BASE_DAEMONSET;
         let address = cfg.telemetry.metrics.address.expect("the telemetry server is on");
         let port = address.rsplit(':').next().unwrap_or_default();
         assert!(manifest.contains(&format!("containerPort: {port}")), "{address}");
@@ -346,6 +347,59 @@ mod tests {
         for port in ["4317", "4318"] {
             assert!(manifest.contains(&format!("containerPort: {port}")), "the otlp receiver's port {port}");
         }
+    }
+
+    /// The DaemonSet runs the config above: the kustomization makes the ConfigMap from
+    /// agent.yaml, the DaemonSet mounts it where `--config` points; and the only directory the
+    /// config writes (the unwind cache) is on a writable volume, the root filesystem being
+    /// read-only.
+    #[test]
+    fn the_daemonset_runs_that_config_and_writes_only_to_its_volume() {
+        let yaml = |what: &str, text: &str| -> serde_yaml::Value {
+            serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"))
+        };
+        let kustomization = yaml("kustomization.yaml", BASE_KUSTOMIZATION);
+        let generator = &kustomization["configMapGenerator"][0];
+        let configmap = generator["name"].as_str().expect("a configMapGenerator");
+        assert_eq!(generator["files"][0].as_str(), Some("agent.yaml"));
+
+        let ds = yaml("daemonset.yaml", BASE_DAEMONSET);
+        assert_eq!(ds["kind"].as_str(), Some("DaemonSet"));
+        let pod = &ds["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let volumes = pod["volumes"].as_sequence().expect("volumes");
+        let mounts = container["volumeMounts"].as_sequence().expect("volumeMounts");
+        let mount_of = |volume: &serde_yaml::Value| {
+            let name = volume["name"].as_str();
+            mounts.iter().find(|m| m["name"].as_str() == name).unwrap_or_else(|| panic!("{name:?} is not mounted"))
+        };
+        let config_volume = volumes
+            .iter()
+            .find(|v| v["configMap"]["name"].as_str() == Some(configmap))
+            .expect("a volume of the generated ConfigMap");
+        let config_dir = mount_of(config_volume)["mountPath"].as_str().expect("a mountPath");
+        let args: Vec<&str> =
+            container["args"].as_sequence().expect("args").iter().filter_map(|a| a.as_str()).collect();
+        assert_eq!(args, ["agent", "--config", &format!("{config_dir}/agent.yaml")]);
+
+        let security = &container["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+        assert_eq!(security["privileged"].as_bool(), Some(false));
+        for host_path in volumes.iter().filter(|v| v["hostPath"].is_mapping()) {
+            assert_eq!(mount_of(host_path)["readOnly"].as_bool(), Some(true), "{host_path:?}");
+        }
+        let writable: Vec<&str> = volumes
+            .iter()
+            .filter(|v| v["emptyDir"].is_mapping())
+            .filter_map(|v| mount_of(v)["mountPath"].as_str())
+            .collect();
+        let config = yaml("agent.yaml", BASE_CONFIG);
+        let cache = &config["receivers"]["profiling"]["unwind_cache"];
+        if cache["enabled"].as_bool() != Some(false) {
+            let dir = cache["dir"].as_str().unwrap_or(otelprof_sampler::unwind::DEFAULT_CACHE_DIR);
+            assert!(writable.iter().any(|w| dir.starts_with(&format!("{w}/"))), "{dir} is not under {writable:?}");
+        }
+        assert!(config["extensions"].is_null(), "an extension (opamp keeps state): give it a writable volume");
     }
 
     #[test]

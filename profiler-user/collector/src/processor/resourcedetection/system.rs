@@ -2,8 +2,10 @@
 //!
 //! | attribute        | from                                                      | default |
 //! |------------------|-----------------------------------------------------------|---------|
-//! | `host.name`      | `hostname_sources` in order: `dns` (the canonical name of | on      |
-//! |                  | the hostname, via the resolver), `os` (the kernel's)      |         |
+//! | `host.name`      | `NODE_NAME` when set; else `hostname_sources` in order:   | on      |
+//! |                  | `dns` (the canonical name of the hostname, via the        |         |
+//! |                  | resolver), `os` (the kernel's)                            |         |
+//! | `k8s.node.name`  | `NODE_NAME`, when set                                     | on      |
 //! | `os.type`        | `linux`                                                   | on      |
 //! | `host.id`        | `/etc/machine-id` (else `/var/lib/dbus/machine-id`)       | off     |
 //! | `host.arch`      | `uname` machine, as the semantic conventions spell it     | off     |
@@ -13,6 +15,12 @@
 //! `resource_attributes: {host.id: {enabled: true}}`. The Collector's other sources (`cname`,
 //! `lookup`) and attributes (`host.ip`, `host.cpu.*`, `os.version`, …) are not here: naming
 //! one is a config error, switching one off is accepted.
+//!
+//! `NODE_NAME` is what a Kubernetes DaemonSet sets from the downward API (`spec.nodeName`,
+//! as `deploy/kubernetes/base/daemonset.yaml` does). A pod shares the node's PID namespace
+//! there (`hostPID`) but not its UTS namespace, so the kernel's hostname is the pod's name: with
+//! `NODE_NAME` set, `host.name` is the node's name instead, whatever `hostname_sources` says,
+//! and `k8s.node.name` is the same name.
 //!
 //! Everything is read once, when the processor is first built, never per request.
 
@@ -56,8 +64,14 @@ struct Toggle {
 }
 
 /// Attributes this detector has, and whether each is on by default.
-const ATTRIBUTES: [(&str, bool); 5] =
-    [("host.name", true), ("os.type", true), ("host.id", false), ("host.arch", false), ("os.description", false)];
+const ATTRIBUTES: [(&str, bool); 6] = [
+    ("host.name", true),
+    ("k8s.node.name", true),
+    ("os.type", true),
+    ("host.id", false),
+    ("host.arch", false),
+    ("os.description", false),
+];
 
 /// The Collector's system-detector attributes otelprof does not have.
 const NOT_HERE: [&str; 12] = [
@@ -127,9 +141,14 @@ impl SystemDetector {
     }
 
     /// The host attributes otelprof's profiles have always carried — `host.name` as the OS
-    /// says (no DNS), `host.arch`, `os.type` — for `otelprof record`, which has no pipeline.
+    /// says (no DNS) or `NODE_NAME`, `host.arch`, `os.type`, and `k8s.node.name` with
+    /// `NODE_NAME` — for `otelprof record`, which has no pipeline.
     pub fn profile_defaults() -> Self {
-        Self { sources: vec![Source::Os], enabled: vec!["host.name", "os.type", "host.arch"], root: PathBuf::from("/") }
+        Self {
+            sources: vec![Source::Os],
+            enabled: vec!["host.name", "k8s.node.name", "os.type", "host.arch"],
+            root: PathBuf::from("/"),
+        }
     }
 
     fn on(&self, attribute: &str) -> bool {
@@ -146,17 +165,22 @@ impl SystemDetector {
         let mut put =
             |k: &str, v: String| out.push(KeyValue { key: k.into(), value: Some(string(v)), ..Default::default() });
         if self.on("host.name") {
-            let name = self.sources.iter().find_map(|s| match s {
-                Source::Os => facts.hostname.clone(),
-                Source::Dns => {
-                    let host = facts.hostname.as_deref()?;
-                    resolve(host).map_err(|e| tracing::debug!("hostname source dns: {e}")).ok()
-                }
+            let name = facts.node_name.clone().or_else(|| {
+                self.sources.iter().find_map(|s| match s {
+                    Source::Os => facts.hostname.clone(),
+                    Source::Dns => {
+                        let host = facts.hostname.as_deref()?;
+                        resolve(host).map_err(|e| tracing::debug!("hostname source dns: {e}")).ok()
+                    }
+                })
             });
             match name {
                 Some(n) => put("host.name", n),
                 None => tracing::warn!("system detector: no hostname source gave a name; host.name is left out"),
             }
+        }
+        if let Some(node) = facts.node_name.clone().filter(|_| self.on("k8s.node.name")) {
+            put("k8s.node.name", node);
         }
         if self.on("os.type") {
             put("os.type", os_type().into());
@@ -201,6 +225,8 @@ fn string(s: String) -> AnyValue {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostFacts {
     pub hostname: Option<String>,
+    /// `NODE_NAME` (a Kubernetes DaemonSet's node, from the downward API), when set.
+    pub node_name: Option<String>,
     pub machine_id: Option<String>,
     pub uname: Option<Uname>,
 }
@@ -215,8 +241,14 @@ pub struct Uname {
 }
 
 impl HostFacts {
-    /// Reads the facts, with `/proc` and `/etc` under `root`.
+    /// Reads the facts, with `/proc` and `/etc` under `root`, and `NODE_NAME` from the
+    /// environment.
     pub fn read(root: &Path) -> Self {
+        Self { node_name: node_name(std::env::var_os("NODE_NAME")), ..Self::read_files(root) }
+    }
+
+    /// The facts in files and `uname`, without the environment.
+    fn read_files(root: &Path) -> Self {
         let first_line = |p: &str| {
             std::fs::read_to_string(root.join(p)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
         };
@@ -224,10 +256,16 @@ impl HostFacts {
         Self {
             hostname: first_line("proc/sys/kernel/hostname")
                 .or_else(|| uname.as_ref().map(|u| u.nodename.clone()).filter(|n| !n.is_empty())),
+            node_name: None,
             machine_id: first_line("etc/machine-id").or_else(|| first_line("var/lib/dbus/machine-id")),
             uname,
         }
     }
+}
+
+/// `NODE_NAME`'s value, trimmed; none when unset or blank.
+fn node_name(value: Option<std::ffi::OsString>) -> Option<String> {
+    value.and_then(|v| v.into_string().ok()).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 fn uname() -> Option<Uname> {
@@ -326,6 +364,7 @@ mod tests {
     fn facts() -> HostFacts {
         HostFacts {
             hostname: Some("web-1".into()),
+            node_name: None,
             machine_id: Some("3d1219c7c4c5404aaa1f6d2a48adfda4".into()),
             uname: Some(Uname {
                 sysname: "Linux".into(),
@@ -394,6 +433,44 @@ mod tests {
         assert_eq!(host_arch("armv7l"), "arm32");
     }
 
+    /// Under a DaemonSet (`NODE_NAME` from `spec.nodeName`) the kernel's hostname is the pod's
+    /// name: the node's name is `host.name`, whatever the sources say, and `k8s.node.name`.
+    #[test]
+    fn node_name_is_the_host_name_and_the_k8s_node_name() {
+        let in_pod =
+            HostFacts { hostname: Some("otelprof-agent-x7k2q".into()), node_name: Some("node-a".into()), ..facts() };
+        let resolves = |h: &str| Ok(format!("{h}.example.com"));
+        let fails = |_: &str| Err(io::Error::other("no resolver"));
+        let want = s(&[("host.name", "node-a"), ("k8s.node.name", "node-a"), ("os.type", "linux")]);
+        for sources in ["", "{hostname_sources: [dns, os]}", "{hostname_sources: [os]}"] {
+            assert_eq!(pairs(detector(sources).unwrap().attributes(&in_pod, resolves).unwrap()), want, "{sources}");
+        }
+        let no_k8s = detector("{resource_attributes: {k8s.node.name: {enabled: false}}}").unwrap();
+        assert_eq!(
+            pairs(no_k8s.attributes(&in_pod, fails).unwrap()),
+            s(&[("host.name", "node-a"), ("os.type", "linux")])
+        );
+        // Only k8s.node.name when host.name is switched off.
+        let no_host =
+            detector("{resource_attributes: {host.name: {enabled: false}, os.type: {enabled: false}}}").unwrap();
+        assert_eq!(pairs(no_host.attributes(&in_pod, fails).unwrap()), s(&[("k8s.node.name", "node-a")]));
+        // `otelprof record` in a pod says the same.
+        assert_eq!(
+            pairs(SystemDetector::profile_defaults().attributes(&in_pod, fails).unwrap()),
+            s(&[("host.name", "node-a"), ("k8s.node.name", "node-a"), ("os.type", "linux"), ("host.arch", "arm64")])
+        );
+        // Without NODE_NAME, no k8s.node.name.
+        assert_eq!(
+            pairs(detector("").unwrap().attributes(&facts(), fails).unwrap()),
+            s(&[("host.name", "web-1"), ("os.type", "linux")])
+        );
+        // The variable: trimmed, and unset when blank.
+        assert_eq!(node_name(Some(" node-a\n".into())).as_deref(), Some("node-a"));
+        assert_eq!(node_name(Some("".into())), None);
+        assert_eq!(node_name(Some("  ".into())), None);
+        assert_eq!(node_name(None), None);
+    }
+
     #[test]
     fn reads_facts_from_files_under_a_root() {
         let root = std::env::temp_dir().join(format!("otelprof-system-{}", std::process::id()));
@@ -416,7 +493,9 @@ mod tests {
         .unwrap();
         let got = pairs(d.detect(Instant::now()).unwrap());
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        assert_eq!(got[0], ("host.name".to_string(), hostname.trim().to_string()));
+        let node = node_name(std::env::var_os("NODE_NAME"));
+        assert_eq!(got[0], ("host.name".to_string(), node.clone().unwrap_or_else(|| hostname.trim().to_string())));
+        let got: Vec<_> = got.into_iter().filter(|(k, _)| k != "k8s.node.name").collect();
         let arch = match std::env::consts::ARCH {
             "x86_64" => "amd64",
             "aarch64" => "arm64",
