@@ -434,3 +434,38 @@ fn bad_configs_exit_2_naming_the_key_and_where_it_is() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/agent.yaml"), "{}", stderr(&o));
 }
+
+/// `--config` given twice: the second file merges over the first, as in the Collector (maps key
+/// by key, lists and scalars replace); a mistake in either is still named by its key.
+#[test]
+fn repeated_config_files_merge_in_order() {
+    let dir = scratch("agent-two-configs");
+    let base = dir.join("base.yaml");
+    std::fs::write(
+        &base,
+        "receivers:\n  profiling: { samples_per_second: 19 }\nexporters:\n  debug: {}\n\
+         service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [debug] }\n",
+    )
+    .unwrap();
+    let over = dir.join("over.yaml");
+    std::fs::write(&over, "receivers:\n  profiling: { reporter_interval: 2s }\n").unwrap();
+    let o = run(otelprof().args(["validate", "--config"]).arg(&base).arg("--config").arg(&over));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains(" + "), "both files named: {}", stderr(&o));
+    // The later file's value wins and is checked like any other.
+    std::fs::write(&over, "receivers:\n  profiling: { samples_per_second: 0 }\n").unwrap();
+    let o = run(otelprof().args(["validate", "-c"]).arg(&base).arg("-c").arg(&over));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("receivers.profiling.samples_per_second") && stderr(&o).contains("0 Hz"),
+        "{}",
+        stderr(&o)
+    );
+    // Alone, the second file is not a config: the merge is real.
+    let o = run(otelprof().args(["validate", "-c"]).arg(&over));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    std::fs::write(&over, "receivers: [unclosed\n").unwrap();
+    let o = run(otelprof().args(["validate", "-c"]).arg(&base).arg("-c").arg(&over));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("over.yaml: not YAML"), "{}", stderr(&o));
+}

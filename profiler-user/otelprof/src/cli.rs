@@ -27,9 +27,11 @@ pub enum Command {
     /// mode), until SIGTERM.
     Agent {
         /// Collector-style YAML (see the README); unknown keys and bad values are rejected.
-        /// Without it, a built-in config that needs no backend (see --print-default-config).
+        /// Given more than once, later files merge over earlier ones as in the Collector (maps key
+        /// by key; lists and scalars replace). Without it, a built-in config that needs no backend
+        /// (see --print-default-config).
         #[arg(long, short = 'c', value_name = "FILE")]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
         /// Print the built-in config and exit.
         #[arg(long, conflicts_with = "config")]
         print_default_config: bool,
@@ -37,8 +39,9 @@ pub enum Command {
     /// Check a config completely (every component's settings, the pipeline graph) without
     /// starting anything: exit 0, or 2 with the error.
     Validate {
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: PathBuf,
+        /// As `agent --config`: more than once merges the files.
+        #[arg(long, short = 'c', value_name = "FILE", required = true)]
+        config: Vec<PathBuf>,
     },
 }
 

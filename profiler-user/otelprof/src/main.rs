@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             print!("{}", agent::DEFAULT_CONFIG);
             Ok(ExitCode::SUCCESS)
         }
-        cli::Command::Agent { config, .. } => agent::run(config.as_deref()),
+        cli::Command::Agent { config, .. } => agent::run(&config),
         cli::Command::Validate { config } => agent::validate(&config),
     };
     match result {

@@ -7,6 +7,8 @@
 //!   [`Warning`]s.
 //! - [`deserialize_at`]: a component's config from its YAML value, for factories.
 //! - `${env:VAR}` in values is expanded as the Collector does ([`env`]).
+//! - [`merge_files`]: several files as one (repeated `--config`, as the Collector does), and
+//!   [`merge`], the same deep merge a remote config is laid over the local file with.
 
 use std::fmt;
 
@@ -14,10 +16,12 @@ use serde::de::DeserializeOwned;
 
 mod env;
 mod lenient;
+mod merge;
 mod parse;
 mod positions;
 mod service;
 
+pub use merge::{merge, merge_files};
 pub(crate) use parse::{downstream, key_text};
 pub use parse::{load, parse};
 pub use positions::Position;

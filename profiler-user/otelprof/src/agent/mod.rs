@@ -5,7 +5,7 @@
 //! config checked into a graph, the telemetry server with the profiler's own counters, and the
 //! shutdown on SIGTERM / SIGINT.
 
-use std::{path::Path, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result};
 use otelprof_collector::{
@@ -32,15 +32,22 @@ fn factories(metrics: &Arc<ProfilerMetrics>) -> Factories {
 }
 
 /// Reads and checks a config, logging its warnings; `Err` is the message for exit status 2.
-fn load(path: Option<&Path>, factories: &Factories) -> Result<ServiceConfig, String> {
-    load_text(path, factories).map(|(_, cfg)| cfg)
+fn load(paths: &[PathBuf], factories: &Factories) -> Result<ServiceConfig, String> {
+    load_text(paths, factories).map(|(_, cfg)| cfg)
 }
 
-/// [`load`], with the config's text.
-fn load_text(path: Option<&Path>, factories: &Factories) -> Result<(String, ServiceConfig), String> {
-    let text = match path {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        None => DEFAULT_CONFIG.to_string(),
+/// [`load`], with the config's text: one file as written, several merged (later over
+/// earlier, as the Collector merges repeated `--config`), none the built-in config.
+fn load_text(paths: &[PathBuf], factories: &Factories) -> Result<(String, ServiceConfig), String> {
+    let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let text = match paths {
+        [] => DEFAULT_CONFIG.to_string(),
+        [one] => read(one)?,
+        many => {
+            let files =
+                many.iter().map(|p| Ok((p.display().to_string(), read(p)?))).collect::<Result<Vec<_>, String>>()?;
+            config::merge_files(&files).map_err(|e| e.to_string())?
+        }
     };
     let (cfg, warnings) = config::parse(&text, factories).map_err(|e| e.to_string())?;
     for w in warnings {
@@ -93,9 +100,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `otelprof validate --config FILE`: the config parsed, every component's settings checked
 /// and the graph built, nothing started. Exit 0, or 2 with the error.
-pub fn validate(path: &Path) -> Result<ExitCode> {
+pub fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
     let metrics = Arc::new(ProfilerMetrics::default());
-    let cfg = match load(Some(path), &factories(&metrics)) {
+    let cfg = match load(paths, &factories(&metrics)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("otelprof: config error: {e}");
@@ -112,7 +119,8 @@ pub fn validate(path: &Path) -> Result<ExitCode> {
     });
     match built {
         Ok(()) => {
-            eprintln!("otelprof: {} is valid ({pipelines} pipelines)", path.display());
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("otelprof: {} is valid ({pipelines} pipelines)", names.join(" + "));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -124,9 +132,9 @@ pub fn validate(path: &Path) -> Result<ExitCode> {
 
 /// `otelprof agent [--config FILE]`: runs until SIGTERM or SIGINT. A bad config exits with 2
 /// and names the key and its position.
-pub fn run(path: Option<&Path>) -> Result<ExitCode> {
+pub fn run(paths: &[PathBuf]) -> Result<ExitCode> {
     let metrics = Arc::new(ProfilerMetrics::default());
-    let loaded = load_text(path, &factories(&metrics)).and_then(|(text, cfg)| control(text, cfg, &metrics));
+    let loaded = load_text(paths, &factories(&metrics)).and_then(|(text, cfg)| control(text, cfg, &metrics));
     let (cfg, control) = match loaded {
         Ok(c) => c,
         Err(e) => {
@@ -134,7 +142,7 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    if path.is_none() {
+    if paths.is_empty() {
         tracing::info!(
             "no --config: running the built-in config (otelprof agent --print-default-config shows it): \
              profiles and the OTLP sent to localhost:4317/4318 go to ./otelprof-data.jsonl, with a summary line per batch"
@@ -323,6 +331,26 @@ mod tests {
         let opamp = cfg.extensions.values().find_map(|e| e.downcast_ref::<OpampConfig>()).expect("the opamp extension");
         assert!(opamp.remote_config.enabled && opamp.remote_config.signature.is_some());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The `opamp` overlay: its opamp.yaml merged over the base's agent.yaml (as the patched
+    /// DaemonSet's two `--config` flags do) is a valid config with the extension listed.
+    #[test]
+    fn the_opamp_overlay_merges_into_a_valid_managed_config() {
+        let overlay = include_str!("../../../../deploy/kubernetes/overlays/opamp/opamp.yaml");
+        let patch = include_str!("../../../../deploy/kubernetes/overlays/opamp/daemonset-opamp.yaml");
+        for file in ["/etc/otelprof/agent.yaml", "/etc/otelprof/opamp.yaml"] {
+            assert!(patch.contains(&format!("\"--config\", \"{file}\"")), "the DaemonSet passes {file}");
+        }
+        let merged =
+            config::merge_files(&[("agent.yaml".into(), BASE_CONFIG.into()), ("opamp.yaml".into(), overlay.into())])
+                .unwrap()
+                .replace("${env:OPAMP_ENDPOINT}", "ws://opamp-server.observability:4320/v1/opamp");
+        let cfg = check("base + overlays/opamp", &merged);
+        let opamp = cfg.extensions.values().find_map(|e| e.downcast_ref::<OpampConfig>()).expect("the opamp extension");
+        assert!(opamp.remote_config.enabled);
+        assert!(opamp.storage.directory.starts_with("/var/lib/otelprof"), "on the overlay's hostPath");
+        assert_eq!(cfg.pipelines.len(), 4, "the base's pipelines are kept");
     }
 
     #[test]

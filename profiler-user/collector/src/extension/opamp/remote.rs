@@ -22,7 +22,7 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_yaml::{Mapping, Value};
 
-use crate::config::key_text;
+use crate::config::{key_text, merge};
 
 /// The config map entry that holds the remote config.
 pub const CONFIG_FILE: &str = "otelprof.yaml";
@@ -207,24 +207,6 @@ fn lies_under(path: &Path, dir: &Path) -> bool {
         && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
         && path.starts_with(dir)
         && path != dir
-}
-
-/// Deep-merges `over` into `base`: maps key by key, anything else replaced.
-pub fn merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Mapping(b), Value::Mapping(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (_, Value::Null) => {}
-        (b, o) => *b = o,
-    }
 }
 
 /// The local config's text with the remote config merged over it, as YAML.
