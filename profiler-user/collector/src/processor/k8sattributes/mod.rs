@@ -98,13 +98,13 @@ use self::{
     store::{Found, Store, StoreMetrics},
     watch::{Watch, WatchMetrics},
 };
-use super::pdata::for_each_resource;
+use super::map_resources::MapResources;
 use crate::{
     component::{BuildProcessor, ComponentError, ComponentId, Host, Processor, ProcessorFactory},
     config::ConfigError,
     consumer::{ConsumeError, Consumer},
     signal::{Data, Signal},
-    telemetry::{add, ProcessorMetrics, Value},
+    telemetry::{add, Value},
 };
 
 pub struct K8sAttributesFactory;
@@ -221,35 +221,27 @@ impl BuildProcessor for Build {
         host: &Host,
     ) -> Result<Arc<dyn Processor>, ComponentError> {
         let shared = self.shared(host)?;
-        Ok(Arc::new(K8sAttributes {
-            next,
-            metrics: host.telemetry.processor(&self.id, signal),
-            config: self.config.clone(),
-            shared,
-        }))
+        let (config, on) = (self.config.clone(), shared.clone());
+        let annotate = Arc::new(move |r: &mut Resource| {
+            if !associate(&config, &on.store, r) {
+                add(&on.unassociated, 1);
+            }
+        });
+        let metrics = host.telemetry.processor(&self.id, signal);
+        Ok(Arc::new(K8sAttributes { inner: MapResources::new(next, metrics, annotate), shared }))
     }
 }
 
-/// The processor of one pipeline.
+/// The processor of one pipeline: every resource annotated (the shared resource walk of
+/// [`MapResources`]), plus the watch's end at shutdown.
 pub struct K8sAttributes {
-    next: Arc<dyn Consumer>,
-    metrics: ProcessorMetrics,
-    config: Arc<Checked>,
+    inner: MapResources,
     shared: Arc<Shared>,
 }
 
 impl Consumer for K8sAttributes {
-    fn consume(&self, mut data: Data) -> Result<(), ConsumeError> {
-        let items = data.items();
-        add(&self.metrics.incoming, items);
-        for_each_resource(&mut data, |r| {
-            if !associate(&self.config, &self.shared.store, r) {
-                add(&self.shared.unassociated, 1);
-            }
-        });
-        self.next.consume(data)?;
-        add(&self.metrics.outgoing, items);
-        Ok(())
+    fn consume(&self, data: Data) -> Result<(), ConsumeError> {
+        self.inner.consume(data)
     }
 }
 
