@@ -274,8 +274,12 @@ pub struct Stored {
     pub signal: String,
     /// Resource attributes; scalar values as JSON scalars, others as their text form.
     pub resource: serde_json::Map<String, serde_json::Value>,
-    /// Spans, metric data points, log records or profile samples.
+    /// Spans, metric data points, log records or profile samples (`Sample` messages: one per
+    /// distinct stack and attributes in a report, as the exporters count them).
     pub items: u64,
+    /// What the items stand for: for profiles the events the samples hold (the sum of their
+    /// values: one per CPU-clock tick), for the other signals the items again.
+    pub events: u64,
     /// Span names, metric names; empty for logs and profiles.
     pub names: Vec<String>,
 }
@@ -304,7 +308,7 @@ for f in sorted(os.listdir(sys.argv[2])):
             which = kv.value.WhichOneof("value")
             v = getattr(kv.value, which) if which else None
             attrs[kv.key] = v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-        n, names = 0, []
+        n, events, names = 0, 0, []
         for s in getattr(r, sfield):
             if sig == "traces":
                 n += len(s.spans); names += [x.name for x in s.spans]
@@ -314,7 +318,10 @@ for f in sorted(os.listdir(sys.argv[2])):
                 n += len(s.log_records)
             else:
                 n += sum(len(p.samples) for p in s.profiles)
-        out.append({"file": f, "signal": sig, "resource": attrs, "items": n, "names": names})
+                events += sum(sum(x.values) for p in s.profiles for x in p.samples)
+        if sig != "profiles":
+            events = n
+        out.append({"file": f, "signal": sig, "resource": attrs, "items": n, "events": events, "names": names})
 print(json.dumps(out))
 "#;
 
@@ -330,6 +337,7 @@ pub fn dump(sink: &Path) -> Vec<Stored> {
             signal: e["signal"].as_str().unwrap().into(),
             resource: e["resource"].as_object().unwrap().clone(),
             items: e["items"].as_u64().unwrap(),
+            events: e["events"].as_u64().unwrap(),
             names: e["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect(),
         })
         .collect()
