@@ -22,22 +22,6 @@ fn resource_attr<'a>(
     rp.resource.as_ref()?.attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()
 }
 
-/// Reaps `child` and returns the CPU time (user + system) it used, in seconds.
-fn wait_cpu_seconds(child: std::process::Child) -> f64 {
-    let pid = child.id() as i32;
-    // SAFETY: wait4(2) on our own child, not reaped before (`child` is consumed); rusage is
-    // plain data.
-    let (status, usage) = unsafe {
-        let mut status = 0;
-        let mut usage: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid, "wait4");
-        (status, usage)
-    };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the workload failed: {status}");
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
 /// Profile samples (`Sample` messages: the Collector's items) in a request, counted here
 /// independently of the agent's own counters.
 fn samples_in(r: &ExportProfilesServiceRequest) -> u64 {

@@ -270,18 +270,24 @@ fn profiles_and_otlp_through_one_agent() {
         sink.http
     );
     let agent = Collector::start(&dir, &config);
-    let mut chain = std::process::Command::new(workload("chain")).arg("3").spawn().unwrap();
+    let chain = std::process::Command::new(workload("chain")).arg("3").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let traces = sdk_send(&dir, "http/protobuf", &format!("http://{h}"), "traces", 7, 0);
-    chain.wait().unwrap();
+    let cpu_s = wait_cpu_seconds(chain);
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
     let mut stored = Vec::new();
-    // `chain 3` burns 3 s of one CPU: ~297 ticks at 99 Hz; half of them is the bar (the
-    // samples are aggregated per stack, so their count says nothing about the ticks).
-    wait_for("the workload's profiles in the sink (150 CPU-clock ticks)", Duration::from_secs(15), || {
-        stored = sink.dump();
-        stored.iter().filter(|r| r.signal == "profiles").map(|r| r.events).sum::<u64>() >= 150
-    });
+    // At 99 Hz the CPU time `chain` got (up to 3 s; less on a busy machine) is ~99 ticks a
+    // second; half of them is the bar (the samples are aggregated per stack, so their count
+    // says nothing about the ticks).
+    let bar = ((cpu_s * 99.0 / 2.0) as u64).max(10);
+    wait_for(
+        &format!("the workload's profiles in the sink ({bar} CPU-clock ticks of {cpu_s:.2} CPU-s)"),
+        Duration::from_secs(15),
+        || {
+            stored = sink.dump();
+            stored.iter().filter(|r| r.signal == "profiles").map(|r| r.events).sum::<u64>() >= bar
+        },
+    );
     compare(&traces, &sink.dir, &["--allow-extra-resource-attrs", "--signals", "traces"]);
     let stored = sink.dump();
     for r in &stored {

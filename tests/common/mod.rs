@@ -275,6 +275,22 @@ pub fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
 }
 
+/// Reaps `child` and returns the CPU time (user + system) it used, in seconds.
+pub fn wait_cpu_seconds(child: std::process::Child) -> f64 {
+    let pid = child.id() as i32;
+    // SAFETY: wait4(2) on our own child, not reaped before (`child` is consumed); rusage is
+    // plain data.
+    let (status, usage) = unsafe {
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid, "wait4");
+        (status, usage)
+    };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the workload failed: {status}");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// CPU time process `pid` has used so far, in clock ticks (utime + stime of `/proc/PID/stat`).
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

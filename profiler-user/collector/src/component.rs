@@ -91,11 +91,47 @@ pub struct Host {
     pub stop: CancellationToken,
     /// How long the whole shutdown may take (`service.telemetry`'s … or the default 10 s).
     pub shutdown_timeout: Duration,
+    /// The running receivers' controls by id, for components that act on another one (the
+    /// anomaly receiver's `burst`); kept current across config reloads.
+    pub controls: ReceiverControls,
 }
 
 impl Host {
     pub fn new(shutdown_timeout: Duration) -> Self {
-        Self { telemetry: Telemetry::new(), health: Health::new(), stop: CancellationToken::new(), shutdown_timeout }
+        Self {
+            telemetry: Telemetry::new(),
+            health: Health::new(),
+            stop: CancellationToken::new(),
+            shutdown_timeout,
+            controls: ReceiverControls::default(),
+        }
+    }
+}
+
+/// The running receivers' [`ReceiverControl`]s by receiver id (`profiling`), shared by every
+/// graph built with one [`Host`]: a receiver's control is added when it starts and removed when
+/// it stops, so a reload that restarts a receiver leaves its new control here.
+#[derive(Clone, Default)]
+pub struct ReceiverControls {
+    by_id: Arc<std::sync::RwLock<BTreeMap<String, Arc<dyn ReceiverControl>>>>,
+}
+
+impl ReceiverControls {
+    /// The control of the running receiver `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<dyn ReceiverControl>> {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    pub(crate) fn insert(&self, id: &str, control: Arc<dyn ReceiverControl>) {
+        self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), control);
+    }
+
+    /// Removes `id`'s control if it is still `control` (a restarted receiver's newer one stays).
+    pub(crate) fn remove(&self, id: &str, control: &Arc<dyn ReceiverControl>) {
+        let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
+        if by_id.get(id).is_some_and(|c| Arc::ptr_eq(c, control)) {
+            by_id.remove(id);
+        }
     }
 }
 
@@ -145,6 +181,29 @@ pub trait ReceiverControl: Send + Sync {
     /// Applies `config` (this receiver's new raw config section, at key path `path`) to the running receiver.
     /// Ok(true): applied live; Ok(false): the change needs a restart (nothing was changed); Err: the config is invalid (ConfigError naming the key).
     fn reconfigure(&self, config: &serde_yaml::Value, path: &str) -> Result<bool, crate::config::ConfigError>;
+
+    /// Starts a bounded high-resolution window (the anomaly receiver's `burst` action): the
+    /// receiver samples at `burst.samples_per_second` until `burst.duration` is over (or
+    /// [`Self::end_burst`]), labels what it takes then with the trigger, and returns to its
+    /// configured rate exactly. A burst already running is extended to the later end. Err: this
+    /// receiver has no bursts, or it could not start one (nothing changed).
+    fn burst(&self, burst: Burst) -> Result<(), String> {
+        let _ = burst;
+        Err("this receiver has no burst mode".into())
+    }
+
+    /// Ends a running burst now (the anomaly receiver's budget guard); no-op without one.
+    fn end_burst(&self) {}
+}
+
+/// A bounded high-resolution profiling window asked for by the anomaly receiver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Burst {
+    pub samples_per_second: u64,
+    pub duration: Duration,
+    /// The rule that triggered it: profiles taken in the window carry `profile.trigger:
+    /// anomaly` and `profile.trigger.rule: <rule>`.
+    pub rule: String,
 }
 
 /// A processor in one pipeline: a consumer that passes (changed) data to its next consumer.

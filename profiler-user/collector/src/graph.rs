@@ -52,7 +52,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     component::{
-        ComponentError, ComponentId, Connector, Exporter, Host, Outputs, Processor, Receiver, ReceiverControl, Routes,
+        ComponentError, ComponentId, Connector, Exporter, Host, Outputs, Processor, Receiver, ReceiverControl,
+        ReceiverControls, Routes,
     },
     config::{downstream, PipelineId, ServiceConfig, TelemetrySettings},
     consumer::{ConsumeError, Consumer, Fanout},
@@ -380,7 +381,12 @@ async fn start_receiver(r: WiredReceiver, host: &Host) -> Result<RunningReceiver
     let stop = host.stop.child_token();
     let own = Host { stop: stop.clone(), ..host.clone() };
     match r.receiver.start(r.outputs, &own).await {
-        Ok(handle) => Ok(RunningReceiver { id: r.id, handle, stop, switches: r.switches, control, section: r.section }),
+        Ok(handle) => {
+            if let Some(c) = &control {
+                host.controls.insert(&r.id.to_string(), c.clone());
+            }
+            Ok(RunningReceiver { id: r.id, handle, stop, switches: r.switches, control, section: r.section })
+        }
         Err(e) => Err(ComponentError::new(format!("receivers.{}", r.id), format!("cannot start: {}", e.message))),
     }
 }
@@ -404,7 +410,10 @@ async fn reconfigure(
 }
 
 /// Stops one receiver and waits for it until `deadline`; false when it had to be aborted.
-async fn stop_receiver(r: RunningReceiver, deadline: Instant) -> bool {
+async fn stop_receiver(r: RunningReceiver, deadline: Instant, controls: &ReceiverControls) -> bool {
+    if let Some(c) = &r.control {
+        controls.remove(&r.id.to_string(), c);
+    }
     r.stop.cancel();
     let mut handle = r.handle;
     match tokio::time::timeout_at(deadline, &mut handle).await {
@@ -490,6 +499,7 @@ impl RunningGraph {
         } = next;
         host.health.retire(&before);
         let deadline = Instant::now() + host.shutdown_timeout;
+        let controls = host.controls.clone();
         let mut report = ReplaceReport::default();
         let mut old: BTreeMap<ComponentId, RunningReceiver> = old.into_iter().map(|r| (r.id.clone(), r)).collect();
         let mut running = RunningGraph {
@@ -540,7 +550,7 @@ impl RunningGraph {
                 }
                 None => {
                     report.restarted.push(w.id.to_string());
-                    if !stop_receiver(o, deadline).await {
+                    if !stop_receiver(o, deadline, &controls).await {
                         report.left.push(format!("receivers.{}", w.id));
                     }
                     to_start.push(w);
@@ -549,7 +559,7 @@ impl RunningGraph {
         }
         for (id, o) in old {
             report.stopped.push(id.to_string());
-            if !stop_receiver(o, deadline).await {
+            if !stop_receiver(o, deadline, &controls).await {
                 report.left.push(format!("receivers.{id}"));
             }
         }
@@ -595,7 +605,7 @@ impl RunningGraph {
         host.stop.cancel();
         for r in receivers {
             let id = r.id.clone();
-            if !stop_receiver(r, deadline).await {
+            if !stop_receiver(r, deadline, &host.controls).await {
                 report.left.push(format!("receivers.{id}"));
             }
         }

@@ -317,5 +317,28 @@ mod tests {
         assert!(profile.string_table.iter().any(|s| s == pprof::UNKNOWN_FILE), "the mapping stays, unnamed");
         let req = otlp::build_valid(&report, &otlp::OtlpOptions::default()).expect("a valid request");
         assert_eq!(req.resource_profiles.len(), 1);
+        let profile = &req.resource_profiles[0].scope_profiles[0].profiles[0];
+        assert!(profile.attribute_indices.is_empty(), "no trigger, no profile attributes");
+
+        // A burst's report: every profile says why it was taken.
+        let labels =
+            vec![("profile.trigger".to_string(), "anomaly".to_string()), ("profile.trigger.rule".into(), "cpu".into())];
+        let opts = otlp::OtlpOptions { profile_attributes: labels.clone(), ..Default::default() };
+        let req = otlp::build_valid(&report, &opts).expect("a valid request");
+        let d = req.dictionary.as_ref().expect("a dictionary");
+        let profile = &req.resource_profiles[0].scope_profiles[0].profiles[0];
+        let got: Vec<(String, String)> = profile
+            .attribute_indices
+            .iter()
+            .map(|&i| {
+                let a = &d.attribute_table[i as usize];
+                let v = match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => s.clone(),
+                    other => panic!("{other:?}"),
+                };
+                (d.string_table[a.key_strindex as usize].clone(), v)
+            })
+            .collect();
+        assert_eq!(got, labels);
     }
 }

@@ -75,6 +75,10 @@ pub struct ProfilerMetrics {
     pub processes: AtomicU64,
     pub reports: AtomicU64,
     pub reports_dropped: AtomicU64,
+    /// Bursts started (the anomaly receiver's `burst` action).
+    pub bursts: AtomicU64,
+    /// The rate sampled at now: the configured one, or a burst's.
+    pub samples_per_second: AtomicU64,
     /// Bytes of compiled unwind tables in the kernel.
     pub unwind_table_bytes: AtomicU64,
     /// Distinct files with a table loaded (shared by every process mapping them).
@@ -169,6 +173,18 @@ impl ProfilerMetrics {
         );
         metric("processes", "gauge", "Processes whose mappings are tracked.", one(g(&self.processes)));
         metric("reports_total", "counter", "Reporting intervals turned into OTLP requests.", one(g(&self.reports)));
+        metric(
+            "bursts_total",
+            "counter",
+            "High-resolution bursts started (the anomaly receiver's burst action).",
+            one(g(&self.bursts)),
+        );
+        metric(
+            "samples_per_second",
+            "gauge",
+            "The sampling rate in force: the configured one, or a burst's.",
+            one(g(&self.samples_per_second)),
+        );
         metric(
             "reports_dropped_total",
             "counter",

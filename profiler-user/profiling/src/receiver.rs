@@ -14,6 +14,12 @@
 //! interval first, so that report carries the rate its samples were taken at. Anything else,
 //! and targets the loaded programs cannot filter for (every process ↔ a list, PIDs only → by
 //! name), answers "restart needed" with nothing changed.
+//!
+//! Bursts (issue #16, the anomaly receiver's `burst` action): [`ProfilingControl::burst`] asks
+//! the loop to sample at a higher rate until a deadline. The rate change cuts the interval as
+//! above, so the reports of the window hold only its samples, each profile labelled
+//! `profile.trigger: anomaly` and `profile.trigger.rule`; at the deadline (or an early end) the
+//! rate returns to the configured one, which a config change during the burst updates.
 
 use std::{
     sync::{
@@ -25,7 +31,7 @@ use std::{
 
 use async_trait::async_trait;
 use otelprof_collector::{
-    component::{ComponentError, ComponentId, Host, Outputs, Receiver, ReceiverControl, ReceiverFactory},
+    component::{Burst, ComponentError, ComponentId, Host, Outputs, Receiver, ReceiverControl, ReceiverFactory},
     config::ConfigError,
     health::Liveness,
     signal::Signal,
@@ -87,8 +93,17 @@ impl ReceiverFactory for ProfilingFactory {
     ) -> Result<Box<dyn Receiver>, ConfigError> {
         let config = ProfilingConfig::parse(path, config)?;
         let (tx, changes) = mpsc::channel(1);
-        let control = Arc::new(ProfilingControl { id: id.to_string(), tx, current: Mutex::new(config.clone()) });
-        Ok(Box::new(ProfilingReceiver { id: id.to_string(), config, metrics: self.metrics.clone(), control, changes }))
+        let (burst_tx, bursts) = mpsc::channel(4);
+        let control =
+            Arc::new(ProfilingControl { id: id.to_string(), tx, burst_tx, current: Mutex::new(config.clone()) });
+        Ok(Box::new(ProfilingReceiver {
+            id: id.to_string(),
+            config,
+            metrics: self.metrics.clone(),
+            control,
+            changes,
+            bursts,
+        }))
     }
 }
 
@@ -100,6 +115,29 @@ pub struct ProfilingReceiver {
     control: Arc<ProfilingControl>,
     /// Live changes, for the sampling loop.
     changes: mpsc::Receiver<Change>,
+    /// Bursts to start or end, for the sampling loop.
+    bursts: mpsc::Receiver<BurstOrder>,
+}
+
+/// A burst to start, or the running one to end.
+#[derive(Debug)]
+enum BurstOrder {
+    Start(Burst),
+    End,
+}
+
+/// The burst in force in the sampling loop.
+struct Bursting {
+    samples_per_second: u64,
+    until: tokio::time::Instant,
+    labels: Vec<(String, String)>,
+}
+
+impl Bursting {
+    /// The rate to sample at with `cfg` in force: the burst's, unless the config's is higher.
+    fn rate(&self, cfg: &ProfilingConfig) -> u64 {
+        self.samples_per_second.max(cfg.samples_per_second)
+    }
 }
 
 /// A live change on its way to the sampling loop, and where its answer goes.
@@ -126,6 +164,7 @@ impl Change {
 pub struct ProfilingControl {
     id: String,
     tx: mpsc::Sender<Change>,
+    burst_tx: mpsc::Sender<BurstOrder>,
     /// The config in force: what a new one is compared with. Held while a change is applied,
     /// so changes apply one at a time.
     current: Mutex<ProfilingConfig>,
@@ -182,6 +221,29 @@ impl ReceiverControl for ProfilingControl {
         }
         Ok(applied)
     }
+
+    /// Queues the burst for the sampling loop (which logs a rate it cannot set); Err when the
+    /// rate is above the kernel's limit or the loop is not running.
+    fn burst(&self, burst: Burst) -> Result<(), String> {
+        if burst.samples_per_second == 0 || burst.duration.is_zero() {
+            return Err("a burst needs a rate and a duration".into());
+        }
+        if let Some(max) = max_sample_rate() {
+            if burst.samples_per_second > max {
+                return Err(format!(
+                    "{} Hz is above the kernel's limit (kernel.perf_event_max_sample_rate = {max})",
+                    burst.samples_per_second
+                ));
+            }
+        }
+        self.burst_tx
+            .try_send(BurstOrder::Start(burst))
+            .map_err(|e| format!("receiver/{}: the sampling loop does not take bursts now ({e})", self.id))
+    }
+
+    fn end_burst(&self) {
+        let _ = self.burst_tx.try_send(BurstOrder::End);
+    }
 }
 
 #[async_trait]
@@ -200,8 +262,9 @@ impl Receiver for ProfilingReceiver {
         let cfg = self.config;
         let metrics = self.metrics;
         let changes = self.changes;
+        let bursts = self.bursts;
         let reporter = Reporter::spawn(
-            OtlpOptions { symbolize: cfg.symbolize, command_line: cfg.command_line, resource: Vec::new() },
+            OtlpOptions { symbolize: cfg.symbolize, command_line: cfg.command_line, ..Default::default() },
             cfg.symbol_cache_entries,
             next,
             counts,
@@ -225,7 +288,7 @@ impl Receiver for ProfilingReceiver {
                         return;
                     }
                 };
-                rt.block_on(run(cfg, reporter, metrics, sampling, stop, changes, ready_tx));
+                rt.block_on(run(cfg, reporter, metrics, sampling, stop, Orders { changes, bursts }, ready_tx));
             })
             .map_err(|e| ComponentError::new(&id, format!("starting the sampling thread: {e}")))?;
         match ready_rx.await {
@@ -245,13 +308,20 @@ impl Receiver for ProfilingReceiver {
     }
 }
 
-/// A closed interval as the reporting thread's job.
-fn report_job(i: Interval, frequency_hz: u64) -> Job {
+/// A closed interval as the reporting thread's job; `labels` for every profile of it.
+fn report_job(i: Interval, frequency_hz: u64, labels: Vec<(String, String)>) -> Job {
     Job::Report(Box::new(ReportJob {
         processes: i.processes,
         meta: Meta { frequency_hz, start_unix_ns: i.start_unix_ns, duration_ns: i.duration_ns },
         agg: i.agg,
+        labels,
     }))
+}
+
+/// What the sampling loop takes orders from: live config changes and bursts.
+struct Orders {
+    changes: mpsc::Receiver<Change>,
+    bursts: mpsc::Receiver<BurstOrder>,
 }
 
 /// Loads the programs, says whether that worked, then samples until `stop`.
@@ -261,9 +331,10 @@ async fn run(
     metrics: Arc<ProfilerMetrics>,
     sampling: otelprof_collector::health::HealthHandle,
     stop: CancellationToken,
-    mut changes: mpsc::Receiver<Change>,
+    orders: Orders,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
+    let Orders { mut changes, mut bursts } = orders;
     let mut cfg = cfg;
     let mut session = match open(&cfg) {
         Ok(s) => s,
@@ -286,6 +357,8 @@ async fn run(
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = ready.send(Ok(()));
     let mut frequency = cfg.samples_per_second;
+    let mut burst: Option<Bursting> = None;
+    let labels = |b: &Option<Bursting>| b.as_ref().map(|b| b.labels.clone()).unwrap_or_default();
     let mut report_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.reporter_interval, cfg.reporter_interval);
     let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + LOG_EVERY, LOG_EVERY);
@@ -293,6 +366,7 @@ async fn run(
     // Tallies of closed intervals; the metrics add the open interval's.
     let mut tallies = Tallies::default();
     let failed = loop {
+        metrics.samples_per_second.store(frequency, std::sync::atomic::Ordering::Relaxed);
         tokio::select! {
             r = session.read() => {
                 if let Err(e) = r {
@@ -305,7 +379,7 @@ async fn run(
             _ = report_tick.tick() => {
                 if let Some(i) = session.close_interval() {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, frequency));
+                    reporter.send(report_job(i, frequency, labels(&burst)));
                 }
                 let evicted = session.after_report(cfg.max_processes);
                 if !evicted.is_empty() {
@@ -326,12 +400,19 @@ async fn run(
                     continue; // the caller gave up waiting: nothing changes
                 }
                 let new = change.config;
-                let applied = apply(&mut session, &cfg, &new, |i| {
+                // During a burst the sampling rate stays the burst's (unless the new config's
+                // is higher); the new rate is the one the burst returns to.
+                let at = |c: &ProfilingConfig| match &burst {
+                    Some(b) => ProfilingConfig { samples_per_second: b.rate(c), ..c.clone() },
+                    None => c.clone(),
+                };
+                let (old_eff, new_eff) = (at(&cfg), at(&new));
+                let applied = apply(&mut session, &old_eff, &new_eff, |i| {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, frequency));
+                    reporter.send(report_job(i, frequency, labels(&burst)));
                 });
                 if applied {
-                    frequency = new.samples_per_second;
+                    frequency = new_eff.samples_per_second;
                     if new.reporter_interval != cfg.reporter_interval {
                         report_tick = tokio::time::interval_at(
                             tokio::time::Instant::now() + new.reporter_interval,
@@ -341,6 +422,63 @@ async fn run(
                     cfg = new;
                 }
                 let _ = change.answer.send(applied);
+            }
+            Some(order) = bursts.recv() => {
+                match order {
+                    BurstOrder::Start(b) => {
+                        let until = tokio::time::Instant::now() + b.duration;
+                        if let Some(running) = &mut burst {
+                            running.until = running.until.max(until);
+                            tracing::info!(
+                                "profiling: burst for rule `{}` extended to {:?} from now",
+                                b.rule,
+                                running.until.saturating_duration_since(tokio::time::Instant::now())
+                            );
+                            continue;
+                        }
+                        let next = Bursting {
+                            samples_per_second: b.samples_per_second,
+                            until,
+                            labels: vec![
+                                ("profile.trigger".into(), "anomaly".into()),
+                                ("profile.trigger.rule".into(), b.rule.clone()),
+                            ],
+                        };
+                        let rate = next.rate(&cfg);
+                        let cut = |i: Interval| {
+                            tallies.close(&i.agg);
+                            reporter.send(report_job(i, frequency, Vec::new()));
+                        };
+                        match session.set_frequency(rate, cut) {
+                            Ok(()) => {
+                                tracing::info!(
+                                    "profiling: burst at {rate} Hz for {:?} (rule `{}`; configured {} Hz)",
+                                    b.duration,
+                                    b.rule,
+                                    cfg.samples_per_second
+                                );
+                                metrics.bursts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                frequency = rate;
+                                burst = Some(next);
+                            }
+                            Err(e) => tracing::error!("profiling: burst at {rate} Hz failed, staying at {frequency} Hz: {e}"),
+                        }
+                    }
+                    BurstOrder::End => {
+                        if burst.is_some() {
+                            end_burst(&mut session, &mut burst, &mut frequency, &cfg, "ended early", |i, hz, l| {
+                                tallies.close(&i.agg);
+                                reporter.send(report_job(i, hz, l));
+                            });
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(burst.as_ref().map(|b| b.until)), if burst.is_some() => {
+                end_burst(&mut session, &mut burst, &mut frequency, &cfg, "over", |i, hz, l| {
+                    tallies.close(&i.agg);
+                    reporter.send(report_job(i, hz, l));
+                });
             }
             _ = stop.cancelled() => break None,
         }
@@ -356,12 +494,47 @@ async fn run(
     metrics.set(&metrics.bad_records, session.bad_records());
     metrics.publish_counters(&session.tracer);
     tallies.publish(&session.agg, &metrics);
-    let last = session.close_interval().map(|i| report_job(i, frequency));
+    let last = session.close_interval().map(|i| report_job(i, frequency, labels(&burst)));
     drop(session); // detaches the programs
     if let Err(e) = reporter.finish(last) {
         tracing::error!("{e}");
     }
     tracing::info!("profiling stopped: {}", metrics.log_line());
+}
+
+/// Sleeps until `at`; forever without one (the `select!` branch is disabled then anyway).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends the burst: the window's last interval is reported at the burst's rate with its labels,
+/// and sampling returns to the configured rate (`why` says how it ended, for the log).
+fn end_burst(
+    session: &mut Session,
+    burst: &mut Option<Bursting>,
+    frequency: &mut u64,
+    cfg: &ProfilingConfig,
+    why: &str,
+    mut report: impl FnMut(Interval, u64, Vec<(String, String)>),
+) {
+    let Some(b) = burst.take() else { return };
+    let was = *frequency;
+    match session.set_frequency(cfg.samples_per_second, |i| report(i, was, b.labels.clone())) {
+        Ok(()) => {
+            *frequency = cfg.samples_per_second;
+            tracing::info!("profiling: burst {why}, back at {} Hz", cfg.samples_per_second);
+        }
+        Err(e) => {
+            // The rate stays the burst's; the labels stop, so what follows is not called a burst.
+            tracing::error!(
+                "profiling: returning to {} Hz after the burst failed, still at {was} Hz: {e}",
+                cfg.samples_per_second
+            );
+        }
+    }
 }
 
 /// Applies a live change (`new` differs from `old` only in live keys); false when the loaded

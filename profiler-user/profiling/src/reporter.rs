@@ -62,6 +62,8 @@ pub struct ReportJob {
     pub agg: Aggregator,
     pub processes: ProcessSnapshot,
     pub meta: Meta,
+    /// Attributes for every profile of the report (a burst's trigger); usually empty.
+    pub labels: Vec<(String, String)>,
 }
 
 pub struct Reporter {
@@ -140,12 +142,19 @@ fn work(
                 if panic_on_report {
                     panic!("{FAULT_INJECTION_ENV}={FAULT_REPORTER_PANIC}: the reporting thread panics as asked");
                 }
-                let ReportJob { agg, processes, meta } = *job;
+                let ReportJob { agg, processes, meta, labels } = *job;
                 let symbols = symbolize::symbolize(&agg, &processes, &mut symbolizer);
                 // OTLP carries every profile type of the interval; `profile` is for one-type formats.
                 let report =
                     Report { agg: &agg, processes: &processes, symbols: &symbols, meta, profile: Default::default() };
-                match otlp::build_valid(&report, &opts) {
+                let labelled;
+                let opts = if labels.is_empty() {
+                    &opts
+                } else {
+                    labelled = OtlpOptions { profile_attributes: labels, ..opts.clone() };
+                    &labelled
+                };
+                match otlp::build_valid(&report, opts) {
                     Ok(req) => {
                         metrics.reports.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(

@@ -24,7 +24,7 @@ use opentelemetry_proto::tonic::{
     collector::profiles::v1development::ExportProfilesServiceRequest, common::v1::any_value,
 };
 use otelprof_collector::{
-    component::{Host, Outputs, ReceiverControl, ReceiverFactory},
+    component::{Burst, Host, Outputs, ReceiverControl, ReceiverFactory},
     consumer::{ConsumeError, Consumer},
     signal::{Data, Signal},
 };
@@ -80,8 +80,32 @@ fn now_ns() -> u64 {
 
 /// (timestamp ns, profile period ns) of every CPU sample of `pid`, sorted by time.
 fn samples_of(reqs: &[ExportProfilesServiceRequest], pid: u32) -> Vec<(u64, i64)> {
+    labelled_samples_of(reqs, pid).into_iter().map(|(t, p, _)| (t, p)).collect()
+}
+
+/// [`samples_of`] with the `profile.trigger.rule` of each sample's profile ("" without).
+fn labelled_samples_of(reqs: &[ExportProfilesServiceRequest], pid: u32) -> Vec<(u64, i64, String)> {
     let mut out = Vec::new();
     for req in reqs {
+        let d = req.dictionary.as_ref().expect("a dictionary");
+        let rule_of = |p: &opentelemetry_proto::tonic::profiles::v1development::Profile| {
+            let mut trigger = (String::new(), String::new());
+            for &i in &p.attribute_indices {
+                let a = &d.attribute_table[i as usize];
+                let v = match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(v)) => v.clone(),
+                    other => panic!("a profile attribute that is not a string: {other:?}"),
+                };
+                match d.string_table[a.key_strindex as usize].as_str() {
+                    "profile.trigger" => trigger.0 = v,
+                    "profile.trigger.rule" => trigger.1 = v,
+                    other => panic!("unexpected profile attribute {other}"),
+                }
+            }
+            assert_eq!(trigger.0.is_empty(), trigger.1.is_empty(), "trigger and rule go together");
+            assert!(trigger.0.is_empty() || trigger.0 == "anomaly", "{trigger:?}");
+            trigger.1
+        };
         for rp in &req.resource_profiles {
             let is_pid = rp.resource.as_ref().is_some_and(|r| {
                 r.attributes.iter().any(|kv| {
@@ -96,8 +120,9 @@ fn samples_of(reqs: &[ExportProfilesServiceRequest], pid: u32) -> Vec<(u64, i64)
             for sp in &rp.scope_profiles {
                 // The CPU profile's period is 1e9/Hz; the off-CPU profile's is 1 (not on here).
                 for p in sp.profiles.iter().filter(|p| p.period > 1) {
+                    let rule = rule_of(p);
                     for s in &p.samples {
-                        out.extend(s.timestamps_unix_nano.iter().map(|&t| (t, p.period)));
+                        out.extend(s.timestamps_unix_nano.iter().map(|&t| (t, p.period, rule.clone())));
                     }
                 }
             }
@@ -116,12 +141,16 @@ async fn reconfigure(control: &Arc<dyn ReceiverControl>, text: &str) -> Result<b
     tokio::task::spawn_blocking(move || control.reconfigure(&config, PATH).map_err(|e| e.to_string())).await.unwrap()
 }
 
+/// One BPF session at a time: the tests count samples per CPU-second of busy children.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_and_targets_change_live_without_a_gap() {
     if !otelprof_sampler::tracer::privileges::Caps::current().can_profile() {
         eprintln!("skipped: loading BPF needs root (or CAP_BPF + CAP_PERFMON)");
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().await;
     let (a, b) = (Busy::spawn(), Busy::spawn());
     let base = "reporter_interval: 1s\nsymbolize: none\nunwind: fp\nunwind_cache: { enabled: false }\n";
     let config = |hz: u32, pid: u32| format!("{base}samples_per_second: {hz}\ntargets: {{ pids: [{pid}] }}\n");
@@ -222,4 +251,105 @@ async fn rate_and_targets_change_live_without_a_gap() {
     assert_eq!(b_early, 0, "B sampled before it was a target");
     assert!(b_late > 20, "B not sampled after it became a target");
     assert_eq!(a_late, 0, "A still sampled after it stopped being a target");
+}
+
+/// Issue #16's `burst` action: 19 Hz, then a 1.5 s burst at 99 Hz, then 19 Hz again; then a
+/// 30 s burst ended early after 1 s. Every sample inside a window is in a profile at 99 Hz's
+/// period labelled with its rule, every one outside at 19 Hz's without a label; the rate gauge
+/// follows; a burst above the kernel's limit is refused with nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_raises_the_rate_for_its_window_only_and_labels_it() {
+    if !otelprof_sampler::tracer::privileges::Caps::current().can_profile() {
+        eprintln!("skipped: loading BPF needs root (or CAP_BPF + CAP_PERFMON)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let a = Busy::spawn();
+    let config = format!(
+        "reporter_interval: 1s\nsymbolize: none\nunwind: fp\nunwind_cache: {{ enabled: false }}\n\
+         samples_per_second: 19\ntargets: {{ pids: [{}] }}\n",
+        a.pid()
+    );
+    let metrics = Arc::new(ProfilerMetrics::default());
+    let factory = ProfilingFactory::new(metrics.clone());
+    let id = otelprof_collector::component::ComponentId::parse("profiling").unwrap();
+    let receiver = factory.create(&id, yaml(&config), PATH).unwrap();
+    let control = receiver.control().expect("profiling has a live control");
+    let collect = Collect::default();
+    let mut outputs = Outputs::default();
+    outputs.insert(Signal::Profiles, Arc::new(collect.clone()));
+    let host = Host::new(Duration::from_secs(5));
+    let done = receiver.start(outputs, &host).await.unwrap();
+    let rate = || metrics.samples_per_second.load(std::sync::atomic::Ordering::Relaxed);
+    let wait_rate = |hz: u64| async move {
+        for _ in 0..50 {
+            if rate() == hz {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the rate is {} Hz, not {hz}", rate());
+    };
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rate(), 19);
+    let too_fast = Burst { samples_per_second: 10_000_000, duration: Duration::from_secs(1), rule: "x".into() };
+    assert!(control.burst(too_fast).unwrap_err().contains("kernel's limit"));
+    let b1 = now_ns();
+    control
+        .burst(Burst { samples_per_second: 99, duration: Duration::from_millis(1500), rule: "step".into() })
+        .unwrap();
+    wait_rate(99).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_rate(19).await;
+    let e1 = now_ns();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b2 = now_ns();
+    control.burst(Burst { samples_per_second: 99, duration: Duration::from_secs(30), rule: "long".into() }).unwrap();
+    wait_rate(99).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    control.end_burst();
+    wait_rate(19).await;
+    let e2 = now_ns();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    host.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), done).await.unwrap().unwrap();
+    assert_eq!(metrics.bursts.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    let reqs = collect.0.lock().unwrap();
+    let (p19, p99) = (1_000_000_000 / 19, 1_000_000_000 / 99);
+    let s = labelled_samples_of(&reqs, a.pid());
+    let slack = 5_000_000;
+    let inside = |t: u64, from: u64, to: u64| t + slack >= from && t <= to + slack;
+    let wrong: Vec<_> = s
+        .iter()
+        .filter(|(t, p, rule)| {
+            let expect = if inside(*t, b1, e1) {
+                Some("step")
+            } else if inside(*t, b2, e2) {
+                Some("long")
+            } else {
+                None
+            };
+            match (expect, rule.as_str()) {
+                // Samples within a few ms of an edge may fall on either side.
+                (Some(r), got) => !((got == r && *p == p99) || (got.is_empty() && *p == p19)),
+                (None, got) => !(got.is_empty() && *p == p19),
+            }
+        })
+        .collect();
+    assert!(wrong.is_empty(), "samples labelled or timed against their window: {wrong:?}");
+    let count = |rule: &str| s.iter().filter(|x| x.2 == rule).count();
+    let before = s.iter().filter(|x| x.0 + slack < b1).count();
+    let after = s.iter().filter(|x| x.0 > e2 + slack).count();
+    eprintln!(
+        "{} samples: {before} before, {} in `step`, {} in `long`, {after} after",
+        s.len(),
+        count("step"),
+        count("long")
+    );
+    assert!(count("step") > 60, "1.5 s at 99 Hz of a busy child");
+    assert!(count("long") > 40, "1 s at 99 Hz of a busy child");
+    assert!(before > 10 && after > 10, "19 Hz before and after");
+    assert!(count("long") < 160, "the long burst ended early");
 }

@@ -58,11 +58,19 @@ pub struct OtlpOptions {
     /// host's, from resource detection. Empty in the agent, whose `resourcedetection` processor
     /// sets them on every signal (docs/design/0007); `record` passes the system detector's.
     pub resource: Vec<KeyValue>,
+    /// Attributes every profile of the report carries: why it was taken (`profile.trigger:
+    /// anomaly` and the rule, for a burst of the agent's anomaly receiver). Usually empty.
+    pub profile_attributes: Vec<(String, String)>,
 }
 
 impl Default for OtlpOptions {
     fn default() -> Self {
-        Self { symbolize: SymbolizeMode::Host, command_line: true, resource: Vec::new() }
+        Self {
+            symbolize: SymbolizeMode::Host,
+            command_line: true,
+            resource: Vec::new(),
+            profile_attributes: Vec::new(),
+        }
     }
 }
 
@@ -304,7 +312,10 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
             }
             samples.sort_by_key(|(k, _)| **k);
             let samples = samples.into_iter().map(|(k, v)| b.sample(k, v)).collect();
+            let attribute_indices =
+                opts.profile_attributes.iter().map(|(k, v)| b.dict.attribute(k, Value::Str(v.clone()))).collect();
             profiles.push(pb::Profile {
+                attribute_indices,
                 sample_type: Some(sample_type),
                 samples,
                 time_unix_nano: report.meta.start_unix_ns,

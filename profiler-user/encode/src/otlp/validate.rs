@@ -116,6 +116,9 @@ fn profile(e: &mut Errors, r: usize, p: &pb::Profile, d: &pb::ProfilesDictionary
     if p.sample_type.is_none() || p.period_type.is_none() {
         e.0.push(format!("resource {r}: sample_type and period_type must be set"));
     }
+    for &x in &p.attribute_indices {
+        e.index(|| format!("resource {r} profile attribute_indices"), x, d.attribute_table.len());
+    }
     let end = p.time_unix_nano.saturating_add(p.duration_nano);
     for (i, s) in p.samples.iter().enumerate() {
         e.index(|| format!("resource {r} sample {i} stack_index"), s.stack_index, d.stack_table.len());

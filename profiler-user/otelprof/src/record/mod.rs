@@ -303,8 +303,12 @@ async fn record(args: RecordArgs, target: Target, outputs: Outputs) -> Result<Ex
         },
         profile: ProfileType::Cpu,
     };
-    let otlp =
-        OtlpOptions { symbolize: args.symbolize, command_line: !args.no_command_line, resource: host_attributes() };
+    let otlp = OtlpOptions {
+        symbolize: args.symbolize,
+        command_line: !args.no_command_line,
+        resource: host_attributes(),
+        ..Default::default()
+    };
     let lost = lost_samples;
     // Bad records: the kernel wrote something this build cannot decode (counted, skipped).
     eprintln!(
