@@ -282,6 +282,28 @@ pub struct Stored {
     pub events: u64,
     /// Span names, metric names; empty for logs and profiles.
     pub names: Vec<String>,
+    /// Profiles: each profile's period, attributes (from the dictionary) and sample times.
+    pub profiles: Vec<ProfileView>,
+    /// Logs: each record's severity number, body text and attributes.
+    pub records: Vec<RecordView>,
+}
+
+/// One profile of a stored request.
+#[derive(Debug, Clone)]
+pub struct ProfileView {
+    pub period: i64,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Every sample's timestamps (Unix ns).
+    pub timestamps: Vec<u64>,
+}
+
+/// One log record of a stored request.
+#[derive(Debug, Clone)]
+pub struct RecordView {
+    pub time_unix_nano: u64,
+    pub severity: i64,
+    pub body: String,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
 const DUMP_PY: &str = r#"
@@ -290,6 +312,10 @@ sys.path.insert(0, sys.argv[1])
 from otlp_canon import SIGNALS
 RES = {"traces": ("resource_spans", "scope_spans"), "metrics": ("resource_metrics", "scope_metrics"),
        "logs": ("resource_logs", "scope_logs"), "profiles": ("resource_profiles", "scope_profiles")}
+def scalar(v):
+    which = v.WhichOneof("value")
+    x = getattr(v, which) if which else None
+    return x if isinstance(x, (str, int, float, bool)) or x is None else str(x)
 def points(m):
     kind = m.WhichOneof("data")
     return len(getattr(m, kind).data_points) if kind else 0
@@ -308,7 +334,7 @@ for f in sorted(os.listdir(sys.argv[2])):
             which = kv.value.WhichOneof("value")
             v = getattr(kv.value, which) if which else None
             attrs[kv.key] = v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-        n, events, names = 0, 0, []
+        n, events, names, profiles, records = 0, 0, [], [], []
         for s in getattr(r, sfield):
             if sig == "traces":
                 n += len(s.spans); names += [x.name for x in s.spans]
@@ -316,12 +342,24 @@ for f in sorted(os.listdir(sys.argv[2])):
                 n += sum(points(m) for m in s.metrics); names += [m.name for m in s.metrics]
             elif sig == "logs":
                 n += len(s.log_records)
+                for lr in s.log_records:
+                    records.append({"time": lr.time_unix_nano, "severity": lr.severity_number,
+                                    "body": str(scalar(lr.body)), "attributes": {a.key: scalar(a.value) for a in lr.attributes}})
             else:
                 n += sum(len(p.samples) for p in s.profiles)
                 events += sum(sum(x.values) for p in s.profiles for x in p.samples)
+                d = msg.dictionary
+                for p in s.profiles:
+                    attrs = {}
+                    for i in p.attribute_indices:
+                        a = d.attribute_table[i]
+                        attrs[d.string_table[a.key_strindex]] = scalar(a.value)
+                    profiles.append({"period": p.period, "attributes": attrs,
+                                     "timestamps": [t for x in p.samples for t in x.timestamps_unix_nano]})
         if sig != "profiles":
             events = n
-        out.append({"file": f, "signal": sig, "resource": attrs, "items": n, "events": events, "names": names})
+        out.append({"file": f, "signal": sig, "resource": attrs, "items": n, "events": events, "names": names,
+                    "profiles": profiles, "records": records})
 print(json.dumps(out))
 "#;
 
@@ -339,6 +377,27 @@ pub fn dump(sink: &Path) -> Vec<Stored> {
             items: e["items"].as_u64().unwrap(),
             events: e["events"].as_u64().unwrap(),
             names: e["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect(),
+            profiles: e["profiles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| ProfileView {
+                    period: p["period"].as_i64().unwrap(),
+                    attributes: p["attributes"].as_object().unwrap().clone(),
+                    timestamps: p["timestamps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect(),
+                })
+                .collect(),
+            records: e["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| RecordView {
+                    time_unix_nano: r["time"].as_u64().unwrap(),
+                    severity: r["severity"].as_i64().unwrap(),
+                    body: r["body"].as_str().unwrap().to_string(),
+                    attributes: r["attributes"].as_object().unwrap().clone(),
+                })
+                .collect(),
         })
         .collect()
 }

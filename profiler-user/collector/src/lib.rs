@@ -5,9 +5,11 @@
 //!
 //! `receiver` → (per pipeline) `processor` chain → fan-out → `exporter` queues → backends.
 //!
-//! The data path, one folder per stage: [`receiver`] (`otlp`: OTLP/gRPC and OTLP/HTTP; the
+//! The data path, one folder per stage: [`receiver`] (`otlp`: OTLP/gRPC and OTLP/HTTP;
+//! `anomaly`: the edge anomaly loop, whose events are log records and whose bursts go to the
+//! profiler through the host's receiver controls, issue #16 and docs/design/0010; the
 //! profiler's `profiling` receiver lives in the `otelprof-profiling` crate) → [`processor`]
-//! (`memory_limiter`, `batch`, `resource`, `resourcedetection`, and OTTL's `transform` and
+//! (`memory_limiter`, `batch`, `resource`, `resourcedetection`, `k8sattributes` (issue #15), and OTTL's `transform` and
 //! `filter`, issue #13) → [`exporter`] (`otlp`, `otlphttp`, `debug`, `file`, behind one bounded
 //! sending queue with retries); between pipelines, [`connector`] (`routing`: OTTL conditions
 //! choose the pipelines, issue #13).

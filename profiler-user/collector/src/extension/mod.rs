@@ -13,7 +13,6 @@ use serde_yaml::Value;
 
 use crate::{component::ComponentId, config::ConfigError};
 
-pub mod anomaly;
 pub mod opamp;
 
 /// An extension's checked config, of the type its factory made.

@@ -4,9 +4,10 @@
 
 use crate::component::ReceiverFactory;
 
+pub mod anomaly;
 pub mod otlp;
 
 /// The factory of every receiver type this crate has.
 pub fn factories() -> Vec<Box<dyn ReceiverFactory>> {
-    vec![Box::new(otlp::OtlpReceiverFactory)]
+    vec![Box::new(otlp::OtlpReceiverFactory), Box::new(anomaly::AnomalyReceiverFactory)]
 }

@@ -179,3 +179,22 @@ fn secrets_are_redacted_in_the_effective_config() {
         assert!(r.contains(kept), "{kept} missing: {r}");
     }
 }
+
+#[test]
+fn a_remote_config_may_tune_anomaly_rules_and_tighten_their_caps_never_loosen_them() {
+    let local =
+        "receivers:\n  anomaly:\n    limits: {cooldown: 60s}\n    burst: {samples_per_second: 99, duration: 30s}\n";
+    let remote = |yaml: &str| serde_yaml::from_str::<Value>(yaml).unwrap();
+    let tuned = merged_text(
+        local,
+        remote("receivers: {anomaly: {rules: [{name: r, signal: node_cpu, z_threshold: 4}], limits: {cooldown: 5m}}}"),
+    );
+    assert!(tuned.is_ok(), "{tuned:?}");
+    let e = merged_text(local, remote("receivers: {anomaly: {limits: {cooldown: 1s}}}")).unwrap_err();
+    assert!(e.0.starts_with("receivers.anomaly.limits: a remote config may tighten"), "{}", e.0);
+    let e = merged_text(local, remote("receivers: {anomaly: {burst: {duration: 10m}}}")).unwrap_err();
+    assert!(e.0.starts_with("receivers.anomaly.burst.duration"), "{}", e.0);
+    // A receiver the local file does not have is held to the defaults.
+    let e = merged_text(local, remote("receivers: {anomaly/new: {limits: {global: 1000}}}")).unwrap_err();
+    assert!(e.0.starts_with("receivers.anomaly/new.limits"), "{}", e.0);
+}

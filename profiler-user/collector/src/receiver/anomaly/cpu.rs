@@ -1,4 +1,5 @@
-//! Node CPU utilisation from `/proc/stat`, the anomaly loop's first signal (issue #16).
+//! Node CPU utilisation from `/proc/stat`, the anomaly loop's first signal (issue #16), and
+//! the agent's own CPU use, for the burst budget.
 //!
 //! The aggregate `cpu` line's jiffies: busy = user + nice + system + irq + softirq + steal,
 //! idle = idle + iowait (iowait is time a CPU had nothing to run); guest time is already inside
@@ -48,6 +49,23 @@ impl CpuTimes {
     }
 }
 
+/// CPU time (user + system) the agent has used so far, all threads: `getrusage(RUSAGE_SELF)`.
+pub fn own_cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage(2) fills the plain-data struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return std::time::Duration::ZERO;
+        }
+        u
+    };
+    let d = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    d(usage.ru_utime) + d(usage.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +103,18 @@ mod tests {
         let after = CpuTimes::read(Path::new("/proc/stat")).unwrap();
         let u = after.utilisation_since(&before).unwrap();
         assert!(u > 0.0 && u <= 1.0, "{u}");
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_a_busy_loop() {
+        let before = own_cpu_time();
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(200) {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = own_cpu_time() - before;
+        assert!(used >= std::time::Duration::from_millis(50), "{used:?}");
     }
 }
