@@ -643,3 +643,70 @@ fn own_metrics_are_delivered_to_the_offered_destination() {
     assert!(!e.is_empty(), "the reason is reported");
     agent.stop();
 }
+
+/// Issue #16 over OpAMP: a server changes an anomaly rule and sees it take effect — the local
+/// rule cannot trigger (floor 0.99, no ceiling); the remote one triggers on any point (floor and
+/// ceiling 0), and the profiler bursts. A remote config that loosens the local caps is refused,
+/// naming the key, and the rule in force stays.
+#[test]
+fn a_remote_config_changes_an_anomaly_rule_and_it_takes_effect() {
+    use common::{bpf_allowed, bpf_lock};
+    let test = "a_remote_config_changes_an_anomaly_rule_and_it_takes_effect";
+    if !available(test) || !bpf_allowed(test) {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("opamp-anomaly");
+    let server = OpampServer::start(&dir);
+    let cfg = format!(
+        "
+receivers:
+  profiling: {{samples_per_second: 19, reporter_interval: 1s, targets: {{executables: [opamp-none]}}}}
+  anomaly:
+    interval: 200ms
+    rules: [{{name: quiet, signal: node_cpu, floor: 0.99, ceiling: null}}]
+    burst: {{samples_per_second: 49, duration: 2s}}
+    limits: {{cooldown: 60s}}
+exporters:
+  debug: {{}}
+extensions:
+  opamp:
+    server: {{ws: {{endpoint: '{ws}'}}}}
+    storage: {{directory: '{state}'}}
+    remote_config: {{enabled: true, allowed_paths: [receivers.anomaly.rules, receivers.anomaly.limits]}}
+service:
+  extensions: [opamp]
+  pipelines:
+    profiles: {{receivers: [profiling], exporters: [debug]}}
+    logs: {{receivers: [anomaly], exporters: [debug]}}
+",
+        ws = server.ws_url(),
+        state = dir.join("state").display()
+    );
+    let agent = Collector::start(&dir, &cfg);
+    agent.wait_value("otelprof_anomaly_points_total", &[("rule", "quiet")], Duration::from_secs(10), |v| v >= 5.0);
+    assert_eq!(agent.value("otelprof_anomaly_bursts_total", &[]), 0.0);
+
+    // Loosening the caps: refused whole, naming the key; nothing changes.
+    let looser = "receivers:\n  anomaly:\n    limits: {cooldown: 1s}\n";
+    let h = server.offer(&[("otelprof.yaml", looser)]);
+    let e = server.wait_status(&h, "FAILED", Duration::from_secs(15));
+    assert!(e.contains("receivers.anomaly.limits") && e.contains("tighten"), "{e}");
+
+    let eager = "receivers:\n  anomaly:\n    rules: [{name: eager, signal: node_cpu, floor: 0.0, ceiling: 0.0}]\n";
+    let h = server.offer(&[("otelprof.yaml", eager)]);
+    server.wait_status(&h, "APPLIED", Duration::from_secs(15));
+    agent.wait_value("otelprof_anomaly_bursts_total", &[("outcome", "started")], Duration::from_secs(10), |v| v == 1.0);
+    agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(5), |v| v == 49.0);
+    agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(8), |v| v == 19.0);
+    // The cooldown (60 s, local) holds the eager rule to one burst.
+    agent.wait_value(
+        "otelprof_anomaly_triggers_total",
+        &[("rule", "eager"), ("outcome", "cooldown")],
+        Duration::from_secs(5),
+        |v| v >= 3.0,
+    );
+    assert_eq!(agent.value("otelprof_anomaly_bursts_total", &[("outcome", "started")]), 1.0);
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -350,11 +350,11 @@ for f in sorted(os.listdir(sys.argv[2])):
                 events += sum(sum(x.values) for p in s.profiles for x in p.samples)
                 d = msg.dictionary
                 for p in s.profiles:
-                    attrs = {}
+                    pattrs = {}
                     for i in p.attribute_indices:
                         a = d.attribute_table[i]
-                        attrs[d.string_table[a.key_strindex]] = scalar(a.value)
-                    profiles.append({"period": p.period, "attributes": attrs,
+                        pattrs[d.string_table[a.key_strindex]] = scalar(a.value)
+                    profiles.append({"period": p.period, "attributes": pattrs,
                                      "timestamps": [t for x in p.samples for t in x.timestamps_unix_nano]})
         if sig != "profiles":
             events = n
