@@ -21,10 +21,12 @@ fn num_attr(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> f64 {
     m.get(key).and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("no number attribute {key}: {m:?}"))
 }
 
-/// Baseline (the node idle but for the test), then `chain` (one CPU busy: half the node on this
-/// 2-CPU machine) appears: the rule (floor 0.3 so that the machine's own noise stays below it,
-/// k = 3 of 10 at 500 ms) triggers, the profiler samples at 99 Hz for 4 s, and the profiles of
-/// that window — and only those — carry `profile.trigger` with the rule at 99 Hz's period.
+/// Baseline, then one `chain` per CPU appears (the node goes to ~100 %): the rule (floor 0.6,
+/// so that a machine half busy with something else stays quiet; the default ceiling 0.8 and
+/// Z-score 3 after a 6-point warm-up at 500 ms) triggers, the profiler samples at 99 Hz for 4 s,
+/// and the profiles of that window — and only those — carry `profile.trigger` with the rule at
+/// 99 Hz's period. (The Z-score path alone, k-of-n included, is tested on synthetic series in
+/// the collector crate: a step that stays under the ceiling needs a quiet machine.)
 #[test]
 fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
     const T: &str = "a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event";
@@ -38,7 +40,7 @@ fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
         "receivers:\n  profiling:\n    samples_per_second: 19\n    reporter_interval: 1s\n    \
          targets: {{ executables: [chain] }}\n    unwind_cache: {{ dir: '{}' }}\n  \
          anomaly:\n    interval: 500ms\n    \
-         rules: [{{ name: node-cpu-step, signal: node_cpu, floor: 0.3, warmup: 6 }}]\n    \
+         rules: [{{ name: node-cpu-step, signal: node_cpu, floor: 0.6, warmup: 6 }}]\n    \
          burst: {{ receiver: profiling, samples_per_second: 99, duration: 4s }}\n\
          exporters:\n  otlphttp: {{ endpoint: 'http://127.0.0.1:{}' }}\n\
          service:\n  pipelines:\n    \
@@ -59,7 +61,11 @@ fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
 
     // The step.
     let step_ns = now_ns();
-    let chain = std::process::Command::new(workload("chain")).arg("9").spawn().unwrap();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let spawn = |secs: &str| -> Vec<std::process::Child> {
+        (0..cpus).map(|_| std::process::Command::new(workload("chain")).arg(secs).spawn().unwrap()).collect()
+    };
+    let step = spawn("9");
     let points_at_step = points(&agent);
     agent.wait_value("otelprof_anomaly_bursts_total", &[("outcome", "started")], Duration::from_secs(10), |v| v == 1.0);
     let points_to_trigger = points(&agent) - points_at_step;
@@ -68,13 +74,15 @@ fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
     agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(8), |v| v == 19.0);
     let back_ns = now_ns();
 
-    // A second spike inside the cooldown (both CPUs busy: the ceiling rule) does not act.
-    let second = std::process::Command::new(workload("chain")).arg("3").spawn().unwrap();
+    // A second spike inside the cooldown does not act.
+    let second = spawn("3");
     agent.wait_value("otelprof_anomaly_triggers_total", &[("outcome", "cooldown")], Duration::from_secs(10), |v| {
         v >= 1.0
     });
-    let cpu_s = wait_cpu_seconds(chain);
-    wait_cpu_seconds(second);
+    let cpu_s: f64 = step.into_iter().map(wait_cpu_seconds).sum();
+    second.into_iter().for_each(|c| {
+        wait_cpu_seconds(c);
+    });
     assert_eq!(acted(&agent), 1.0, "one trigger acted\n{}", agent.metrics());
     assert_eq!(agent.value("otelprof_anomaly_bursts_total", &[("outcome", "started")]), 1.0);
     assert_eq!(agent.value("otelprof_bursts_total", &[]), 1.0, "the profiler started one burst");
@@ -102,7 +110,7 @@ fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
     assert!(["zscore", "ceiling"].contains(&str_attr(a, "anomaly.reason")));
     let value = num_attr(a, "anomaly.value");
     let (ewma, stddev, z) = (num_attr(a, "anomaly.ewma"), num_attr(a, "anomaly.stddev"), num_attr(a, "anomaly.zscore"));
-    assert!(value >= 0.3 && value <= 1.0 && ewma < 0.3 && z >= 3.0, "{a:?}");
+    assert!(value >= 0.6 && value <= 1.0 && ewma < 0.6, "{a:?}");
     assert_eq!(num_attr(a, "anomaly.burst.samples_per_second"), 99.0);
     let start = num_attr(a, "anomaly.window.start_unix_nano") as u64;
     let end = num_attr(a, "anomaly.window.end_unix_nano") as u64;
@@ -135,7 +143,7 @@ fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
     eprintln!(
         "step → burst start {:.2} s ({points_to_trigger} points at 500 ms); event: value {value:.3}, EWMA {ewma:.3}, \
          σ {stddev:.3}, z {z:.1}; {labelled} samples at 99 Hz in the window, {after} at 19 Hz after it; \
-         chain used {cpu_s:.2} CPU-s; the rate was back {:.2} s after the window's end; {accepted} samples accepted",
+         the step's chains used {cpu_s:.2} CPU-s; the rate was back {:.2} s after the window's end; {accepted} samples accepted",
         start.saturating_sub(step_ns) as f64 / 1e9,
         back_ns.saturating_sub(end) as f64 / 1e9,
     );
@@ -143,7 +151,39 @@ fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
     assert!(start > step_ns, "the burst came after the step");
     // The issue's bound: the burst starts within 3 s of the step.
     assert!(start - step_ns <= 3_000_000_000, "{:.2} s from step to burst", (start - step_ns) as f64 / 1e9);
-    // 4 s of one busy CPU at 99 Hz is ~396; a quarter is the bar (a busy machine gives chain less).
+    // 4 s of every CPU busy at 99 Hz is ~396 per CPU; a quarter of one CPU's is the bar.
     assert!(labelled >= 100, "{labelled} samples labelled at 99 Hz");
     assert!(after >= 10, "19 Hz again after the window: {after}");
+}
+
+/// The budget guard: a burst ends early when the agent uses more CPU than `budget.agent_cpu`
+/// (here a microsecond per second, which any agent exceeds), and the rate returns at once
+/// rather than after the 30 s window.
+#[test]
+fn a_burst_over_the_agents_cpu_budget_ends_early() {
+    const T: &str = "a_burst_over_the_agents_cpu_budget_ends_early";
+    if !bpf_allowed(T) {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("anomaly-budget");
+    let config = "receivers:\n  profiling: { samples_per_second: 19, reporter_interval: 1s }\n  \
+         anomaly:\n    interval: 200ms\n    \
+         rules: [{ name: always, signal: node_cpu, floor: 0.0, ceiling: 0.0 }]\n    \
+         burst: { samples_per_second: 49, duration: 30s }\n    budget: { agent_cpu: 0.000001 }\n\
+         exporters:\n  debug: {}\n\
+         service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [debug] }\n    \
+         logs: { receivers: [anomaly], exporters: [debug] }\n";
+    let agent = Collector::start(&dir, config);
+    agent.wait_value("otelprof_anomaly_bursts_total", &[("outcome", "started")], Duration::from_secs(10), |v| v == 1.0);
+    let started = std::time::Instant::now();
+    agent.wait_value("otelprof_anomaly_bursts_total", &[("outcome", "ended_early")], Duration::from_secs(10), |v| {
+        v == 1.0
+    });
+    agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(5), |v| v == 19.0);
+    let ended = started.elapsed();
+    assert!(ended < Duration::from_secs(20), "the burst ran {ended:?} of its 30 s");
+    assert!(agent.log().contains("over its budget"), "{}", agent.log());
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
 }
