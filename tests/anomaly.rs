@@ -110,7 +110,7 @@ fn a_cpu_step_bursts_the_profiler_for_its_window_and_reports_the_event() {
     assert!(["zscore", "ceiling"].contains(&str_attr(a, "anomaly.reason")));
     let value = num_attr(a, "anomaly.value");
     let (ewma, stddev, z) = (num_attr(a, "anomaly.ewma"), num_attr(a, "anomaly.stddev"), num_attr(a, "anomaly.zscore"));
-    assert!(value >= 0.6 && value <= 1.0 && ewma < 0.6, "{a:?}");
+    assert!((0.6..=1.0).contains(&value) && ewma < 0.6, "{a:?}");
     assert_eq!(num_attr(a, "anomaly.burst.samples_per_second"), 99.0);
     let start = num_attr(a, "anomaly.window.start_unix_nano") as u64;
     let end = num_attr(a, "anomaly.window.end_unix_nano") as u64;

@@ -273,7 +273,7 @@ impl AnomalyConfig {
             global: l.global.unwrap_or(d.global),
             global_window: l.global_window.unwrap_or(d.global_window),
         };
-        if !(raw.budget.agent_cpu > 0.0) {
+        if raw.budget.agent_cpu.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(ConfigError::new(format!("{path}.budget.agent_cpu"), "must be more than 0 (cores)"));
         }
         Ok(Self { interval, rules, burst: raw.burst, limits, budget: raw.budget })
