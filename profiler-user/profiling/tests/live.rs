@@ -141,6 +141,28 @@ async fn reconfigure(control: &Arc<dyn ReceiverControl>, text: &str) -> Result<b
     tokio::task::spawn_blocking(move || control.reconfigure(&config, PATH).map_err(|e| e.to_string())).await.unwrap()
 }
 
+/// A started `profiling` receiver whose pipeline keeps every request.
+struct Running {
+    control: Arc<dyn ReceiverControl>,
+    collect: Collect,
+    host: Host,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// Creates the receiver from `config` (YAML) with `metrics` and starts it.
+async fn start(config: &str, metrics: Arc<ProfilerMetrics>) -> Running {
+    let factory = ProfilingFactory::new(metrics);
+    let id = otelprof_collector::component::ComponentId::parse("profiling").unwrap();
+    let receiver = factory.create(&id, yaml(config), PATH).unwrap();
+    let control = receiver.control().expect("profiling has a live control");
+    let collect = Collect::default();
+    let mut outputs = Outputs::default();
+    outputs.insert(Signal::Profiles, Arc::new(collect.clone()));
+    let host = Host::new(Duration::from_secs(5));
+    let done = receiver.start(outputs, &host).await.unwrap();
+    Running { control, collect, host, done }
+}
+
 /// One BPF session at a time: the tests count samples per CPU-second of busy children.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -155,15 +177,7 @@ async fn rate_and_targets_change_live_without_a_gap() {
     let base = "reporter_interval: 1s\nsymbolize: none\nunwind: fp\nunwind_cache: { enabled: false }\n";
     let config = |hz: u32, pid: u32| format!("{base}samples_per_second: {hz}\ntargets: {{ pids: [{pid}] }}\n");
 
-    let factory = ProfilingFactory::new(Arc::new(ProfilerMetrics::default()));
-    let id = otelprof_collector::component::ComponentId::parse("profiling").unwrap();
-    let receiver = factory.create(&id, yaml(&config(19, a.pid())), PATH).unwrap();
-    let control = receiver.control().expect("profiling has a live control");
-    let collect = Collect::default();
-    let mut outputs = Outputs::default();
-    outputs.insert(Signal::Profiles, Arc::new(collect.clone()));
-    let host = Host::new(Duration::from_secs(5));
-    let done = receiver.start(outputs, &host).await.unwrap();
+    let Running { control, collect, host, done } = start(&config(19, a.pid()), Arc::default()).await;
 
     // 1: 19 Hz.
     let cpu0 = a.cpu_s();
@@ -271,15 +285,7 @@ async fn a_burst_raises_the_rate_for_its_window_only_and_labels_it() {
         a.pid()
     );
     let metrics = Arc::new(ProfilerMetrics::default());
-    let factory = ProfilingFactory::new(metrics.clone());
-    let id = otelprof_collector::component::ComponentId::parse("profiling").unwrap();
-    let receiver = factory.create(&id, yaml(&config), PATH).unwrap();
-    let control = receiver.control().expect("profiling has a live control");
-    let collect = Collect::default();
-    let mut outputs = Outputs::default();
-    outputs.insert(Signal::Profiles, Arc::new(collect.clone()));
-    let host = Host::new(Duration::from_secs(5));
-    let done = receiver.start(outputs, &host).await.unwrap();
+    let Running { control, collect, host, done } = start(&config, metrics.clone()).await;
     let rate = || metrics.samples_per_second.load(std::sync::atomic::Ordering::Relaxed);
     let wait_rate = |hz: u64| async move {
         for _ in 0..50 {
