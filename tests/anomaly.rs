@@ -187,3 +187,74 @@ fn a_burst_over_the_agents_cpu_budget_ends_early() {
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// The `target_cpu` signal from the profiler's own samples, grouped by `service.name`: a
+/// service idles along (a shell that wakes every 200 ms), then a busy process of the same
+/// service appears; the service's share of the node jumps, the rule triggers for that service
+/// (not the node, whose other processes the rule does not watch), and the burst's profiles are
+/// labelled with the rule.
+#[test]
+fn a_service_whose_cpu_share_jumps_triggers_its_rule() {
+    const T: &str = "a_service_whose_cpu_share_jumps_triggers_its_rule";
+    if !bpf_allowed(T) || !python_peers(T) {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("anomaly-service");
+    let sink = Sink::start(&dir);
+    let service = "anomaly-svc";
+    let config = format!(
+        "receivers:\n  profiling:\n    samples_per_second: 19\n    reporter_interval: 1s\n    \
+         unwind_cache: {{ dir: '{}' }}\n  \
+         anomaly:\n    interval: 500ms\n    \
+         rules: [{{ name: svc-step, signal: target_cpu, group_by: service, warmup: 5 }}]\n    \
+         burst: {{ receiver: profiling, samples_per_second: 99, duration: 3s }}\n\
+         exporters:\n  otlphttp: {{ endpoint: 'http://127.0.0.1:{}' }}\n\
+         service:\n  pipelines:\n    \
+         profiles: {{ receivers: [profiling], exporters: [otlphttp] }}\n    \
+         logs: {{ receivers: [anomaly], exporters: [otlphttp] }}\n",
+        dir.join("unwind").display(),
+        sink.http
+    );
+    let agent = Collector::start(&dir, &config);
+    let shell = |script: &str| {
+        std::process::Command::new("sh").args(["-c", script]).env("OTEL_SERVICE_NAME", service).spawn().unwrap()
+    };
+    let mut idle = shell("while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.2; done");
+    // The service's baseline: its warm-up of 5 points at the profiler's 1 s reports.
+    agent.wait_value("otelprof_anomaly_points_total", &[("rule", "svc-step")], Duration::from_secs(20), |v| v >= 8.0);
+    assert_eq!(agent.value("otelprof_anomaly_triggers_total", &[]), 0.0, "{}", agent.metrics());
+    let mut busy = shell("while :; do :; done");
+    agent.wait_value("otelprof_anomaly_bursts_total", &[("outcome", "started")], Duration::from_secs(10), |v| v == 1.0);
+    agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(8), |v| v == 19.0);
+    for c in [&mut busy, &mut idle] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    agent.wait_value("otelcol_exporter_sent_log_records_total", &[], Duration::from_secs(5), |v| v == 1.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    let stored = sink.dump();
+    let records: Vec<&RecordView> = stored.iter().filter(|r| r.signal == "logs").flat_map(|r| &r.records).collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let a = &records[0].attributes;
+    assert_eq!(str_attr(a, "anomaly.signal"), "target_cpu");
+    assert_eq!(str_attr(a, "anomaly.target"), service);
+    let value = num_attr(a, "anomaly.value");
+    assert!(value > 0.2, "the busy process is half the node: {a:?}");
+    let labelled: usize = stored
+        .iter()
+        .filter(|r| r.signal == "profiles")
+        .filter(|r| r.resource.get("service.name").and_then(|v| v.as_str()) == Some(service))
+        .flat_map(|r| &r.profiles)
+        .filter(|p| p.attributes.get("profile.trigger.rule").and_then(|v| v.as_str()) == Some("svc-step"))
+        .map(|p| p.timestamps.len())
+        .sum();
+    eprintln!(
+        "event value {value:.3} (EWMA {:.3}); {labelled} of the service's samples in the burst",
+        num_attr(a, "anomaly.ewma")
+    );
+    assert!(labelled >= 40, "the service's samples at 99 Hz in the 3 s window: {labelled}");
+}

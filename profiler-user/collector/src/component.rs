@@ -194,6 +194,35 @@ pub trait ReceiverControl: Send + Sync {
 
     /// Ends a running burst now (the anomaly receiver's budget guard); no-op without one.
     fn end_burst(&self) {}
+
+    /// CPU time per process as this receiver measured it (the profiler: from its own samples),
+    /// cumulative; the anomaly receiver's `target_cpu` signal. `None`: it measures none.
+    fn cpu_by_target(&self) -> Option<CpuByTarget> {
+        None
+    }
+}
+
+/// Cumulative CPU time per process, from a profiler's samples: `cpu_ns` of each process over
+/// the `covered_ns` of wall time reported so far. Two readings' differences give each
+/// process's CPU share in between.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuByTarget {
+    /// Wall time the reports so far cover, ns.
+    pub covered_ns: u64,
+    pub targets: Vec<TargetCpu>,
+}
+
+/// One process's cumulative CPU time and what it is grouped by.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TargetCpu {
+    pub pid: u32,
+    /// The executable's name (`comm`).
+    pub name: String,
+    /// `service.name` from the process's OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES.
+    pub service: Option<String>,
+    /// The container id from its cgroup.
+    pub container: Option<String>,
+    pub cpu_ns: u64,
 }
 
 /// A bounded high-resolution profiling window asked for by the anomaly receiver.

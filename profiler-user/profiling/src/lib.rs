@@ -14,5 +14,6 @@ pub mod config;
 pub mod metrics;
 pub mod receiver;
 pub mod reporter;
+pub mod target_cpu;
 
 pub use receiver::ProfilingFactory;

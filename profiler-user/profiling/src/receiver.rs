@@ -31,7 +31,9 @@ use std::{
 
 use async_trait::async_trait;
 use otelprof_collector::{
-    component::{Burst, ComponentError, ComponentId, Host, Outputs, Receiver, ReceiverControl, ReceiverFactory},
+    component::{
+        Burst, ComponentError, ComponentId, CpuByTarget, Host, Outputs, Receiver, ReceiverControl, ReceiverFactory,
+    },
     config::ConfigError,
     health::Liveness,
     signal::Signal,
@@ -51,6 +53,7 @@ use crate::{
     config::ProfilingConfig,
     metrics::{ProfilerMetrics, Tallies},
     reporter::{Job, ReportJob, Reporter},
+    target_cpu::CpuByProcess,
 };
 
 /// How often the loop turns when no record wakes it: drains records that do not wake the
@@ -94,8 +97,13 @@ impl ReceiverFactory for ProfilingFactory {
         let config = ProfilingConfig::parse(path, config)?;
         let (tx, changes) = mpsc::channel(1);
         let (burst_tx, bursts) = mpsc::channel(4);
-        let control =
-            Arc::new(ProfilingControl { id: id.to_string(), tx, burst_tx, current: Mutex::new(config.clone()) });
+        let control = Arc::new(ProfilingControl {
+            id: id.to_string(),
+            tx,
+            burst_tx,
+            current: Mutex::new(config.clone()),
+            cpu: Arc::default(),
+        });
         Ok(Box::new(ProfilingReceiver {
             id: id.to_string(),
             config,
@@ -165,6 +173,8 @@ pub struct ProfilingControl {
     id: String,
     tx: mpsc::Sender<Change>,
     burst_tx: mpsc::Sender<BurstOrder>,
+    /// CPU time per process from the samples, for the anomaly receiver.
+    cpu: Arc<CpuByProcess>,
     /// The config in force: what a new one is compared with. Held while a change is applied,
     /// so changes apply one at a time.
     current: Mutex<ProfilingConfig>,
@@ -244,6 +254,10 @@ impl ReceiverControl for ProfilingControl {
     fn end_burst(&self) {
         let _ = self.burst_tx.try_send(BurstOrder::End);
     }
+
+    fn cpu_by_target(&self) -> Option<CpuByTarget> {
+        Some(self.cpu.snapshot())
+    }
 }
 
 #[async_trait]
@@ -263,6 +277,7 @@ impl Receiver for ProfilingReceiver {
         let metrics = self.metrics;
         let changes = self.changes;
         let bursts = self.bursts;
+        let cpu = self.control.cpu.clone();
         let reporter = Reporter::spawn(
             OtlpOptions { symbolize: cfg.symbolize, command_line: cfg.command_line, ..Default::default() },
             cfg.symbol_cache_entries,
@@ -288,7 +303,7 @@ impl Receiver for ProfilingReceiver {
                         return;
                     }
                 };
-                rt.block_on(run(cfg, reporter, metrics, sampling, stop, Orders { changes, bursts }, ready_tx));
+                rt.block_on(run(cfg, reporter, metrics, sampling, stop, Orders { changes, bursts, cpu }, ready_tx));
             })
             .map_err(|e| ComponentError::new(&id, format!("starting the sampling thread: {e}")))?;
         match ready_rx.await {
@@ -308,8 +323,10 @@ impl Receiver for ProfilingReceiver {
     }
 }
 
-/// A closed interval as the reporting thread's job; `labels` for every profile of it.
-fn report_job(i: Interval, frequency_hz: u64, labels: Vec<(String, String)>) -> Job {
+/// A closed interval as the reporting thread's job; `labels` for every profile of it. Its
+/// samples count towards the CPU time per process first.
+fn report_job(i: Interval, frequency_hz: u64, labels: Vec<(String, String)>, cpu: &CpuByProcess) -> Job {
+    cpu.record(&i, frequency_hz);
     Job::Report(Box::new(ReportJob {
         processes: i.processes,
         meta: Meta { frequency_hz, start_unix_ns: i.start_unix_ns, duration_ns: i.duration_ns },
@@ -318,10 +335,12 @@ fn report_job(i: Interval, frequency_hz: u64, labels: Vec<(String, String)>) -> 
     }))
 }
 
-/// What the sampling loop takes orders from: live config changes and bursts.
+/// What the sampling loop shares with its control: the orders it takes (live config changes,
+/// bursts) and the CPU time per process it measures.
 struct Orders {
     changes: mpsc::Receiver<Change>,
     bursts: mpsc::Receiver<BurstOrder>,
+    cpu: Arc<CpuByProcess>,
 }
 
 /// Loads the programs, says whether that worked, then samples until `stop`.
@@ -334,7 +353,7 @@ async fn run(
     orders: Orders,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
-    let Orders { mut changes, mut bursts } = orders;
+    let Orders { mut changes, mut bursts, cpu } = orders;
     let mut cfg = cfg;
     let mut session = match open(&cfg) {
         Ok(s) => s,
@@ -379,7 +398,7 @@ async fn run(
             _ = report_tick.tick() => {
                 if let Some(i) = session.close_interval() {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, frequency, labels(&burst)));
+                    reporter.send(report_job(i, frequency, labels(&burst), &cpu));
                 }
                 let evicted = session.after_report(cfg.max_processes);
                 if !evicted.is_empty() {
@@ -409,7 +428,7 @@ async fn run(
                 let (old_eff, new_eff) = (at(&cfg), at(&new));
                 let applied = apply(&mut session, &old_eff, &new_eff, |i| {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, frequency, labels(&burst)));
+                    reporter.send(report_job(i, frequency, labels(&burst), &cpu));
                 });
                 if applied {
                     frequency = new_eff.samples_per_second;
@@ -447,7 +466,7 @@ async fn run(
                         let rate = next.rate(&cfg);
                         let cut = |i: Interval| {
                             tallies.close(&i.agg);
-                            reporter.send(report_job(i, frequency, Vec::new()));
+                            reporter.send(report_job(i, frequency, Vec::new(), &cpu));
                         };
                         match session.set_frequency(rate, cut) {
                             Ok(()) => {
@@ -468,7 +487,7 @@ async fn run(
                         if burst.is_some() {
                             end_burst(&mut session, &mut burst, &mut frequency, &cfg, "ended early", |i, hz, l| {
                                 tallies.close(&i.agg);
-                                reporter.send(report_job(i, hz, l));
+                                reporter.send(report_job(i, hz, l, &cpu));
                             });
                         }
                     }
@@ -477,7 +496,7 @@ async fn run(
             _ = sleep_until(burst.as_ref().map(|b| b.until)), if burst.is_some() => {
                 end_burst(&mut session, &mut burst, &mut frequency, &cfg, "over", |i, hz, l| {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, hz, l));
+                    reporter.send(report_job(i, hz, l, &cpu));
                 });
             }
             _ = stop.cancelled() => break None,
@@ -494,7 +513,7 @@ async fn run(
     metrics.set(&metrics.bad_records, session.bad_records());
     metrics.publish_counters(&session.tracer);
     tallies.publish(&session.agg, &metrics);
-    let last = session.close_interval().map(|i| report_job(i, frequency, labels(&burst)));
+    let last = session.close_interval().map(|i| report_job(i, frequency, labels(&burst), &cpu));
     drop(session); // detaches the programs
     if let Err(e) = reporter.finish(last) {
         tracing::error!("{e}");

@@ -318,9 +318,23 @@ async fn a_burst_raises_the_rate_for_its_window_only_and_labels_it() {
     wait_rate(19).await;
     let e2 = now_ns();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a_cpu_s = a.cpu_s();
     host.stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), done).await.unwrap().unwrap();
     assert_eq!(metrics.bursts.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    // The CPU time per process (the anomaly receiver's target_cpu signal) from the samples,
+    // each interval at its own rate, next to what the kernel says A used.
+    let by_target = control.cpu_by_target().expect("the profiler measures CPU per process");
+    let mine: Vec<_> = by_target.targets.iter().filter(|t| t.pid == a.pid()).collect();
+    assert_eq!(mine.len(), 1, "{by_target:?}");
+    let measured_s = mine[0].cpu_ns as f64 / 1e9;
+    eprintln!(
+        "A: {measured_s:.2} CPU-s from the samples, {a_cpu_s:.2} from /proc; {:.2} s covered",
+        by_target.covered_ns as f64 / 1e9
+    );
+    assert!(measured_s > 0.6 * a_cpu_s && measured_s < 1.3 * a_cpu_s, "{measured_s} vs {a_cpu_s}");
+    assert_eq!(mine[0].name, "sh");
 
     let reqs = collect.0.lock().unwrap();
     let (p19, p99) = (1_000_000_000 / 19, 1_000_000_000 / 99);

@@ -7,7 +7,10 @@
 //!     interval: 1s                 # how often the signals are read
 //!     rules:                       # default: one `node_cpu` rule with the detector defaults
 //!       - name: node-cpu
-//!         signal: node_cpu         # the node's CPU utilisation, 0..1 (/proc/stat)
+//!         signal: node_cpu         # the node's CPU utilisation, 0..1 (/proc/stat), or
+//!                                  # target_cpu: each process's (service's, container's)
+//!                                  # share of the node's CPUs from the profiler's samples
+//!         group_by: process        # target_cpu only: process | service | container
 //!         alpha: 0.2
 //!         z_threshold: 3
 //!         warmup: 10
@@ -34,14 +37,32 @@ use crate::config::{deserialize_at, ConfigError};
 pub enum SignalKind {
     /// The node's CPU utilisation over the last interval, 0..1 of all CPUs (`/proc/stat`).
     NodeCpu,
+    /// Each target's share of the node's CPUs, 0..1, from the profiler's own samples over its
+    /// last reports (so points come at the profiler's `reporter_interval`).
+    TargetCpu,
 }
 
 impl SignalKind {
     pub fn name(self) -> &'static str {
         match self {
             SignalKind::NodeCpu => "node_cpu",
+            SignalKind::TargetCpu => "target_cpu",
         }
     }
+}
+
+/// What a `target_cpu` rule calls a target.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// Each process (`name/pid`).
+    #[default]
+    Process,
+    /// The processes with one `service.name` (OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES);
+    /// processes without one are not watched.
+    Service,
+    /// The processes of one container (its id from the cgroup); others are not watched.
+    Container,
 }
 
 /// What a trigger does: the closed set (the agent never runs commands).
@@ -78,6 +99,8 @@ struct RawRule {
     name: String,
     signal: SignalKind,
     #[serde(default)]
+    group_by: Option<GroupBy>,
+    #[serde(default)]
     alpha: Option<f64>,
     #[serde(default)]
     z_threshold: Option<f64>,
@@ -106,6 +129,7 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
 pub struct Rule {
     pub name: String,
     pub signal: SignalKind,
+    pub group_by: GroupBy,
     pub detector: DetectorConfig,
     pub actions: Vec<Action>,
 }
@@ -202,6 +226,7 @@ impl AnomalyConfig {
             vec![RawRule {
                 name: "node-cpu".into(),
                 signal: SignalKind::NodeCpu,
+                group_by: None,
                 alpha: None,
                 z_threshold: None,
                 warmup: None,
@@ -246,7 +271,16 @@ impl AnomalyConfig {
             if actions.is_empty() {
                 return Err(ConfigError::new(format!("{at}.actions"), "a rule needs at least one action"));
             }
-            rules.push(Rule { name: r.name, signal: r.signal, detector, actions });
+            if r.group_by.is_some() && r.signal != SignalKind::TargetCpu {
+                return Err(ConfigError::new(format!("{at}.group_by"), "only a target_cpu rule groups targets"));
+            }
+            rules.push(Rule {
+                name: r.name,
+                signal: r.signal,
+                group_by: r.group_by.unwrap_or_default(),
+                detector,
+                actions,
+            });
         }
         if rules.is_empty() {
             return Err(ConfigError::new(format!("{path}.rules"), "no rules: leave the key out for the default rule"));
@@ -346,10 +380,13 @@ mod tests {
         assert_eq!((r.detector.alpha, r.detector.warmup, r.detector.ceiling), (0.5, 4, None));
         assert_eq!((r.detector.confirm_k, r.detector.confirm_n), (2, 5));
         assert_eq!(r.actions, vec![Action::Event]);
+        assert_eq!(r.group_by, GroupBy::Process);
         assert_eq!(c.burst.receiver, "profiling");
         assert_eq!((c.burst.samples_per_second, c.burst.duration), (199, Duration::from_secs(5)));
         assert_eq!((c.limits.cooldown, c.limits.global), (Duration::from_secs(120), 3));
         assert_eq!(c.limits.per_target, 1, "unset caps keep their defaults");
+        let c = parse("rules: [{ name: s, signal: target_cpu, group_by: service }]").unwrap();
+        assert_eq!((c.rules[0].signal, c.rules[0].group_by), (SignalKind::TargetCpu, GroupBy::Service));
     }
 
     #[test]
@@ -368,6 +405,8 @@ mod tests {
                 "rules: [{ name: a, signal: node_cpu }, { name: a, signal: node_cpu }]",
                 "receivers.anomaly.rules[1].name",
             ),
+            ("rules: [{ name: a, signal: node_cpu, group_by: service }]", "receivers.anomaly.rules[0].group_by"),
+            ("rules: [{ name: a, signal: target_cpu, group_by: pod }]", "receivers.anomaly.rules[0].group_by"),
             ("burst: { duration: 100ms }", "receivers.anomaly.burst.duration"),
             ("burst: { samples_per_second: 0 }", "receivers.anomaly.burst.samples_per_second"),
             ("limits: { cooldown: soon }", "receivers.anomaly.limits.cooldown"),

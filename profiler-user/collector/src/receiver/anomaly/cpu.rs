@@ -49,6 +49,16 @@ impl CpuTimes {
     }
 }
 
+/// The node's CPUs: the `cpuN` lines of `/proc/stat` (every online CPU, whatever this
+/// process's affinity or cgroup allows it), at least 1.
+pub fn node_cpus(proc_stat: &str) -> usize {
+    proc_stat
+        .lines()
+        .filter(|l| l.strip_prefix("cpu").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
+        .count()
+        .max(1)
+}
+
 /// CPU time (user + system) the agent has used so far, all threads: `getrusage(RUSAGE_SELF)`.
 pub fn own_cpu_time() -> std::time::Duration {
     // SAFETY: getrusage(2) fills the plain-data struct it is given.
@@ -80,6 +90,8 @@ mod tests {
         assert_eq!(b.utilisation_since(&a), Some(90.0 / 130.0));
         assert_eq!(a.utilisation_since(&b), None, "backwards");
         assert_eq!(a.utilisation_since(&a), None, "no time passed");
+        assert_eq!(node_cpus("cpu  1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4\nintr 1\n"), 2);
+        assert_eq!(node_cpus("intr 1\n"), 1);
     }
 
     #[test]

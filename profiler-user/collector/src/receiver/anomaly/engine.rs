@@ -57,26 +57,36 @@ impl Engine {
         self.rules.iter().any(|r| r.rule.signal == signal)
     }
 
-    /// Takes one point of `signal` for `target` (`node` for node-wide signals) at `now`.
+    /// Takes one point of `signal` for `target` (`node` for node-wide signals) at `now`, for
+    /// every rule watching `signal`.
     pub fn observe(&mut self, signal: SignalKind, target: &str, value: f64, now: Instant) -> Vec<Point> {
+        let rules: Vec<usize> = (0..self.rules.len()).filter(|&i| self.rules[i].rule.signal == signal).collect();
+        rules.into_iter().filter_map(|i| self.observe_rule(i, target, value, now)).collect()
+    }
+
+    /// The targets rule `i` has a baseline for (a target that was seen and now has no point
+    /// is 0: a process that stopped using CPU).
+    pub fn targets(&self, i: usize) -> Vec<String> {
+        self.rules[i].detectors.keys().cloned().collect()
+    }
+
+    /// Takes one point of rule `i`'s signal for `target` at `now`.
+    pub fn observe_rule(&mut self, i: usize, target: &str, value: f64, now: Instant) -> Option<Point> {
         self.points += 1;
-        let mut out = Vec::new();
-        for (i, state) in self.rules.iter_mut().enumerate().filter(|(_, s)| s.rule.signal == signal) {
-            if !state.detectors.contains_key(target) && state.detectors.len() >= MAX_TARGETS_PER_RULE {
-                if let Some(oldest) = state.detectors.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
-                    state.detectors.remove(&oldest);
-                }
+        let state = &mut self.rules[i];
+        if !state.detectors.contains_key(target) && state.detectors.len() >= MAX_TARGETS_PER_RULE {
+            if let Some(oldest) = state.detectors.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+                state.detectors.remove(&oldest);
             }
-            let (detector, at) = state
-                .detectors
-                .entry(target.to_string())
-                .or_insert_with(|| (Detector::new(state.rule.detector.clone()), 0));
-            *at = self.points;
-            let Some(obs) = detector.observe(value) else { continue };
-            let decision = obs.trigger.then(|| self.limiter.try_acquire(target, now));
-            out.push(Point { rule: i, target: target.to_string(), obs, decision });
         }
-        out
+        let (detector, at) = state
+            .detectors
+            .entry(target.to_string())
+            .or_insert_with(|| (Detector::new(state.rule.detector.clone()), 0));
+        *at = self.points;
+        let obs = detector.observe(value)?;
+        let decision = obs.trigger.then(|| self.limiter.try_acquire(target, now));
+        Some(Point { rule: i, target: target.to_string(), obs, decision })
     }
 }
 

@@ -1,7 +1,9 @@
 //! The `anomaly` receiver: the edge anomaly loop (issue #16) — sense → analyse → decide → act —
 //! in the agent, as a receiver of logs (docs/design/0010).
 //!
-//! Every `interval` it reads the signals its rules watch ([`cpu`]: the node's CPU utilisation),
+//! Every `interval` it reads the signals its rules watch ([`cpu`]: the node's CPU utilisation;
+//! `target_cpu`: each process's, service's or container's share of the node's CPUs from the
+//! profiler's own samples, through its [`ReceiverControl::cpu_by_target`]),
 //! feeds each rule's detector ([`detect`]: winsorized EWMA with a Z-score, warm-up, floor,
 //! ceiling and k-of-n confirmation) and asks the caps ([`limit`]: cooldown per target, per
 //! target and node-wide windows) whether a trigger may act. The actions are a closed set:
@@ -22,10 +24,10 @@
 //! `failed`, `ended_early`), `otelprof_anomaly_signal_errors_total{receiver}`, and the
 //! Collector's `otelcol_receiver_accepted_log_records` for the events.
 //!
-//! Not yet (README): the per-target CPU share from the profiler's samples, OTLP gauges chosen
-//! by an OTTL condition, bursts for one target only.
+//! Not yet (README): OTLP gauges chosen by an OTTL condition, bursts for one target only.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -34,7 +36,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use crate::{
-    component::{Burst, ComponentError, ComponentId, Host, Outputs, Receiver, ReceiverFactory},
+    component::{Burst, ComponentError, ComponentId, CpuByTarget, Host, Outputs, Receiver, ReceiverFactory},
     config::ConfigError,
     consumer::Consumer,
     health::{HealthHandle, Liveness},
@@ -49,7 +51,7 @@ pub mod engine;
 pub mod event;
 pub mod limit;
 
-use config::{Action, AnomalyConfig, SignalKind};
+use config::{Action, AnomalyConfig, GroupBy, SignalKind};
 use engine::{Engine, Point};
 use event::{BurstOutcome, Event};
 use limit::Denied;
@@ -125,6 +127,7 @@ impl Receiver for AnomalyReceiver {
         // The first reading, so a broken /proc is an error at start rather than a silent loop.
         let first = cpu::CpuTimes::read(std::path::Path::new(PROC_STAT))
             .map_err(|e| ComponentError::new(&id, format!("reading the node's CPU time: {e}")))?;
+        let cpus = std::fs::read_to_string(PROC_STAT).map(|t| cpu::node_cpus(&t)).unwrap_or(1);
         let counts = host.telemetry.receiver(&id, "internal", Signal::Logs);
         let metrics = Metrics {
             telemetry: host.telemetry.clone(),
@@ -149,7 +152,17 @@ impl Receiver for AnomalyReceiver {
             self.config.burst.samples_per_second,
             self.config.burst.duration
         );
-        let looped = Loop { id, cfg: self.config, next, host: host.clone(), metrics, health, bursting: None };
+        let looped = Loop {
+            id,
+            cfg: self.config,
+            next,
+            host: host.clone(),
+            metrics,
+            health,
+            bursting: None,
+            cpus,
+            last_targets: None,
+        };
         Ok(tokio::spawn(looped.run(first)))
     }
 }
@@ -172,6 +185,10 @@ struct Loop {
     metrics: Metrics,
     health: HealthHandle,
     bursting: Option<Bursting>,
+    /// The node's CPUs: a target's share is its CPU time over this many CPUs' wall time.
+    cpus: usize,
+    /// The profiler's per-process totals at the last look (`target_cpu`).
+    last_targets: Option<CpuByTarget>,
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -208,8 +225,57 @@ impl Loop {
                     }
                 }
             }
+            if engine.watches(SignalKind::TargetCpu) {
+                let points = self.target_points(&mut engine, now);
+                self.act(&engine, points, now);
+            }
         }
         self.health.stop();
+    }
+
+    /// The `target_cpu` points since the last look: each target's CPU time in the profiler's
+    /// reports since then over the wall time they cover and the node's CPUs. None until the
+    /// profiler reported again (its reports, not this loop's interval, set the pace).
+    fn target_points(&mut self, engine: &mut Engine, now: Instant) -> Vec<Point> {
+        let Some(totals) = self.host.controls.get(&self.cfg.burst.receiver).and_then(|c| c.cpu_by_target()) else {
+            add(&self.metrics.signal_errors, 1);
+            tracing::debug!(
+                "receiver {}: no running receiver `{}` measures CPU per target",
+                self.id,
+                self.cfg.burst.receiver
+            );
+            return Vec::new();
+        };
+        let Some(last) = self.last_targets.replace(totals.clone()) else { return Vec::new() };
+        let covered = totals.covered_ns.saturating_sub(last.covered_ns);
+        if covered == 0 {
+            return Vec::new();
+        }
+        let before: HashMap<u32, u64> = last.targets.iter().map(|t| (t.pid, t.cpu_ns)).collect();
+        let mut points = Vec::new();
+        for i in 0..self.cfg.rules.len() {
+            let rule = &self.cfg.rules[i];
+            if rule.signal != SignalKind::TargetCpu {
+                continue;
+            }
+            let mut used: HashMap<String, u64> = engine.targets(i).into_iter().map(|k| (k, 0)).collect();
+            for t in &totals.targets {
+                let ns = t.cpu_ns.saturating_sub(before.get(&t.pid).copied().unwrap_or(0));
+                let key = match rule.group_by {
+                    GroupBy::Process => Some(format!("{}/{}", t.name, t.pid)),
+                    GroupBy::Service => t.service.clone(),
+                    GroupBy::Container => t.container.clone(),
+                };
+                if let Some(key) = key {
+                    *used.entry(key).or_default() += ns;
+                }
+            }
+            let wall = covered as f64 * self.cpus as f64;
+            for (key, ns) in used {
+                points.extend(engine.observe_rule(i, &key, ns as f64 / wall, now));
+            }
+        }
+        points
     }
 
     /// Ends this loop's burst early when the agent uses more CPU than its budget; forgets a
@@ -326,5 +392,112 @@ impl Loop {
                 BurstOutcome::Failed(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::component::{ReceiverControl, TargetCpu};
+
+    /// A profiler's control whose per-process totals the test sets.
+    #[derive(Default)]
+    struct Totals(Mutex<CpuByTarget>);
+
+    impl ReceiverControl for Totals {
+        fn reconfigure(&self, _: &serde_yaml::Value, _: &str) -> Result<bool, ConfigError> {
+            Ok(false)
+        }
+
+        fn cpu_by_target(&self) -> Option<CpuByTarget> {
+            Some(self.0.lock().unwrap().clone())
+        }
+    }
+
+    fn target(pid: u32, service: Option<&str>, cpu_s: f64) -> TargetCpu {
+        TargetCpu {
+            pid,
+            name: "w".into(),
+            service: service.map(Into::into),
+            container: None,
+            cpu_ns: (cpu_s * 1e9) as u64,
+        }
+    }
+
+    #[test]
+    fn target_shares_are_cpu_time_over_covered_time_and_cpus_per_group() {
+        let cfg = AnomalyConfig::parse(
+            "receivers.anomaly",
+            serde_yaml::from_str(
+                "rules: [{ name: p, signal: target_cpu }, { name: s, signal: target_cpu, group_by: service }]",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let host = Host::new(Duration::from_secs(1));
+        let totals = Arc::new(Totals::default());
+        host.controls.insert("profiling", totals.clone());
+        let counts = host.telemetry.receiver("anomaly", "internal", Signal::Logs);
+        let metrics = Metrics {
+            telemetry: host.telemetry.clone(),
+            id: "anomaly".into(),
+            accepted: counts.accepted,
+            refused: counts.refused,
+            signal_errors: Value::default(),
+        };
+        let health = host.health.register("receiver/anomaly".to_string(), Liveness::Running);
+        struct Drop;
+        impl Consumer for Drop {
+            fn consume(&self, _: Data) -> Result<(), crate::consumer::ConsumeError> {
+                Ok(())
+            }
+        }
+        let mut l = Loop {
+            id: "anomaly".into(),
+            cfg: cfg.clone(),
+            next: Arc::new(Drop),
+            host: host.clone(),
+            metrics,
+            health,
+            bursting: None,
+            cpus: 2,
+            last_targets: None,
+        };
+        let mut engine = Engine::new(&cfg);
+        let set = |covered_s: f64, targets: Vec<TargetCpu>| {
+            *totals.0.lock().unwrap() = CpuByTarget { covered_ns: (covered_s * 1e9) as u64, targets };
+        };
+        let now = Instant::now();
+        set(10.0, vec![target(1, Some("a"), 1.0), target(2, Some("a"), 1.0), target(3, None, 5.0)]);
+        assert!(l.target_points(&mut engine, now).is_empty(), "the first look is the baseline");
+        assert!(l.target_points(&mut engine, now).is_empty(), "no new report, no points");
+        // 2 s later: pid 1 used 1 s, pid 2 0.5 s, pid 3 nothing, pid 4 (new) 2 s.
+        set(
+            12.0,
+            vec![target(1, Some("a"), 2.0), target(2, Some("a"), 1.5), target(3, None, 5.0), target(4, Some("b"), 2.0)],
+        );
+        let mut got: Vec<(String, String, f64)> = l
+            .target_points(&mut engine, now)
+            .into_iter()
+            .map(|p| (cfg.rules[p.rule].name.clone(), p.target, (p.obs.value * 1000.0).round() / 1000.0))
+            .collect();
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let want = [
+            ("p", "w/1", 0.25),
+            ("p", "w/2", 0.125),
+            ("p", "w/3", 0.0),
+            ("p", "w/4", 0.5),
+            ("s", "a", 0.375),
+            ("s", "b", 0.5),
+        ];
+        let want: Vec<(String, String, f64)> =
+            want.iter().map(|(r, t, v)| (r.to_string(), t.to_string(), *v)).collect();
+        assert_eq!(got, want, "shares of 2 CPUs over 2 s; pid 3 used none; it has no service");
+        // Next report: pid 1 stopped using CPU: a point of 0 for it, not silence.
+        set(13.0, vec![target(1, Some("a"), 2.0), target(2, Some("a"), 1.5), target(4, Some("b"), 3.0)]);
+        let zero = l.target_points(&mut engine, now).into_iter().find(|p| p.target == "w/1").map(|p| p.obs.value);
+        assert_eq!(zero, Some(0.0));
     }
 }
