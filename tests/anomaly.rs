@@ -191,8 +191,9 @@ fn a_burst_over_the_agents_cpu_budget_ends_early() {
 /// The `target_cpu` signal from the profiler's own samples, grouped by `service.name`: a
 /// service idles along (a shell that wakes every 200 ms), then a busy process of the same
 /// service appears; the service's share of the node jumps, the rule triggers for that service
-/// (not the node, whose other processes the rule does not watch), and the burst's profiles are
-/// labelled with the rule.
+/// (not the node, whose other processes the rule does not watch), and the burst covers that
+/// service's processes only: their profiles are at 99 Hz and labelled, those of a busy process
+/// outside the service stay at 19 Hz, unlabelled.
 #[test]
 fn a_service_whose_cpu_share_jumps_triggers_its_rule() {
     const T: &str = "a_service_whose_cpu_share_jumps_triggers_its_rule";
@@ -224,10 +225,16 @@ fn a_service_whose_cpu_share_jumps_triggers_its_rule() {
     // The service's baseline: its warm-up of 5 points at the profiler's 1 s reports.
     agent.wait_value("otelprof_anomaly_points_total", &[("rule", "svc-step")], Duration::from_secs(20), |v| v >= 8.0);
     assert_eq!(agent.value("otelprof_anomaly_triggers_total", &[]), 0.0, "{}", agent.metrics());
+    let mut outsider = std::process::Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .env_remove("OTEL_SERVICE_NAME")
+        .spawn()
+        .unwrap();
+    let outsider_pid = outsider.id();
     let mut busy = shell("while :; do :; done");
     agent.wait_value("otelprof_anomaly_bursts_total", &[("outcome", "started")], Duration::from_secs(10), |v| v == 1.0);
     agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(8), |v| v == 19.0);
-    for c in [&mut busy, &mut idle] {
+    for c in [&mut busy, &mut idle, &mut outsider] {
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -244,6 +251,27 @@ fn a_service_whose_cpu_share_jumps_triggers_its_rule() {
     assert_eq!(str_attr(a, "anomaly.target"), service);
     let value = num_attr(a, "anomaly.value");
     assert!(value > 0.2, "the busy process is half the node: {a:?}");
+    assert_eq!(str_attr(a, "anomaly.burst.scope"), "target");
+    assert!(num_attr(a, "anomaly.burst.processes") >= 2.0, "the idle and the busy shell: {a:?}");
+    let (p19, p99) = (1_000_000_000i64 / 19, 1_000_000_000i64 / 99);
+    let of_outsider: Vec<(i64, Option<&str>)> = stored
+        .iter()
+        .filter(|r| r.signal == "profiles")
+        .filter(|r| r.resource.get("process.pid").and_then(|v| v.as_u64()) == Some(outsider_pid as u64))
+        .flat_map(|r| &r.profiles)
+        .map(|p| (p.period, p.attributes.get("profile.trigger.rule").and_then(|v| v.as_str())))
+        .collect();
+    assert!(!of_outsider.is_empty(), "the outsider was profiled");
+    assert!(of_outsider.iter().all(|p| *p == (p19, None)), "outside the burst: {of_outsider:?}");
+    let service_periods: std::collections::BTreeSet<i64> = stored
+        .iter()
+        .filter(|r| r.signal == "profiles")
+        .filter(|r| r.resource.get("service.name").and_then(|v| v.as_str()) == Some(service))
+        .flat_map(|r| &r.profiles)
+        .filter(|p| p.attributes.contains_key("profile.trigger.rule"))
+        .map(|p| p.period)
+        .collect();
+    assert_eq!(service_periods, [p99].into(), "the service's labelled profiles are at 99 Hz");
     let labelled: usize = stored
         .iter()
         .filter(|r| r.signal == "profiles")

@@ -233,6 +233,9 @@ pub struct Burst {
     /// The rule that triggered it: profiles taken in the window carry `profile.trigger:
     /// anomaly` and `profile.trigger.rule: <rule>`.
     pub rule: String,
+    /// Only these processes at the burst's rate (the others keep the configured rate); `None`:
+    /// every process.
+    pub pids: Option<Vec<u32>>,
 }
 
 /// A processor in one pipeline: a consumer that passes (changed) data to its next consumer.

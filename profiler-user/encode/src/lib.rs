@@ -323,7 +323,8 @@ mod tests {
         // A burst's report: every profile says why it was taken.
         let labels =
             vec![("profile.trigger".to_string(), "anomaly".to_string()), ("profile.trigger.rule".into(), "cpu".into())];
-        let opts = otlp::OtlpOptions { profile_attributes: labels.clone(), ..Default::default() };
+        let mark = otlp::BurstMark { pids: None, frequency_hz: 99, attributes: labels.clone() };
+        let opts = otlp::OtlpOptions { burst: Some(mark), ..Default::default() };
         let req = otlp::build_valid(&report, &opts).expect("a valid request");
         let d = req.dictionary.as_ref().expect("a dictionary");
         let profile = &req.resource_profiles[0].scope_profiles[0].profiles[0];

@@ -77,6 +77,8 @@ pub struct ProfilerMetrics {
     pub reports_dropped: AtomicU64,
     /// Bursts started (the anomaly receiver's `burst` action).
     pub bursts: AtomicU64,
+    /// Samples of processes outside a burst of some, dropped to keep their configured rate.
+    pub thinned: AtomicU64,
     /// The rate sampled at now: the configured one, or a burst's.
     pub samples_per_second: AtomicU64,
     /// Bytes of compiled unwind tables in the kernel.
@@ -178,6 +180,12 @@ impl ProfilerMetrics {
             "counter",
             "High-resolution bursts started (the anomaly receiver's burst action).",
             one(g(&self.bursts)),
+        );
+        metric(
+            "samples_thinned_total",
+            "counter",
+            "Samples of processes outside a burst of some processes, dropped to keep their configured rate.",
+            one(g(&self.thinned)),
         );
         metric(
             "samples_per_second",

@@ -38,10 +38,14 @@ use otelprof_collector::{
     health::Liveness,
     signal::Signal,
 };
-use otelprof_encode::{otlp::OtlpOptions, Meta};
+use otelprof_encode::{
+    otlp::{BurstMark, OtlpOptions},
+    Meta,
+};
 use otelprof_sampler::{
     session::{Interval, Session, SessionConfig},
     targets::Selector,
+    thinning::Thinning,
     tracer::{max_sample_rate, TracerConfig},
     unwind::UnwindMode,
 };
@@ -139,12 +143,39 @@ struct Bursting {
     samples_per_second: u64,
     until: tokio::time::Instant,
     labels: Vec<(String, String)>,
+    /// Only these processes (the others are thinned to the configured rate); `None`: all.
+    pids: Option<std::collections::HashSet<u32>>,
 }
 
 impl Bursting {
     /// The rate to sample at with `cfg` in force: the burst's, unless the config's is higher.
     fn rate(&self, cfg: &ProfilingConfig) -> u64 {
         self.samples_per_second.max(cfg.samples_per_second)
+    }
+
+    /// For a burst of some processes: what thins the others to `cfg`'s rate.
+    fn thinning(&self, cfg: &ProfilingConfig) -> Option<Thinning> {
+        let pids = self.pids.as_ref()?;
+        Some(Thinning::new(pids.iter().copied(), cfg.samples_per_second, self.rate(cfg)))
+    }
+}
+
+/// How an interval was sampled: the report's rate, and a burst's mark on the processes it
+/// sampled at its own rate.
+struct Rates {
+    hz: u64,
+    mark: Option<BurstMark>,
+}
+
+/// The rates of the open interval: sampled at `frequency`, under `burst` if any.
+fn rates(frequency: u64, burst: &Option<Bursting>, cfg: &ProfilingConfig) -> Rates {
+    match burst {
+        None => Rates { hz: frequency, mark: None },
+        Some(b) => Rates {
+            // The processes outside a burst of some were thinned to the configured rate.
+            hz: if b.pids.is_some() { cfg.samples_per_second.min(frequency) } else { frequency },
+            mark: Some(BurstMark { pids: b.pids.clone(), frequency_hz: frequency, attributes: b.labels.clone() }),
+        },
     }
 }
 
@@ -323,15 +354,19 @@ impl Receiver for ProfilingReceiver {
     }
 }
 
-/// A closed interval as the reporting thread's job; `labels` for every profile of it. Its
-/// samples count towards the CPU time per process first.
-fn report_job(i: Interval, frequency_hz: u64, labels: Vec<(String, String)>, cpu: &CpuByProcess) -> Job {
-    cpu.record(&i, frequency_hz);
+/// A closed interval sampled at `r` as the reporting thread's job. Its samples count towards
+/// the CPU time per process first.
+fn report_job(i: Interval, r: Rates, cpu: &CpuByProcess) -> Job {
+    let Rates { hz, mark } = r;
+    cpu.record(&i, |pid| match &mark {
+        Some(m) if m.covers(pid) => m.frequency_hz,
+        _ => hz,
+    });
     Job::Report(Box::new(ReportJob {
         processes: i.processes,
-        meta: Meta { frequency_hz, start_unix_ns: i.start_unix_ns, duration_ns: i.duration_ns },
+        meta: Meta { frequency_hz: hz, start_unix_ns: i.start_unix_ns, duration_ns: i.duration_ns },
         agg: i.agg,
-        labels,
+        burst: mark,
     }))
 }
 
@@ -377,7 +412,6 @@ async fn run(
     let _ = ready.send(Ok(()));
     let mut frequency = cfg.samples_per_second;
     let mut burst: Option<Bursting> = None;
-    let labels = |b: &Option<Bursting>| b.as_ref().map(|b| b.labels.clone()).unwrap_or_default();
     let mut report_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.reporter_interval, cfg.reporter_interval);
     let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + LOG_EVERY, LOG_EVERY);
@@ -398,7 +432,7 @@ async fn run(
             _ = report_tick.tick() => {
                 if let Some(i) = session.close_interval() {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, frequency, labels(&burst), &cpu));
+                    reporter.send(report_job(i, rates(frequency, &burst, &cfg), &cpu));
                 }
                 let evicted = session.after_report(cfg.max_processes);
                 if !evicted.is_empty() {
@@ -412,6 +446,7 @@ async fn run(
                     break Some(format!("following new targets: {e}"));
                 }
                 metrics.publish_counters(&session.tracer);
+                metrics.set(&metrics.thinned, session.thinned());
             }
             _ = log_tick.tick() => tracing::info!("profiling: {}", metrics.log_line()),
             Some(change) = changes.recv() => {
@@ -428,10 +463,14 @@ async fn run(
                 let (old_eff, new_eff) = (at(&cfg), at(&new));
                 let applied = apply(&mut session, &old_eff, &new_eff, |i| {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, frequency, labels(&burst), &cpu));
+                    reporter.send(report_job(i, rates(frequency, &burst, &cfg), &cpu));
                 });
                 if applied {
                     frequency = new_eff.samples_per_second;
+                    // The others of a burst of some are thinned to the new configured rate.
+                    if let Some(t) = burst.as_ref().and_then(|b| b.thinning(&new)) {
+                        session.set_thinning(Some(t));
+                    }
                     if new.reporter_interval != cfg.reporter_interval {
                         report_tick = tokio::time::interval_at(
                             tokio::time::Instant::now() + new.reporter_interval,
@@ -462,18 +501,24 @@ async fn run(
                                 ("profile.trigger".into(), "anomaly".into()),
                                 ("profile.trigger.rule".into(), b.rule.clone()),
                             ],
+                            pids: b.pids.as_ref().map(|p| p.iter().copied().collect()),
                         };
                         let rate = next.rate(&cfg);
                         let cut = |i: Interval| {
                             tallies.close(&i.agg);
-                            reporter.send(report_job(i, frequency, Vec::new(), &cpu));
+                            reporter.send(report_job(i, rates(frequency, &None, &cfg), &cpu));
                         };
                         match session.set_frequency(rate, cut) {
                             Ok(()) => {
+                                session.set_thinning(next.thinning(&cfg));
                                 tracing::info!(
-                                    "profiling: burst at {rate} Hz for {:?} (rule `{}`; configured {} Hz)",
+                                    "profiling: burst at {rate} Hz for {:?} (rule `{}`; {}; configured {} Hz)",
                                     b.duration,
                                     b.rule,
+                                    match &next.pids {
+                                        Some(p) => format!("{} processes, the others thinned", p.len()),
+                                        None => "every process".into(),
+                                    },
                                     cfg.samples_per_second
                                 );
                                 metrics.bursts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -485,18 +530,18 @@ async fn run(
                     }
                     BurstOrder::End => {
                         if burst.is_some() {
-                            end_burst(&mut session, &mut burst, &mut frequency, &cfg, "ended early", |i, hz, l| {
+                            end_burst(&mut session, &mut burst, &mut frequency, &cfg, "ended early", |i, r| {
                                 tallies.close(&i.agg);
-                                reporter.send(report_job(i, hz, l, &cpu));
+                                reporter.send(report_job(i, r, &cpu));
                             });
                         }
                     }
                 }
             }
             _ = sleep_until(burst.as_ref().map(|b| b.until)), if burst.is_some() => {
-                end_burst(&mut session, &mut burst, &mut frequency, &cfg, "over", |i, hz, l| {
+                end_burst(&mut session, &mut burst, &mut frequency, &cfg, "over", |i, r| {
                     tallies.close(&i.agg);
-                    reporter.send(report_job(i, hz, l, &cpu));
+                    reporter.send(report_job(i, r, &cpu));
                 });
             }
             _ = stop.cancelled() => break None,
@@ -513,7 +558,7 @@ async fn run(
     metrics.set(&metrics.bad_records, session.bad_records());
     metrics.publish_counters(&session.tracer);
     tallies.publish(&session.agg, &metrics);
-    let last = session.close_interval().map(|i| report_job(i, frequency, labels(&burst), &cpu));
+    let last = session.close_interval().map(|i| report_job(i, rates(frequency, &burst, &cfg), &cpu));
     drop(session); // detaches the programs
     if let Err(e) = reporter.finish(last) {
         tracing::error!("{e}");
@@ -537,11 +582,15 @@ fn end_burst(
     frequency: &mut u64,
     cfg: &ProfilingConfig,
     why: &str,
-    mut report: impl FnMut(Interval, u64, Vec<(String, String)>),
+    mut report: impl FnMut(Interval, Rates),
 ) {
-    let Some(b) = burst.take() else { return };
+    let window = rates(*frequency, burst, cfg);
+    let Some(_) = burst.take() else { return };
     let was = *frequency;
-    match session.set_frequency(cfg.samples_per_second, |i| report(i, was, b.labels.clone())) {
+    let result = session.set_frequency(cfg.samples_per_second, |i| report(i, window));
+    // Every process is sampled alike again (at the burst's rate if the rate could not return).
+    session.set_thinning(None);
+    match result {
         Ok(()) => {
             *frequency = cfg.samples_per_second;
             tracing::info!("profiling: burst {why}, back at {} Hz", cfg.samples_per_second);

@@ -23,7 +23,7 @@ use otelprof_collector::{
     telemetry::{add, ReceiverMetrics},
 };
 use otelprof_encode::{
-    otlp::{self, OtlpOptions},
+    otlp::{self, BurstMark, OtlpOptions},
     Meta, Report,
 };
 use otelprof_sampler::{aggregate::Aggregator, process::ProcessSnapshot, symbolize};
@@ -62,8 +62,8 @@ pub struct ReportJob {
     pub agg: Aggregator,
     pub processes: ProcessSnapshot,
     pub meta: Meta,
-    /// Attributes for every profile of the report (a burst's trigger); usually empty.
-    pub labels: Vec<(String, String)>,
+    /// A burst's mark: the processes it sampled at its rate and the attributes saying why.
+    pub burst: Option<BurstMark>,
 }
 
 pub struct Reporter {
@@ -142,17 +142,18 @@ fn work(
                 if panic_on_report {
                     panic!("{FAULT_INJECTION_ENV}={FAULT_REPORTER_PANIC}: the reporting thread panics as asked");
                 }
-                let ReportJob { agg, processes, meta, labels } = *job;
+                let ReportJob { agg, processes, meta, burst } = *job;
                 let symbols = symbolize::symbolize(&agg, &processes, &mut symbolizer);
                 // OTLP carries every profile type of the interval; `profile` is for one-type formats.
                 let report =
                     Report { agg: &agg, processes: &processes, symbols: &symbols, meta, profile: Default::default() };
                 let labelled;
-                let opts = if labels.is_empty() {
-                    &opts
-                } else {
-                    labelled = OtlpOptions { profile_attributes: labels, ..opts.clone() };
-                    &labelled
+                let opts = match burst {
+                    None => &opts,
+                    Some(mark) => {
+                        labelled = OtlpOptions { burst: Some(mark), ..opts.clone() };
+                        &labelled
+                    }
                 };
                 match otlp::build_valid(&report, opts) {
                     Ok(req) => {

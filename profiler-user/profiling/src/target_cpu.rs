@@ -30,9 +30,8 @@ pub struct CpuByProcess {
 }
 
 impl CpuByProcess {
-    /// Adds a closed interval sampled at `frequency_hz`.
-    pub fn record(&self, i: &Interval, frequency_hz: u64) {
-        let period_ns = 1_000_000_000 / frequency_hz.max(1);
+    /// Adds a closed interval, each process's samples taken at `hz_of(pid)`.
+    pub fn record(&self, i: &Interval, hz_of: impl Fn(u32) -> u64) {
         let mut per_pid: HashMap<u32, u64> = HashMap::new();
         for (k, v) in &i.agg.samples {
             *per_pid.entry(k.pid).or_default() += v.count;
@@ -55,7 +54,7 @@ impl CpuByProcess {
                 };
                 (target, now)
             });
-            entry.0.cpu_ns += samples * period_ns;
+            entry.0.cpu_ns += samples * (1_000_000_000 / hz_of(pid).max(1));
             entry.1 = now;
         }
         inner.by_pid.retain(|_, (_, last)| now - *last < FORGET_AFTER);

@@ -299,11 +299,12 @@ async fn a_burst_raises_the_rate_for_its_window_only_and_labels_it() {
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rate(), 19);
-    let too_fast = Burst { samples_per_second: 10_000_000, duration: Duration::from_secs(1), rule: "x".into() };
+    let too_fast =
+        Burst { samples_per_second: 10_000_000, duration: Duration::from_secs(1), rule: "x".into(), pids: None };
     assert!(control.burst(too_fast).unwrap_err().contains("kernel's limit"));
     let b1 = now_ns();
     control
-        .burst(Burst { samples_per_second: 99, duration: Duration::from_millis(1500), rule: "step".into() })
+        .burst(Burst { samples_per_second: 99, duration: Duration::from_millis(1500), rule: "step".into(), pids: None })
         .unwrap();
     wait_rate(99).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -311,7 +312,9 @@ async fn a_burst_raises_the_rate_for_its_window_only_and_labels_it() {
     let e1 = now_ns();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let b2 = now_ns();
-    control.burst(Burst { samples_per_second: 99, duration: Duration::from_secs(30), rule: "long".into() }).unwrap();
+    control
+        .burst(Burst { samples_per_second: 99, duration: Duration::from_secs(30), rule: "long".into(), pids: None })
+        .unwrap();
     wait_rate(99).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     control.end_burst();
@@ -372,4 +375,59 @@ async fn a_burst_raises_the_rate_for_its_window_only_and_labels_it() {
     assert!(count("long") > 40, "1 s at 99 Hz of a busy child");
     assert!(before > 10 && after > 10, "19 Hz before and after");
     assert!(count("long") < 160, "the long burst ended early");
+}
+
+/// A burst of one process: A is sampled at 99 Hz and labelled for the window, B (busy too,
+/// also a target) keeps 19 Hz, unlabelled, its extra samples thinned and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_one_process_leaves_the_others_at_their_rate() {
+    if !otelprof_sampler::tracer::privileges::Caps::current().can_profile() {
+        eprintln!("skipped: loading BPF needs root (or CAP_BPF + CAP_PERFMON)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (a, b) = (Busy::spawn(), Busy::spawn());
+    let config = format!(
+        "reporter_interval: 1s\nsymbolize: none\nunwind: fp\nunwind_cache: {{ enabled: false }}\n\
+         samples_per_second: 19\ntargets: {{ pids: [{}, {}] }}\n",
+        a.pid(),
+        b.pid()
+    );
+    let metrics = Arc::new(ProfilerMetrics::default());
+    let Running { control, collect, host, done } = start(&config, metrics.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (a0, b0) = (a.cpu_s(), b.cpu_s());
+    let from = now_ns();
+    let burst =
+        Burst { samples_per_second: 99, duration: Duration::from_secs(3), rule: "a".into(), pids: Some(vec![a.pid()]) };
+    control.burst(burst).unwrap();
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let (a1, b1, to) = (a.cpu_s(), b.cpu_s(), now_ns());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    host.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), done).await.unwrap().unwrap();
+    let thinned = metrics.thinned.load(std::sync::atomic::Ordering::Relaxed);
+
+    let reqs = collect.0.lock().unwrap();
+    let (p19, p99) = (1_000_000_000 / 19, 1_000_000_000 / 99);
+    let sa = labelled_samples_of(&reqs, a.pid());
+    let sb = labelled_samples_of(&reqs, b.pid());
+    let slack = 20_000_000;
+    let in_window = |t: u64| t > from + slack && t + slack < to.min(from + 3_000_000_000);
+    let a_in: Vec<_> = sa.iter().filter(|s| in_window(s.0)).collect();
+    let b_in: Vec<_> = sb.iter().filter(|s| in_window(s.0)).collect();
+    assert!(a_in.iter().all(|s| s.1 == p99 && s.2 == "a"), "A in the window: {a_in:?}");
+    assert!(sb.iter().all(|s| s.1 == p19 && s.2.is_empty()), "B is never part of the burst: {sb:?}");
+    let window_s = (to.min(from + 3_000_000_000) - from - 2 * slack) as f64 / 1e9;
+    let (a_share, b_share) = ((a1 - a0) / 3.3, (b1 - b0) / 3.3);
+    let a_rate = a_in.len() as f64 / (window_s * a_share);
+    let b_rate = b_in.len() as f64 / (window_s * b_share);
+    eprintln!(
+        "in the window: A {} samples ({a_rate:.1}/CPU-s), B {} ({b_rate:.1}/CPU-s); {thinned} thinned",
+        a_in.len(),
+        b_in.len()
+    );
+    assert!(a_rate > 60.0, "A at ~99 Hz per CPU-second: {a_rate}");
+    assert!(b_rate > 10.0 && b_rate < 30.0, "B at ~19 Hz per CPU-second: {b_rate}");
+    assert!(thinned > 50, "B's extra samples counted: {thinned}");
 }

@@ -21,5 +21,6 @@ pub mod reader;
 pub mod session;
 pub mod symbolize;
 pub mod targets;
+pub mod thinning;
 pub mod tracer;
 pub mod unwind;

@@ -44,6 +44,7 @@ use crate::{
     process::{ProcessSnapshot, ProcessTracker},
     reader::{Event, Reader},
     targets::{Selector, Targets},
+    thinning::Thinning,
     tracer::{Tracer, TracerConfig, TracerError},
     unwind::open_cache,
 };
@@ -101,6 +102,10 @@ pub struct Session {
     /// Exits whose state is dropped once their tables settled.
     exited: Vec<u32>,
     new_execs: Vec<u32>,
+    /// A burst for some processes: the others' samples thinned to the configured rate.
+    thinning: Option<Thinning>,
+    /// Samples dropped by thinnings that ended.
+    thinned_before: u64,
 }
 
 impl Session {
@@ -131,6 +136,8 @@ impl Session {
             exits: Vec::new(),
             exited: Vec::new(),
             new_execs: Vec::new(),
+            thinning: None,
+            thinned_before: 0,
         })
     }
 
@@ -219,9 +226,9 @@ impl Session {
     /// Waits for the next batch of records and handles it.
     pub async fn read(&mut self) -> Result<(), SessionError> {
         self.exits.clear();
-        let Self { reader, agg, tracker, view, exits, exited, new_execs, off_cpu_threshold, .. } = self;
+        let Self { reader, agg, tracker, view, exits, exited, new_execs, off_cpu_threshold, thinning, .. } = self;
         reader
-            .read_batch(|ev| handle(ev, agg, tracker, view, exits, exited, new_execs, *off_cpu_threshold))
+            .read_batch(|ev| handle(ev, agg, tracker, view, exits, exited, new_execs, *off_cpu_threshold, thinning))
             .await
             .map_err(SessionError::Reader)?;
         self.follow_new()?;
@@ -244,8 +251,8 @@ impl Session {
 
     /// Everything the kernel wrote so far, without waiting.
     fn drain(&mut self) {
-        let Self { reader, agg, tracker, view, exits, exited, new_execs, off_cpu_threshold, .. } = self;
-        reader.drain_now(|ev| handle(ev, agg, tracker, view, exits, exited, new_execs, *off_cpu_threshold));
+        let Self { reader, agg, tracker, view, exits, exited, new_execs, off_cpu_threshold, thinning, .. } = self;
+        reader.drain_now(|ev| handle(ev, agg, tracker, view, exits, exited, new_execs, *off_cpu_threshold, thinning));
     }
 
     /// Starts following new processes that match the targets.
@@ -308,6 +315,25 @@ impl Session {
         self.view.settle(&mut self.agg, &mut self.tracker, true);
     }
 
+    /// Thins the samples of processes outside a burst (`None`: keeps every sample); what the
+    /// kernel wrote before is read first, under the thinning in force then.
+    pub fn set_thinning(&mut self, thinning: Option<Thinning>) {
+        self.drain();
+        if let Some(old) = std::mem::replace(&mut self.thinning, thinning) {
+            self.thinned_before += old.dropped;
+        }
+    }
+
+    /// The thinning in force.
+    pub fn thinning(&self) -> Option<&Thinning> {
+        self.thinning.as_ref()
+    }
+
+    /// Samples dropped by thinning so far (counted, never hidden).
+    pub fn thinned(&self) -> u64 {
+        self.thinned_before + self.thinning.as_ref().map_or(0, |t| t.dropped)
+    }
+
     /// Records the kernel sent that this build cannot decode.
     pub fn bad_records(&self) -> u64 {
         self.reader.bad_records()
@@ -325,9 +351,14 @@ fn handle(
     exited: &mut Vec<u32>,
     new_execs: &mut Vec<u32>,
     off_cpu_threshold: f64,
+    thinning: &mut Option<Thinning>,
 ) {
     match ev {
-        Event::Sample(s) => view.sample(s, agg, tracker),
+        Event::Sample(s) => {
+            if thinning.as_mut().is_none_or(|t| t.admit(s.tgid)) {
+                view.sample(s, agg, tracker)
+            }
+        }
         Event::Exec { tgid, .. } => {
             view.exec(tgid);
             // A process not sampled yet is read at its first sample: one that never is costs

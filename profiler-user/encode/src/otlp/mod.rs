@@ -58,19 +58,32 @@ pub struct OtlpOptions {
     /// host's, from resource detection. Empty in the agent, whose `resourcedetection` processor
     /// sets them on every signal (docs/design/0007); `record` passes the system detector's.
     pub resource: Vec<KeyValue>,
-    /// Attributes every profile of the report carries: why it was taken (`profile.trigger:
-    /// anomaly` and the rule, for a burst of the agent's anomaly receiver). Usually empty.
-    pub profile_attributes: Vec<(String, String)>,
+    /// A burst of the agent's anomaly receiver during the report: which processes were sampled
+    /// at its rate, and what their profiles carry. Usually `None`.
+    pub burst: Option<BurstMark>,
+}
+
+/// The processes a burst sampled at its rate (all of them, or some while the others were
+/// thinned to the report's rate), that rate, and the attributes saying why (`profile.trigger:
+/// anomaly`, `profile.trigger.rule`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BurstMark {
+    /// `None`: every process.
+    pub pids: Option<std::collections::HashSet<u32>>,
+    pub frequency_hz: u64,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl BurstMark {
+    /// Whether `pid`'s samples were taken at the burst's rate.
+    pub fn covers(&self, pid: u32) -> bool {
+        self.pids.as_ref().is_none_or(|p| p.contains(&pid))
+    }
 }
 
 impl Default for OtlpOptions {
     fn default() -> Self {
-        Self {
-            symbolize: SymbolizeMode::Host,
-            command_line: true,
-            resource: Vec::new(),
-            profile_attributes: Vec::new(),
-        }
+        Self { symbolize: SymbolizeMode::Host, command_line: true, resource: Vec::new(), burst: None }
     }
 }
 
@@ -288,11 +301,8 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
             by_pid.entry(k.pid).or_default()[i].push((k, v));
         }
     }
-    let cpu_types = (
-        pb::ValueType { type_strindex: b.dict.string("samples"), unit_strindex: b.dict.string("count") },
-        pb::ValueType { type_strindex: b.dict.string("cpu"), unit_strindex: b.dict.string("nanoseconds") },
-        report.meta.period_ns() as i64,
-    );
+    let cpu_sample = pb::ValueType { type_strindex: b.dict.string("samples"), unit_strindex: b.dict.string("count") };
+    let cpu_period = pb::ValueType { type_strindex: b.dict.string("cpu"), unit_strindex: b.dict.string("nanoseconds") };
     // Every value is a measured duration: the period type is the sample type, period 1 ns.
     let off_cpu =
         pb::ValueType { type_strindex: b.dict.string("off_cpu"), unit_strindex: b.dict.string("nanoseconds") };
@@ -306,14 +316,25 @@ pub fn build(report: &Report<'_>, opts: &OtlpOptions) -> ExportProfilesServiceRe
     let mut resource_profiles = Vec::new();
     for (pid, kinds) in by_pid {
         let mut profiles = Vec::new();
+        // A process a burst covered: its CPU samples were taken at the burst's rate, and all its
+        // profiles say why.
+        let burst = opts.burst.as_ref().filter(|m| m.covers(pid));
+        let cpu_period_ns = match burst {
+            Some(m) => 1_000_000_000 / m.frequency_hz.max(1),
+            None => report.meta.period_ns(),
+        };
+        let cpu_types = (cpu_sample, cpu_period, cpu_period_ns as i64);
         for (mut samples, (sample_type, period_type, period)) in kinds.into_iter().zip([cpu_types, off_cpu_types]) {
             if samples.is_empty() {
                 continue;
             }
             samples.sort_by_key(|(k, _)| **k);
             let samples = samples.into_iter().map(|(k, v)| b.sample(k, v)).collect();
-            let attribute_indices =
-                opts.profile_attributes.iter().map(|(k, v)| b.dict.attribute(k, Value::Str(v.clone()))).collect();
+            let attribute_indices = burst
+                .iter()
+                .flat_map(|m| &m.attributes)
+                .map(|(k, v)| b.dict.attribute(k, Value::Str(v.clone())))
+                .collect();
             profiles.push(pb::Profile {
                 attribute_indices,
                 sample_type: Some(sample_type),

@@ -19,7 +19,7 @@
 //!         confirm: { k: 3, n: 10 }
 //!         min_stddev: 0.01
 //!         actions: [burst, event]
-//!     burst: { receiver: profiling, samples_per_second: 99, duration: 30s }
+//!     burst: { receiver: profiling, samples_per_second: 99, duration: 30s, scope: target }
 //!     limits: { cooldown: 60s, per_target: 1, per_target_window: 20m, global: 10, global_window: 1h }
 //!     budget: { agent_cpu: 0.5 }   # cores; a burst ends early when the agent uses more
 //! ```
@@ -143,11 +143,29 @@ pub struct BurstConfig {
     pub samples_per_second: u64,
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
+    /// What a `target_cpu` rule's burst covers (a `node_cpu` rule's always covers the node).
+    pub scope: BurstScope,
+}
+
+/// `burst.scope`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BurstScope {
+    /// Only the anomalous target's processes at the burst rate; the others keep theirs.
+    #[default]
+    Target,
+    /// Every process.
+    Node,
 }
 
 impl Default for BurstConfig {
     fn default() -> Self {
-        Self { receiver: "profiling".into(), samples_per_second: 99, duration: Duration::from_secs(30) }
+        Self {
+            receiver: "profiling".into(),
+            samples_per_second: 99,
+            duration: Duration::from_secs(30),
+            scope: BurstScope::Target,
+        }
     }
 }
 
@@ -333,6 +351,9 @@ impl AnomalyConfig {
         if r.duration > l.duration {
             return Some(("burst.duration", format!("{:?} is longer than the local {:?}", r.duration, l.duration)));
         }
+        if r.scope == BurstScope::Node && l.scope == BurstScope::Target {
+            return Some(("burst.scope", "node is wider than the local target".into()));
+        }
         if r.receiver != l.receiver {
             return Some(("burst.receiver", format!("`{}` is not the local `{}`", r.receiver, l.receiver)));
         }
@@ -429,6 +450,7 @@ mod tests {
             ("burst: { samples_per_second: 999 }", "burst.samples_per_second"),
             ("burst: { duration: 10m }", "burst.duration"),
             ("burst: { receiver: profiling/other }", "burst.receiver"),
+            ("burst: { scope: node }", "burst.scope"),
             ("budget: { agent_cpu: 2 }", "budget.agent_cpu"),
         ];
         for (yaml, key) in cases {

@@ -7,6 +7,7 @@
 //! `anomaly.rule`, `anomaly.signal`, `anomaly.target`, `anomaly.value`, `anomaly.ewma`,
 //! `anomaly.stddev`, `anomaly.zscore`, `anomaly.reason` (`ceiling` | `zscore`),
 //! `anomaly.actions` (what was done: `burst`, `event`), `anomaly.burst.samples_per_second`,
+//! `anomaly.burst.scope` (`target` | `node`) and `anomaly.burst.processes` (for `target`),
 //! `anomaly.window.start_unix_nano` / `anomaly.window.end_unix_nano` (the burst's window) or
 //! `anomaly.burst.error` (why there was none), `profile.trigger = anomaly`.
 
@@ -24,8 +25,8 @@ use super::detect::{Observation, Reason};
 pub enum BurstOutcome {
     /// The rule has no `burst` action.
     NotAsked,
-    /// Started: rate and window (Unix ns).
-    Started { samples_per_second: u64, start_unix_ns: u64, end_unix_ns: u64 },
+    /// Started: rate, window (Unix ns), and how many processes it covers (`None`: all).
+    Started { samples_per_second: u64, start_unix_ns: u64, end_unix_ns: u64, processes: Option<usize> },
     /// Not started, and why.
     Failed(String),
 }
@@ -80,13 +81,21 @@ pub fn request(e: &Event<'_>) -> ExportLogsServiceRequest {
     ];
     let what = match &e.burst {
         BurstOutcome::NotAsked => String::new(),
-        BurstOutcome::Started { samples_per_second, start_unix_ns, end_unix_ns } => {
+        BurstOutcome::Started { samples_per_second, start_unix_ns, end_unix_ns, processes } => {
             actions.push("burst");
             attributes.push(i("anomaly.burst.samples_per_second", *samples_per_second));
+            attributes.push(s("anomaly.burst.scope", if processes.is_some() { "target" } else { "node" }));
+            if let Some(n) = processes {
+                attributes.push(i("anomaly.burst.processes", *n as u64));
+            }
             attributes.push(i("anomaly.window.start_unix_nano", *start_unix_ns));
             attributes.push(i("anomaly.window.end_unix_nano", *end_unix_ns));
             format!(
-                "; profiling at {samples_per_second} Hz for {:.0} s",
+                "; profiling {} at {samples_per_second} Hz for {:.0} s",
+                match processes {
+                    Some(n) => format!("its {n} processes"),
+                    None => "every process".into(),
+                },
                 end_unix_ns.saturating_sub(*start_unix_ns) as f64 / 1e9
             )
         }

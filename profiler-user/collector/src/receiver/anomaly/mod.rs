@@ -10,8 +10,8 @@
 //! `burst` raises the profiling receiver's rate for a bounded window through its
 //! [`ReceiverControl`](crate::component::ReceiverControl) (found in the host's registry, so it
 //! follows a reload), and `event` sends a WARN log record ([`event`]) down the receiver's logs
-//! pipelines. While a burst runs, the agent's own CPU use is watched: above `budget.agent_cpu`
-//! the burst ends early. The agent never runs a command.
+//! pipelines. While a burst runs, the agent's own CPU use is watched over windows of 2 s: above
+//! `budget.agent_cpu` the burst ends early. The agent never runs a command.
 //!
 //! A receiver because its output is data (the event records) that pipelines process and export
 //! like any other, and because its rules are then an ordinary component config: a remote
@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use crate::{
-    component::{Burst, ComponentError, ComponentId, CpuByTarget, Host, Outputs, Receiver, ReceiverFactory},
+    component::{Burst, ComponentError, ComponentId, CpuByTarget, Host, Outputs, Receiver, ReceiverFactory, TargetCpu},
     config::ConfigError,
     consumer::Consumer,
     health::{HealthHandle, Liveness},
@@ -51,7 +51,7 @@ pub mod engine;
 pub mod event;
 pub mod limit;
 
-use config::{Action, AnomalyConfig, GroupBy, SignalKind};
+use config::{Action, AnomalyConfig, BurstScope, GroupBy, SignalKind};
 use engine::{Engine, Point};
 use event::{BurstOutcome, Event};
 use limit::Denied;
@@ -172,10 +172,15 @@ const PROC_STAT: &str = "/proc/stat";
 /// A burst this loop started and still watches.
 struct Bursting {
     until: Instant,
-    /// The agent's CPU time and the wall time at the last look.
+    /// The agent's CPU time and the wall time when the current budget window began.
     cpu: Duration,
     at: Instant,
 }
+
+/// The agent's CPU use during a burst is judged over windows of at least this long: the first
+/// moments of a burst include reporting the interval it cut (symbolizing a whole report),
+/// which is not the burst's cost.
+const BUDGET_WINDOW: Duration = Duration::from_secs(2);
 
 struct Loop {
     id: String,
@@ -189,6 +194,15 @@ struct Loop {
     cpus: usize,
     /// The profiler's per-process totals at the last look (`target_cpu`).
     last_targets: Option<CpuByTarget>,
+}
+
+/// What a `target_cpu` rule grouping by `g` calls `t`'s target (`None`: not watched).
+fn group_key(t: &TargetCpu, g: GroupBy) -> Option<String> {
+    match g {
+        GroupBy::Process => Some(format!("{}/{}", t.name, t.pid)),
+        GroupBy::Service => t.service.clone(),
+        GroupBy::Container => t.container.clone(),
+    }
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -261,12 +275,7 @@ impl Loop {
             let mut used: HashMap<String, u64> = engine.targets(i).into_iter().map(|k| (k, 0)).collect();
             for t in &totals.targets {
                 let ns = t.cpu_ns.saturating_sub(before.get(&t.pid).copied().unwrap_or(0));
-                let key = match rule.group_by {
-                    GroupBy::Process => Some(format!("{}/{}", t.name, t.pid)),
-                    GroupBy::Service => t.service.clone(),
-                    GroupBy::Container => t.container.clone(),
-                };
-                if let Some(key) = key {
+                if let Some(key) = group_key(t, rule.group_by) {
                     *used.entry(key).or_default() += ns;
                 }
             }
@@ -286,11 +295,11 @@ impl Loop {
             self.bursting = None;
             return;
         }
-        let cpu = cpu::own_cpu_time();
         let wall = now.saturating_duration_since(b.at);
-        if wall.is_zero() {
+        if wall < BUDGET_WINDOW {
             return;
         }
+        let cpu = cpu::own_cpu_time();
         let cores = cpu.saturating_sub(b.cpu).as_secs_f64() / wall.as_secs_f64();
         b.cpu = cpu;
         b.at = now;
@@ -300,7 +309,7 @@ impl Loop {
             }
             self.metrics.burst("ended_early");
             tracing::warn!(
-                "receiver {}: the agent used {cores:.2} CPU cores during the burst, over its budget of {}: burst ended",
+                "receiver {}: the agent used {cores:.2} CPU cores over {wall:.1?} of the burst, over its budget of {}: burst ended",
                 self.id,
                 self.cfg.budget.agent_cpu
             );
@@ -327,7 +336,18 @@ impl Loop {
                 Ok(()) => {
                     self.metrics.trigger(&rule.name, "acted");
                     let burst = if rule.actions.contains(&Action::Burst) {
-                        self.burst(&rule.name, now)
+                        // A target_cpu rule's burst covers the target's processes as of the
+                        // last reading (processes it starts during the burst are not covered).
+                        let pids = (rule.signal == SignalKind::TargetCpu && self.cfg.burst.scope == BurstScope::Target)
+                            .then(|| {
+                                self.last_targets
+                                    .iter()
+                                    .flat_map(|l| &l.targets)
+                                    .filter(|t| group_key(t, rule.group_by).as_deref() == Some(p.target.as_str()))
+                                    .map(|t| t.pid)
+                                    .collect::<Vec<u32>>()
+                            });
+                        self.burst(&rule.name, pids, now)
                     } else {
                         BurstOutcome::NotAsked
                     };
@@ -369,15 +389,16 @@ impl Loop {
     }
 
     /// Asks the burst receiver for a burst.
-    fn burst(&mut self, rule: &str, now: Instant) -> BurstOutcome {
+    fn burst(&mut self, rule: &str, pids: Option<Vec<u32>>, now: Instant) -> BurstOutcome {
         let b = &self.cfg.burst;
         let Some(control) = self.host.controls.get(&b.receiver) else {
             self.metrics.burst("failed");
             return BurstOutcome::Failed(format!("no running receiver `{}` takes bursts", b.receiver));
         };
         let started = SystemTime::now();
-        match control.burst(Burst { samples_per_second: b.samples_per_second, duration: b.duration, rule: rule.into() })
-        {
+        let scope = pids.as_ref().map(|p| p.len());
+        let burst = Burst { samples_per_second: b.samples_per_second, duration: b.duration, rule: rule.into(), pids };
+        match control.burst(burst) {
             Ok(()) => {
                 self.metrics.burst("started");
                 self.bursting = Some(Bursting { until: now + b.duration, cpu: cpu::own_cpu_time(), at: now });
@@ -385,6 +406,7 @@ impl Loop {
                     samples_per_second: b.samples_per_second,
                     start_unix_ns: unix_ns(started),
                     end_unix_ns: unix_ns(started + b.duration),
+                    processes: scope,
                 }
             }
             Err(e) => {
