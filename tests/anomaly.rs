@@ -218,25 +218,31 @@ fn a_service_whose_cpu_share_jumps_triggers_its_rule() {
         sink.http
     );
     let agent = Collector::start(&dir, &config);
-    let shell = |script: &str| {
-        std::process::Command::new("sh").args(["-c", script]).env("OTEL_SERVICE_NAME", service).spawn().unwrap()
+    // Process groups, killed with their children (the idle shell's `sleep`) when the test ends,
+    // also when it fails first.
+    let shell = |what: &'static str, script: &str, service: Option<&str>| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", script]).env_remove("OTEL_SERVICE_NAME");
+        if let Some(s) = service {
+            cmd.env("OTEL_SERVICE_NAME", s);
+        }
+        Group::spawn(what, &mut cmd)
     };
-    let mut idle = shell("while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.2; done");
+    let mut idle = shell(
+        "the idle shell",
+        "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.2; done",
+        Some(service),
+    );
     // The service's baseline: its warm-up of 5 points at the profiler's 1 s reports.
     agent.wait_value("otelprof_anomaly_points_total", &[("rule", "svc-step")], Duration::from_secs(20), |v| v >= 8.0);
     assert_eq!(agent.value("otelprof_anomaly_triggers_total", &[]), 0.0, "{}", agent.metrics());
-    let mut outsider = std::process::Command::new("sh")
-        .args(["-c", "while :; do :; done"])
-        .env_remove("OTEL_SERVICE_NAME")
-        .spawn()
-        .unwrap();
+    let mut outsider = shell("the outsider", "while :; do :; done", None);
     let outsider_pid = outsider.id();
-    let mut busy = shell("while :; do :; done");
+    let mut busy = shell("the busy shell", "while :; do :; done", Some(service));
     agent.wait_value("otelprof_anomaly_bursts_total", &[("outcome", "started")], Duration::from_secs(10), |v| v == 1.0);
     agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(8), |v| v == 19.0);
     for c in [&mut busy, &mut idle, &mut outsider] {
-        let _ = c.kill();
-        let _ = c.wait();
+        c.stop(Duration::from_secs(1));
     }
     agent.wait_value("otelcol_exporter_sent_log_records_total", &[], Duration::from_secs(5), |v| v == 1.0);
     std::thread::sleep(Duration::from_millis(1500));
