@@ -131,14 +131,19 @@ pub(super) fn sink() -> Result<u16> {
     Ok(port)
 }
 
-/// One unlabelled metric from the agent's Prometheus endpoint.
-fn scrape(port: u16, name: &str) -> Option<f64> {
+/// The agent's Prometheus endpoint's text (the HTTP response, headers included).
+pub(super) fn metrics_text(port: u16) -> Option<String> {
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     c.read_to_string(&mut text).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    Some(text)
+}
+
+/// One unlabelled metric from the agent's Prometheus endpoint.
+fn scrape(port: u16, name: &str) -> Option<f64> {
+    metrics_text(port)?.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Resident KiB of the BPF maps process `pid` has mapped (`anon_inode:bpf-map` in its smaps).

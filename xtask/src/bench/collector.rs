@@ -188,7 +188,7 @@ fn rotel() -> Result<(PathBuf, String)> {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -265,13 +265,13 @@ fn parse_load(text: &str) -> Option<Sent> {
 }
 
 /// A collector under measurement.
-struct Collector {
+pub(super) struct Collector {
     child: Child,
     log: PathBuf,
 }
 
 impl Collector {
-    fn pid(&self) -> i32 {
+    pub(super) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
@@ -281,7 +281,7 @@ impl Collector {
 
     /// Returns once the receiver accepts connections; an error if the collector exits first
     /// (exit 2 is otelprof rejecting its configuration).
-    fn start(mut cmd: Command, log: PathBuf, port: u16) -> Result<Collector> {
+    pub(super) fn start(mut cmd: Command, log: PathBuf, port: u16) -> Result<Collector> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?);
@@ -309,7 +309,7 @@ impl Collector {
     }
 
     /// SIGTERM, then SIGKILL after 10 s.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         // SAFETY: kill(2) on our own child, not yet waited for.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -416,7 +416,7 @@ fn load_command(ctx: &Ctx, signal: Signal, receiver: u16) -> Command {
     c
 }
 
-fn show(cmd: &Command) -> String {
+pub(super) fn show(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())
@@ -535,8 +535,8 @@ pub fn run(plan: &Plan, tools: &Tools) -> Result<CollectorBench> {
     let (rounds, requests, idle_seconds) = if plan.smoke { (1, 20, 1.0) } else { (3, 1000, 3.0) };
     let ctx = Ctx {
         dir,
-        sink_exe: tools.root.join("target/release/otlp_sink"),
-        load_exe: tools.root.join("target/release/otlp_load"),
+        sink_exe: super::target_dir(&tools.root).join("release/otlp_sink"),
+        load_exe: super::target_dir(&tools.root).join("release/otlp_load"),
         rotel,
         otelprof: tools.otelprof.clone(),
         requests,

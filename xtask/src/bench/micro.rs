@@ -48,7 +48,7 @@ pub fn run_benches(plan: &Plan, tools: &Tools, bench: Option<&str>) -> Result<Mi
     if !cmd.status().context("cargo bench")?.success() {
         bail!("cargo bench failed");
     }
-    let dir = tools.root.join("target/criterion");
+    let dir = super::target_dir(&tools.root).join("criterion");
     let mut results = Vec::new();
     for group in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
         if !group.path().is_dir() {

@@ -19,12 +19,18 @@
 //!    5-statement `transform` in its traces pipeline.
 //! 10. [`micro`] again: OTTL, ns per statement per record and the `transform` processor's spans
 //!     per second on in-memory requests.
+//! 11. [`anomaly`]: the edge anomaly loop (issue #16): detection latency from a CPU step (a busy
+//!     process) to the profiler's burst, in a real `otelprof agent` at 1 s and 500 ms intervals,
+//!     next to the detector's expected latency; the analysis tick's cost (criterion,
+//!     `benches/benches/anomaly.rs`) as CPU % per interval; the agent's CPU over a quiet window
+//!     with and without the `anomaly` receiver.
 //!
 //! `--smoke` runs every part briefly and writes to `target/bench-smoke.md`: it checks the harness,
 //! its numbers mean nothing. `--only churn` runs one section and writes it alone to
 //! `target/bench-churn.md` (`target/bench-churn-smoke.md` with `--smoke`).
 
 mod agent_cost;
+mod anomaly;
 mod churn;
 mod collector;
 mod machine;
@@ -55,6 +61,8 @@ pub enum Section {
     Agent,
     /// 10. OTTL statements and the transform processor (criterion, no root, no BPF).
     Ottl,
+    /// 11. The anomaly loop: step → burst latency, and its analysis cost.
+    Anomaly,
 }
 
 /// How much to measure.
@@ -114,11 +122,17 @@ impl Plan {
             Section::Collector => "collector",
             Section::Agent => "agent",
             Section::Ottl => "ottl",
+            Section::Anomaly => "anomaly",
         };
         self.only = Some(section);
         self.out = root.join(format!("target/bench-{name}{}.md", if self.smoke { "-smoke" } else { "" }));
         self
     }
+}
+
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` when set, else the workspace's `target/`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
 
 /// Paths of the things under test.
@@ -156,7 +170,7 @@ fn build(root: &Path) -> Result<Tools> {
         .ok()
         .filter(|o| o.status.success())
         .map(|_| PathBuf::from("perf"));
-    Ok(Tools { root: root.to_path_buf(), otelprof: root.join("target/release/otelprof"), reference, perf })
+    Ok(Tools { root: root.to_path_buf(), otelprof: target_dir(root).join("release/otelprof"), reference, perf })
 }
 
 pub fn run(plan: Plan, root: &Path) -> Result<()> {
@@ -200,6 +214,12 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
             let bench = collector::run(&plan, &tools)?;
             report::render_only(&plan, &machine::describe(), started, |o| collector::render(o, &bench))
         }
+        Some(Section::Anomaly) => {
+            eprintln!("xtask bench: only: anomaly loop, detection latency and cost");
+            let micro = micro::run_benches(&plan, &tools, Some("anomaly"))?;
+            let bench = anomaly::run(&plan, &tools)?;
+            report::render_only(&plan, &machine::describe(), started, |o| anomaly::render(o, &bench, &micro))
+        }
         None => {
             eprintln!("xtask bench: 1/5 workload slowdown ({} rounds of ~{}s per mode)", plan.rounds, plan.seconds);
             let slow = slowdown::run(&plan, &tools)?;
@@ -225,6 +245,11 @@ pub fn run(plan: Plan, root: &Path) -> Result<()> {
                 Err(e) => text += &format!("## 9. Collector: OTLP throughput and memory\n\nNot run: {e:#}\n"),
             }
             report::ottl(&mut text, &measured.micro);
+            eprintln!("xtask bench: anomaly loop, detection latency and cost");
+            match anomaly::run(&plan, &tools) {
+                Ok(bench) => anomaly::render(&mut text, &bench, &measured.micro),
+                Err(e) => text += &format!("## 11. Anomaly loop: detection latency and cost\n\nNot run: {e:#}\n"),
+            }
             text
         }
     };
