@@ -324,11 +324,6 @@ impl Session {
         }
     }
 
-    /// The thinning in force.
-    pub fn thinning(&self) -> Option<&Thinning> {
-        self.thinning.as_ref()
-    }
-
     /// Samples dropped by thinning so far (counted, never hidden).
     pub fn thinned(&self) -> u64 {
         self.thinned_before + self.thinning.as_ref().map_or(0, |t| t.dropped)

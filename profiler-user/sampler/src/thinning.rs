@@ -25,11 +25,6 @@ impl Thinning {
         Self { keep: keep.into_iter().collect(), base_hz, burst_hz: burst_hz.max(1), acc: HashMap::new(), dropped: 0 }
     }
 
-    /// Whether the burst is for `pid` (its samples are at the burst rate).
-    pub fn bursts(&self, pid: u32) -> bool {
-        self.keep.contains(&pid)
-    }
-
     /// Whether a sample of `pid` is kept.
     pub fn admit(&mut self, pid: u32) -> bool {
         if self.keep.contains(&pid) || self.base_hz >= self.burst_hz {
@@ -59,7 +54,6 @@ mod tests {
         assert_eq!(kept_other, 190, "19 of every 99");
         assert_eq!(kept_target, 990);
         assert_eq!(t.dropped, 800);
-        assert!(t.bursts(7) && !t.bursts(8));
         let mut none = Thinning::new([], 99, 99);
         assert!((0..10).all(|_| none.admit(1)), "a burst no faster than the base keeps all");
     }

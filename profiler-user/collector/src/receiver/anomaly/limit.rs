@@ -70,11 +70,6 @@ impl Limiter {
         Self { limits, ..Default::default() }
     }
 
-    /// New caps (a changed config); the actions taken so far still count.
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
-    }
-
     /// Takes an action for `target` at `now` if every cap allows it, and records it.
     pub fn try_acquire(&mut self, target: &str, now: Instant) -> Result<(), Denied> {
         let l = &self.limits;
