@@ -25,7 +25,10 @@ fn otlp_proto_resource_samples_and_mappings() {
         .unwrap_or_else(|| panic!("a resource for the workload: {summary:#}"));
     let a = &chain["attributes"];
     let pid = a["process.pid"].as_i64().unwrap();
-    assert_eq!(a["service.name"], "chain", "service.name falls back to the executable name");
+    assert_eq!(
+        a["service.name"], "unknown_service:chain",
+        "service.name falls back to the SDK default with the executable"
+    );
     assert_eq!(a["process.executable.path"], workload("chain").to_string_lossy().as_ref());
     assert_eq!(a["host.arch"], "amd64");
     assert_eq!(a["os.type"], "linux");

@@ -320,10 +320,12 @@ impl HealthHandle {
         }
     }
 
-    /// An end nobody asked for, unless the registry is shutting down or the component's graph
-    /// is being replaced.
+    /// An end nobody asked for, unless the registry is shutting down, the component's graph
+    /// is being replaced, or the component said it [stopped](Self::stop) first.
     fn ended(&self, how: &str) {
-        if self.registry.stopping.load(Ordering::Relaxed) || self.component.retiring.load(Ordering::Relaxed) {
+        let stopped = *self.component.state() == State::Stopped;
+        if stopped || self.registry.stopping.load(Ordering::Relaxed) || self.component.retiring.load(Ordering::Relaxed)
+        {
             self.stop();
         } else {
             self.fail(how);

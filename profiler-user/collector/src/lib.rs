@@ -18,7 +18,8 @@
 //! - [`signal`]: the four signals and the data that crosses every seam ([`signal::Data`]: an
 //!   OTLP export request).
 //! - [`consumer`]: the one seam between components — a synchronous, never-blocking `consume`
-//!   that either takes the data or refuses it (retryable or not).
+//!   that either takes the data or refuses it (retryable or not); [`client`]: who sent the
+//!   request being consumed (the sender's address, for `k8sattributes`' `from: connection`).
 //! - [`component`]: ids (`type[/name]`), the receiver / processor / exporter / connector
 //!   traits and the [`component::Host`] (own metrics, health, shutdown) every component gets.
 //! - [`config`] and [`factories`]: the config file checked against the known component types;
@@ -30,6 +31,7 @@
 //! - [`telemetry`] and [`telemetry_server`]: own metrics in the Collector's names, `/metrics`,
 //!   `/healthz`, `/readyz`; [`health`]: component liveness.
 
+pub mod client;
 pub mod component;
 pub mod config;
 pub mod connector;

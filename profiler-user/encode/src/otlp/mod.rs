@@ -3,7 +3,7 @@
 //! [`build`] turns a [`Report`] into one `ExportProfilesServiceRequest`: a shared
 //! [`ProfilesDictionary`](pb::ProfilesDictionary) and one `ResourceProfiles` per process, whose
 //! resource says which process, host and container it is and which service (from the process's
-//! own `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`). Samples are keyed by stack and
+//! own `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`, else `unknown_service:<executable>`). Samples are keyed by stack and
 //! attributes (`thread.id`, `thread.name`, `cpu.logical_number`) and carry every sample's
 //! timestamp with a value of 1 each. With off-CPU profiling a process has a second `Profile`
 //! (sample and period type `off_cpu/nanoseconds`) whose values are each wait's nanoseconds off
@@ -141,8 +141,11 @@ fn resource(report: &Report<'_>, pid: u32, opts: &OtlpOptions, host: &[KeyValue]
             set(&mut attrs, kv("container.id", Value::Str(id.clone())));
         }
     }
+    // What an SDK says when the application names no service (the resource SDK spec's
+    // fallback, `unknown_service:` + the executable): backends group it as unnamed, and the
+    // k8sattributes processor may replace it with the pod's workload.
     if !attrs.iter().any(|a| a.key == "service.name") {
-        attrs.push(kv("service.name", Value::Str(exe_name)));
+        attrs.push(kv("service.name", Value::Str(format!("unknown_service:{exe_name}"))));
     }
     Resource { attributes: attrs, dropped_attributes_count: 0, entity_refs: Vec::new() }
 }

@@ -77,6 +77,10 @@ struct Extract {
     otel_annotations: bool,
     #[serde(default)]
     deployment_name_from_replicaset: bool,
+    /// otelprof's own: the semantic conventions' opt-in for well-known labels
+    /// (`app.kubernetes.io/instance`, `…/name`, `…/version`) in `service.*`.
+    #[serde(default)]
+    well_known_labels: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,12 +99,12 @@ struct FieldExtract {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Association {
-    sources: Vec<Source>,
+    sources: Vec<SourceConfig>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Source {
+struct SourceConfig {
     from: String,
     #[serde(default)]
     name: Option<String>,
@@ -138,6 +142,26 @@ impl SourceKey {
 
     pub fn attribute(self) -> &'static str {
         Self::ALL.iter().find(|(_, k)| *k == self).map_or("", |(n, _)| n)
+    }
+}
+
+/// Where an association rule's source takes its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `from: resource_attribute`: the resource's attribute, looked up by that key.
+    Attribute(SourceKey),
+    /// `from: connection`: the sender's IP (the current [`crate::client`]), looked up as a
+    /// pod IP.
+    Connection,
+}
+
+impl Source {
+    /// The store key the source's value is looked up by.
+    pub fn key(self) -> SourceKey {
+        match self {
+            Source::Attribute(k) => k,
+            Source::Connection => SourceKey::PodIp,
+        }
     }
 }
 
@@ -195,6 +219,10 @@ pub const METADATA: &[&str] = &[
     "container.id",
     "container.image.name",
     "container.image.tag",
+    "service.name",
+    "service.namespace",
+    "service.version",
+    "service.instance.id",
 ];
 
 /// Metadata of the Collector's list that otelprof does not extract, and why.
@@ -203,10 +231,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("k8s.cluster.uid", "needs a namespace GET of kube-system; not supported yet"),
     ("k8s.node.uid", "needs a node GET; not supported yet"),
     ("container.image.repo_digests", "not supported yet"),
-    ("service.name", "not supported yet (see the module docs for the rule planned)"),
-    ("service.namespace", "not supported yet"),
-    ("service.version", "not supported yet"),
-    ("service.instance.id", "not supported yet"),
 ];
 
 /// The Collector's default `extract.metadata`.
@@ -231,8 +255,15 @@ pub struct Checked {
     pub annotations: Vec<TagRule>,
     /// Derive `k8s.deployment.name` from the ReplicaSet's name, without a ReplicaSet GET.
     pub deployment_name_from_replicaset: bool,
+    /// Every `resource.opentelemetry.io/<attribute>` annotation becomes `<attribute>`.
+    pub otel_annotations: bool,
+    /// Well-known labels count in `service.*` (opt-in, as the semantic conventions ask).
+    pub well_known_labels: bool,
     /// Rules in order; each a list of sources that must all match.
-    pub associations: Vec<Vec<SourceKey>>,
+    pub associations: Vec<Vec<Source>>,
+    /// Only `k8s.pod.ip` from the connection; no pod is watched (an agent in front of a
+    /// gateway that adds the rest, as in the Collector).
+    pub passthrough: bool,
     pub max_pods: usize,
 }
 
@@ -286,12 +317,6 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
             ))
         }
     };
-    if c.passthrough {
-        return Err(refuse(
-            format!("{path}.passthrough"),
-            "not supported: it adds the sender's IP, which the otlp receiver does not give processors yet",
-        ));
-    }
     if c.wait_for_metadata {
         return Err(refuse(
             format!("{path}.wait_for_metadata"),
@@ -331,9 +356,6 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
     };
 
     let e = &c.extract;
-    if e.otel_annotations {
-        return Err(refuse(format!("{path}.extract.otel_annotations"), "not supported yet"));
-    }
     let metadata: Vec<String> = match &e.metadata {
         None => DEFAULT_METADATA.iter().map(|s| s.to_string()).collect(),
         Some(list) => {
@@ -355,10 +377,16 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
     let annotations = tag_rules(&e.annotations, &format!("{path}.extract.annotations"), "k8s.pod.annotations")?;
 
     let associations = match &c.pod_association {
-        // The Collector's default is the sender's IP (`from: connection`), which is not
-        // available here; these three cover OTLP from SDKs with the k8s resource detector and
-        // the profiler's own `container.id`.
-        None => vec![vec![SourceKey::PodUid], vec![SourceKey::PodIp], vec![SourceKey::ContainerId]],
+        // The Collector's default is the sender's IP alone; the resource's own keys come
+        // first here, for the profiler's data (`container.id`, no connection) and SDKs with
+        // the k8s resource detector. In passthrough only the connection is of use.
+        None if c.passthrough => vec![vec![Source::Connection]],
+        None => vec![
+            vec![Source::Attribute(SourceKey::PodUid)],
+            vec![Source::Attribute(SourceKey::PodIp)],
+            vec![Source::Attribute(SourceKey::ContainerId)],
+            vec![Source::Connection],
+        ],
         Some(rules) => {
             let mut out = Vec::new();
             for (i, rule) in rules.iter().enumerate() {
@@ -372,15 +400,16 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
                     match s.from.as_str() {
                         "resource_attribute" => {}
                         "connection" => {
-                            return Err(refuse(
-                                format!("{at}.from"),
-                                "`connection` is not supported yet: the otlp receiver does not give processors the sender's address; associate by `resource_attribute` (k8s.pod.uid, k8s.pod.ip, container.id)",
-                            ))
+                            if s.name.is_some() {
+                                return Err(refuse(format!("{at}.name"), "not with `from: connection`"));
+                            }
+                            keys.push(Source::Connection);
+                            continue;
                         }
                         other => {
                             return Err(refuse(
                                 format!("{at}.from"),
-                                format!("`{other}` is not a source; use `resource_attribute`"),
+                                format!("`{other}` is not a source; use `resource_attribute` or `connection`"),
                             ))
                         }
                     }
@@ -396,11 +425,13 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
                             ),
                         ));
                     };
-                    keys.push(*key);
+                    keys.push(Source::Attribute(*key));
                 }
-                let indexed =
-                    keys.iter().any(|k| matches!(k, SourceKey::PodUid | SourceKey::PodIp | SourceKey::ContainerId))
-                        || (keys.contains(&SourceKey::PodName) && keys.contains(&SourceKey::Namespace));
+                let has = |k: SourceKey| keys.iter().any(|s| s.key() == k);
+                let indexed = has(SourceKey::PodUid)
+                    || has(SourceKey::PodIp)
+                    || has(SourceKey::ContainerId)
+                    || (has(SourceKey::PodName) && has(SourceKey::Namespace));
                 if !indexed {
                     return Err(refuse(
                         at,
@@ -421,7 +452,10 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
         labels,
         annotations,
         deployment_name_from_replicaset: e.deployment_name_from_replicaset,
+        otel_annotations: e.otel_annotations,
+        well_known_labels: e.well_known_labels,
         associations,
+        passthrough: c.passthrough,
         max_pods: c.max_pods,
     })
 }

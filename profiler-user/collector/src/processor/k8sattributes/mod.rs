@@ -94,15 +94,17 @@ use opentelemetry_proto::tonic::{
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    config::{Checked, SourceKey},
+    config::{Checked, Source, SourceKey},
     store::{Found, Store, StoreMetrics},
     watch::{Watch, WatchMetrics},
 };
 use super::map_resources::MapResources;
 use crate::{
+    client,
     component::{BuildProcessor, ComponentError, ComponentId, Host, Processor, ProcessorFactory},
     config::ConfigError,
     consumer::{ConsumeError, Consumer},
+    health::Liveness,
     signal::{Data, Signal},
     telemetry::{add, Value},
 };
@@ -189,15 +191,21 @@ impl Build {
                 let store = Arc::new(Store::new(self.config.max_pods, store_metrics));
                 let stop = host.stop.child_token();
                 match self.config.node.as_ref().map(|n| n.resolve(|v| (self.env)(v))).transpose() {
+                    // Passthrough only reads the connection: no pod is watched.
+                    Ok(_) if self.config.passthrough => {}
                     Ok(node) => {
                         let watch = Watch::new(self.config.clone(), node, store.clone(), watch_metrics);
-                        let watch_stop = stop.clone();
-                        runtime.spawn(async move {
+                        // On /healthz (and OpAMP's component health) as failed if the watch
+                        // panics or ends; an unreachable API server is not a failure of the
+                        // agent (it keeps sampling and exporting): it is counted.
+                        let health = host.health.register(format!("processor/{}/watch", self.id), Liveness::Running);
+                        let (watch_stop, stopped) = (stop.clone(), health.clone());
+                        runtime.spawn(health.watch_task(async move {
                             tokio::select! {
-                                _ = watch_stop.cancelled() => {}
+                                _ = watch_stop.cancelled() => stopped.stop(),
                                 _ = watch.run() => {}
                             }
-                        });
+                        }));
                     }
                     // Watching every pod of the cluster from every node instead would be
                     // worse than no metadata: none is added, and it is said and counted.
@@ -222,8 +230,11 @@ impl BuildProcessor for Build {
     ) -> Result<Arc<dyn Processor>, ComponentError> {
         let shared = self.shared(host)?;
         let (config, on) = (self.config.clone(), shared.clone());
+        let by_connection = config.associations.iter().flatten().any(|s| *s == Source::Connection);
         let annotate = Arc::new(move |r: &mut Resource| {
-            if !associate(&config, &on.store, r) {
+            // The sender's IP, read only when a rule can use it.
+            let sender = by_connection.then(client::current).flatten().and_then(|c| c.ip()).map(|ip| ip.to_string());
+            if !associate(&config, &on.store, r, sender.as_deref()) {
                 add(&on.unassociated, 1);
             }
         });
@@ -261,32 +272,54 @@ fn string_attr<'a>(r: &'a Resource, key: &str) -> Option<&'a str> {
     })
 }
 
-/// Finds the resource's pod by the first rule whose attributes it has, and adds the pod's
-/// attributes. Returns whether a pod was found.
-fn associate(config: &Checked, store: &Store, r: &mut Resource) -> bool {
-    let Some(found) = config.associations.iter().find_map(|rule| {
-        let values: Option<Vec<(SourceKey, &str)>> =
-            rule.iter().map(|k| string_attr(r, k.attribute()).map(|v| (*k, v))).collect();
-        // A rule whose attributes are not all there does not apply: try the next one. One
-        // that applies decides, found or not.
-        values.map(|v| lookup(store, &v))
-    }) else {
-        return false;
+/// `unknown_service`, alone or as `unknown_service:<executable>`: the name an SDK gives when
+/// the application set none (and the profiler's encoder, likewise). It counts as no
+/// `service.name`, so the pod's can replace it (as CloudWatch's and Kyma's agents do).
+fn is_unknown_service(v: &AnyValue) -> bool {
+    matches!(&v.value, Some(AnyValueKind::StringValue(s)) if s == "unknown_service" || s.starts_with("unknown_service:"))
+}
+
+/// Adds `key` unless the resource has it; only `service.name` = `unknown_service…` is
+/// replaced (see [`is_unknown_service`]).
+fn add_attr(r: &mut Resource, key: &str, value: &str) {
+    let new = || Some(AnyValue { value: Some(AnyValueKind::StringValue(value.to_string())) });
+    match r.attributes.iter_mut().find(|a| a.key == key) {
+        None => r.attributes.push(KeyValue { key: key.to_string(), value: new(), ..Default::default() }),
+        Some(a) if key == "service.name" && a.value.as_ref().is_some_and(is_unknown_service) => a.value = new(),
+        Some(_) => {}
+    }
+}
+
+/// Finds the resource's pod by the first rule whose sources all have a value (resource
+/// attributes, the `sender`'s IP), and adds the pod's attributes. Returns whether a pod was
+/// found (always true in passthrough, which looks nothing up).
+fn associate(config: &Checked, store: &Store, r: &mut Resource, sender: Option<&str>) -> bool {
+    let value = |s: &Source| match s {
+        Source::Attribute(k) => string_attr(r, k.attribute()),
+        Source::Connection => sender,
     };
+    // A rule whose sources are not all there does not apply: try the next one. One that
+    // applies decides, found or not.
+    let Some((rule, values)) = config.associations.iter().find_map(|rule| {
+        let values: Option<Vec<(SourceKey, &str)>> = rule.iter().map(|s| value(s).map(|v| (s.key(), v))).collect();
+        values.map(|v| (rule, v))
+    }) else {
+        return config.passthrough;
+    };
+    let found = (!config.passthrough).then(|| lookup(store, &values)).flatten();
+    // As the Collector: the deciding rule's connection is the pod's IP, also in passthrough.
+    if let Some(ip) = sender.filter(|_| rule.contains(&Source::Connection)) {
+        add_attr(r, "k8s.pod.ip", ip);
+    }
+    if config.passthrough {
+        return true;
+    }
     let Some(found) = found else { return false };
     let container = found.container.and_then(|i| found.pod.containers.get(i)).or_else(|| {
         let name = string_attr(r, "k8s.container.name")?;
         found.pod.containers.iter().find(|c| c.name == name)
     });
-    let mut add_attr = |key: &str, value: &str| {
-        if !r.attributes.iter().any(|a| a.key == key) {
-            r.attributes.push(KeyValue {
-                key: key.to_string(),
-                value: Some(AnyValue { value: Some(AnyValueKind::StringValue(value.to_string())) }),
-                ..Default::default()
-            });
-        }
-    };
+    let mut add_attr = |key: &str, value: &str| add_attr(r, key, value);
     for (k, v) in &found.pod.attributes {
         add_attr(k, v);
     }

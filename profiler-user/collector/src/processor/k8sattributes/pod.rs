@@ -87,6 +87,39 @@ pub fn deployment_from_replicaset_name(rs: &str, pod_template_hash: Option<&str>
         .then(|| prefix.to_string())
 }
 
+/// The prefix of the annotations that name resource attributes (semantic conventions,
+/// "Specify resource attributes using Kubernetes annotations").
+pub const OTEL_ANNOTATION_PREFIX: &str = "resource.opentelemetry.io/";
+
+/// The attributes `service.name` is taken from, the first found, after the
+/// `resource.opentelemetry.io/service.name` annotation and (opt-in) the well-known labels:
+/// the semantic conventions' order, from the ancestor to the descendant. The last one,
+/// `k8s.container.name`, is the container's and only counts where a pod has no name.
+pub const SERVICE_NAME_FROM: &[&str] = &[
+    "k8s.deployment.name",
+    "k8s.replicaset.name",
+    "k8s.statefulset.name",
+    "k8s.daemonset.name",
+    "k8s.cronjob.name",
+    "k8s.job.name",
+    "k8s.pod.name",
+];
+
+/// `service.version` from a container's image, as the semantic conventions compute it:
+/// `<tag>@<digest>`, else `<digest>`, else `<tag>`. The digest is the image reference's, else
+/// the one the runtime resolved (`imageID`, `…@sha256:…`); no tag is implied.
+pub fn version_of_image(image: &str, image_id: &str) -> Option<String> {
+    let digest_of = |r: &str| r.split_once('@').map(|(_, d)| d.to_string()).filter(|d| !d.is_empty());
+    let without_digest = image.split_once('@').map_or(image, |(a, _)| a);
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    let tag = without_digest[last_slash..].rsplit_once(':').map(|(_, t)| t.to_string()).filter(|t| !t.is_empty());
+    match (tag, digest_of(image).or_else(|| digest_of(image_id))) {
+        (Some(t), Some(d)) => Some(format!("{t}@{d}")),
+        (None, Some(d)) => Some(d),
+        (t, None) => t,
+    }
+}
+
 /// The controller owner of the pod of `kind`: (name, uid).
 pub fn controller_owner<'a>(pod: &'a Pod, kind: &str) -> Option<(&'a str, &'a str)> {
     pod.metadata
@@ -159,11 +192,23 @@ pub fn pod_meta(pod: &Pod, config: &Checked, deployment: Option<&Deployment>) ->
         found.insert("k8s.cronjob.name", cj.to_string());
     }
 
-    let mut attributes: Vec<(String, String)> =
-        config.metadata.iter().filter_map(|m| found.get(m.as_str()).map(|v| (m.clone(), v.clone()))).collect();
     let empty = BTreeMap::new();
     let labels = md.labels.as_ref().unwrap_or(&empty);
     let annotations = md.annotations.as_ref().unwrap_or(&empty);
+    service_attributes(&mut found, config, labels, annotations);
+
+    // The pod's own `resource.opentelemetry.io/` annotations first: they say what the
+    // application's owner wants, so they win over what is derived (attributes are added,
+    // never overwritten, in this order).
+    let mut attributes: Vec<(String, String)> = Vec::new();
+    if config.otel_annotations {
+        for (k, v) in annotations {
+            if let Some(attr) = k.strip_prefix(OTEL_ANNOTATION_PREFIX).filter(|a| !a.is_empty()) {
+                attributes.push((attr.to_string(), v.clone()));
+            }
+        }
+    }
+    attributes.extend(config.metadata.iter().filter_map(|m| found.get(m.as_str()).map(|v| (m.clone(), v.clone()))));
     for (rules, map) in [(&config.labels, labels), (&config.annotations, annotations)] {
         for r in rules {
             if let Some(v) = map.get(&r.key) {
@@ -181,13 +226,56 @@ pub fn pod_meta(pod: &Pod, config: &Checked, deployment: Option<&Deployment>) ->
             .chain(s.container_statuses.iter().flatten())
             .chain(s.ephemeral_container_statuses.iter().flatten());
         for c in all {
-            containers.push(container_meta(c, config));
+            containers.push(container_meta(c, config, &namespace, &name));
         }
     }
     Some(PodMeta { uid, namespace, name, ips, attributes, containers })
 }
 
-fn container_meta(c: &ContainerStatus, config: &Checked) -> ContainerMeta {
+/// The pod-level `service.*` attributes the config asks for, by the semantic conventions'
+/// rules ("Service attributes" for Kubernetes): the `resource.opentelemetry.io/` annotation,
+/// then the well-known labels when opted in, then a function of the pod's attributes.
+/// `service.version` and `service.instance.id` otherwise come from the container
+/// ([`container_meta`]).
+fn service_attributes(
+    found: &mut BTreeMap<&'static str, String>,
+    config: &Checked,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) {
+    let annotation =
+        |attr: &str| annotations.get(&format!("{OTEL_ANNOTATION_PREFIX}{attr}")).filter(|v| !v.is_empty()).cloned();
+    let label =
+        |key: &str| config.well_known_labels.then(|| labels.get(key).filter(|v| !v.is_empty()).cloned()).flatten();
+    if config.wants("service.name") {
+        let derived = || SERVICE_NAME_FROM.iter().find_map(|k| found.get(k).filter(|v| !v.is_empty()).cloned());
+        let name = annotation("service.name")
+            .or_else(|| label("app.kubernetes.io/instance"))
+            .or_else(|| label("app.kubernetes.io/name"))
+            .or_else(derived);
+        if let Some(n) = name {
+            found.insert("service.name", n);
+        }
+    }
+    if config.wants("service.namespace") {
+        let ns = annotation("service.namespace").or_else(|| found.get("k8s.namespace.name").cloned());
+        if let Some(ns) = ns.filter(|n| !n.is_empty()) {
+            found.insert("service.namespace", ns);
+        }
+    }
+    if config.wants("service.version") {
+        if let Some(v) = annotation("service.version").or_else(|| label("app.kubernetes.io/version")) {
+            found.insert("service.version", v);
+        }
+    }
+    if config.wants("service.instance.id") {
+        if let Some(v) = annotation("service.instance.id") {
+            found.insert("service.instance.id", v);
+        }
+    }
+}
+
+fn container_meta(c: &ContainerStatus, config: &Checked, namespace: &str, pod: &str) -> ContainerMeta {
     let mut ids: Vec<String> = c.container_id.as_deref().and_then(bare_container_id).into_iter().collect();
     if let Some(prev) = c
         .last_state
@@ -212,6 +300,18 @@ fn container_meta(c: &ContainerStatus, config: &Checked) -> ContainerMeta {
     if let Some(tag) = image_tag.filter(|_| config.wants("container.image.tag")) {
         attributes.push(("container.image.tag", tag));
     }
+    // After the pod's own (an annotation's) `service.*`, which win: see [`service_attributes`].
+    if config.wants("service.version") {
+        if let Some(v) = version_of_image(&c.image, &c.image_id) {
+            attributes.push(("service.version", v));
+        }
+    }
+    if config.wants("service.instance.id") {
+        attributes.push(("service.instance.id", format!("{namespace}.{pod}.{}", c.name)));
+    }
+    if config.wants("service.name") {
+        attributes.push(("service.name", c.name.clone()));
+    }
     ContainerMeta { name: c.name.clone(), ids, attributes }
 }
 
@@ -234,5 +334,18 @@ mod tests {
         assert_eq!(deployment_from_replicaset_name("web-7d9f8c6b5", Some("7d9f8c6b5")).as_deref(), Some("web"));
         assert_eq!(deployment_from_replicaset_name("web-7d9f8c6b5", Some("other")), None);
         assert_eq!(deployment_from_replicaset_name("my-web-7d9f8c6b5", None).as_deref(), Some("my-web"));
+    }
+
+    #[test]
+    fn service_version_from_the_image() {
+        let d = "sha256:4f2a";
+        assert_eq!(version_of_image("registry:5000/app:1.2", "").as_deref(), Some("1.2"));
+        assert_eq!(version_of_image("app:1.2@sha256:4f2a", "").as_deref(), Some("1.2@sha256:4f2a"));
+        assert_eq!(
+            version_of_image("app:1.2", &format!("docker.io/library/app@{d}")).as_deref(),
+            Some("1.2@sha256:4f2a")
+        );
+        assert_eq!(version_of_image("app@sha256:4f2a", "").as_deref(), Some(d));
+        assert_eq!(version_of_image("registry:5000/app", ""), None, "no tag is implied, a port is not one");
     }
 }

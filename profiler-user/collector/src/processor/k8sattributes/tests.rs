@@ -155,6 +155,11 @@ fn rig(yaml: &str) -> Rig {
 }
 
 impl Rig {
+    /// [`Self::send`] as a receiver does it for a request from `sender` (`ip:port`).
+    fn send_from(&self, signal: Signal, attrs: &[(&str, &str)], sender: &str) -> BTreeMap<String, String> {
+        crate::client::scope(crate::client::Info::from_addr(sender.parse().unwrap()), || self.send(signal, attrs))
+    }
+
     /// Sends one resource with `attrs` through the `signal` processor; returns the resource
     /// attributes that came out.
     fn send(&self, signal: Signal, attrs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -376,6 +381,17 @@ async fn api_unreachable_passes_data_unchanged_and_counts_errors() {
     }
     assert_eq!(r.metric("otelprof_k8sattributes_unassociated_total"), 4);
     assert_eq!(r.metric("otelprof_k8s_pods"), 0);
+    // The watch is on /healthz, and an unreachable API server does not make the agent
+    // unhealthy (it would be restarted for what it cannot mend); a processor shutdown ends
+    // the watch as asked.
+    let watch = |h: &crate::health::Health| {
+        h.statuses().into_iter().find(|c| c.name == "processor/k8sattributes/watch").map(|c| c.status)
+    };
+    assert_eq!(watch(&r.host.health).as_deref(), Some("running"));
+    assert_eq!(r.host.health.check(), Ok(()));
+    r.processors["traces"].shutdown().await;
+    wait_until("the watch ended", || watch(&r.host.health).is_none()).await;
+    assert_eq!(r.host.health.check(), Ok(()), "ended as asked, not failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +414,13 @@ fn config_defaults_and_errors_name_the_key() {
     let node = c.node.clone().unwrap();
     assert_eq!(node.resolve(|_| Some(" node-1 ".into())).as_deref(), Ok("node-1"));
     assert!(node.resolve(|_| None).unwrap_err().contains("`NODE_NAME` is not set"));
-    assert_eq!(c.associations, vec![vec![SourceKey::PodUid], vec![SourceKey::PodIp], vec![SourceKey::ContainerId]]);
+    let by = |k| vec![Source::Attribute(k)];
+    assert_eq!(
+        c.associations,
+        vec![by(SourceKey::PodUid), by(SourceKey::PodIp), by(SourceKey::ContainerId), vec![Source::Connection]]
+    );
+    let passthrough = checked("{passthrough: true}").unwrap();
+    assert_eq!((passthrough.passthrough, passthrough.associations.clone()), (true, vec![vec![Source::Connection]]));
     assert!(c.wants("k8s.deployment.name") && !c.wants("k8s.container.name"));
     let ok = checked(
         "{auth_type: kubeConfig, kube_config_path: /tmp/kc, context: dev, \
@@ -419,7 +441,6 @@ fn config_defaults_and_errors_name_the_key() {
         ("{auth_type: none}", format!("{p}.auth_type"), "not supported"),
         ("{auth_type: tls}", format!("{p}.auth_type"), "not an auth type"),
         ("{endpoint: 'http://x'}", format!("{p}.endpoint"), "kubeConfig"),
-        ("{passthrough: true}", format!("{p}.passthrough"), "not supported"),
         ("{extract: {metadata: [k8s.pod.nam]}}", format!("{p}.extract.metadata[0]"), "not a metadata attribute"),
         ("{extract: {metadata: [k8s.pod.name, k8s.cluster.uid]}}", format!("{p}.extract.metadata[1]"), "not supported"),
         ("{extract: {labels: [{key: a, from: namespace}]}}", format!("{p}.extract.labels[0].from"), "only `pod`"),
@@ -429,10 +450,16 @@ fn config_defaults_and_errors_name_the_key() {
             "not supported",
         ),
         (
-            "{pod_association: [{sources: [{from: connection}]}]}",
-            format!("{p}.pod_association[0].sources[0].from"),
-            "not supported yet",
+            "{pod_association: [{sources: [{from: connection, name: k8s.pod.ip}]}]}",
+            format!("{p}.pod_association[0].sources[0].name"),
+            "not with `from: connection`",
         ),
+        (
+            "{pod_association: [{sources: [{from: header}]}]}",
+            format!("{p}.pod_association[0].sources[0].from"),
+            "use `resource_attribute` or `connection`",
+        ),
+        ("{extract: {metadata: [service.name, service.nam]}}", format!("{p}.extract.metadata[1]"), "not a metadata"),
         (
             "{pod_association: [{sources: [{from: resource_attribute, name: host.name}]}]}",
             format!("{p}.pod_association[0].sources[0].name"),
@@ -456,4 +483,103 @@ fn config_defaults_and_errors_name_the_key() {
     }
     // The factory is registered under the Collector's name.
     assert!(crate::processor::factories().iter().any(|f| f.kind() == "k8sattributes"));
+}
+
+/// `from: connection`: the address a receiver saw the request come from is the pod's IP, after
+/// the resource's own keys, and `k8s.pod.ip` is added when the connection decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_address_associates_after_the_resources_own_keys() {
+    let (_api, url) = FakeApi::start(vec![LIST_1], vec![]).await;
+    let r = rig(&format!(
+        "{{auth_type: kubeConfig, endpoint: '{url}', filter: {{node: node-1}}, \
+          extract: {{metadata: [k8s.pod.name, k8s.statefulset.name]}}}}"
+    ));
+    wait_until("the list is in the store", || r.store.len() == 3).await;
+    let t = r.send_from(Signal::Traces, &[], "10.244.1.13:41000");
+    assert_eq!((get(&t, "k8s.pod.name"), get(&t, "k8s.statefulset.name")), (Some("db-0"), Some("db")));
+    assert_eq!(get(&t, "k8s.pod.ip"), Some("10.244.1.13"), "the connection's IP, as the Collector adds it");
+    // A dual-stack listener sees an IPv4 client as an IPv4-mapped IPv6 address.
+    let l = r.send_from(Signal::Logs, &[], "[::ffff:10.244.1.13]:41000");
+    assert_eq!((get(&l, "k8s.pod.name"), get(&l, "k8s.pod.ip")), (Some("db-0"), Some("10.244.1.13")));
+    // The resource's own keys come first: the web pod's uid, whoever sent it (a gateway).
+    let m = r.send_from(Signal::Metrics, &[("k8s.pod.uid", WEB_UID)], "10.244.1.13:41000");
+    assert_eq!((get(&m, "k8s.pod.name"), get(&m, "k8s.pod.ip")), (Some("web-7d9f8c6b5-x2k4p"), None));
+    // An address no pod has: nothing found, counted; the IP is still the sender's.
+    let before = r.metric("otelprof_k8sattributes_unassociated_total");
+    let t = r.send_from(Signal::Traces, &[], "10.9.9.9:5000");
+    assert_eq!((get(&t, "k8s.pod.name"), get(&t, "k8s.pod.ip")), (None, Some("10.9.9.9")));
+    // No sender at all (the profiler's data, or data after `batch`): no rule applies.
+    let p = r.send(Signal::Profiles, &[]);
+    assert!(p.is_empty(), "{p:?}");
+    assert_eq!(r.metric("otelprof_k8sattributes_unassociated_total"), before + 2);
+}
+
+/// `passthrough: true`: only `k8s.pod.ip` from the connection, and the API is never asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_adds_the_senders_ip_and_watches_nothing() {
+    let (api, url) = FakeApi::start(vec![LIST_1], vec![]).await;
+    let r = rig(&format!("{{auth_type: kubeConfig, endpoint: '{url}', passthrough: true}}"));
+    for signal in Signal::ALL {
+        let out = r.send_from(signal, &[("service.name", "x")], "10.244.1.13:41000");
+        assert_eq!(get(&out, "k8s.pod.ip"), Some("10.244.1.13"), "{signal}");
+        assert_eq!(out.len(), 2, "{signal}: {out:?}");
+    }
+    let kept = r.send_from(Signal::Traces, &[("k8s.pod.ip", "10.1.1.1")], "10.244.1.13:41000");
+    assert_eq!(get(&kept, "k8s.pod.ip"), Some("10.1.1.1"), "never overwritten");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+    assert_eq!(r.store.len(), 0);
+    assert_eq!(r.metric("otelprof_k8sattributes_unassociated_total"), 0);
+}
+
+/// `service.*` by the semantic conventions' rules: the `resource.opentelemetry.io/`
+/// annotation, the well-known labels when opted in, the workload; `unknown_service…` (the
+/// SDKs' and the profiler's fallback) counts as no name, a name the application chose stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_attributes_follow_the_semantic_conventions() {
+    let (_api, url) = FakeApi::start(vec![LIST_1], vec![]).await;
+    let service = "[service.name, service.namespace, service.version, service.instance.id]";
+    let config = |extra: &str| {
+        format!(
+            "{{auth_type: kubeConfig, endpoint: '{url}', filter: {{node: node-1}}, \
+              extract: {{metadata: {service}{extra}}}}}"
+        )
+    };
+    let r = rig(&config(""));
+    wait_until("the list is in the store", || r.store.len() == 3).await;
+    // The Deployment's name (through the ReplicaSet GET) replaces the profiler's fallback; the
+    // version is the image's tag and the digest the runtime resolved.
+    let p = r.send(Signal::Profiles, &[("container.id", WEB_CID), ("service.name", "unknown_service:web-bin")]);
+    assert_eq!(get(&p, "service.name"), Some("web"));
+    assert_eq!(get(&p, "service.namespace"), Some("shop"));
+    assert_eq!(
+        get(&p, "service.version"),
+        Some("2.4.1@sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b")
+    );
+    assert_eq!(get(&p, "service.instance.id"), Some("shop.web-7d9f8c6b5-x2k4p.web"));
+    let named = r.send(Signal::Profiles, &[("container.id", WEB_CID), ("service.name", "checkout")]);
+    assert_eq!(get(&named, "service.name"), Some("checkout"), "the application's own name stays");
+    let sdk = r.send(Signal::Traces, &[("k8s.pod.uid", WEB_UID), ("service.name", "unknown_service")]);
+    assert_eq!(get(&sdk, "service.name"), Some("web"));
+    assert_eq!(get(&sdk, "service.version"), None, "no container named: no image");
+    // The pod's annotation wins over the StatefulSet's name; without `otel_annotations` the
+    // pod's other `resource.opentelemetry.io/` annotations are not copied.
+    let db = r.send(Signal::Logs, &[("k8s.pod.ip", "10.244.1.13"), ("k8s.container.name", "postgres")]);
+    assert_eq!(get(&db, "service.name"), Some("orders-db"));
+    assert_eq!(
+        get(&db, "service.version"),
+        Some("16@sha256:0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c")
+    );
+    assert_eq!(get(&db, "deployment.environment.name"), None);
+    // The DaemonSet's pod: its name, unless the well-known labels are opted in.
+    let agent = r.send(Signal::Metrics, &[("container.id", AGENT_CID)]);
+    assert_eq!(get(&agent, "service.name"), Some("node-agent"));
+
+    let r = rig(&config(", otel_annotations: true, well_known_labels: true"));
+    wait_until("the list is in the store", || r.store.len() == 3).await;
+    let agent = r.send(Signal::Metrics, &[("container.id", AGENT_CID)]);
+    assert_eq!(get(&agent, "service.name"), Some("node-agent-eu"), "app.kubernetes.io/instance before name");
+    let db = r.send(Signal::Logs, &[("k8s.pod.ip", "10.244.1.13")]);
+    assert_eq!(get(&db, "service.name"), Some("orders-db"), "the annotation before the labels");
+    assert_eq!(get(&db, "deployment.environment.name"), Some("prod"));
 }

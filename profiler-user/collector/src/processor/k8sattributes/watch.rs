@@ -279,7 +279,9 @@ impl Watch {
 
     /// The Deployment owning the pod's ReplicaSet, when the config wants it.
     async fn deployment(&mut self, pod: &Pod, client: &Client) -> Option<Deployment> {
-        if !self.config.wants("k8s.deployment.name") && !self.config.wants("k8s.deployment.uid") {
+        // `service.name` is the Deployment's name before the ReplicaSet's.
+        let wanted = ["k8s.deployment.name", "k8s.deployment.uid", "service.name"];
+        if !wanted.iter().any(|m| self.config.wants(m)) {
             return None;
         }
         let (rs_name, rs_uid) = controller_owner(pod, "ReplicaSet")?;

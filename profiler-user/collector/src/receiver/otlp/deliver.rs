@@ -7,6 +7,7 @@ use std::sync::{
 };
 
 use crate::{
+    client,
     consumer::{ConsumeError, Consumer},
     signal::Data,
     telemetry::{add, ReceiverMetrics},
@@ -26,12 +27,13 @@ impl Delivery {
         Self { next, metrics, open }
     }
 
-    /// Hands `data` on; its items count as accepted or refused (requests that failed to
-    /// decode never get here: they are not items).
-    pub fn deliver(&self, data: Data) -> Result<(), ConsumeError> {
+    /// Hands `data` on, with its sender as the current [`client`] while the pipeline takes
+    /// it; its items count as accepted or refused (requests that failed to decode never get
+    /// here: they are not items).
+    pub fn deliver(&self, data: Data, sender: client::Info) -> Result<(), ConsumeError> {
         let items = data.items();
         let result = if self.open.load(Ordering::Acquire) {
-            self.next.consume(data)
+            client::scope(sender, || self.next.consume(data))
         } else {
             Err(ConsumeError::refused("the receiver is shutting down"))
         };

@@ -56,7 +56,7 @@ use super::{
     deliver::{Delivery, PerSignal},
     tls::Tls,
 };
-use crate::{consumer::ConsumeError, signal::Data};
+use crate::{client, consumer::ConsumeError, signal::Data};
 
 /// What a refusal without its own `retry_after` asks the client to wait.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -114,8 +114,10 @@ pub async fn serve(
 struct Export(Arc<Delivery>);
 
 impl Export {
-    fn deliver(&self, data: Data) -> Result<(), Status> {
-        self.0.deliver(data).map_err(consume_status)
+    /// `remote_addr`: the peer of the call's connection (tonic's connect info, with or
+    /// without TLS).
+    fn deliver(&self, data: Data, remote_addr: Option<std::net::SocketAddr>) -> Result<(), Status> {
+        self.0.deliver(data, client::Info { addr: remote_addr }).map_err(consume_status)
     }
 }
 
@@ -137,7 +139,8 @@ impl TraceService for Export {
         &self,
         r: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.deliver(Data::Traces(r.into_inner()))?;
+        let addr = r.remote_addr();
+        self.deliver(Data::Traces(r.into_inner()), addr)?;
         Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
@@ -148,7 +151,8 @@ impl MetricsService for Export {
         &self,
         r: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.deliver(Data::Metrics(r.into_inner()))?;
+        let addr = r.remote_addr();
+        self.deliver(Data::Metrics(r.into_inner()), addr)?;
         Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
     }
 }
@@ -159,7 +163,8 @@ impl LogsService for Export {
         &self,
         r: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.deliver(Data::Logs(r.into_inner()))?;
+        let addr = r.remote_addr();
+        self.deliver(Data::Logs(r.into_inner()), addr)?;
         Ok(Response::new(ExportLogsServiceResponse { partial_success: None }))
     }
 }
@@ -170,7 +175,8 @@ impl ProfilesService for Export {
         &self,
         r: Request<ExportProfilesServiceRequest>,
     ) -> Result<Response<ExportProfilesServiceResponse>, Status> {
-        self.deliver(Data::Profiles(r.into_inner()))?;
+        let addr = r.remote_addr();
+        self.deliver(Data::Profiles(r.into_inner()), addr)?;
         Ok(Response::new(ExportProfilesServiceResponse { partial_success: None }))
     }
 }

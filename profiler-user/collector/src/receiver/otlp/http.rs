@@ -43,7 +43,7 @@ use super::{
     grpc::DEFAULT_RETRY_AFTER,
     tls::Tls,
 };
-use crate::{consumer::ConsumeError, signal::Signal};
+use crate::{client, consumer::ConsumeError, signal::Signal};
 
 /// A TLS handshake that has not completed by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,15 +83,15 @@ pub async fn serve(
         tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
+                Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let watcher = graceful.watcher();
                     let (handler, tls) = (handler.clone(), tls.clone());
                     connections.spawn(async move {
                         match tls {
-                            None => serve_connection(TokioIo::new(tcp), handler, watcher).await,
+                            None => serve_connection(TokioIo::new(tcp), peer, handler, watcher).await,
                             Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                                Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), handler, watcher).await,
+                                Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), peer, handler, watcher).await,
                                 Ok(Err(e)) => tracing::debug!("otlp http: TLS handshake failed: {e}"),
                                 Err(_) => tracing::debug!("otlp http: TLS handshake timed out"),
                             },
@@ -115,13 +115,19 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve_connection<I>(io: TokioIo<I>, handler: Arc<Handler>, watcher: hyper_util::server::graceful::Watcher)
-where
+/// `peer`: the connection's remote address, the sender of every request on it.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    peer: std::net::SocketAddr,
+    handler: Arc<Handler>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let sender = client::Info::from_addr(peer);
     let service = hyper::service::service_fn(move |request| {
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+        async move { Ok::<_, Infallible>(handler.handle(request, sender).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The timer makes hyper enforce its HTTP/1 header read timeout (slow clients).
@@ -154,7 +160,7 @@ impl Handler {
         Self { routes, deliveries, limit: settings.max_body_size, auth: settings.auth.clone() }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Answer {
+    async fn handle(&self, request: Request<Incoming>, sender: client::Info) -> Answer {
         let (parts, body) = request.into_parts();
         let header = |name| parts.headers.get(name).map(HeaderValue::as_bytes);
         let encoding = Encoding::from_content_type(header(header::CONTENT_TYPE));
@@ -201,7 +207,7 @@ impl Handler {
         let Some(delivery) = &self.deliveries[signal.index()] else {
             return text(StatusCode::NOT_FOUND, "404 page not found");
         };
-        match delivery.deliver(data) {
+        match delivery.deliver(data, sender) {
             Ok(()) => {
                 let mut answer = Response::new(Full::new(Bytes::from(encoding.success())));
                 answer.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
