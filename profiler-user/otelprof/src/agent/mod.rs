@@ -366,6 +366,16 @@ mod tests {
         for p in cfg.pipelines.iter().filter(|p| p.id.signal() != Signal::Profiles) {
             assert_eq!(p.receivers.iter().map(|r| r.to_string()).collect::<Vec<_>>(), ["otlp"], "{}", p.id);
         }
+        // Every signal gets the pod's metadata; for OTLP it is found by the sender's address,
+        // which is gone after `batch` (the request's client, as in the Collector).
+        for p in &cfg.pipelines {
+            let processors: Vec<String> = p.processors.iter().map(|r| r.to_string()).collect();
+            let k8s = processors.iter().position(|x| x == "k8sattributes");
+            assert!(k8s.is_some(), "{}: {processors:?}", p.id);
+            if let Some(batch) = processors.iter().position(|x| x == "batch") {
+                assert!(k8s < Some(batch), "{}: k8sattributes before batch: {processors:?}", p.id);
+            }
+        }
         // The probes and the Prometheus annotation use the port the telemetry server listens on.
         let manifest = BASE_DAEMONSET;
         let address = cfg.telemetry.metrics.address.expect("the telemetry server is on");

@@ -10,13 +10,18 @@
 //!     extract:
 //!       metadata: [k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.container.name,
 //!                  k8s.node.name, k8s.deployment.name, k8s.statefulset.name,
-//!                  k8s.daemonset.name, k8s.job.name, k8s.cronjob.name]
+//!                  k8s.daemonset.name, k8s.job.name, k8s.cronjob.name,
+//!                  service.name, service.namespace, service.version, service.instance.id]
 //!       labels: [{tag_name: app, key: app.kubernetes.io/name, from: pod}]
 //!       annotations: [{tag_name: team, key: example.com/team}]
-//!     pod_association:
+//!       otel_annotations: true           # resource.opentelemetry.io/<attribute> annotations
+//!       well_known_labels: false         # otelprof's: app.kubernetes.io/* labels in service.*
+//!     pod_association:                   # the default:
 //!       - sources: [{from: resource_attribute, name: k8s.pod.uid}]
 //!       - sources: [{from: resource_attribute, name: k8s.pod.ip}]
 //!       - sources: [{from: resource_attribute, name: container.id}]
+//!       - sources: [{from: connection}]  # the sender's IP
+//!     passthrough: false                 # true: only k8s.pod.ip from the connection
 //! ```
 //!
 //! Config keys, attribute names and semantics are the Collector's k8sattributes processor's,
@@ -31,7 +36,13 @@
 //!   its `containerd://` prefix (the previous instance's id too, so a restart does not cut
 //!   the join). Every `status.podIPs` entry is indexed (dual-stack); host-network pods are
 //!   not indexed by IP (their IP is the node's).
-//! - **Attributes** are added, never overwriting one the resource already has. Container
+//! - **Connection**: `from: connection` is the sender's IP as the receiver saw it (the
+//!   request's [`client`](crate::client)); when the rule that decides uses it, `k8s.pod.ip`
+//!   is added, also in `passthrough`. Data flushed by `batch` has no sender: put this
+//!   processor before `batch`, as the Collector's documentation says.
+//! - **Attributes** are added, never overwriting one the resource already has (except a
+//!   `service.name` of `unknown_service` or `unknown_service:…`, what SDKs and the profiler
+//!   say when the application names none). Container
 //!   attributes (`k8s.container.name`, `container.image.name`, `container.image.tag`) are
 //!   added when the container is known: joined by `container.id`, or named by the
 //!   resource's `k8s.container.name`.
@@ -39,6 +50,15 @@
 //!   the ReplicaSet's own controller owner (a cached ReplicaSet GET, see [`watch`]);
 //!   `k8s.statefulset.*`, `k8s.daemonset.*`, `k8s.job.*`; `k8s.cronjob.name` from the Job's
 //!   name (`<cronjob>-<minutes>`; see [`pod::cronjob_of_job`]).
+//! - **`service.*`** by the semantic conventions' rules (non-normative "Populating resource
+//!   attributes in Kubernetes"): `service.name` from the `resource.opentelemetry.io/service.name`
+//!   annotation, then (with `well_known_labels`) `app.kubernetes.io/instance` and `…/name`,
+//!   then the Deployment, ReplicaSet, StatefulSet, DaemonSet, CronJob, Job, pod name;
+//!   `service.namespace` from its annotation, else the namespace; `service.version` from its
+//!   annotation, the `app.kubernetes.io/version` label (opted in), else the container's image
+//!   (`tag@digest`, digest, tag); `service.instance.id` from its annotation, else
+//!   `<namespace>.<pod>.<container>`. This is how profiles of processes that publish no name
+//!   get their workload's ([`pod::SERVICE_NAME_FROM`]).
 //! - **Never blocking**: `consume` reads the store under a short read lock; the list/watch
 //!   runs in its own task. With the API server unreachable, data passes unchanged (or with
 //!   what was known before), and `otelprof_k8s_watch_errors_total` rises.
@@ -49,24 +69,25 @@
 //! - **RBAC**: `get`, `list`, `watch` on `pods`; `get` on `apps` `replicasets` when
 //!   `k8s.deployment.name` / `.uid` is extracted without `deployment_name_from_replicaset`.
 //!
+//! - **Health**: the watch is `processor/<id>/watch` on `/healthz` and in OpAMP's component
+//!   health: failed if it panics or ends unasked. An unreachable API server is not a failure
+//!   (a restart would not mend it, and sampling and exporting go on): it is counted.
+//!
 //! Differences from the Collector (each refused in the config with a message, or listed here):
 //!
-//! - `from: connection` and `passthrough` are refused: the otlp receiver does not give
-//!   processors the sender's address yet. Without `pod_association` the rules are k8s.pod.uid,
-//!   then k8s.pod.ip, then container.id (the Collector's default is the connection).
+//! - Without `pod_association` the rules are k8s.pod.uid, k8s.pod.ip, container.id, then the
+//!   connection (the Collector's default is the connection alone; the profiler's data has no
+//!   connection, and a gateway's the wrong one). In `passthrough` it is the connection alone.
 //! - Refused as not supported yet: `auth_type: none`, `wait_for_metadata: true`, `exclude`,
-//!   `filter.fields`, `filter.labels`, `extract.otel_annotations`, `key_regex`, labels and
-//!   annotations `from` anything but `pod`, and the metadata `k8s.cronjob.uid`,
-//!   `k8s.cluster.uid`, `k8s.node.uid`, `container.image.repo_digests`, `service.*`.
+//!   `filter.fields`, `filter.labels`, `key_regex`, labels and annotations `from` anything but
+//!   `pod`, and the metadata `k8s.cronjob.uid`, `k8s.cluster.uid`, `k8s.node.uid`,
+//!   `container.image.repo_digests`.
 //! - otelprof's own keys: `endpoint` (with `auth_type: kubeConfig`: a URL used without
-//!   credentials, for tests and `kubectl proxy`) and `max_pods` (default 1024: the store's
-//!   bound; past it the oldest pod is evicted, counted in `otelprof_k8s_pods_evicted_total`).
+//!   credentials, for tests and `kubectl proxy`), `max_pods` (default 1024: the store's
+//!   bound; past it the oldest pod is evicted, counted in `otelprof_k8s_pods_evicted_total`)
+//!   and `extract.well_known_labels` (the semantic conventions ask tools for this opt-in).
 //! - A DELETED pod is removed at once (the Collector keeps it 2 minutes for late data).
-//! - `service.name` for profiles is not derived here yet: the profiler's encoder already sets
-//!   it to the executable's name when the process publishes none, and this processor never
-//!   overwrites. The planned rule: `k8s.deployment.name`, else `k8s.statefulset.name`,
-//!   `k8s.daemonset.name`, `k8s.cronjob.name`, `k8s.job.name`, else `k8s.pod.name`, applied
-//!   when the encoder marks the name as its default.
+//! - In `passthrough`, `extract` and `filter` have no effect (nothing is looked up).
 //!
 //! Own metrics (label `processor`): `otelprof_k8s_pods`, `otelprof_k8s_pods_evicted_total`,
 //! `otelprof_k8s_watch_errors_total`, `otelprof_k8s_relists_total`,
@@ -74,7 +95,8 @@
 //!
 //! The tests run the watch against a local HTTP server that replays API responses from
 //! `testdata/`; those JSON files are hand-written to the Kubernetes API's schema (no API
-//! server can run where the tests run), not recorded from a cluster.
+//! server can run where the tests run), not recorded from a cluster. `tests/kubernetes.rs`
+//! runs the whole agent that way, with a real process in a container's cgroup.
 
 pub mod config;
 pub mod pod;
