@@ -86,7 +86,8 @@
 //!   credentials, for tests and `kubectl proxy`), `max_pods` (default 1024: the store's
 //!   bound; past it the oldest pod is evicted, counted in `otelprof_k8s_pods_evicted_total`)
 //!   and `extract.well_known_labels` (the semantic conventions ask tools for this opt-in).
-//! - A DELETED pod is removed at once (the Collector keeps it 2 minutes for late data).
+//! - A DELETED pod is kept 2 minutes for late data, as in the Collector, but is no longer
+//!   found by its IP meanwhile (the next pod may have it); see [`store`].
 //! - In `passthrough`, `extract` and `filter` have no effect (nothing is looked up).
 //!
 //! Own metrics (label `processor`): `otelprof_k8s_pods`, `otelprof_k8s_pods_evicted_total`,

@@ -7,10 +7,17 @@
 //!
 //! Memory is bounded by `max_pods`: a new pod past it evicts the pod that has been in the
 //! store longest, counted in `otelprof_k8s_pods_evicted_total`.
+//!
+//! A DELETED pod stays for [`DELETE_GRACE`] (2 minutes, as in the Collector): its last data
+//! arrives after it is gone (the profiler reports every `reporter_interval`, SDKs flush on
+//! exit, `batch` holds data). It is found by uid, container id and name meanwhile, but no longer
+//! by IP: a pod IP is handed to the next pod at once, and data from that pod must not be taken
+//! for the dead one's.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{atomic::Ordering, Arc, RwLock},
+    time::{Duration, Instant},
 };
 
 use super::pod::PodMeta;
@@ -33,7 +40,12 @@ struct Index {
     by_container: HashMap<String, (String, usize)>,
     by_name: HashMap<(String, String), String>,
     next_seq: u64,
+    /// Deleted pods, oldest first: (when, uid, its sequence number then).
+    deleted: VecDeque<(Instant, String, u64)>,
 }
+
+/// How long a deleted pod is still found (see the module docs).
+pub const DELETE_GRACE: Duration = Duration::from_secs(120);
 
 impl Index {
     fn unindex(&mut self, uid: &str) -> Option<Arc<PodMeta>> {
@@ -55,6 +67,31 @@ impl Index {
             self.by_name.remove(&key);
         }
         Some(old)
+    }
+
+    /// Removes the deleted pods whose grace ended by `now`; a pod added again since (same uid,
+    /// a newer sequence number) stays.
+    fn sweep(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.deleted.front() {
+            if now.saturating_duration_since(*at) < DELETE_GRACE {
+                break;
+            }
+            let Some((_, uid, seq)) = self.deleted.pop_front() else { break };
+            if self.pods.get(&uid).is_some_and(|(s, _)| *s == seq) {
+                self.unindex(&uid);
+            }
+        }
+    }
+
+    /// A deleted pod: no longer found by IP at once, removed after the grace.
+    fn delete(&mut self, uid: &str, now: Instant) {
+        let Some((seq, pod)) = self.pods.get(uid).map(|(s, p)| (*s, p.clone())) else { return };
+        for ip in &pod.ips {
+            if self.by_ip.get(ip).is_some_and(|u| u == uid) {
+                self.by_ip.remove(ip);
+            }
+        }
+        self.deleted.push_back((now, uid.to_string(), seq));
     }
 
     /// Inserts `pod`; returns whether another pod was evicted to make room.
@@ -119,23 +156,44 @@ impl Store {
 
     /// An ADDED or MODIFIED pod.
     pub fn upsert(&self, pod: PodMeta) {
-        self.write(|ix, max| u64::from(ix.insert(pod, max)));
+        self.write(|ix, max| {
+            ix.sweep(Instant::now());
+            u64::from(ix.insert(pod, max))
+        });
     }
 
-    /// A DELETED pod.
-    pub fn remove(&self, uid: &str) {
+    /// A DELETED pod, at `now`: see [`DELETE_GRACE`].
+    pub fn remove(&self, uid: &str, now: Instant) {
         self.write(|ix, _| {
-            ix.unindex(uid);
+            ix.delete(uid, now);
+            ix.sweep(now);
             0
         });
     }
 
-    /// A (re-)list: the store becomes exactly `pods`.
+    /// Ends the grace of deleted pods (the watch calls it now and then, and every change does).
+    pub fn sweep(&self, now: Instant) {
+        self.write(|ix, _| {
+            ix.sweep(now);
+            0
+        });
+    }
+
+    /// A (re-)list: the store becomes exactly `pods` (pods deleted while the watch was broken
+    /// are gone at once: their deletion was not seen).
     pub fn replace_all(&self, pods: Vec<PodMeta>) {
         self.write(|ix, max| {
             *ix = Index::default();
             pods.into_iter().map(|p| u64::from(ix.insert(p, max))).sum()
         });
+    }
+
+    /// Whether the pod with `uid` was deleted and is held for its grace.
+    pub fn is_deleted(&self, uid: &str) -> bool {
+        self.index.read().is_ok_and(|ix| {
+            let seq = ix.pods.get(uid).map(|(s, _)| *s);
+            ix.deleted.iter().any(|(_, u, s)| u == uid && Some(*s) == seq)
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -208,7 +266,32 @@ mod tests {
         assert_eq!(s.by_name("ns", "p-c").map(|f| f.pod.uid.clone()).as_deref(), Some("c"));
         // An IP reused by a newer pod stays with it when the older one is deleted.
         s.upsert(pod("d", "10.0.0.3", "cd"));
-        s.remove("c");
+        s.remove("c", Instant::now());
         assert_eq!(s.by_ip("10.0.0.3").map(|f| f.pod.uid.clone()).as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn a_deleted_pod_is_found_for_its_grace_but_not_by_ip() {
+        let s = Store::new(8, StoreMetrics::default());
+        let t0 = Instant::now();
+        s.upsert(pod("a", "10.0.0.1", "ca"));
+        s.upsert(pod("b", "10.0.0.2", "cb"));
+        s.remove("a", t0);
+        assert!(s.is_deleted("a") && !s.is_deleted("b"));
+        assert!(s.by_ip("10.0.0.1").is_none(), "its IP may be the next pod's already");
+        assert_eq!(s.by_container_id("ca").map(|f| f.pod.uid.clone()).as_deref(), Some("a"));
+        assert!(s.by_uid("a").is_some() && s.by_name("ns", "p-a").is_some());
+        s.sweep(t0 + DELETE_GRACE - Duration::from_secs(1));
+        assert!(s.by_uid("a").is_some(), "still in its grace");
+        s.remove("b", t0 + Duration::from_secs(60));
+        s.sweep(t0 + DELETE_GRACE);
+        assert!(s.by_uid("a").is_none() && s.by_container_id("ca").is_none() && s.by_name("ns", "p-a").is_none());
+        assert!(s.by_uid("b").is_some(), "deleted later, still in its grace");
+        assert_eq!(s.len(), 1);
+        // Deleted, then added again (a MODIFIED after a missed DELETED): the new one stays.
+        s.remove("b", t0 + Duration::from_secs(60));
+        s.upsert(pod("b", "10.0.0.2", "cb"));
+        s.sweep(t0 + Duration::from_secs(600));
+        assert!(!s.is_deleted("b") && s.by_ip("10.0.0.2").is_some());
     }
 }

@@ -302,7 +302,7 @@ async fn list_watch_relist_and_the_join_on_every_signal() {
 
     // The watch: ADDED (a CronJob's pod), MODIFIED (an annotation), DELETED, BOOKMARK.
     api.release(1);
-    wait_until("the watch events are applied", || r.store.get(DB_UID).is_none() && r.store.get(BACKUP_UID).is_some())
+    wait_until("the watch events are applied", || r.store.is_deleted(DB_UID) && r.store.get(BACKUP_UID).is_some())
         .await;
     let t = r.send(Signal::Traces, &[("k8s.pod.uid", BACKUP_UID)]);
     assert_eq!(get(&t, "k8s.job.name"), Some("backup-29412345"));
@@ -312,7 +312,9 @@ async fn list_watch_relist_and_the_join_on_every_signal() {
     let p = r.send(Signal::Profiles, &[("container.id", WEB_CID)]);
     assert_eq!(get(&p, "team"), Some("payments"), "MODIFIED replaced the pod");
     let t = r.send(Signal::Traces, &[("k8s.pod.uid", DB_UID)]);
-    assert_eq!(get(&t, "k8s.pod.name"), None, "DELETED removed the pod");
+    assert_eq!(get(&t, "k8s.pod.name"), Some("db-0"), "a DELETED pod's late data still joins (grace)");
+    let l = r.send(Signal::Logs, &[("k8s.pod.ip", "10.244.1.13")]);
+    assert_eq!(get(&l, "k8s.pod.name"), None, "but not by its IP, which the next pod may have");
     // The watch ended after the bookmark: it is reopened from the bookmark's version.
     wait_until("the watch is reopened", || api.requests().iter().filter(|q| q.contains("watch=true")).count() == 2)
         .await;
@@ -327,7 +329,8 @@ async fn list_watch_relist_and_the_join_on_every_signal() {
 
     // 410 Gone: the pods are listed again and the store becomes the new list.
     api.release(2);
-    wait_until("the re-list is in the store", || r.store.len() == 4).await;
+    wait_until("the re-list is in the store", || r.store.by_container_id(API_CID).is_some()).await;
+    assert_eq!(r.store.len(), 4, "exactly the new list: the deleted pod is gone with the old one");
     assert_eq!(r.metric("otelprof_k8s_relists_total"), 1);
     assert_eq!(r.metric("otelprof_k8s_pods"), 4);
     let p = r.send(Signal::Profiles, &[("container.id", API_CID)]);

@@ -52,6 +52,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const LOG_EVERY: Duration = Duration::from_secs(30);
 /// A watch that ended sooner is reopened only after this long.
 const MIN_WATCH: Duration = Duration::from_secs(1);
+/// How often deleted pods whose grace ended are removed while no event comes.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 /// The watch's own metrics.
 #[derive(Clone, Default)]
@@ -241,7 +243,17 @@ impl Watch {
             let opened = Instant::now();
             let stream = pods.watch(&params, &version).await?;
             let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
+            let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                // Deleted pods' grace ends even when no event comes.
+                let event = tokio::select! {
+                    e = stream.next() => e,
+                    now = sweep.tick() => {
+                        self.store.sweep(now.into_std());
+                        continue;
+                    }
+                };
+                let Some(event) = event else { break };
                 match event? {
                     WatchEvent::Added(p) | WatchEvent::Modified(p) => {
                         if let Some(v) = p.metadata.resource_version.clone() {
@@ -256,7 +268,7 @@ impl Watch {
                             version = v;
                         }
                         if let Some(uid) = &p.metadata.uid {
-                            self.store.remove(uid);
+                            self.store.remove(uid, Instant::now());
                         }
                     }
                     WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
