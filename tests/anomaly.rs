@@ -1,7 +1,8 @@
 //! Issue #16 end to end with real load, real BPF and a real OTLP backend (`sink.py`, decoded by
 //! opentelemetry-proto): the agent's `anomaly` receiver watches the node's CPU, a CPU-heavy
 //! process appears, the profiler bursts from 19 to 99 Hz for the window, the event arrives as a
-//! log record, the rate returns exactly, and a second spike inside the cooldown does not act.
+//! log record, the rate returns exactly, and a second spike inside the cooldown does not act;
+//! two minutes of a steady but noisy load never trigger.
 
 mod common;
 
@@ -291,4 +292,56 @@ fn a_service_whose_cpu_share_jumps_triggers_its_rule() {
         num_attr(a, "anomaly.ewma")
     );
     assert!(labelled >= 40, "the service's samples at 99 Hz in the 3 s window: {labelled}");
+}
+
+/// Seconds of a steady, noisy CPU load: every second a busy share drawn uniformly from
+/// 20–80 % of one CPU (a fixed seed), the rest asleep.
+const NOISY_LOAD: &str = r#"
+import random, sys, time
+random.seed(16)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    start = time.monotonic()
+    busy = start + random.uniform(0.2, 0.8)
+    while time.monotonic() < busy:
+        pass
+    time.sleep(max(0.0, start + 1.0 - time.monotonic()))
+"#;
+
+/// The other side of detection: two minutes of a load that is steady but noisy (each second's
+/// share of one CPU drawn from 20–80 %, so the node swings between ~10 % and ~40 % every
+/// second) never trigger the default rule (Z-score 3 after 10 points of warm-up, 3 of the last
+/// 10 anomalous, floor 10 %, ceiling 80 %): no event, no burst, the rate stays 19 Hz.
+#[test]
+fn two_minutes_of_steady_noisy_load_never_trigger() {
+    const T: &str = "two_minutes_of_steady_noisy_load_never_trigger";
+    if !bpf_allowed(T) {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("anomaly-noise");
+    let config = "receivers:\n  profiling: { samples_per_second: 19, reporter_interval: 1s }\n  \
+         anomaly:\n    interval: 1s\n    rules: [{ name: node-cpu, signal: node_cpu }]\n\
+         exporters:\n  debug: {}\n\
+         service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [debug] }\n    \
+         logs: { receivers: [anomaly], exporters: [debug] }\n";
+    let agent = Collector::start(&dir, config);
+    let mut load = Group::spawn("the noisy load", std::process::Command::new("python3").args(["-c", NOISY_LOAD, "135"]));
+    let load_pid = load.id();
+    // 10 points of warm-up, then two minutes watched.
+    agent.wait_value("otelprof_anomaly_points_total", &[("rule", "node-cpu")], Duration::from_secs(150), |v| {
+        v >= 130.0
+    });
+    let load_cpu_s = cpu_ticks(load_pid) as f64 / 100.0;
+    let metrics = agent.metrics();
+    load.stop(Duration::from_secs(1));
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    eprintln!("the noisy load used {load_cpu_s:.1} CPU-s in the agent's first 130 points");
+    // Uniform shares of 0.2–0.8 average 0.5 of a CPU: the load was there.
+    assert!(load_cpu_s > 40.0, "the noisy load used only {load_cpu_s:.1} CPU-s");
+    for series in ["otelprof_anomaly_triggers_total", "otelprof_anomaly_bursts_total", "otelprof_bursts_total"] {
+        assert_eq!(sum(&metrics, series, &[]), 0.0, "{series}\n{metrics}");
+    }
+    assert_eq!(sum(&metrics, "otelprof_samples_per_second", &[]), 19.0, "{metrics}");
 }
