@@ -326,12 +326,12 @@ fn two_minutes_of_steady_noisy_load_never_trigger() {
          service:\n  pipelines:\n    profiles: { receivers: [profiling], exporters: [debug] }\n    \
          logs: { receivers: [anomaly], exporters: [debug] }\n";
     let agent = Collector::start(&dir, config);
-    let mut load = Group::spawn("the noisy load", std::process::Command::new("python3").args(["-c", NOISY_LOAD, "135"]));
+    let mut load =
+        Group::spawn("the noisy load", std::process::Command::new("python3").args(["-c", NOISY_LOAD, "135"]));
     let load_pid = load.id();
     // 10 points of warm-up, then two minutes watched.
-    agent.wait_value("otelprof_anomaly_points_total", &[("rule", "node-cpu")], Duration::from_secs(150), |v| {
-        v >= 130.0
-    });
+    agent
+        .wait_value("otelprof_anomaly_points_total", &[("rule", "node-cpu")], Duration::from_secs(150), |v| v >= 130.0);
     let load_cpu_s = cpu_ticks(load_pid) as f64 / 100.0;
     let metrics = agent.metrics();
     load.stop(Duration::from_secs(1));
