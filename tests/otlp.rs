@@ -125,23 +125,29 @@ fn kernel_frames_are_typed_kernel() {
     let samples = otlp_samples(&summary);
     let with_kernel: Vec<_> = samples.iter().filter(|(_, _, s)| s["frame_types"][0] == "kernel").collect();
     assert!(!with_kernel.is_empty());
-    let (mut total, mut via_syscall) = (0i64, 0i64);
+    let (mut total, mut via_syscall, mut without_entry) = (0i64, 0i64, Vec::new());
     for (f, n, s) in &with_kernel {
         let types: Vec<&str> = s["frame_types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
         let first_native = types.iter().position(|t| *t == "native").unwrap_or(types.len());
         assert!(types[first_native..].iter().all(|t| *t == "native"), "kernel frames first, then user: {types:?}");
-        // Every kernel stack starts at a kernel entry: a syscall, or an exception/interrupt
-        // (a page fault or timer tick can land in this workload too).
+        // A kernel stack starts at a kernel entry: a syscall, or an exception/interrupt (a page
+        // fault or timer tick can land in this workload too). The kernel's own unwinder very
+        // rarely stops at the first frame (a sample in a retpoline thunk, which has no frame of
+        // its own: CI once got `__pi___x86_indirect_thunk_rax` alone, 1 sample of hundreds).
         let entry = |p: &str| f.iter().any(|n| n.contains(p));
-        assert!(
-            entry("entry_SYSCALL_64") || entry("asm_exc_") || entry("asm_sysvec_") || entry("asm_common_interrupt"),
-            "{f:?}"
-        );
+        if !(entry("entry_SYSCALL_64") || entry("asm_exc_") || entry("asm_sysvec_") || entry("asm_common_interrupt")) {
+            without_entry.push((*n, f.clone()));
+        }
         total += n;
         if entry("entry_SYSCALL_64") {
             via_syscall += n;
         }
     }
+    let truncated: i64 = without_entry.iter().map(|(n, _)| n).sum();
+    assert!(
+        truncated * 100 <= total,
+        "kernel stacks without an entry frame: {truncated} of {total}: {without_entry:?}"
+    );
     assert!(via_syscall * 100 >= total * 90, "a syscall loop is mostly in syscalls: {via_syscall} of {total}");
     let kernel = summary["mappings"].as_array().unwrap().iter().find(|m| m["filename"] == "[kernel.kallsyms]").unwrap();
     if std::path::Path::new("/sys/kernel/notes").exists() {

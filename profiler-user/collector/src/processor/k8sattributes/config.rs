@@ -59,9 +59,20 @@ struct Filter {
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
-    fields: Option<serde_yaml::Value>,
+    fields: Vec<SelectorConfig>,
     #[serde(default)]
-    labels: Option<serde_yaml::Value>,
+    labels: Vec<SelectorConfig>,
+}
+
+/// One `filter.fields` / `filter.labels` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectorConfig {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    op: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +261,10 @@ pub struct Checked {
     /// The node whose pods are watched (`spec.nodeName=`), when filtered.
     pub node: Option<NodeFilter>,
     pub namespace: Option<String>,
+    /// `filter.fields` as a field selector (`a=b,c!=d`), joined to the node's by the watch.
+    pub field_selector: Option<String>,
+    /// `filter.labels` as a label selector (`a=b,c!=d,e,!f`).
+    pub label_selector: Option<String>,
     pub metadata: Vec<String>,
     pub labels: Vec<TagRule>,
     pub annotations: Vec<TagRule>,
@@ -331,18 +346,8 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
     }
 
     let f = &c.filter;
-    if f.fields.is_some() {
-        return Err(refuse(
-            format!("{path}.filter.fields"),
-            "not supported yet; `node`, `node_from_env_var` and `namespace` are",
-        ));
-    }
-    if f.labels.is_some() {
-        return Err(refuse(
-            format!("{path}.filter.labels"),
-            "not supported yet; `node`, `node_from_env_var` and `namespace` are",
-        ));
-    }
+    let field_selector = selector(&f.fields, &format!("{path}.filter.fields"), false)?;
+    let label_selector = selector(&f.labels, &format!("{path}.filter.labels"), true)?;
     let node = match (&f.node, &f.node_from_env_var) {
         (Some(_), Some(_)) => {
             return Err(refuse(format!("{path}.filter.node"), "give `node` or `node_from_env_var`, not both"))
@@ -448,6 +453,8 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
         auth,
         node,
         namespace: f.namespace.clone(),
+        field_selector,
+        label_selector,
         metadata,
         labels,
         annotations,
@@ -458,6 +465,46 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
         passthrough: c.passthrough,
         max_pods: c.max_pods,
     })
+}
+
+/// `filter.fields` / `filter.labels` as the API's selector text, the Collector's operators:
+/// `equals` (the default) and `not-equals` for both, `exists` and `does-not-exist` for labels.
+/// The API server applies it, so pods that do not match are never sent.
+fn selector(entries: &[SelectorConfig], path: &str, labels: bool) -> Result<Option<String>, ConfigError> {
+    let mut parts = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        // Keys and values go into a query parameter the server parses: no separators in them.
+        let clean = |v: &str| !v.is_empty() && !v.contains([',', '=', '!', ' ']);
+        if !clean(&e.key) {
+            return Err(refuse(format!("{at}.key"), format!("`{}` is not a selector key", e.key)));
+        }
+        let value = |op: &str| match &e.value {
+            Some(v) if clean(v) => Ok(v.clone()),
+            Some(v) => Err(refuse(format!("{at}.value"), format!("`{v}` cannot be matched by a selector"))),
+            None => Err(refuse(format!("{at}.value"), format!("required with `op: {op}`"))),
+        };
+        let part = match e.op.as_deref().unwrap_or("equals") {
+            "equals" => format!("{}={}", e.key, value("equals")?),
+            "not-equals" => format!("{}!={}", e.key, value("not-equals")?),
+            op @ ("exists" | "does-not-exist") if labels => {
+                if e.value.is_some() {
+                    return Err(refuse(format!("{at}.value"), format!("not with `op: {op}`")));
+                }
+                if op == "exists" {
+                    e.key.clone()
+                } else {
+                    format!("!{}", e.key)
+                }
+            }
+            other => {
+                let ops = if labels { "equals, not-equals, exists, does-not-exist" } else { "equals, not-equals" };
+                return Err(refuse(format!("{at}.op"), format!("`{other}` is not an operator here; use {ops}")));
+            }
+        };
+        parts.push(part);
+    }
+    Ok((!parts.is_empty()).then(|| parts.join(",")))
 }
 
 /// `labels` / `annotations`: `key` from the pod, `tag_name` defaulting to

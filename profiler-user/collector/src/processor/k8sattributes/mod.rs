@@ -7,6 +7,8 @@
 //!     auth_type: serviceAccount          # default; or kubeConfig (kube_config_path, context)
 //!     filter:
 //!       node_from_env_var: NODE_NAME     # watch only this node's pods (downward API), read at start
+//!       fields: [{key: status.phase, op: not-equals, value: Succeeded}]   # field selector
+//!       labels: [{key: tier, value: web}, {key: canary, op: does-not-exist}] # label selector
 //!     extract:
 //!       metadata: [k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.container.name,
 //!                  k8s.node.name, k8s.deployment.name, k8s.statefulset.name,
@@ -79,9 +81,11 @@
 //!   connection (the Collector's default is the connection alone; the profiler's data has no
 //!   connection, and a gateway's the wrong one). In `passthrough` it is the connection alone.
 //! - Refused as not supported yet: `auth_type: none`, `wait_for_metadata: true`, `exclude`,
-//!   `filter.fields`, `filter.labels`, `key_regex`, labels and annotations `from` anything but
-//!   `pod`, and the metadata `k8s.cronjob.uid`, `k8s.cluster.uid`, `k8s.node.uid`,
-//!   `container.image.repo_digests`.
+//!   `key_regex`, labels and annotations `from` anything but `pod`, and the metadata
+//!   `k8s.cronjob.uid`, `k8s.cluster.uid`, `k8s.node.uid`, `container.image.repo_digests`.
+//! - `filter.fields` / `filter.labels` go to the API server as selectors (so it sends only
+//!   matching pods), with the Collector's operators; a key or value a selector cannot carry
+//!   (`,`, `=`, `!`, a space) is refused.
 //! - otelprof's own keys: `endpoint` (with `auth_type: kubeConfig`: a URL used without
 //!   credentials, for tests and `kubectl proxy`), `max_pods` (default 1024: the store's
 //!   bound; past it the oldest pod is evicted, counted in `otelprof_k8s_pods_evicted_total`)

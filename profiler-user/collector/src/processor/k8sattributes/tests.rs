@@ -440,7 +440,15 @@ fn config_defaults_and_errors_name_the_key() {
         ("{extract: {metadata: [k8s.pod.name], lables: []}}", format!("{p}.extract.lables"), "unknown field `lables`"),
         ("{filter: {node_from_env_var: ''}}", format!("{p}.filter.node_from_env_var"), "empty"),
         ("{filter: {node: a, node_from_env_var: B}}", format!("{p}.filter.node"), "not both"),
-        ("{filter: {fields: [{key: a, value: b}]}}", format!("{p}.filter.fields"), "not supported"),
+        ("{filter: {fields: [{key: a}]}}", format!("{p}.filter.fields[0].value"), "required with `op: equals`"),
+        ("{filter: {fields: [{key: a, op: exists}]}}", format!("{p}.filter.fields[0].op"), "use equals, not-equals"),
+        ("{filter: {labels: [{key: a, op: exists, value: b}]}}", format!("{p}.filter.labels[0].value"), "not with"),
+        ("{filter: {labels: [{key: 'a,b', value: c}]}}", format!("{p}.filter.labels[0].key"), "not a selector key"),
+        (
+            "{filter: {labels: [{key: a, value: b, operator: x}]}}",
+            format!("{p}.filter.labels[0].operator"),
+            "unknown field",
+        ),
         ("{auth_type: none}", format!("{p}.auth_type"), "not supported"),
         ("{auth_type: tls}", format!("{p}.auth_type"), "not an auth type"),
         ("{endpoint: 'http://x'}", format!("{p}.endpoint"), "kubeConfig"),
@@ -585,4 +593,45 @@ async fn service_attributes_follow_the_semantic_conventions() {
     let db = r.send(Signal::Logs, &[("k8s.pod.ip", "10.244.1.13")]);
     assert_eq!(get(&db, "service.name"), Some("orders-db"), "the annotation before the labels");
     assert_eq!(get(&db, "deployment.environment.name"), Some("prod"));
+}
+
+/// `filter.fields` and `filter.labels` become the list's and the watch's selectors (the API
+/// server filters), after the node's field selector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_become_the_apis_selectors() {
+    let (api, url) = FakeApi::start(vec![LIST_1], vec![]).await;
+    let r = rig(&format!(
+        "{{auth_type: kubeConfig, endpoint: '{url}', filter: {{node_from_env_var: NODE_NAME, \
+          fields: [{{key: status.phase, value: Running}}], \
+          labels: [{{key: app.kubernetes.io/name, value: web}}, {{key: tier, op: not-equals, value: batch}}, \
+                   {{key: canary, op: does-not-exist}}, {{key: team, op: exists}}]}}}}"
+    ));
+    wait_until("listed and watching", || api.requests().iter().any(|q| q.contains("watch=true"))).await;
+    assert_eq!(r.store.len(), 3, "the replayed list (a real server would have filtered it)");
+    let decoded = |q: &str| {
+        let mut out = Vec::new();
+        let b = q.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'%' if i + 2 < b.len() => {
+                    out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16).unwrap());
+                    i += 3;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(out).unwrap()
+    };
+    let pods: Vec<String> =
+        api.requests().iter().filter(|q| q.starts_with("/api/v1/pods")).map(|q| decoded(q)).collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    for q in &pods {
+        let params: Vec<&str> = q.split_once('?').unwrap().1.split('&').collect();
+        assert!(params.contains(&"fieldSelector=spec.nodeName=node-1,status.phase=Running"), "{q}");
+        assert!(params.contains(&"labelSelector=app.kubernetes.io/name=web,tier!=batch,!canary,team"), "{q}");
+    }
 }

@@ -151,8 +151,11 @@ impl Watch {
         Self { config, node, store, metrics, replicasets: HashMap::new(), log: Throttled { last: None, held: 0 } }
     }
 
+    /// The node's, then `filter.fields`.
     fn field_selector(&self) -> Option<String> {
-        self.node.as_ref().map(|n| format!("spec.nodeName={n}"))
+        let node = self.node.as_ref().map(|n| format!("spec.nodeName={n}"));
+        let parts: Vec<String> = node.into_iter().chain(self.config.field_selector.clone()).collect();
+        (!parts.is_empty()).then(|| parts.join(","))
     }
 
     fn error(&mut self, what: &str, e: &WatchError) {
@@ -213,6 +216,9 @@ impl Watch {
         if let Some(f) = self.field_selector() {
             params = params.fields(&f);
         }
+        if let Some(l) = &self.config.label_selector {
+            params = params.labels(l);
+        }
         let mut items = Vec::new();
         let version = loop {
             let page = pods.list(&params).await?;
@@ -238,6 +244,9 @@ impl Watch {
         let mut params = WatchParams::default().timeout(WATCH_TIMEOUT_SECONDS);
         if let Some(f) = self.field_selector() {
             params = params.fields(&f);
+        }
+        if let Some(l) = &self.config.label_selector {
+            params = params.labels(l);
         }
         loop {
             let opened = Instant::now();

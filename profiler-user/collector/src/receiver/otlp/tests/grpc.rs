@@ -39,6 +39,8 @@ async fn takes_all_four_signals_and_counts_their_items() {
             Data::Profiles(profiles("p")),
         ]
     );
+    // The pipeline saw each call's peer (k8sattributes' `from: connection`).
+    r.sink.assert_sent_from_loopback();
     assert_eq!(r.counter("otelcol_receiver_accepted_spans", "grpc"), 5);
     assert_eq!(r.counter("otelcol_receiver_accepted_metric_points", "grpc"), 3);
     assert_eq!(r.counter("otelcol_receiver_accepted_log_records", "grpc"), 4);

@@ -76,6 +76,8 @@ async fn takes_all_four_signals_in_protobuf_json_and_every_compression() {
         assert_eq!(response.status(), 200, "{encoding}");
         assert_eq!(r.sink.take(), [Data::Traces(traces(2, encoding))], "{encoding}");
     }
+    // The pipeline saw each request's peer (k8sattributes' `from: connection`).
+    r.sink.assert_sent_from_loopback();
     // OTLP/JSON, gzipped; the answer is JSON too.
     let json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
         {"timeUnixNano":"7","severityNumber":9,"body":{"stringValue":"json line"},"traceId":"0102030405060708090A0B0C0D0E0F10"}]}]}]}"#;

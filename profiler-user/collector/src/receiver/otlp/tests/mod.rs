@@ -43,15 +43,17 @@ pub enum Mode {
     Reject,
 }
 
-/// Records what it takes; refuses or rejects when told to.
+/// Records what it takes, and who sent it; refuses or rejects when told to.
 pub struct Recorder {
     pub got: Mutex<Vec<Data>>,
+    /// The sender's IP as the pipeline saw it (`client::current`), per request taken.
+    pub senders: Mutex<Vec<Option<std::net::IpAddr>>>,
     pub mode: Mutex<Mode>,
 }
 
 impl Default for Recorder {
     fn default() -> Self {
-        Self { got: Mutex::new(Vec::new()), mode: Mutex::new(Mode::Take) }
+        Self { got: Mutex::new(Vec::new()), senders: Mutex::new(Vec::new()), mode: Mutex::new(Mode::Take) }
     }
 }
 
@@ -63,6 +65,14 @@ impl Recorder {
     pub fn take(&self) -> Vec<Data> {
         std::mem::take(&mut *self.got.lock().unwrap())
     }
+
+    /// Asserts that every request taken so far came from the loopback, as the pipeline saw it.
+    pub fn assert_sent_from_loopback(&self) {
+        let senders = std::mem::take(&mut *self.senders.lock().unwrap());
+        assert!(!senders.is_empty());
+        let loopback = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        assert!(senders.iter().all(|s| *s == loopback), "{senders:?}");
+    }
 }
 
 impl Consumer for Recorder {
@@ -70,6 +80,7 @@ impl Consumer for Recorder {
         match self.mode.lock().unwrap().clone() {
             Mode::Take => {
                 self.got.lock().unwrap().push(data);
+                self.senders.lock().unwrap().push(crate::client::current().and_then(|c| c.ip()));
                 Ok(())
             }
             Mode::Refuse(retry_after) => Err(ConsumeError::Refused { reason: "queue full".into(), retry_after }),

@@ -102,6 +102,7 @@ async fn http_over_tls_and_mutual_tls() {
     assert!(post_https(&https_client(dir.path(), addr, false), addr, "anonymous").await.is_err());
     assert_eq!(post_https(&https_client(dir.path(), addr, true), addr, "mtls").await.unwrap(), 200);
     assert_eq!(r.sink.take(), [Data::Traces(traces(1, "mtls"))]);
+    r.sink.assert_sent_from_loopback();
     assert_eq!(r.counter("otelcol_receiver_accepted_spans", "http"), 1);
     r.stop().await;
 }
@@ -129,6 +130,8 @@ async fn grpc_over_mutual_tls() {
     let channel = connect(tls().identity(identity)).await.unwrap();
     TraceServiceClient::new(channel).export(traces(1, "mtls")).await.unwrap();
     assert_eq!(r.sink.take(), [Data::Traces(traces(1, "mtls"))]);
+    // Over TLS too (tonic's TLS connect info): the pipeline saw the peer.
+    r.sink.assert_sent_from_loopback();
     r.stop().await;
 }
 
