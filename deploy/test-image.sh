@@ -153,4 +153,22 @@ if ((kernel_named == 0 || kernel_raw * 10 > kernel_named)); then
   grep '^dd;' "$folded" | head -3 >&2
   exit 1
 fi
+
+# 7. The same capabilities under the runtime's default seccomp profile, which allows bpf(2) only
+#    with SYS_ADMIN: the agent must refuse with a message that names seccomp, not capabilities.
+if ((${#seccomp[@]})); then
+  step "the same run under podman's default seccomp profile: refused, and the message says why"
+  if "${podman[@]}" run --rm --network host --pid=host --read-only --security-opt no-new-privileges \
+    --cap-drop ALL --cap-add "$caps" "${limits[@]}" "${mounts[@]}" \
+    --tmpfs /var/cache/otelprof:rw,size=300m "$image" record -p "${pids[0]}" -d 1 -o /var/cache/otelprof/x.folded \
+    >"$work/seccomp.log" 2>&1; then
+    echo "note: the default seccomp profile allowed bpf(2) here; nothing to check" >&2
+  elif grep -q 'seccomp filter is active' "$work/seccomp.log"; then
+    grep -o 'the kernel refused bpf(2)[^;]*' "$work/seccomp.log" | head -1
+  else
+    cat "$work/seccomp.log" >&2
+    echo "FAILED: refused under default seccomp, but the message does not name seccomp" >&2
+    exit 1
+  fi
+fi
 echo "PASSED deploy/test-image.sh: the image records a host process with symbolized frames, capabilities $caps"

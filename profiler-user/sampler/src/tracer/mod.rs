@@ -46,6 +46,19 @@ pub enum TracerError {
          (`otelprof check` lists what is missing)"
     )]
     Permission,
+    /// The capabilities are there, yet `bpf(2)` was refused: something above them said no.
+    #[error(
+        "the kernel refused bpf(2) although this process has CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): {}",
+        if *seccomp_filter {
+            "a seccomp filter is active (`Seccomp: 2` in /proc/self/status); container runtimes' default \
+             profiles allow bpf(2) and perf_event_open(2) only with CAP_SYS_ADMIN, so run with seccomp \
+             unconfined (Kubernetes: `seccompProfile: { type: Unconfined }`, as deploy/kubernetes does; \
+             podman or docker: `--security-opt seccomp=unconfined`) or a profile that allows both calls"
+        } else {
+            "no seccomp filter is active, so an LSM (AppArmor, SELinux) or kernel lockdown refused it; `dmesg` says which"
+        }
+    )]
+    RefusedDespiteCapabilities { seccomp_filter: bool },
     #[error("loading the BPF object failed: {0}")]
     Load(#[source] aya::EbpfError),
     #[error("BPF program `{name}` failed to load or attach: {source}")]
@@ -151,6 +164,16 @@ impl ProgramStats {
     }
 }
 
+/// `EPERM` from `bpf(2)` after the capability check passed: the kernel said no for another
+/// reason, and the message names the likely one.
+fn refused() -> TracerError {
+    if privileges::Caps::current().can_profile() {
+        TracerError::RefusedDespiteCapabilities { seccomp_filter: privileges::seccomp_mode() == Some(2) }
+    } else {
+        TracerError::Permission
+    }
+}
+
 fn is_permission(e: &aya::EbpfError) -> bool {
     let text = format!("{e:?}");
     text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("PermissionDenied")
@@ -205,7 +228,7 @@ impl Tracer {
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .load(&bytes[..OBJECT.len()])
-            .map_err(|e| if is_permission(&e) { TracerError::Permission } else { TracerError::Load(e) })?;
+            .map_err(|e| if is_permission(&e) { refused() } else { TracerError::Load(e) })?;
 
         let logger = if cfg.bpf_log {
             match aya_log::EbpfLogger::init(&mut ebpf) {

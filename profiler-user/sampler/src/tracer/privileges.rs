@@ -26,3 +26,27 @@ impl Caps {
         self.has(CAP_SYS_ADMIN) || (self.has(CAP_BPF) && self.has(CAP_PERFMON))
     }
 }
+
+/// This process's seccomp mode (`Seccomp:` of `/proc/self/status`): 0 off, 1 strict, 2 a
+/// filter. A filter is what container runtimes install by default, and theirs allow `bpf(2)`
+/// and `perf_event_open(2)` only with CAP_SYS_ADMIN, whatever other capabilities are held.
+pub fn seccomp_mode() -> Option<u8> {
+    seccomp_mode_in(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+fn seccomp_mode_in(status: &str) -> Option<u8> {
+    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_mode_from_status() {
+        assert_eq!(seccomp_mode_in("Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t1\n"), Some(2));
+        assert_eq!(seccomp_mode_in("Seccomp:\t0\n"), Some(0));
+        assert_eq!(seccomp_mode_in("Name:\tx\n"), None);
+        assert!(seccomp_mode().is_some(), "this kernel reports it");
+    }
+}
