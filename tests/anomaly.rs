@@ -2,7 +2,8 @@
 //! opentelemetry-proto): the agent's `anomaly` receiver watches the node's CPU, a CPU-heavy
 //! process appears, the profiler bursts from 19 to 99 Hz for the window, the event arrives as a
 //! log record, the rate returns exactly, and a second spike inside the cooldown does not act;
-//! two minutes of a steady but noisy load never trigger.
+//! two minutes of a steady but noisy load never trigger; as the `anomaly` connector, a step in an
+//! application's OTLP gauge bursts the application's process.
 
 mod common;
 
@@ -344,4 +345,95 @@ fn two_minutes_of_steady_noisy_load_never_trigger() {
         assert_eq!(sum(&metrics, series, &[]), 0.0, "{series}\n{metrics}");
     }
     assert_eq!(sum(&metrics, "otelprof_samples_per_second", &[]), 19.0, "{metrics}");
+}
+
+/// The `metric` signal through the `anomaly` connector: an application (the Python SDK, OTLP/HTTP
+/// every 200 ms, busy on a CPU) reports the gauge `queue.depth` for two queues; the rule's OTTL
+/// condition selects `queue=email`, whose depth steps from ~10 to 200. The rule triggers for
+/// that series, the burst covers the application's process (found by its `service.name`), whose
+/// profiles in the window carry the rule at 99 Hz, and the event reaches the OTLP sink; the
+/// other queue (500 throughout) does nothing.
+#[test]
+fn a_step_in_an_applications_gauge_bursts_its_processes() {
+    const T: &str = "a_step_in_an_applications_gauge_bursts_its_processes";
+    if !bpf_allowed(T) || !python_peers(T) {
+        return;
+    }
+    let _g = bpf_lock();
+    let dir = scratch("anomaly-metric");
+    let sink = Sink::start(&dir);
+    let otlp = common::servers::free_addr();
+    let service = "gauge-step-svc";
+    let config = format!(
+        "receivers:\n  profiling:\n    samples_per_second: 19\n    reporter_interval: 1s\n    \
+         unwind_cache: {{ dir: '{}' }}\n  \
+         otlp: {{ protocols: {{ http: {{ endpoint: '{otlp}' }} }} }}\n\
+         connectors:\n  anomaly:\n    \
+         rules: [{{ name: queue, signal: metric, \
+         condition: 'metric.name == \"queue.depth\" and attributes[\"queue\"] == \"email\"', \
+         warmup: 5, floor: 50, min_stddev: 1 }}]\n    \
+         burst: {{ receiver: profiling, samples_per_second: 99, duration: 3s }}\n\
+         exporters:\n  otlphttp: {{ endpoint: 'http://127.0.0.1:{}' }}\n\
+         service:\n  pipelines:\n    \
+         profiles: {{ receivers: [profiling], exporters: [otlphttp] }}\n    \
+         metrics: {{ receivers: [otlp], exporters: [anomaly] }}\n    \
+         logs: {{ receivers: [anomaly], exporters: [otlphttp] }}\n",
+        dir.join("unwind").display(),
+        sink.http
+    );
+    let agent = Collector::start(&dir, &config);
+    let app = std::process::Command::new("python3")
+        .arg(harness().join("gauge_step.py"))
+        .args(["--endpoint", &format!("http://{otlp}"), "--base-s", "5", "--step-s", "4"])
+        .env("OTEL_SERVICE_NAME", service)
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&app.stdout).to_string();
+    assert!(app.status.success(), "{out}\n{}", String::from_utf8_lossy(&app.stderr));
+    let step: Vec<u64> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("step "))
+        .map(|l| l.split(" pid ").filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let [step_ns, pid] = step[..] else { panic!("no `step <ns> pid <pid>` line: {out}") };
+    agent.wait_value("otelcol_exporter_sent_log_records_total", &[], Duration::from_secs(10), |v| v == 1.0);
+    agent.wait_value("otelprof_samples_per_second", &[], Duration::from_secs(8), |v| v == 19.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let points = agent.value("otelprof_anomaly_points_total", &[("rule", "queue")]);
+    let acted = agent.value("otelprof_anomaly_triggers_total", &[("outcome", "acted")]);
+    let dropped = agent.value("otelprof_anomaly_points_dropped_total", &[]);
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(points >= 20.0, "9 s of exports every 200 ms of the selected series: {points} points");
+    assert_eq!((acted, dropped), (1.0, 0.0), "one trigger acted (the rest in its cooldown), no point dropped");
+
+    let stored = sink.dump();
+    let records: Vec<&RecordView> = stored.iter().filter(|r| r.signal == "logs").flat_map(|r| &r.records).collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let a = &records[0].attributes;
+    assert_eq!(str_attr(a, "anomaly.signal"), "metric");
+    assert_eq!(str_attr(a, "anomaly.target"), format!("{service}/queue.depth{{queue=email}}"));
+    assert_eq!(num_attr(a, "anomaly.value"), 200.0);
+    assert_eq!(str_attr(a, "anomaly.burst.scope"), "target", "{a:?}");
+    // The application's process, and any other the profiler saw with its service name (the
+    // pyenv shim's short-lived helpers inherit OTEL_SERVICE_NAME).
+    assert!(num_attr(a, "anomaly.burst.processes") >= 1.0, "{a:?}");
+    let start = num_attr(a, "anomaly.window.start_unix_nano") as u64;
+    assert!(start > step_ns, "the burst came after the step");
+    eprintln!("step → burst {:.2} s (exports every 200 ms, 3 of 10 points confirm)", (start - step_ns) as f64 / 1e9);
+    let (p19, p99) = (1_000_000_000i64 / 19, 1_000_000_000i64 / 99);
+    let of_app: Vec<(i64, Option<&str>)> = stored
+        .iter()
+        .filter(|r| r.signal == "profiles")
+        .filter(|r| r.resource.get("process.pid").and_then(|v| v.as_u64()) == Some(pid))
+        .flat_map(|r| &r.profiles)
+        .map(|p| (p.period, p.attributes.get("profile.trigger.rule").and_then(|v| v.as_str())))
+        .collect();
+    assert!(of_app.contains(&(p99, Some("queue"))), "the application's profiles in the window: {of_app:?}");
+    assert!(of_app.contains(&(p19, None)), "and before it: {of_app:?}");
+    assert!(
+        of_app.iter().all(|p| *p == (p99, Some("queue")) || *p == (p19, None)),
+        "labelled at 99 Hz or unlabelled at 19 Hz: {of_app:?}"
+    );
 }

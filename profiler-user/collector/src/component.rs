@@ -311,6 +311,12 @@ pub trait ExporterFactory: Send + Sync {
 /// synchronously, so a refusal downstream reaches the sender.
 #[async_trait]
 pub trait Connector: Consumer {
+    /// Called when its graph starts (before the receivers, so nothing has flowed yet): start
+    /// what runs beside `consume` (the `anomaly` connector's loop). Never called for a graph
+    /// that is only built and checked (`validate`, a remote config's verification).
+    async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
+        Ok(())
+    }
     /// Called after the processors of every pipeline that exports to it have shut down, and
     /// before those of the pipelines it feeds: hand on what is held.
     async fn shutdown(&self) {}

@@ -360,6 +360,11 @@ impl Graph {
         let Graph { host, readiness, telemetry, receivers, chains, connectors, exporters, .. } = self;
         let mut running =
             RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, connectors, exporters };
+        if let Err(error) = start_connectors(&running.connectors, &running.host).await {
+            tracing::error!("{error}; stopping what had started");
+            running.shutdown().await;
+            return Err(error);
+        }
         for r in receivers {
             match start_receiver(r, &running.host).await {
                 Ok(r) => running.receivers.push(r),
@@ -373,6 +378,17 @@ impl Graph {
         running.readiness.set(true);
         Ok(running)
     }
+}
+
+/// Starts every connector (one per id and signal pair); most have nothing to start.
+async fn start_connectors(connectors: &[SignalConnector], host: &Host) -> Result<(), ComponentError> {
+    for c in connectors {
+        c.connector
+            .start(host)
+            .await
+            .map_err(|e| ComponentError::new(format!("connectors.{}", c.id), format!("cannot start: {}", e.message)))?;
+    }
+    Ok(())
 }
 
 /// Starts one receiver with its own stop token.
@@ -511,6 +527,8 @@ impl RunningGraph {
             connectors: k2,
             exporters: e2,
         };
+        // The new pipelines' connectors run before any receiver is pointed at them.
+        let mut error = start_connectors(&running.connectors, &running.host).await.err();
         let mut to_start = Vec::new();
         for w in wired {
             let Some(mut o) = old.remove(&w.id) else {
@@ -563,7 +581,6 @@ impl RunningGraph {
                 report.left.push(format!("receivers.{id}"));
             }
         }
-        let mut error = None;
         for w in to_start {
             let id = w.id.to_string();
             match start_receiver(w, &running.host).await {

@@ -12,7 +12,8 @@
 //! (`memory_limiter`, `batch`, `resource`, `resourcedetection`, `k8sattributes` (issue #15), and OTTL's `transform` and
 //! `filter`, issue #13) → [`exporter`] (`otlp`, `otlphttp`, `debug`, `file`, behind one bounded
 //! sending queue with retries); between pipelines, [`connector`] (`routing`: OTTL conditions
-//! choose the pipelines, issue #13).
+//! choose the pipelines, issue #13; `anomaly`: the same anomaly loop fed by a metrics pipeline,
+//! for rules on applications' gauges and sums).
 //!
 //! What they share:
 //! - [`signal`]: the four signals and the data that crosses every seam ([`signal::Data`]: an

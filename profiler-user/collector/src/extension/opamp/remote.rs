@@ -221,24 +221,27 @@ pub fn merged_text(local: &str, remote: Value) -> Result<String, Refused> {
     serde_yaml::to_string(&base).map_err(|e| Refused(format!("writing the merged config: {e}")))
 }
 
-/// Every `anomaly` receiver of the merged config keeps the local file's caps or tighter ones
-/// (docs/design/0010); a section that does not parse is left to the full parse, which names it.
+/// Every `anomaly` receiver and connector of the merged config keeps the local file's caps or
+/// tighter ones (docs/design/0010); a section that does not parse is left to the full parse,
+/// which names it.
 fn anomaly_caps_held(local: &Value, merged: &Value) -> Result<(), Refused> {
     use crate::receiver::anomaly::config::AnomalyConfig;
-    let Some(receivers) = merged.get("receivers").and_then(Value::as_mapping) else { return Ok(()) };
-    for (id, section) in receivers {
-        let Some(id) = id.as_str() else { continue };
-        if id.split('/').next() != Some("anomaly") {
-            continue;
-        }
-        let path = format!("receivers.{id}");
-        let Ok(merged) = AnomalyConfig::parse(&path, section.clone()) else { continue };
-        let local_section = local.get("receivers").and_then(|r| r.get(id)).cloned().unwrap_or(Value::Null);
-        let Ok(local) = AnomalyConfig::parse(&path, local_section) else { continue };
-        if let Some((key, why)) = merged.loosens(&local) {
-            return Err(Refused(format!(
-                "{path}.{key}: a remote config may tighten the anomaly caps, not loosen them: {why}"
-            )));
+    for kind in ["receivers", "connectors"] {
+        let Some(sections) = merged.get(kind).and_then(Value::as_mapping) else { continue };
+        for (id, section) in sections {
+            let Some(id) = id.as_str() else { continue };
+            if id.split('/').next() != Some("anomaly") {
+                continue;
+            }
+            let path = format!("{kind}.{id}");
+            let Ok(merged) = AnomalyConfig::parse(&path, section.clone()) else { continue };
+            let local_section = local.get(kind).and_then(|r| r.get(id)).cloned().unwrap_or(Value::Null);
+            let Ok(local) = AnomalyConfig::parse(&path, local_section) else { continue };
+            if let Some((key, why)) = merged.loosens(&local) {
+                return Err(Refused(format!(
+                    "{path}.{key}: a remote config may tighten the anomaly caps, not loosen them: {why}"
+                )));
+            }
         }
     }
     Ok(())

@@ -25,7 +25,7 @@ pub mod filter;
 pub mod transform;
 
 pub(crate) mod group;
-mod walk;
+pub(crate) mod walk;
 
 #[cfg(test)]
 mod conformance;

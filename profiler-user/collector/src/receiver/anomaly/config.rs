@@ -10,7 +10,10 @@
 //!         signal: node_cpu         # the node's CPU utilisation, 0..1 (/proc/stat), or
 //!                                  # target_cpu: each process's (service's, container's)
 //!                                  # share of the node's CPUs from the profiler's samples
+//!                                  # metric (the `anomaly` connector only): each gauge or sum
+//!                                  # data point of its metrics pipelines that `condition` selects
 //!         group_by: process        # target_cpu only: process | service | container
+//!         condition: 'metric.name == "queue.depth" and attributes["queue"] == "jobs"'  # metric only
 //!         alpha: 0.2
 //!         z_threshold: 3
 //!         warmup: 10
@@ -40,6 +43,11 @@ pub enum SignalKind {
     /// Each target's share of the node's CPUs, 0..1, from the profiler's own samples over its
     /// last reports (so points come at the profiler's `reporter_interval`).
     TargetCpu,
+    /// Gauge and sum data points received in the metrics pipelines that export to the
+    /// `anomaly` connector, chosen by an OTTL condition of the `datapoint` context (points
+    /// come as the senders export; a cumulative monotonic sum is turned into its rate per
+    /// second, see [`super::metric`]).
+    Metric,
 }
 
 impl SignalKind {
@@ -47,6 +55,7 @@ impl SignalKind {
         match self {
             SignalKind::NodeCpu => "node_cpu",
             SignalKind::TargetCpu => "target_cpu",
+            SignalKind::Metric => "metric",
         }
     }
 }
@@ -117,6 +126,8 @@ struct RawRule {
     min_stddev: Option<f64>,
     #[serde(default)]
     actions: Option<Vec<Action>>,
+    #[serde(default)]
+    condition: Option<String>,
 }
 
 /// A key that is present is `Some` (its value may be `null`).
@@ -132,6 +143,8 @@ pub struct Rule {
     pub group_by: GroupBy,
     pub detector: DetectorConfig,
     pub actions: Vec<Action>,
+    /// A `metric` rule's OTTL condition (`datapoint` context), compiled by the connector.
+    pub condition: Option<String>,
 }
 
 /// `burst`.
@@ -253,6 +266,7 @@ impl AnomalyConfig {
                 confirm: None,
                 min_stddev: None,
                 actions: None,
+                condition: None,
             }]
         });
         let mut names = HashSet::new();
@@ -265,7 +279,12 @@ impl AnomalyConfig {
             if !names.insert(r.name.clone()) {
                 return Err(ConfigError::new(format!("{at}.name"), format!("`{}` names another rule too", r.name)));
             }
-            let d = DetectorConfig::default();
+            let mut d = DetectorConfig::default();
+            if r.signal == SignalKind::Metric {
+                // The CPU defaults mean nothing in a metric's own units: no floor, no ceiling
+                // unless the rule sets them (README).
+                (d.floor, d.ceiling) = (f64::NEG_INFINITY, None);
+            }
             let confirm = r.confirm.unwrap_or(Confirm { k: d.confirm_k, n: d.confirm_n });
             let detector = DetectorConfig {
                 alpha: r.alpha.unwrap_or(d.alpha),
@@ -292,12 +311,26 @@ impl AnomalyConfig {
             if r.group_by.is_some() && r.signal != SignalKind::TargetCpu {
                 return Err(ConfigError::new(format!("{at}.group_by"), "only a target_cpu rule groups targets"));
             }
+            match (&r.condition, r.signal) {
+                (None, SignalKind::Metric) => {
+                    return Err(ConfigError::new(
+                        format!("{at}.condition"),
+                        "a metric rule needs an OTTL condition choosing its data points, e.g. \
+                         'metric.name == \"queue.depth\"'",
+                    ))
+                }
+                (Some(_), s) if s != SignalKind::Metric => {
+                    return Err(ConfigError::new(format!("{at}.condition"), "only a metric rule has a condition"))
+                }
+                _ => {}
+            }
             rules.push(Rule {
                 name: r.name,
                 signal: r.signal,
                 group_by: r.group_by.unwrap_or_default(),
                 detector,
                 actions,
+                condition: r.condition,
             });
         }
         if rules.is_empty() {

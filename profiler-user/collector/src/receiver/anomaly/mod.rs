@@ -24,7 +24,10 @@
 //! `failed`, `ended_early`), `otelprof_anomaly_signal_errors_total{receiver}`, and the
 //! Collector's `otelcol_receiver_accepted_log_records` for the events.
 //!
-//! Not yet (README): OTLP gauges chosen by an OTTL condition, bursts for one target only.
+//! The same loop runs as the `anomaly` **connector** (`crate::connector::anomaly`) when rules
+//! watch metrics ([`metric`]: gauges and sums chosen by an OTTL condition): a metrics pipeline
+//! exports to it and a logs pipeline receives its events. The receiver form refuses metric
+//! rules (it has no input pipeline).
 
 use std::{
     collections::HashMap,
@@ -33,7 +36,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use tokio::task::JoinHandle;
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
     component::{Burst, ComponentError, ComponentId, CpuByTarget, Host, Outputs, Receiver, ReceiverFactory, TargetCpu},
@@ -50,11 +53,13 @@ pub mod detect;
 pub mod engine;
 pub mod event;
 pub mod limit;
+pub mod metric;
 
 use config::{Action, AnomalyConfig, BurstScope, GroupBy, SignalKind};
 use engine::{Engine, Point};
 use event::{BurstOutcome, Event};
 use limit::Denied;
+use metric::MetricPoint;
 
 /// Makes `anomaly` receivers.
 pub struct AnomalyReceiverFactory;
@@ -75,6 +80,13 @@ impl ReceiverFactory for AnomalyReceiverFactory {
         path: &str,
     ) -> Result<Box<dyn Receiver>, ConfigError> {
         let config = AnomalyConfig::parse(path, config)?;
+        if let Some(i) = config.rules.iter().position(|r| r.signal == SignalKind::Metric) {
+            return Err(ConfigError::new(
+                format!("{path}.rules[{i}].signal"),
+                "a metric rule reads a metrics pipeline: declare the loop under `connectors:` (a metrics \
+                 pipeline exports to it, a logs pipeline receives its events) instead of `receivers:`",
+            ));
+        }
         Ok(Box::new(AnomalyReceiver { id: id.to_string(), config }))
     }
 }
@@ -88,6 +100,8 @@ pub struct AnomalyReceiver {
 /// The loop's own counters.
 struct Metrics {
     telemetry: Arc<Telemetry>,
+    /// `receiver` or `connector`: the label naming the component.
+    kind: &'static str,
     id: String,
     accepted: Value,
     refused: Value,
@@ -96,7 +110,7 @@ struct Metrics {
 
 impl Metrics {
     fn counter(&self, name: &str, help: &'static str, labels: &[(&str, &str)]) -> Value {
-        let mut all = vec![("receiver", self.id.as_str())];
+        let mut all = vec![(self.kind, self.id.as_str())];
         all.extend_from_slice(labels);
         self.telemetry.counter(name, help, &all)
     }
@@ -119,50 +133,11 @@ impl Metrics {
 #[async_trait]
 impl Receiver for AnomalyReceiver {
     async fn start(self: Box<Self>, outputs: Outputs, host: &Host) -> Result<JoinHandle<()>, ComponentError> {
-        let id = self.id.clone();
         let next = outputs
             .get(Signal::Logs)
             .cloned()
-            .ok_or_else(|| ComponentError::new(&id, "not in any logs pipeline (its events are log records)"))?;
-        // The first reading, so a broken /proc is an error at start rather than a silent loop.
-        let first = cpu::CpuTimes::read(std::path::Path::new(PROC_STAT))
-            .map_err(|e| ComponentError::new(&id, format!("reading the node's CPU time: {e}")))?;
-        let cpus = std::fs::read_to_string(PROC_STAT).map(|t| cpu::node_cpus(&t)).unwrap_or(1);
-        let counts = host.telemetry.receiver(&id, "internal", Signal::Logs);
-        let metrics = Metrics {
-            telemetry: host.telemetry.clone(),
-            id: id.clone(),
-            accepted: counts.accepted,
-            refused: counts.refused,
-            signal_errors: host.telemetry.counter(
-                "otelprof_anomaly_signal_errors",
-                "Signal readings that failed (the point is skipped).",
-                &[("receiver", &id)],
-            ),
-        };
-        let health = host.health.register(
-            format!("receiver/{id}"),
-            Liveness::Heartbeat { within: self.config.interval.max(Duration::from_secs(1)) * 5 },
-        );
-        tracing::info!(
-            "receiver {id}: {} rule(s) every {:?}; bursts of {} at {} Hz for {:?}",
-            self.config.rules.len(),
-            self.config.interval,
-            self.config.burst.receiver,
-            self.config.burst.samples_per_second,
-            self.config.burst.duration
-        );
-        let looped = Loop {
-            id,
-            cfg: self.config,
-            next,
-            host: host.clone(),
-            metrics,
-            health,
-            bursting: None,
-            cpus,
-            last_targets: None,
-        };
+            .ok_or_else(|| ComponentError::new(&self.id, "not in any logs pipeline (its events are log records)"))?;
+        let (looped, first) = Loop::new("receiver", self.id, self.config, next, host, None)?;
         Ok(tokio::spawn(looped.run(first)))
     }
 }
@@ -182,7 +157,7 @@ struct Bursting {
 /// which is not the burst's cost.
 const BUDGET_WINDOW: Duration = Duration::from_secs(2);
 
-struct Loop {
+pub(crate) struct Loop {
     id: String,
     cfg: AnomalyConfig,
     next: Arc<dyn Consumer>,
@@ -194,6 +169,8 @@ struct Loop {
     cpus: usize,
     /// The profiler's per-process totals at the last look (`target_cpu`).
     last_targets: Option<CpuByTarget>,
+    /// The `metric` rules' points, from the connector's `consume`.
+    metric_points: Option<mpsc::Receiver<MetricPoint>>,
 }
 
 /// What a `target_cpu` rule grouping by `g` calls `t`'s target (`None`: not watched).
@@ -210,16 +187,91 @@ fn unix_ns(t: SystemTime) -> u64 {
 }
 
 impl Loop {
-    async fn run(mut self, first: cpu::CpuTimes) {
+    /// The loop of the `kind` (`receiver` | `connector`) `id`, registered on the host's health
+    /// and telemetry, with the first /proc/stat reading (so a broken /proc is an error at start
+    /// rather than a silent loop); `metric_points` brings the `metric` rules' points.
+    pub(crate) fn new(
+        kind: &'static str,
+        id: String,
+        cfg: AnomalyConfig,
+        next: Arc<dyn Consumer>,
+        host: &Host,
+        metric_points: Option<mpsc::Receiver<MetricPoint>>,
+    ) -> Result<(Loop, cpu::CpuTimes), ComponentError> {
+        let first = cpu::CpuTimes::read(std::path::Path::new(PROC_STAT))
+            .map_err(|e| ComponentError::new(&id, format!("reading the node's CPU time: {e}")))?;
+        let cpus = std::fs::read_to_string(PROC_STAT).map(|t| cpu::node_cpus(&t)).unwrap_or(1);
+        let (accepted, refused) = if kind == "receiver" {
+            let counts = host.telemetry.receiver(&id, "internal", Signal::Logs);
+            (counts.accepted, counts.refused)
+        } else {
+            let help = "Anomaly events (log records) the connector's logs pipelines accepted or refused.";
+            let c =
+                |outcome| host.telemetry.counter("otelprof_anomaly_events", help, &[(kind, &id), ("outcome", outcome)]);
+            (c("accepted"), c("refused"))
+        };
+        let metrics = Metrics {
+            telemetry: host.telemetry.clone(),
+            kind,
+            id: id.clone(),
+            accepted,
+            refused,
+            signal_errors: host.telemetry.counter(
+                "otelprof_anomaly_signal_errors",
+                "Signal readings that failed (the point is skipped).",
+                &[(kind, &id)],
+            ),
+        };
+        let health = host.health.register(
+            format!("{kind}/{id}"),
+            Liveness::Heartbeat { within: cfg.interval.max(Duration::from_secs(1)) * 5 },
+        );
+        tracing::info!(
+            "{kind} {id}: {} rule(s) every {:?}; bursts of {} at {} Hz for {:?}",
+            cfg.rules.len(),
+            cfg.interval,
+            cfg.burst.receiver,
+            cfg.burst.samples_per_second,
+            cfg.burst.duration
+        );
+        let l = Loop {
+            id,
+            cfg,
+            next,
+            host: host.clone(),
+            metrics,
+            health,
+            bursting: None,
+            cpus,
+            last_targets: None,
+            metric_points,
+        };
+        Ok((l, first))
+    }
+
+    pub(crate) async fn run(mut self, first: cpu::CpuTimes) {
         let mut engine = Engine::new(&self.cfg);
         let mut prev = first;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.cfg.interval, self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = self.host.stop.clone();
+        let mut metric_points = self.metric_points.take();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => break,
+                p = async { metric_points.as_mut()?.recv().await }, if metric_points.is_some() => {
+                    match p {
+                        Some(p) => {
+                            let now = Instant::now();
+                            self.watch_budget(now);
+                            let points = engine.observe_rule(p.rule, &p.target, p.value, now);
+                            self.act(&engine, points.into_iter().collect(), now, Some(&p));
+                        }
+                        None => metric_points = None,
+                    }
+                    continue;
+                }
             }
             self.health.beat();
             let now = Instant::now();
@@ -229,7 +281,7 @@ impl Loop {
                     Ok(times) => {
                         if let Some(u) = times.utilisation_since(&prev) {
                             let points = engine.observe(SignalKind::NodeCpu, "node", u, now);
-                            self.act(&engine, points, now);
+                            self.act(&engine, points, now, None);
                         }
                         prev = times;
                     }
@@ -241,7 +293,7 @@ impl Loop {
             }
             if engine.watches(SignalKind::TargetCpu) {
                 let points = self.target_points(&mut engine, now);
-                self.act(&engine, points, now);
+                self.act(&engine, points, now, None);
             }
         }
         self.health.stop();
@@ -317,8 +369,9 @@ impl Loop {
         }
     }
 
-    /// Counts the points and carries out the triggers the caps allowed.
-    fn act(&mut self, engine: &Engine, points: Vec<Point>, now: Instant) {
+    /// Counts the points and carries out the triggers the caps allowed; `origin` is the
+    /// metric point they judged (a `metric` rule's burst covers its processes).
+    fn act(&mut self, engine: &Engine, points: Vec<Point>, now: Instant, origin: Option<&MetricPoint>) {
         for p in points {
             let rule = engine.rule(p.rule);
             self.metrics.point(&rule.name);
@@ -336,18 +389,29 @@ impl Loop {
                 Ok(()) => {
                     self.metrics.trigger(&rule.name, "acted");
                     let burst = if rule.actions.contains(&Action::Burst) {
-                        // A target_cpu rule's burst covers the target's processes as of the
-                        // last reading (processes it starts during the burst are not covered).
-                        let pids = (rule.signal == SignalKind::TargetCpu && self.cfg.burst.scope == BurstScope::Target)
-                            .then(|| {
-                                self.last_targets
+                        let target_scope = self.cfg.burst.scope == BurstScope::Target;
+                        match (rule.signal, origin) {
+                            // A target_cpu rule's burst covers the target's processes as of the
+                            // last reading (processes it starts during the burst are not covered).
+                            (SignalKind::TargetCpu, _) if target_scope => {
+                                let pids = self
+                                    .last_targets
                                     .iter()
                                     .flat_map(|l| &l.targets)
                                     .filter(|t| group_key(t, rule.group_by).as_deref() == Some(p.target.as_str()))
                                     .map(|t| t.pid)
-                                    .collect::<Vec<u32>>()
-                            });
-                        self.burst(&rule.name, pids, now)
+                                    .collect::<Vec<u32>>();
+                                self.burst(&rule.name, Some(pids), now)
+                            }
+                            (SignalKind::Metric, Some(m)) if target_scope => match self.metric_pids(m) {
+                                Ok(pids) => self.burst(&rule.name, Some(pids), now),
+                                Err(why) => {
+                                    self.metrics.burst("failed");
+                                    BurstOutcome::Failed(why)
+                                }
+                            },
+                            _ => self.burst(&rule.name, None, now),
+                        }
                     } else {
                         BurstOutcome::NotAsked
                     };
@@ -386,6 +450,33 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// The profiled processes a metric point belongs to: the resource's `process.pid` if the
+    /// profiler sees it, else those with its `service.name`.
+    fn metric_pids(&self, m: &MetricPoint) -> Result<Vec<u32>, String> {
+        let totals = self
+            .host
+            .controls
+            .get(&self.cfg.burst.receiver)
+            .and_then(|c| c.cpu_by_target())
+            .ok_or_else(|| format!("no running receiver `{}` measures CPU per target", self.cfg.burst.receiver))?;
+        if let Some(pid) = m.pid.filter(|pid| totals.targets.iter().any(|t| t.pid == *pid)) {
+            return Ok(vec![pid]);
+        }
+        let pids: Vec<u32> =
+            totals.targets.iter().filter(|t| t.service.is_some() && t.service == m.service).map(|t| t.pid).collect();
+        if pids.is_empty() {
+            return Err(format!(
+                "no profiled process has the series' {} (burst.scope: target)",
+                match (&m.pid, &m.service) {
+                    (Some(pid), _) => format!("process.pid {pid}"),
+                    (None, Some(s)) => format!("service.name {s:?}"),
+                    (None, None) => "process (its resource has neither process.pid nor service.name)".into(),
+                }
+            ));
+        }
+        Ok(pids)
     }
 
     /// Asks the burst receiver for a burst.
@@ -464,6 +555,7 @@ mod tests {
         let counts = host.telemetry.receiver("anomaly", "internal", Signal::Logs);
         let metrics = Metrics {
             telemetry: host.telemetry.clone(),
+            kind: "receiver",
             id: "anomaly".into(),
             accepted: counts.accepted,
             refused: counts.refused,
@@ -486,6 +578,7 @@ mod tests {
             bursting: None,
             cpus: 2,
             last_targets: None,
+            metric_points: None,
         };
         let mut engine = Engine::new(&cfg);
         let set = |covered_s: f64, targets: Vec<TargetCpu>| {

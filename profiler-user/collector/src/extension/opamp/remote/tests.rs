@@ -197,4 +197,13 @@ fn a_remote_config_may_tune_anomaly_rules_and_tighten_their_caps_never_loosen_th
     // A receiver the local file does not have is held to the defaults.
     let e = merged_text(local, remote("receivers: {anomaly/new: {limits: {global: 1000}}}")).unwrap_err();
     assert!(e.0.starts_with("receivers.anomaly/new.limits"), "{}", e.0);
+    // The connector form (metric rules) is held the same way.
+    let local = "connectors:\n  anomaly:\n    burst: {samples_per_second: 49}\n";
+    let tuned = merged_text(
+        local,
+        remote("connectors: {anomaly: {rules: [{name: q, signal: metric, condition: 'true', floor: 5}]}}"),
+    );
+    assert!(tuned.is_ok(), "{tuned:?}");
+    let e = merged_text(local, remote("connectors: {anomaly: {burst: {samples_per_second: 99}}}")).unwrap_err();
+    assert!(e.0.starts_with("connectors.anomaly.burst.samples_per_second"), "{}", e.0);
 }
