@@ -38,7 +38,7 @@ pub(super) struct Config {
     #[serde(default)]
     pod_association: Option<Vec<Association>>,
     #[serde(default)]
-    exclude: Option<serde_yaml::Value>,
+    exclude: Option<Exclude>,
     /// otelprof's own: the most pods kept (one node's pods; the kubelet's default limit is
     /// 110). Past it the oldest pod is evicted and counted.
     #[serde(default = "default_max_pods")]
@@ -48,6 +48,24 @@ pub(super) struct Config {
 fn default_max_pods() -> usize {
     1024
 }
+
+/// `exclude`: pods whose records get no metadata, by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Exclude {
+    #[serde(default)]
+    pods: Vec<ExcludePod>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExcludePod {
+    /// A regular expression found anywhere in the pod's name (unanchored, as the Collector's).
+    name: String,
+}
+
+/// The Collector's default `exclude.pods`, also when the list is given empty.
+const DEFAULT_EXCLUDED_PODS: [&str; 2] = ["jaeger-agent", "jaeger-collector"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,9 +298,17 @@ pub struct Checked {
     /// gateway that adds the rest, as in the Collector).
     pub passthrough: bool,
     pub max_pods: usize,
+    /// `exclude.pods[].name`: pods whose name one of these finds are not kept (not listed
+    /// in the store, so nothing is associated with them).
+    pub exclude: Vec<regex::Regex>,
 }
 
 impl Checked {
+    /// Whether a pod of this name is excluded.
+    pub fn excludes(&self, pod_name: &str) -> bool {
+        self.exclude.iter().any(|r| r.is_match(pod_name))
+    }
+
     pub fn wants(&self, attribute: &str) -> bool {
         self.metadata.iter().any(|m| m == attribute)
     }
@@ -338,8 +364,15 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
             "not supported yet: the agent starts at once and adds metadata once the pods are listed",
         ));
     }
-    if c.exclude.is_some() {
-        return Err(refuse(format!("{path}.exclude"), "not supported yet"));
+    let given = c.exclude.as_ref().map(|e| e.pods.as_slice()).unwrap_or_default();
+    let names: Vec<(String, &str)> = if given.is_empty() {
+        DEFAULT_EXCLUDED_PODS.iter().map(|n| (format!("{path}.exclude"), *n)).collect()
+    } else {
+        given.iter().enumerate().map(|(i, p)| (format!("{path}.exclude.pods[{i}].name"), p.name.as_str())).collect()
+    };
+    let mut exclude = Vec::with_capacity(names.len());
+    for (at, name) in names {
+        exclude.push(regex::Regex::new(name).map_err(|e| refuse(at, format!("not a regular expression: {e}")))?);
     }
     if c.max_pods == 0 {
         return Err(refuse(format!("{path}.max_pods"), "must be at least 1"));
@@ -464,6 +497,7 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
         associations,
         passthrough: c.passthrough,
         max_pods: c.max_pods,
+        exclude,
     })
 }
 

@@ -24,6 +24,8 @@
 //!       - sources: [{from: resource_attribute, name: container.id}]
 //!       - sources: [{from: connection}]  # the sender's IP
 //!     passthrough: false                 # true: only k8s.pod.ip from the connection
+//!     exclude:                           # pods not kept (regex found in the name); the
+//!       pods: [{name: jaeger-agent}, {name: jaeger-collector}]   # default, as the Collector's
 //! ```
 //!
 //! Config keys, attribute names and semantics are the Collector's k8sattributes processor's,
@@ -80,7 +82,7 @@
 //! - Without `pod_association` the rules are k8s.pod.uid, k8s.pod.ip, container.id, then the
 //!   connection (the Collector's default is the connection alone; the profiler's data has no
 //!   connection, and a gateway's the wrong one). In `passthrough` it is the connection alone.
-//! - Refused as not supported yet: `auth_type: none`, `wait_for_metadata: true`, `exclude`,
+//! - Refused as not supported yet: `auth_type: none`, `wait_for_metadata: true`,
 //!   `key_regex`, labels and annotations `from` anything but `pod`, and the metadata
 //!   `k8s.cronjob.uid`, `k8s.cluster.uid`, `k8s.node.uid`, `container.image.repo_digests`.
 //! - `filter.fields` / `filter.labels` go to the API server as selectors (so it sends only

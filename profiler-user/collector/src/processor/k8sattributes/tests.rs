@@ -373,6 +373,19 @@ async fn labels_annotations_and_container_attributes_only_when_configured() {
     assert_eq!(get(&p, "k8s.pod.start_time"), Some("2026-11-30T08:15:02Z"));
 }
 
+/// `exclude`: an excluded pod is not kept, so its records get nothing (and no ReplicaSet is
+/// asked for it); the others are joined as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_pods_are_not_kept() {
+    let (api, url) = FakeApi::start(vec![LIST_1], vec![]).await;
+    let r = rig(&format!("{{auth_type: kubeConfig, endpoint: '{url}', filter: {{node: node-1}}, exclude: {{pods: [{{name: '^web-'}}]}}}}"));
+    wait_until("the list is in the store", || r.store.len() == 2).await;
+    let p = r.send(Signal::Profiles, &[("container.id", WEB_CID)]);
+    assert_eq!(p.keys().collect::<Vec<_>>(), ["container.id"], "the excluded pod's container: nothing added");
+    assert!(!api.requests().iter().any(|q| q.contains("replicasets")), "{:?}", api.requests());
+    assert!(r.store.by_name("shop", "db-0").is_some(), "the others are kept");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_unreachable_passes_data_unchanged_and_counts_errors() {
     // Nothing listens on port 1 of the loopback.
@@ -433,6 +446,15 @@ fn config_defaults_and_errors_name_the_key() {
     )
     .unwrap();
     assert_eq!(ok.labels[0].tag_name, "k8s.pod.labels.app");
+    // The Collector's default exclusions (also for an empty list), found anywhere in the name.
+    for c in [&c, &checked("{exclude: {pods: []}}").unwrap()] {
+        assert!(c.excludes("jaeger-agent-x7k2p") && c.excludes("my-jaeger-collector-0") && !c.excludes("web-1"));
+    }
+    let own = checked("{exclude: {pods: [{name: '^db-'}]}}").unwrap();
+    assert!(
+        own.excludes("db-0") && !own.excludes("web-db-0") && !own.excludes("jaeger-agent-1"),
+        "a list replaces them"
+    );
 
     let p = "processors.k8sattributes";
     for (yaml, path, says) in [
@@ -487,6 +509,8 @@ fn config_defaults_and_errors_name_the_key() {
             "required",
         ),
         ("{max_pods: 0}", format!("{p}.max_pods"), "at least 1"),
+        ("{exclude: {pods: [{name: '(web'}]}}", format!("{p}.exclude.pods[0].name"), "not a regular expression"),
+        ("{exclude: {pods: [{nme: web}]}}", format!("{p}.exclude.pods[0].nme"), "unknown field"),
     ] {
         let e = checked(yaml).err().unwrap_or_else(|| panic!("{yaml} was accepted"));
         assert_eq!(e.path, path, "{yaml}: {e}");

@@ -293,7 +293,12 @@ impl Watch {
         }
     }
 
+    /// The pod's metadata as the store keeps it; `None` for an excluded pod (no ReplicaSet
+    /// is asked for it either).
     async fn meta(&mut self, pod: &Pod, client: &Client) -> Option<PodMeta> {
+        if self.config.excludes(pod.metadata.name.as_deref().unwrap_or_default()) {
+            return None;
+        }
         let deployment = self.deployment(pod, client).await;
         pod_meta(pod, &self.config, deployment.as_ref())
     }
