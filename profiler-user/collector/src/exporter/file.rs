@@ -9,7 +9,7 @@
 //! blocking pool (never on the caller of `consume`), so a slow disk fills the bounded queue and
 //! is counted, not felt upstream. Concurrent senders may write requests out of arrival order;
 //! `sending_queue: {num_consumers: 1}` keeps it. A `rotation:` block turns on rotation by size
-//! ([`super::rotate`]); the buffer is flushed every `flush_interval` and at shutdown.
+//! (the exporter's `rotate` module); the buffer is flushed every `flush_interval` and at shutdown.
 
 use std::{
     path::PathBuf,

@@ -5,7 +5,7 @@
 //! | `otlp` (`otlp_grpc`)     | an OTLP/gRPC backend                      | [`otlp_grpc`]   |
 //! | `otlphttp` (`otlp_http`) | an OTLP/HTTP backend, protobuf or JSON    | [`otlp_http`]   |
 //! | `debug`                  | the log (or stdout)                       | [`debug`]       |
-//! | `file`                   | a file, JSON lines or length-prefixed     | [`file`]        |
+//! | `file`                   | a file, JSON lines or length-prefixed     | [`file`](mod@file) |
 //!
 //! Every type is a [`Transport`] (one attempt to deliver one request) behind the same
 //! [`QueuedExporter`]: `consume` only offers to a bounded [sending queue](queue) and refuses

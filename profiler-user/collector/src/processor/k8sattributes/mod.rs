@@ -41,7 +41,7 @@
 //!   the join). Every `status.podIPs` entry is indexed (dual-stack); host-network pods are
 //!   not indexed by IP (their IP is the node's).
 //! - **Connection**: `from: connection` is the sender's IP as the receiver saw it (the
-//!   request's [`client`](crate::client)); when the rule that decides uses it, `k8s.pod.ip`
+//!   request's [`client`]); when the rule that decides uses it, `k8s.pod.ip`
 //!   is added, also in `passthrough`. Data flushed by `batch` has no sender: put this
 //!   processor before `batch`, as the Collector's documentation says.
 //! - **Attributes** are added, never overwriting one the resource already has (except a

@@ -5,7 +5,7 @@
 //!   the whole request.
 //! - [`filter`]: conditions that drop records; emptied containers are removed.
 //! - `group`: which OTTL contexts a signal has ([`Ctx`]), inferring a statement's context from
-//!   its paths, compiling one config entry into a [`Group`] of one context, and running a group
+//!   its paths, compiling one config entry into a `Group` of one context, and running a group
 //!   over a request.
 //! - `walk`: moving each record of a request into its context struct and back (the contexts
 //!   own their records), keeping or dropping it as the visitor says.

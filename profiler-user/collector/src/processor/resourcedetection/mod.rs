@@ -19,7 +19,7 @@
 //! When several detectors find the same attribute, the first one listed wins, as in the
 //! Collector. A detector that fails is logged and skipped; the others still apply.
 //!
-//! Detectors: [`env`] (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`) and [`system`]
+//! Detectors: [`env`](mod@env) (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SERVICE_NAME`) and [`system`]
 //! (`host.name`, `os.type`; `host.id`, `host.arch`, `os.description` when enabled). Adding one
 //! (`process`, `k8snode`, a cloud's metadata service) is a module with a [`Detector`], its config
 //! checked in `Detectors::check` under the key the Collector uses, and an arm in

@@ -3,7 +3,7 @@
 //!
 //! Every `interval` it reads the signals its rules watch ([`cpu`]: the node's CPU utilisation;
 //! `target_cpu`: each process's, service's or container's share of the node's CPUs from the
-//! profiler's own samples, through its [`ReceiverControl::cpu_by_target`]),
+//! profiler's own samples, through its [`ReceiverControl::cpu_by_target`](crate::component::ReceiverControl::cpu_by_target)),
 //! feeds each rule's detector ([`detect`]: winsorized EWMA with a Z-score, warm-up, floor,
 //! ceiling and k-of-n confirmation) and asks the caps ([`limit`]: cooldown per target, per
 //! target and node-wide windows) whether a trigger may act. The actions are a closed set:
