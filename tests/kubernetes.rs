@@ -326,3 +326,30 @@ fn pod_and_workload_on_profiles_and_received_otlp() {
     );
     drop(cgroup);
 }
+
+/// `wait_for_metadata: true` with no API server: the agent does not start (exit 1) and says
+/// which processor and setting held it, as the Collector does.
+#[test]
+fn wait_for_metadata_without_an_api_server_fails_the_start() {
+    let dir = scratch("k8s-wait-for-metadata");
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp: {{ protocols: {{ http: {{ endpoint: '{}' }} }} }}\n\
+             processors:\n  k8sattributes:\n    auth_type: kubeConfig\n    endpoint: 'http://127.0.0.1:1'\n    \
+             wait_for_metadata: true\n    wait_for_metadata_timeout: 500ms\n\
+             exporters:\n  debug: {{}}\n\
+             service:\n  pipelines:\n    traces: {{ receivers: [otlp], processors: [k8sattributes], exporters: [debug] }}\n",
+            free_addr()
+        ),
+    )
+    .unwrap();
+    let out = otelprof().arg("agent").arg("--config").arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("processors.k8sattributes") && err.contains("wait_for_metadata: no pod list within 500ms"),
+        "{err}"
+    );
+}

@@ -241,6 +241,12 @@ pub struct Burst {
 /// A processor in one pipeline: a consumer that passes (changed) data to its next consumer.
 #[async_trait]
 pub trait Processor: Consumer {
+    /// Called when its graph starts, before connectors and receivers (nothing has flowed
+    /// yet): `k8sattributes` with `wait_for_metadata` waits for its pod list here. Never
+    /// called for a graph that is only built and checked.
+    async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
+        Ok(())
+    }
     /// Called after every receiver stopped: hand on what is held (the batch processor's
     /// pending batch) and stop own tasks.
     async fn shutdown(&self) {}

@@ -360,7 +360,11 @@ impl Graph {
         let Graph { host, readiness, telemetry, receivers, chains, connectors, exporters, .. } = self;
         let mut running =
             RunningGraph { host, readiness, telemetry, receivers: Vec::new(), chains, connectors, exporters };
-        if let Err(error) = start_connectors(&running.connectors, &running.host).await {
+        let started = match start_processors(&running.chains, &running.host).await {
+            Ok(()) => start_connectors(&running.connectors, &running.host).await,
+            Err(e) => Err(e),
+        };
+        if let Err(error) = started {
             tracing::error!("{error}; stopping what had started");
             running.shutdown().await;
             return Err(error);
@@ -378,6 +382,18 @@ impl Graph {
         running.readiness.set(true);
         Ok(running)
     }
+}
+
+/// Starts every pipeline's processors (one instance per pipeline); most have nothing to start.
+async fn start_processors(chains: &[ProcessorChain], host: &Host) -> Result<(), ComponentError> {
+    for chain in chains {
+        for (id, p) in &chain.processors {
+            p.start(host)
+                .await
+                .map_err(|e| ComponentError::new(format!("processors.{id}"), format!("cannot start: {}", e.message)))?;
+        }
+    }
+    Ok(())
 }
 
 /// Starts every connector (one per id and signal pair); most have nothing to start.
@@ -527,8 +543,12 @@ impl RunningGraph {
             connectors: k2,
             exporters: e2,
         };
-        // The new pipelines' connectors run before any receiver is pointed at them.
-        let mut error = start_connectors(&running.connectors, &running.host).await.err();
+        // The new pipelines' processors and connectors run before any receiver is pointed at
+        // them.
+        let mut error = match start_processors(&running.chains, &running.host).await {
+            Ok(()) => start_connectors(&running.connectors, &running.host).await.err(),
+            Err(e) => Some(e),
+        };
         let mut to_start = Vec::new();
         for w in wired {
             let Some(mut o) = old.remove(&w.id) else {

@@ -29,7 +29,6 @@ pub(super) struct Config {
     #[serde(default)]
     wait_for_metadata: bool,
     #[serde(default, with = "humantime_serde")]
-    #[allow(dead_code)] // checked by serde; only meaningful with wait_for_metadata, which is refused
     wait_for_metadata_timeout: Option<Duration>,
     #[serde(default)]
     filter: Filter,
@@ -63,6 +62,9 @@ struct ExcludePod {
     /// A regular expression found anywhere in the pod's name (unanchored, as the Collector's).
     name: String,
 }
+
+/// The Collector's default `wait_for_metadata_timeout`.
+const DEFAULT_WAIT_FOR_METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Collector's default `exclude.pods`, also when the list is given empty.
 const DEFAULT_EXCLUDED_PODS: [&str; 2] = ["jaeger-agent", "jaeger-collector"];
@@ -301,6 +303,9 @@ pub struct Checked {
     /// `exclude.pods[].name`: pods whose name one of these finds are not kept (not listed
     /// in the store, so nothing is associated with them).
     pub exclude: Vec<regex::Regex>,
+    /// `wait_for_metadata`: the processor's start waits this long for the first pod list and
+    /// fails the start without it.
+    pub wait_for_metadata: Option<Duration>,
 }
 
 impl Checked {
@@ -358,12 +363,13 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
             ))
         }
     };
-    if c.wait_for_metadata {
-        return Err(refuse(
-            format!("{path}.wait_for_metadata"),
-            "not supported yet: the agent starts at once and adds metadata once the pods are listed",
-        ));
-    }
+    let wait_for_metadata = match (c.wait_for_metadata, c.wait_for_metadata_timeout) {
+        (true, Some(t)) if t.is_zero() => {
+            return Err(refuse(format!("{path}.wait_for_metadata_timeout"), "must be more than 0"))
+        }
+        (true, t) => Some(t.unwrap_or(DEFAULT_WAIT_FOR_METADATA_TIMEOUT)),
+        (false, _) => None,
+    };
     let given = c.exclude.as_ref().map(|e| e.pods.as_slice()).unwrap_or_default();
     let names: Vec<(String, &str)> = if given.is_empty() {
         DEFAULT_EXCLUDED_PODS.iter().map(|n| (format!("{path}.exclude"), *n)).collect()
@@ -498,6 +504,7 @@ pub(super) fn check(value: serde_yaml::Value, path: &str) -> Result<Checked, Con
         passthrough: c.passthrough,
         max_pods: c.max_pods,
         exclude,
+        wait_for_metadata,
     })
 }
 

@@ -82,7 +82,11 @@
 //! - Without `pod_association` the rules are k8s.pod.uid, k8s.pod.ip, container.id, then the
 //!   connection (the Collector's default is the connection alone; the profiler's data has no
 //!   connection, and a gateway's the wrong one). In `passthrough` it is the connection alone.
-//! - Refused as not supported yet: `auth_type: none`, `wait_for_metadata: true`,
+//! - `wait_for_metadata: true` makes the processor's start wait for the first pod list
+//!   (`wait_for_metadata_timeout`, default 10 s) and fail without it, as the Collector's: the
+//!   agent does not start, a remote config is rolled back. Off by default: sampling should not
+//!   wait for the API server.
+//! - Refused as not supported yet: `auth_type: none`,
 //!   `key_regex`, labels and annotations `from` anything but `pod`, and the metadata
 //!   `k8s.cronjob.uid`, `k8s.cluster.uid`, `k8s.node.uid`, `container.image.repo_digests`.
 //! - `filter.fields` / `filter.labels` go to the API server as selectors (so it sends only
@@ -113,7 +117,10 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::{
@@ -268,7 +275,13 @@ impl BuildProcessor for Build {
             }
         });
         let metrics = host.telemetry.processor(&self.id, signal);
-        Ok(Arc::new(K8sAttributes { inner: MapResources::new(next, metrics, annotate), shared }))
+        let wait_for_metadata = self.config.wait_for_metadata.filter(|_| !self.config.passthrough);
+        Ok(Arc::new(K8sAttributes {
+            inner: MapResources::new(next, metrics, annotate),
+            shared,
+            id: format!("processors.{}", self.id),
+            wait_for_metadata,
+        }))
     }
 }
 
@@ -277,6 +290,10 @@ impl BuildProcessor for Build {
 pub struct K8sAttributes {
     inner: MapResources,
     shared: Arc<Shared>,
+    /// `processors.<id>`, for the start's error.
+    id: String,
+    /// Not in passthrough, which lists nothing.
+    wait_for_metadata: Option<Duration>,
 }
 
 impl Consumer for K8sAttributes {
@@ -287,6 +304,22 @@ impl Consumer for K8sAttributes {
 
 #[async_trait]
 impl Processor for K8sAttributes {
+    /// With `wait_for_metadata`, waits for the first pod list (the Collector's behaviour: a
+    /// start without metadata fails, and so does the agent's start or the remote config).
+    async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
+        let Some(timeout) = self.wait_for_metadata else { return Ok(()) };
+        if self.shared.store.wait_synced(timeout).await {
+            return Ok(());
+        }
+        Err(ComponentError::new(
+            &self.id,
+            format!(
+                "wait_for_metadata: no pod list within {timeout:?} (the API server's errors are in the log and \
+                 otelprof_k8s_watch_errors_total)"
+            ),
+        ))
+    }
+
     /// Stops the watch (shared by the processor's pipelines, which shut down together).
     async fn shutdown(&self) {
         self.shared.stop.cancel();

@@ -131,11 +131,19 @@ pub struct Store {
     index: RwLock<Index>,
     max_pods: usize,
     metrics: StoreMetrics,
+    /// Becomes true at the first complete list (`wait_for_metadata` waits for it).
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 impl Store {
     pub fn new(max_pods: usize, metrics: StoreMetrics) -> Self {
-        Self { index: RwLock::new(Index::default()), max_pods, metrics }
+        Self { index: RwLock::new(Index::default()), max_pods, metrics, synced: tokio::sync::watch::Sender::new(false) }
+    }
+
+    /// Waits until the first list is in, at most `timeout`; false when it was not.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let mut rx = self.synced.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s)).await.is_ok_and(|r| r.is_ok())
     }
 
     fn write(&self, f: impl FnOnce(&mut Index, usize) -> u64) {
@@ -186,6 +194,7 @@ impl Store {
             *ix = Index::default();
             pods.into_iter().map(|p| u64::from(ix.insert(p, max))).sum()
         });
+        self.synced.send_replace(true);
     }
 
     /// Whether the pod with `uid` was deleted and is held for its grace.

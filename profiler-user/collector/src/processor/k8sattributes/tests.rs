@@ -373,6 +373,25 @@ async fn labels_annotations_and_container_attributes_only_when_configured() {
     assert_eq!(get(&p, "k8s.pod.start_time"), Some("2026-11-30T08:15:02Z"));
 }
 
+/// `wait_for_metadata`: the start waits for the first list; without an API server it fails
+/// after the timeout, naming the processor and the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_metadata_holds_the_start_until_the_pods_are_listed() {
+    let (_api, url) = FakeApi::start(vec![LIST_1], vec![]).await;
+    let r = rig(&format!(
+        "{{auth_type: kubeConfig, endpoint: '{url}', filter: {{node: node-1}}, wait_for_metadata: true}}"
+    ));
+    r.processors["traces"].start(&r.host).await.unwrap();
+    assert_eq!(r.store.len(), 3, "started once the list was in");
+    let r = rig("{auth_type: kubeConfig, endpoint: 'http://127.0.0.1:1', wait_for_metadata: true, \
+                 wait_for_metadata_timeout: 300ms}");
+    let e = r.processors["logs"].start(&r.host).await.unwrap_err();
+    assert_eq!(e.id, "processors.k8sattributes", "{e}");
+    assert!(e.message.contains("wait_for_metadata: no pod list within 300ms"), "{e}");
+    let r = rig("{auth_type: kubeConfig, endpoint: 'http://127.0.0.1:1'}");
+    r.processors["logs"].start(&r.host).await.expect("without wait_for_metadata the start does not wait");
+}
+
 /// `exclude`: an excluded pod is not kept, so its records get nothing (and no ReplicaSet is
 /// asked for it); the others are joined as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,6 +469,8 @@ fn config_defaults_and_errors_name_the_key() {
     for c in [&c, &checked("{exclude: {pods: []}}").unwrap()] {
         assert!(c.excludes("jaeger-agent-x7k2p") && c.excludes("my-jaeger-collector-0") && !c.excludes("web-1"));
     }
+    assert_eq!(c.wait_for_metadata, None, "off by default");
+    assert_eq!(checked("{wait_for_metadata: true}").unwrap().wait_for_metadata, Some(Duration::from_secs(10)));
     let own = checked("{exclude: {pods: [{name: '^db-'}]}}").unwrap();
     assert!(
         own.excludes("db-0") && !own.excludes("web-db-0") && !own.excludes("jaeger-agent-1"),
@@ -511,6 +532,11 @@ fn config_defaults_and_errors_name_the_key() {
         ("{max_pods: 0}", format!("{p}.max_pods"), "at least 1"),
         ("{exclude: {pods: [{name: '(web'}]}}", format!("{p}.exclude.pods[0].name"), "not a regular expression"),
         ("{exclude: {pods: [{nme: web}]}}", format!("{p}.exclude.pods[0].nme"), "unknown field"),
+        (
+            "{wait_for_metadata: true, wait_for_metadata_timeout: 0s}",
+            format!("{p}.wait_for_metadata_timeout"),
+            "more than 0",
+        ),
     ] {
         let e = checked(yaml).err().unwrap_or_else(|| panic!("{yaml} was accepted"));
         assert_eq!(e.path, path, "{yaml}: {e}");
