@@ -94,6 +94,9 @@ pub struct Host {
     /// The running receivers' controls by id, for components that act on another one (the
     /// anomaly receiver's `burst`); kept current across config reloads.
     pub controls: ReceiverControls,
+    /// The anomaly loops' actions, kept across reloads so that restarting a loop resets no
+    /// cap, and shared so that the node-wide cap counts every loop's.
+    pub anomaly_history: crate::receiver::anomaly::limit::History,
 }
 
 impl Host {
@@ -104,6 +107,7 @@ impl Host {
             stop: CancellationToken::new(),
             shutdown_timeout,
             controls: ReceiverControls::default(),
+            anomaly_history: Default::default(),
         }
     }
 }

@@ -322,6 +322,77 @@ service:
         running.shutdown().await;
     }
 
+    /// A remote config that changes the rule restarts the loop (connectors are rebuilt on a
+    /// reload); the restarted loop must still honour the cooldown of the trigger before it.
+    #[tokio::test]
+    async fn a_reload_resets_no_cooldown() {
+        let lab = Lab::default();
+        let factories = lab.factories().with_connector(AnomalyConnectorFactory);
+        let yaml = |z: u32| {
+            format!(
+                r#"
+receivers: {{otlp: }}
+exporters: {{debug: }}
+connectors:
+  anomaly:
+    rules:
+      - {{ name: queue, signal: metric, condition: 'metric.name == "queue.depth"', warmup: 3, min_stddev: 1, z_threshold: {z}, confirm: {{k: 1, n: 1}} }}
+    burst: {{ scope: node }}
+service:
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [anomaly]}}
+    logs: {{receivers: [anomaly], exporters: [debug]}}
+"#
+            )
+        };
+        let host = Host::new(Duration::from_secs(5));
+        let profiler = Arc::new(Profiler::default());
+        host.controls.insert("profiling", profiler.clone());
+        let (config, _) = parse(&yaml(3), &factories).unwrap();
+        let running = Graph::build(config, &host).unwrap().start().await.unwrap();
+        let triggers = |outcome: &str| -> f64 {
+            rendered(&host)
+                .lines()
+                .filter(|l| {
+                    l.starts_with("otelprof_anomaly_triggers_total") && l.contains(&format!("outcome=\"{outcome}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let feed = |values: &[f64]| {
+            let metrics = lab.outputs("otlp").get(Signal::Metrics).cloned().unwrap();
+            for v in values {
+                metrics.consume(depth("jobs", "email", *v)).unwrap();
+            }
+        };
+        let settle = |what: &'static str, outcome: &'static str, n: f64| {
+            let triggers = &triggers;
+            async move {
+                for _ in 0..200 {
+                    if triggers(outcome) >= n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("{what}: {outcome} never reached {n}");
+            }
+        };
+        feed(&[10.0, 11.0, 10.0, 11.0, 200.0]);
+        settle("the first step", "acted", 1.0).await;
+        assert_eq!(profiler.0.lock().unwrap().len(), 1);
+
+        let (config, _) = parse(&yaml(4), &factories).unwrap();
+        let next = Graph::build_next(config, &host, &running).unwrap();
+        let (running, report) = running.replace(next).await;
+        report.unwrap();
+        // The restarted loop warms up again, then sees another step within the 60 s cooldown.
+        feed(&[10.0, 11.0, 10.0, 11.0, 200.0]);
+        settle("the step after the reload", "cooldown", 1.0).await;
+        assert_eq!(triggers("acted"), 1.0);
+        assert_eq!(profiler.0.lock().unwrap().len(), 1, "no second burst");
+        running.shutdown().await;
+    }
+
     #[test]
     fn the_receiver_form_refuses_metric_rules_and_points_at_the_connector() {
         use crate::component::ReceiverFactory;

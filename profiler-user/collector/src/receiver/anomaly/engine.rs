@@ -8,7 +8,7 @@ use std::{collections::HashMap, time::Instant};
 use super::{
     config::{AnomalyConfig, Rule, SignalKind},
     detect::{Detector, Observation},
-    limit::{Denied, Limiter},
+    limit::{Denied, History, Limiter},
 };
 
 /// Detectors per rule are kept for at most this many targets (the oldest seen is forgotten),
@@ -40,10 +40,16 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// With caps of its own (tests).
     pub fn new(cfg: &AnomalyConfig) -> Self {
+        Self::shared(cfg, History::default(), "")
+    }
+
+    /// With caps over the agent's `history`, as component `owner` (see [`super::limit`]).
+    pub fn shared(cfg: &AnomalyConfig, history: History, owner: &str) -> Self {
         Self {
             rules: cfg.rules.iter().map(|r| RuleState { rule: r.clone(), detectors: HashMap::new() }).collect(),
-            limiter: Limiter::new(cfg.limits.clone()),
+            limiter: Limiter::shared(cfg.limits.clone(), history, owner),
             points: 0,
         }
     }

@@ -250,7 +250,7 @@ impl Loop {
     }
 
     pub(crate) async fn run(mut self, first: cpu::CpuTimes) {
-        let mut engine = Engine::new(&self.cfg);
+        let mut engine = Engine::shared(&self.cfg, self.host.anomaly_history.clone(), &self.id);
         let mut prev = first;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.cfg.interval, self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
