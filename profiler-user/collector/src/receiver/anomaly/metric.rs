@@ -87,10 +87,6 @@ impl MetricRules {
         Ok(Self { rules })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// The points of `request` each rule's condition selects.
     pub fn extract(&self, request: &mut ExportMetricsServiceRequest, series: &mut Series) -> Extracted {
         let mut out = Extracted::default();
@@ -99,27 +95,30 @@ impl MetricRules {
         }
         // The walk only reads: every point is kept.
         let _ = walk::data_points(request, &mut |c: &mut DataPointContext| {
-            let Some(value) = number(c) else { return Ok(true) };
-            let mut key = None;
-            for (rule, cond) in &self.rules {
-                match cond.eval(c) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
+            let Some(reading) = number(c) else { return Ok(true) };
+            let selected: Vec<usize> = self
+                .rules
+                .iter()
+                .filter_map(|(rule, cond)| match cond.eval(c) {
+                    Ok(true) => Some(*rule),
+                    Ok(false) => None,
                     Err(e) => {
                         out.errors += 1;
                         tracing::debug!("anomaly: condition {:?} on a data point: {e}", cond.source());
-                        continue;
+                        None
                     }
-                }
-                let key = key.get_or_insert_with(|| series_key(c));
-                let Some(v) = value.resolve(key, series) else { continue };
-                out.points.push(MetricPoint {
-                    rule: *rule,
-                    target: key.clone(),
-                    value: v,
-                    pid: string_or_int(&c.resource.attributes, "process.pid").and_then(|p| p.parse().ok()),
-                    service: string_or_int(&c.resource.attributes, "service.name"),
-                });
+                })
+                .collect();
+            if selected.is_empty() {
+                return Ok(true);
+            }
+            // Once per point, whatever the number of rules: a counter's base moves once.
+            let key = series_key(c);
+            let Some(value) = reading.resolve(&key, series) else { return Ok(true) };
+            let pid = string_or_int(&c.resource.attributes, "process.pid").and_then(|p| p.parse().ok());
+            let service = string_or_int(&c.resource.attributes, "service.name");
+            for rule in selected {
+                out.points.push(MetricPoint { rule, target: key.clone(), value, pid, service: service.clone() });
             }
             Ok(true)
         });

@@ -141,6 +141,23 @@ fn gauges_and_up_down_sums_are_levels_counters_are_rates_and_histograms_are_not_
     assert!(fourth.contains(&("requests".to_string(), 20.0)), "{fourth:?}");
 }
 
+/// Two rules selecting the same counter both get its rate: the series' base moves once per
+/// point, not once per rule.
+#[test]
+fn every_rule_selecting_a_counter_gets_its_rate() {
+    let r = rules(
+        r#"rules: [{ name: a, signal: metric, condition: 'true' }, { name: b, signal: metric, condition: 'metric.name == "requests"' }]"#,
+    );
+    let mut series = Series::default();
+    let counter = |t: u64, v: f64| {
+        request(vec![], vec![sum("requests", true, AggregationTemporality::Cumulative, vec![point(v, S, t, vec![])])])
+    };
+    assert!(r.extract(&mut counter(10 * S, 100.0), &mut series).points.is_empty(), "the base");
+    let got: Vec<(usize, f64)> =
+        r.extract(&mut counter(12 * S, 300.0), &mut series).points.iter().map(|p| (p.rule, p.value)).collect();
+    assert_eq!(got, [(0, 100.0), (1, 100.0)], "200 in 2 s, for each rule");
+}
+
 #[test]
 fn a_condition_that_fails_on_a_point_is_counted_and_a_bad_one_is_a_config_error() {
     let r = rules(r#"rules: [{ name: m, signal: metric, condition: 'Substring(attributes["n"], 0, 10) == "x"' }]"#);
