@@ -227,7 +227,11 @@ impl ProcessTracker {
     /// Re-reads the process's mappings and metadata (after exec, or first sight).
     pub fn refresh(&mut self, pid: u32) {
         let now = Instant::now();
-        let Some(text) = read_proc(pid, "maps") else {
+        // A process that is exiting has released its memory: its maps read empty (and its
+        // memory not at all) while the exit event is still on its way. What was known stays:
+        // a re-read then would drop its mappings and its OTEP 4719 context, and every sample
+        // of it not yet encoded would lose its thread-context attributes' names.
+        let Some(text) = read_proc(pid, "maps").filter(|t| !t.trim().is_empty()) else {
             self.vanished += 1;
             let p = self.procs.entry(pid).or_insert_with(|| Process {
                 info: ProcessInfo::default(),
@@ -244,7 +248,12 @@ impl ProcessTracker {
             return;
         };
         let entries = maps::parse(&text);
-        let context = read_context(pid, &entries);
+        // A header still mapped where it was but unreadable right now (a concurrent update, the
+        // process exiting) keeps the context known from it.
+        let context = read_context(pid, &entries).or_else(|| {
+            let known = self.procs.get(&pid)?.info.context.clone()?;
+            (context::process::find_mapping(&entries) == Some(known.header_addr)).then_some(known)
+        });
         let vdso = entries.iter().find(|e| e.path == "[vdso]").map(|e| (e.start, e.end));
         let anon_exec: Vec<(u64, u64)> = entries
             .iter()
@@ -539,6 +548,44 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert_eq!(t.files().len(), 0);
         assert!(dropped.len() >= 2, "file keys handed back for the symbol cache");
+    }
+
+    /// A process whose memory is gone (a zombie: its maps read empty) keeps what was known of
+    /// it when it is refreshed before its exit is handled.
+    #[test]
+    fn an_exiting_process_keeps_its_mappings_when_refreshed() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = child.id();
+        let start = std::time::Instant::now();
+        while !std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.ends_with("sleep")) {
+            assert!(start.elapsed() < Duration::from_secs(5), "sleep did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut t = ProcessTracker::default();
+        t.observe(pid);
+        let exe = t.snapshot([pid], []).info(pid).and_then(|i| i.exe.clone());
+        assert!(exe.as_deref().is_some_and(|e| e.ends_with("sleep")));
+        let code = maps::parse(&read_proc(pid, "maps").unwrap())
+            .into_iter()
+            .find(|e| e.executable && e.is_file())
+            .map(|e| e.start)
+            .unwrap();
+        // Killed and not reaped: a zombie, whose maps read empty.
+        child.kill().unwrap();
+        let start = std::time::Instant::now();
+        while !read_proc(pid, "stat").is_some_and(|s| s.contains(") Z ")) {
+            assert!(start.elapsed() < Duration::from_secs(5), "no zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(read_proc(pid, "maps").as_deref(), Some(""), "a zombie's maps are empty");
+        t.refresh(pid);
+        assert_eq!(t.snapshot([pid], []).info(pid).and_then(|i| i.exe.clone()), exe, "what was known stays");
+        assert!(
+            matches!(t.normalize(pid, code), Some(Normalized::File { .. })),
+            "its code is still found in its mappings"
+        );
+        child.wait().unwrap();
     }
 
     /// JIT code as a runtime makes it: anonymous executable memory, named in
