@@ -227,11 +227,13 @@ impl ProcessTracker {
     /// Re-reads the process's mappings and metadata (after exec, or first sight).
     pub fn refresh(&mut self, pid: u32) {
         let now = Instant::now();
-        // A process that is exiting has released its memory: its maps read empty (and its
-        // memory not at all) while the exit event is still on its way. What was known stays:
-        // a re-read then would drop its mappings and its OTEP 4719 context, and every sample
-        // of it not yet encoded would lose its thread-context attributes' names.
-        let Some(text) = read_proc(pid, "maps").filter(|t| !t.trim().is_empty()) else {
+        // A known process that is exiting has released its memory: its maps read empty (and
+        // its memory not at all) while the exit event is still on its way. What was known
+        // stays: a re-read then would drop its mappings and its OTEP 4719 context, and every
+        // sample of it not yet encoded would lose its thread-context attributes' names. (A
+        // kernel thread's maps are empty too; seen for the first time it is read as usual.)
+        let known = self.procs.contains_key(&pid);
+        let Some(text) = read_proc(pid, "maps").filter(|t| !known || !t.trim().is_empty()) else {
             self.vanished += 1;
             let p = self.procs.entry(pid).or_insert_with(|| Process {
                 info: ProcessInfo::default(),
